@@ -1,0 +1,196 @@
+"""Numbers: decode norm vectors and compute the statistics of their effective gain.
+
+Pure functions of (NormInfo, raw bytes or arrays): no I/O, no printing. Every statistic is computed
+in float64 on the EFFECTIVE gain (w, or 1 + w for offset-parametrized norms), whatever the dtype
+the checkpoint stores.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from normscope.schema import (
+    Band,
+    BandCounts,
+    Headline,
+    Kind,
+    Module,
+    NormInfo,
+    NormStats,
+    Outlier,
+    Parametrization,
+    Role,
+    Thresholds,
+)
+
+MAX_OUTLIERS = 5
+
+
+def _e4m3fn_table() -> np.ndarray:
+    """All 256 values of float8 e4m3fn (OCP FP8: bias 7, no infinities, S.1111.111 is NaN)."""
+    codes = np.arange(256, dtype=np.int64)
+    sign = np.where(codes & 0x80, -1.0, 1.0)
+    exponent = (codes >> 3) & 0xF
+    mantissa = (codes & 0x7).astype(np.float64)
+    normal = (1.0 + mantissa / 8.0) * np.exp2(exponent - 7.0)
+    subnormal = (mantissa / 8.0) * 2.0**-6
+    values = sign * np.where(exponent == 0, subnormal, normal)
+    values[(codes & 0x7F) == 0x7F] = np.nan
+    return values
+
+
+# NOTE: numpy has no bfloat16 or float8 dtypes. Both decode exactly by bit manipulation (BF16 is
+# the top half of a float32, E5M2 the top half of a float16) or a 256-entry table (E4M3), which
+# is smaller than depending on ml_dtypes or importing torch (about 1 s) for a few vectors.
+_E4M3 = _e4m3fn_table()
+SUPPORTED_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
+
+
+def decode(dtype: str, data: bytes) -> np.ndarray | None:
+    """Decode little-endian safetensors bytes to float64; None for dtypes that are not floats."""
+    if dtype == "F64":
+        return np.frombuffer(data, dtype="<f8").astype(np.float64)
+    if dtype == "F32":
+        return np.frombuffer(data, dtype="<f4").astype(np.float64)
+    if dtype == "F16":
+        return np.frombuffer(data, dtype="<f2").astype(np.float64)
+    if dtype == "BF16":
+        bits = np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16
+        return bits.view(np.float32).astype(np.float64)
+    if dtype == "F8_E4M3":
+        return _E4M3[np.frombuffer(data, dtype=np.uint8)]
+    if dtype == "F8_E5M2":
+        bits = np.frombuffer(data, dtype=np.uint8).astype(np.uint16) << 8
+        return bits.view(np.float16).astype(np.float64)
+    return None
+
+
+def _outliers(gain: np.ndarray) -> tuple[Outlier, ...]:
+    finite = np.isfinite(gain)
+    if not finite.all():
+        # The channels to look at first are the broken ones.
+        bad = np.flatnonzero(~finite)[:MAX_OUTLIERS]
+        return tuple(Outlier(int(i), float(gain[i])) for i in bad)
+    deviation = np.abs(gain - np.median(gain))
+    order = np.argsort(-deviation, kind="stable")[:MAX_OUTLIERS]
+    return tuple(Outlier(int(i), float(gain[i])) for i in order if deviation[i] > 0)
+
+
+def compute_stats(
+    info: NormInfo,
+    stored: np.ndarray,
+    bias: np.ndarray | None,
+    thresholds: Thresholds,
+) -> NormStats:
+    """Statistics of one norm's effective gain `stored + shift` (and of its bias, if any)."""
+    gain = np.asarray(stored, dtype=np.float64).reshape(-1) + info.parametrization.shift
+    dim = int(gain.size)
+    with np.errstate(all="ignore"):
+        l2 = float(np.sqrt(np.dot(gain, gain)))
+        ratio = l2 / math.sqrt(dim)
+        mean = float(gain.mean())
+        std = float(gain.std())
+    finite = bool(np.isfinite(gain).all())
+    bias_l2 = bias_abs_max = None
+    bias_zero = True
+    if bias is not None:
+        b = np.asarray(bias, dtype=np.float64).reshape(-1)
+        with np.errstate(all="ignore"):
+            bias_l2 = float(np.sqrt(np.dot(b, b)))
+            bias_abs_max = float(np.abs(b).max()) if b.size else 0.0
+        bias_zero = bool((b == 0).all())
+        finite = finite and bool(np.isfinite(b).all())
+    return NormStats(
+        name=info.name,
+        module=info.module,
+        mtp_depth=info.mtp_depth,
+        layer=info.layer,
+        role=info.role,
+        group=info.group,
+        kind=Kind.layernorm if bias is not None else Kind.rmsnorm,
+        parametrization=info.parametrization,
+        dim=dim,
+        l2=l2,
+        ratio=ratio,
+        mean=mean,
+        std=std,
+        min=float(gain.min()),
+        max=float(gain.max()),
+        negative=int((gain < 0).sum()),
+        outliers=_outliers(gain),
+        bias_l2=bias_l2,
+        bias_abs_max=bias_abs_max,
+        identity=finite and bool((gain == 1.0).all()) and bias_zero,
+        band=thresholds.classify(ratio) if finite else Band.nonfinite,
+    )
+
+
+def parametrization_doubt(info: NormInfo, stored: np.ndarray) -> str | None:
+    """Name a disagreement between the parametrization and the data, if the data is conclusive.
+
+    An all-zero vector read as standard would be a collapsed norm, but it is exactly what an
+    offset norm looks like at init; an all-ones vector read as offset is a gain of 2, but it is
+    what a converter that baked +1 into offset gains (llama.cpp, NeMo 1.0) writes at init.
+    """
+    if stored.size == 0:
+        return None
+    if info.parametrization is Parametrization.standard and (stored == 0).all():
+        return "all zeros but read as standard: an offset (1 + w) norm at init?"
+    if info.parametrization is Parametrization.offset and (stored == 1).all():
+        return "all ones but read as offset (gain 2): a converter that baked in the +1?"
+    return None
+
+
+def in_scope(stats: NormStats, info_default: bool, scope_all: bool) -> bool:
+    """The default gate scope is the final norm plus every MTP norm (the playbook's gates)."""
+    if scope_all:
+        return True
+    if not info_default:
+        return False
+    return stats.module is Module.mtp or stats.role is Role.final
+
+
+def count_bands(norms: Iterable[NormStats]) -> BandCounts:
+    """Count norms per band."""
+    counts = dict.fromkeys((b.value for b in Band), 0)
+    for n in norms:
+        counts[n.band.value] += 1
+    return BandCounts(**counts)
+
+
+_HEADLINE_ROLES = (Role.final, Role.mtp_embedding, Role.mtp_hidden, Role.mtp_final)
+
+
+def headline(norms: Sequence[NormStats]) -> tuple[Headline, ...]:
+    """The final norm, then each MTP depth's embedding, hidden and final norms."""
+    rows = [
+        n
+        for n in norms
+        if (n.role is Role.final and n.module is Module.main)
+        or (n.module is Module.mtp and n.role in _HEADLINE_ROLES)
+    ]
+    rows.sort(key=lambda n: (n.mtp_depth or 0, _HEADLINE_ROLES.index(n.role), n.name))
+    return tuple(Headline(n.name, n.role, n.mtp_depth, n.ratio, n.band) for n in rows)
+
+
+_ROLE_ORDER = {r: i for i, r in enumerate(Role)}
+
+
+def sort_key(n: NormStats) -> tuple[int, int, float, int, str]:
+    """Main before MTP; embedding first, then by layer, final last; then role, then name."""
+    if n.layer is not None:
+        position: float = n.layer
+    elif n.role is Role.embedding:
+        position = -1
+    else:
+        position = math.inf
+    return (
+        0 if n.module is Module.main else 1,
+        n.mtp_depth or 0,
+        position,
+        _ROLE_ORDER[n.role],
+        n.name,
+    )

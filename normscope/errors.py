@@ -1,0 +1,33 @@
+"""Errors the core raises for problems with the user's input (exit code 2 in the CLI).
+
+Every message names what is wrong and where (a path, a shard, a tensor, a config key); `hint`
+says what to do next. The core never prints and never exits: `cli.py` turns these into one line
+on stderr.
+"""
+
+from __future__ import annotations
+
+
+class NormscopeError(Exception):
+    """Base class: nothing could be analysed because of the input."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class SourceError(NormscopeError):
+    """The checkpoint cannot be found or read, or its files are not valid safetensors."""
+
+
+class ArchError(NormscopeError):
+    """The architecture cannot be determined or the checkpoint has no norm tensors."""
+
+
+class AnalysisError(NormscopeError):
+    """The tensors are readable but cannot be analysed as asked (e.g. mismatched dimensions)."""
+
+
+class ConfigError(NormscopeError):
+    """A normscope policy/config file or flag value is invalid."""

@@ -1,0 +1,159 @@
+"""One scan: open a checkpoint, classify its norms, read only their bytes, build the Report.
+
+This is the library entry point behind `normscope.scan(path)` and `normscope scan PATH`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+from normscope import __version__
+from normscope.analysis import (
+    SUPPORTED_DTYPES,
+    compute_stats,
+    count_bands,
+    decode,
+    headline,
+    in_scope,
+    parametrization_doubt,
+    sort_key,
+)
+from normscope.arch import classify, read_config
+from normscope.errors import ArchError
+from normscope.schema import (
+    SCHEMA_VERSION,
+    IOStats,
+    ModelInfo,
+    NormStats,
+    Parametrization,
+    Report,
+    Role,
+    Summary,
+    Thresholds,
+)
+from normscope.sources import Checkpoint, open_checkpoint
+
+
+class Scope(str, Enum):
+    """Which norms a gate looks at."""
+
+    default = "default"
+    """The final norm and every MTP norm, as the playbook gates them."""
+    all = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    """Everything a scan can be told."""
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    parametrization: Parametrization | None = None
+    """Override for every norm; None: the architecture rules decide."""
+    scope: Scope = Scope.default
+
+
+def scan(source: str | os.PathLike[str], options: ScanOptions | None = None) -> Report:
+    """Scan one checkpoint (a .safetensors file or a directory of shards) and return its Report."""
+    started = time.perf_counter()
+    checkpoint = open_checkpoint(source)
+    return analyze_checkpoint(checkpoint, options or ScanOptions(), started)
+
+
+def analyze_checkpoint(
+    checkpoint: Checkpoint, options: ScanOptions, started: float | None = None
+) -> Report:
+    """Classify, read and measure the norms of an opened checkpoint."""
+    started = time.perf_counter() if started is None else started
+    warnings = list(checkpoint.warnings)
+    cls = classify(checkpoint.tensors, checkpoint.config, options.parametrization)
+    warnings.extend(cls.warnings)
+
+    wanted = []
+    for info in cls.norms:
+        wanted.append(checkpoint.tensors[info.name])
+        if info.bias_name is not None:
+            wanted.append(checkpoint.tensors[info.bias_name])
+    readable = [r for r in wanted if r.dtype in SUPPORTED_DTYPES]
+    data = checkpoint.read(readable)
+
+    stats: list[NormStats] = []
+    scoped: dict[str, bool] = {}
+    doubts: list[tuple[str, str]] = []
+    for info in cls.norms:
+        ref = checkpoint.tensors[info.name]
+        gain = decode(ref.dtype, data[info.name]) if info.name in data else None
+        bias = None
+        if info.bias_name is not None:
+            bias_ref = checkpoint.tensors[info.bias_name]
+            bias = decode(bias_ref.dtype, data[info.bias_name]) if info.bias_name in data else None
+            if bias is None or bias.size != ref.numel:
+                warnings.append(
+                    f"bias '{info.bias_name}' ignored: dtype {bias_ref.dtype}, shape "
+                    f"{list(bias_ref.shape)} does not fit the gain"
+                )
+                bias = None
+        if gain is None:
+            warnings.append(
+                f"skipped '{info.name}': dtype {ref.dtype} is not a float format normscope "
+                f"decodes ({', '.join(SUPPORTED_DTYPES)})"
+            )
+            continue
+        if gain.size == 0:
+            warnings.append(f"skipped '{info.name}': empty tensor")
+            continue
+        doubt = parametrization_doubt(info, gain)
+        if doubt:
+            doubts.append((info.name, doubt))
+        row = compute_stats(info, gain, bias, options.thresholds)
+        stats.append(row)
+        scoped[row.name] = info.in_default_scope
+    if doubts:
+        warnings.append(
+            f"{len(doubts)} norm(s) look mis-parametrized, e.g. '{doubts[0][0]}' is "
+            f"{doubts[0][1]} Pass --parametrization to override"
+        )
+    if not stats:
+        raise ArchError(
+            f"none of the {len(cls.norms)} norm tensors could be decoded ({checkpoint.source})"
+        )
+    stats.sort(key=sort_key)
+
+    facts = read_config(checkpoint.config)
+    hidden = facts.hidden_size
+    if hidden is None:
+        finals = [s.dim for s in stats if s.role is Role.final]
+        dims = [s.dim for s in stats]
+        hidden = finals[0] if finals else max(set(dims), key=dims.count)
+    scope_all = options.scope is Scope.all
+    out_of_band = [s for s in stats if s.band.out_of_band]
+    gated = [s for s in out_of_band if in_scope(s, scoped[s.name], scope_all)]
+    summary = Summary(
+        bands=count_bands(stats),
+        out_of_band=len(out_of_band),
+        scope=options.scope.value,
+        gated_out_of_band=len(gated),
+        headline=headline(stats),
+        thresholds=options.thresholds,
+    )
+    counter = checkpoint.counter
+    io = IOStats(
+        bytes_read=counter.bytes_read,
+        bytes_total=checkpoint.bytes_total,
+        metadata_bytes=counter.metadata_bytes,
+        files=len(checkpoint.shards),
+        seconds=time.perf_counter() - started,
+    )
+    model = ModelInfo(facts.model_type, cls.family, hidden, cls.num_layers, cls.mtp_depth)
+    return Report(
+        schema_version=SCHEMA_VERSION,
+        normscope_version=__version__,
+        source=checkpoint.source,
+        model=model,
+        io=io,
+        norms=tuple(stats),
+        summary=summary,
+        warnings=tuple(warnings),
+    )
