@@ -16,7 +16,7 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from normscope.schema import Report
 
 from normscope import __version__
 
@@ -157,18 +157,20 @@ def write_output(text: str, output: str | None) -> None:
         raise
 
 
-def _render_table_text(renderables: Sequence[RenderableType], to_terminal: bool) -> str | None:
+def _render_table_text(report: Report, show_all: bool, to_terminal: bool) -> str | None:
     """Print the table to stdout (to_terminal) or return it as plain text for a file."""
     from rich.console import Console
 
+    from normscope.report import render_table
+
     if to_terminal:
         console = Console(highlight=False)
-        for r in renderables:
+        for r in render_table(report, show_all, console.width):
             console.print(r)
         return None
     with open(os.devnull, "w") as sink:
         console = Console(record=True, width=120, color_system=None, file=sink)
-        for r in renderables:
+        for r in render_table(report, show_all, 120):
             console.print(r)
         return console.export_text()
 
@@ -222,8 +224,7 @@ def scan(
         result = run_scan(source, options)
         _warn(result.warnings, quiet)
         if format is OutputFormat.table:
-            renderables = render.render_table(result, show_all)
-            text = _render_table_text(renderables, output in (None, "-"))
+            text = _render_table_text(result, show_all, output in (None, "-"))
         elif format is OutputFormat.json:
             text = render.render_json(result)
         elif format is OutputFormat.csv:

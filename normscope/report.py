@@ -201,7 +201,7 @@ def header_lines(report: Report) -> list[tuple[str, str]]:
     ]
 
 
-NAME_WIDTH = 32
+NAME_WIDTH = 40
 
 
 def short_name(name: str, width: int = NAME_WIDTH) -> str:
@@ -213,28 +213,41 @@ def short_name(name: str, width: int = NAME_WIDTH) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
-def _norm_table(title: str, rows: Sequence[NormStats]) -> RenderableType:
+_FIXED_COLUMNS = (
+    ("layer", 5),
+    ("ratio", 6),
+    ("band", 9),
+    ("mean", 6),
+    ("std", 6),
+    ("min", 6),
+    ("max", 6),
+)
+
+
+def _norm_table(title: str, rows: Sequence[NormStats], width: int) -> RenderableType:
     from rich import box
     from rich.table import Table
 
+    role_width = max([len(n.role.value) for n in rows] + [4])
+    # Columns are separated by one space; the name column gets what the numbers leave, and long
+    # names keep their informative tail ("…layers.61.shared_head.norm"). Numbers are never cut.
+    fixed = sum(w for _, w in _FIXED_COLUMNS) + role_width + len(_FIXED_COLUMNS) + 1
+    name_width = max(12, min(60, width - fixed - 1))
     table = Table(
-        title=title,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        collapse_padding=True,
-        pad_edge=False,
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False, pad_edge=False
     )
-    table.add_column("name", no_wrap=True)
-    table.add_column("layer", justify="right", no_wrap=True)
-    table.add_column("role", no_wrap=True)
-    for col in ("ratio", "band", "mean", "std", "min", "max"):
-        table.add_column(col, justify="left" if col == "band" else "right", no_wrap=True)
+    table.add_column("name", no_wrap=True, max_width=name_width)
+    table.add_column("layer", justify="right", no_wrap=True, min_width=5)
+    table.add_column("role", no_wrap=True, min_width=role_width)
+    for col, col_width in _FIXED_COLUMNS[1:]:
+        table.add_column(
+            col, justify="left" if col == "band" else "right", no_wrap=True, min_width=col_width
+        )
     for n in rows:
         style = BAND_STYLE[n.band]
         offset = n.parametrization.value == "offset"
         table.add_row(
-            short_name(n.name) + ("[dim]¹[/]" if offset else ""),
+            short_name(n.name, name_width - (1 if offset else 0)) + ("¹" if offset else ""),
             _where(n),
             n.role.value,
             f"[{style}]{fmt(n.ratio)}[/]",
@@ -250,7 +263,7 @@ def _norm_table(title: str, rows: Sequence[NormStats]) -> RenderableType:
     return table
 
 
-def render_table(report: Report, show_all: bool = False) -> list[RenderableType]:
+def render_table(report: Report, show_all: bool = False, width: int = 100) -> list[RenderableType]:
     """The people view: header panel, per-role summary, headline norms, out-of-band norms."""
     from rich import box
     from rich.panel import Panel
@@ -297,11 +310,11 @@ def render_table(report: Report, show_all: bool = False) -> list[RenderableType]
     out.append(roles)
 
     if show_all:
-        out.append(_norm_table("all norms", report.norms))
+        out.append(_norm_table("all norms", report.norms, width))
         return out
     heads = [n for n in report.norms if _is_headline(n)]
     if heads:
-        out.append(_norm_table("final and MTP norms", heads))
+        out.append(_norm_table("final and MTP norms", heads, width))
     bad = [n for n in report.norms if n.band.out_of_band]
     if bad:
         shown = bad[:MAX_OUT_OF_BAND_ROWS]
@@ -310,7 +323,7 @@ def render_table(report: Report, show_all: bool = False) -> list[RenderableType]
             if len(bad) > len(shown)
             else ""
         )
-        out.append(_norm_table(f"out-of-band norms{more}", shown))
+        out.append(_norm_table(f"out-of-band norms{more}", shown, width))
     return out
 
 
