@@ -9,8 +9,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from normscope.compare import diff
 from normscope.errors import NormscopeError
-from normscope.scan import ScanOptions, Scope, scan
+from normscope.scan import ScanOptions, measure, scan
 from normscope.schema import NormStats, Report, Thresholds
 
 __all__ = [
@@ -18,8 +19,9 @@ __all__ = [
     "NormscopeError",
     "Report",
     "ScanOptions",
-    "Scope",
     "Thresholds",
     "__version__",
+    "diff",
+    "measure",
     "scan",
 ]

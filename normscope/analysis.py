@@ -51,20 +51,23 @@ SUPPORTED_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 
 def decode(dtype: str, data: bytes) -> np.ndarray | None:
     """Decode little-endian safetensors bytes to float64; None for dtypes that are not floats."""
-    if dtype == "F64":
-        return np.frombuffer(data, dtype="<f8").astype(np.float64)
-    if dtype == "F32":
-        return np.frombuffer(data, dtype="<f4").astype(np.float64)
-    if dtype == "F16":
-        return np.frombuffer(data, dtype="<f2").astype(np.float64)
-    if dtype == "BF16":
-        bits = np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16
-        return bits.view(np.float32).astype(np.float64)
-    if dtype == "F8_E4M3":
-        return _E4M3[np.frombuffer(data, dtype=np.uint8)]
-    if dtype == "F8_E5M2":
-        bits = np.frombuffer(data, dtype=np.uint8).astype(np.uint16) << 8
-        return bits.view(np.float16).astype(np.float64)
+    # NOTE: widening a signalling NaN raises FE_INVALID (a RuntimeWarning, an error under
+    # `-W error`); it still decodes to NaN, which the statistics report as nonfinite.
+    with np.errstate(invalid="ignore"):
+        if dtype == "F64":
+            return np.frombuffer(data, dtype="<f8").astype(np.float64)
+        if dtype == "F32":
+            return np.frombuffer(data, dtype="<f4").astype(np.float64)
+        if dtype == "F16":
+            return np.frombuffer(data, dtype="<f2").astype(np.float64)
+        if dtype == "BF16":
+            bits = np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16
+            return bits.view(np.float32).astype(np.float64)
+        if dtype == "F8_E4M3":
+            return _E4M3[np.frombuffer(data, dtype=np.uint8)]
+        if dtype == "F8_E5M2":
+            bits = np.frombuffer(data, dtype=np.uint8).astype(np.uint16) << 8
+            return bits.view(np.float16).astype(np.float64)
     return None
 
 
@@ -142,15 +145,6 @@ def parametrization_doubt(info: NormInfo, stored: np.ndarray) -> str | None:
     if info.parametrization is Parametrization.offset and (stored == 1).all():
         return "all ones but read as offset (gain 2): a converter that baked in the +1?"
     return None
-
-
-def in_scope(stats: NormStats, info_default: bool, scope_all: bool) -> bool:
-    """The default gate scope is the final norm plus every MTP norm (the playbook's gates)."""
-    if scope_all:
-        return True
-    if not info_default:
-        return False
-    return stats.module is Module.mtp or stats.role is Role.final
 
 
 def count_bands(norms: Iterable[NormStats]) -> BandCounts:

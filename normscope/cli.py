@@ -1,10 +1,10 @@
 """The `normscope` command line: parse arguments, call the core, render, exit.
 
-The only module that prints. stdout carries data (the table, JSON, CSV, Markdown); warnings,
-errors and hints go to stderr. Exit codes:
+The only module that prints. stdout carries data (the table, JSON, CSV, Markdown, JUnit);
+warnings, errors and hints go to stderr. Exit codes:
 
-  0  report produced; no --fail-on check tripped
-  1  report produced; a --fail-on check tripped
+  0  report produced; no --fail-on check tripped (check: every check passed)
+  1  report produced; a --fail-on check tripped (check: an error-severity violation)
   2  nothing analysed: a usage error or bad input (path, file, config, architecture)
   3  internal error (a bug in normscope): traceback on stderr
 """
@@ -19,18 +19,21 @@ import traceback
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-if TYPE_CHECKING:
-    from normscope.schema import Report
-
 from normscope import __version__
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from normscope.schema import Parametrization
+
 EXIT_HELP = """Exit codes: 0 report produced, no --fail-on check tripped; 1 a --fail-on check
-tripped; 2 nothing analysed (usage error, bad path or file, unknown architecture); 3 internal
-error (a bug: please report it with NORMSCOPE_DEBUG=1 output)."""
+tripped (check: a violation of error severity); 2 nothing analysed (usage error, bad path or
+file, bad config, unknown architecture); 3 internal error (a bug: please report it with
+NORMSCOPE_DEBUG=1 output)."""
 
 app = typer.Typer(
     name="normscope",
@@ -43,12 +46,21 @@ app = typer.Typer(
 
 
 class OutputFormat(str, Enum):
-    """Formats of `scan`."""
+    """Formats of `scan` and `diff`."""
 
     table = "table"
     json = "json"
     csv = "csv"
     markdown = "markdown"
+
+
+class CheckFormat(str, Enum):
+    """Formats of `check`."""
+
+    text = "text"
+    json = "json"
+    junit = "junit"
+    github = "github"
 
 
 class FailOn(str, Enum):
@@ -58,18 +70,19 @@ class FailOn(str, Enum):
     out_of_band = "out-of-band"
 
 
+class DiffFailOn(str, Enum):
+    """What makes `diff` exit 1."""
+
+    never = "never"
+    band_change = "band-change"
+    out_of_band = "out-of-band"
+
+
 class ParamChoice(str, Enum):
     """Values of --parametrization."""
 
     standard = "standard"
     offset = "offset"
-
-
-class ScopeChoice(str, Enum):
-    """Values of --scope."""
-
-    default = "default"
-    all = "all"
 
 
 # Shared parameters, defined once (the huggingface_hub `_cli_utils.py` pattern).
@@ -81,6 +94,7 @@ OutputOpt = Annotated[
     str | None,
     typer.Option("--output", "-o", help="Write the output to this file ('-' for stdout)."),
 ]
+AllOpt = Annotated[bool, typer.Option("--all", help="List every norm in the table.")]
 LowOpt = Annotated[float, typer.Option("--low", help="Ratio below which a norm has collapsed.")]
 HighOpt = Annotated[float, typer.Option("--high", help="Ratio above which a norm has exploded.")]
 ParamOpt = Annotated[
@@ -88,23 +102,35 @@ ParamOpt = Annotated[
     typer.Option("--parametrization", help="Override the architecture rules for every norm."),
 ]
 ScopeOpt = Annotated[
-    ScopeChoice,
-    typer.Option("--scope", help="Norms --fail-on looks at: default = final + MTP norms."),
+    str,
+    typer.Option(
+        "--scope",
+        help="Norms the gate looks at: 'final,mtp' (default), 'all', 'role=qk', 'layer>=40', "
+        "'module=mtp', 'name=GLOB'; ',' is or, '&' is and.",
+    ),
+]
+MaxDriftOpt = Annotated[
+    float | None,
+    typer.Option("--max-drift", help="Largest allowed relative change ‖g−g_base‖/‖g_base‖."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings on stderr.")]
 
 
-def _stderr() -> object:
+def _stderr() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
+    from rich.markup import escape
+
+    # NOTE: messages carry user text (paths, tensor names): escape it, or `[x]` in a path is
+    # swallowed as a style and `[/]` raises MarkupError.
     console = _stderr()
-    console.print(f"[bold red]Error:[/] {message}", markup=True)  # type: ignore[attr-defined]
+    console.print(f"[bold red]Error:[/] {escape(message)}", markup=True)
     if hint:
-        console.print(f"[bold]Hint:[/] {hint}")  # type: ignore[attr-defined]
+        console.print(f"[bold]Hint:[/] {escape(hint)}")
     raise typer.Exit(code)
 
 
@@ -131,9 +157,11 @@ def _errors() -> Iterator[None]:
 def _warn(warnings: tuple[str, ...] | list[str], quiet: bool) -> None:
     if quiet or not warnings:
         return
+    from rich.markup import escape
+
     console = _stderr()
     for w in warnings:
-        console.print(f"[yellow]Warning:[/] {w}", markup=True)  # type: ignore[attr-defined]
+        console.print(f"[yellow]Warning:[/] {escape(w)}", markup=True)
 
 
 def write_output(text: str, output: str | None) -> None:
@@ -157,22 +185,38 @@ def write_output(text: str, output: str | None) -> None:
         raise
 
 
-def _render_table_text(report: Report, show_all: bool, to_terminal: bool) -> str | None:
-    """Print the table to stdout (to_terminal) or return it as plain text for a file."""
+def _emit_rich(build: Any, output: str | None) -> None:
+    """Print renderables to the terminal, or write them as plain 120-column text to a file.
+
+    `build(width)` returns the renderables for a given width.
+    """
     from rich.console import Console
 
-    from normscope.report import render_table
-
-    if to_terminal:
+    if output in (None, "-"):
         console = Console(highlight=False)
-        for r in render_table(report, show_all, console.width):
+        for r in build(console.width):
             console.print(r)
-        return None
+        return
     with open(os.devnull, "w") as sink:
-        console = Console(record=True, width=120, color_system=None, file=sink)
-        for r in render_table(report, show_all, 120):
-            console.print(r)
-        return console.export_text()
+        recorder = Console(record=True, width=120, color_system=None, file=sink)
+        for r in build(120):
+            recorder.print(r)
+        text = recorder.export_text()
+    write_output(text, output)
+
+
+def _thresholds(low: float, high: float) -> Any:
+    from normscope.schema import Thresholds
+
+    if not 0 < low < high:
+        raise typer.BadParameter("need 0 < --low < --high", param_hint="--low/--high")
+    return Thresholds(low=low, high=high)
+
+
+def _param(choice: ParamChoice | None) -> Parametrization | None:
+    from normscope.schema import Parametrization
+
+    return Parametrization(choice.value) if choice else None
 
 
 def _version(value: bool) -> None:
@@ -196,50 +240,229 @@ def scan(
     source: SourceArg,
     format: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
-    show_all: Annotated[bool, typer.Option("--all", help="List every norm in the table.")] = False,
+    show_all: AllOpt = False,
     low: LowOpt = 0.4,
     high: HighOpt = 1.8,
     parametrization: ParamOpt = None,
     fail_on: Annotated[
         FailOn, typer.Option("--fail-on", help="Exit 1 when a norm in --scope is out of band.")
     ] = FailOn.never,
-    scope: ScopeOpt = ScopeChoice.default,
+    scope: ScopeOpt = "final,mtp",
     quiet: QuietOpt = False,
 ) -> None:
     """Report every norm gain of one checkpoint: statistics, band, role and parametrization."""
-    from normscope.schema import Parametrization, Thresholds
-
-    if not 0 < low < high:
-        raise typer.BadParameter("need 0 < --low < --high", param_hint="--low/--high")
+    thresholds = _thresholds(low, high)
     with _errors():
         from normscope import report as render
-        from normscope.scan import ScanOptions, Scope
+        from normscope.scan import ScanOptions
         from normscope.scan import scan as run_scan
+        from normscope.scope import parse_scope
 
-        options = ScanOptions(
-            thresholds=Thresholds(low=low, high=high),
-            parametrization=Parametrization(parametrization.value) if parametrization else None,
-            scope=Scope(scope.value),
-        )
+        parse_scope(scope)  # a bad scope is an error before any file is read
+        options = ScanOptions(thresholds, _param(parametrization), scope)
         result = run_scan(source, options)
         _warn(result.warnings, quiet)
         if format is OutputFormat.table:
-            text = _render_table_text(result, show_all, output in (None, "-"))
+            _emit_rich(lambda width: render.render_table(result, show_all, width), output)
         elif format is OutputFormat.json:
-            text = render.render_json(result)
+            write_output(render.render_json(result), output)
         elif format is OutputFormat.csv:
-            text = render.render_csv(result)
+            write_output(render.render_csv(result), output)
         elif format is OutputFormat.markdown:
-            text = render.render_markdown(result, show_all)
+            write_output(render.render_markdown(result, show_all), output)
         else:  # pragma: no cover - exhaustive over OutputFormat
             raise AssertionError(format)
-        if text is not None:
-            write_output(text, output)
         if fail_on is FailOn.out_of_band and result.summary.gated_out_of_band:
-            _stderr().print(  # type: ignore[attr-defined]
+            _stderr().print(
                 f"[bold red]FAIL:[/] {result.summary.gated_out_of_band} norm(s) in scope "
-                f"'{scope.value}' are out of band [{low}, {high}]"
+                f"'{result.summary.scope}' are out of band [{low:g}, {high:g}]"
             )
+            raise typer.Exit(1)
+
+
+@app.command(epilog=EXIT_HELP)
+def diff(
+    a: Annotated[str, typer.Argument(help="The earlier (or base) checkpoint.", show_default=False)],
+    b: Annotated[
+        str, typer.Argument(help="The later (or changed) checkpoint.", show_default=False)
+    ],
+    format: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+    show_all: AllOpt = False,
+    low: LowOpt = 0.4,
+    high: HighOpt = 1.8,
+    parametrization: ParamOpt = None,
+    fail_on: Annotated[
+        DiffFailOn,
+        typer.Option("--fail-on", help="Exit 1 on a band change, or on B out of band (in scope)."),
+    ] = DiffFailOn.never,
+    max_drift: MaxDriftOpt = None,
+    scope: ScopeOpt = "final,mtp",
+    quiet: QuietOpt = False,
+) -> None:
+    """Compare the norms of two checkpoints: drift, cosine, band changes, channels that moved."""
+    thresholds = _thresholds(low, high)
+    if max_drift is not None and max_drift < 0:
+        raise typer.BadParameter("must be >= 0", param_hint="--max-drift")
+    with _errors():
+        from normscope import render_diff
+        from normscope.compare import diff as run_diff
+        from normscope.scan import ScanOptions
+        from normscope.scope import parse_scope
+
+        selector = parse_scope(scope)
+        result = run_diff(a, b, ScanOptions(thresholds, _param(parametrization), scope))
+        _warn(result.warnings, quiet)
+        if format is OutputFormat.table:
+            _emit_rich(lambda width: render_diff.render_diff_table(result, show_all, width), output)
+        elif format is OutputFormat.json:
+            write_output(render_diff.render_json(result), output)
+        elif format is OutputFormat.csv:
+            write_output(render_diff.render_diff_csv(result), output)
+        elif format is OutputFormat.markdown:
+            write_output(render_diff.render_diff_markdown(result, show_all), output)
+        else:  # pragma: no cover - exhaustive over OutputFormat
+            raise AssertionError(format)
+        scoped = [d for d in result.norms if selector(d)]
+        tripped = []
+        if fail_on is DiffFailOn.band_change:
+            tripped += [
+                f"{d.name} changed band {d.band_a.value} -> {d.band_b.value}"
+                for d in scoped
+                if d.band_changed
+            ]
+        if fail_on is DiffFailOn.out_of_band:
+            tripped += [
+                f"{d.name} is out of band in B ({d.band_b.value}, ratio {d.ratio_b:.3f})"
+                for d in scoped
+                if d.band_b.out_of_band
+            ]
+        if max_drift is not None:
+            tripped += [
+                f"{d.name} moved {100 * d.rel_change:.1f}% (limit {100 * max_drift:g}%)"
+                for d in scoped
+                if not d.rel_change <= max_drift
+            ]
+        if tripped:
+            console = _stderr()
+            for line in tripped:
+                console.print(f"[bold red]FAIL:[/] {line}", markup=True)
+            raise typer.Exit(1)
+
+
+@app.command(epilog=EXIT_HELP)
+def check(
+    source: Annotated[
+        str | None,
+        typer.Argument(help="The checkpoint to gate (a file or folder).", show_default=False),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option("--baseline", help="Compare against this checkpoint (drift, band changes)."),
+    ] = None,
+    max_drift: MaxDriftOpt = None,
+    expect_init: Annotated[
+        bool | None,
+        typer.Option(
+            "--expect-init/--no-expect-init",
+            help="Step 0: every gain exactly the identity, every bias zero.",
+        ),
+    ] = None,
+    expect_mtp: Annotated[
+        int | None,
+        typer.Option("--expect-mtp", min=0, help="The checkpoint must hold N MTP depths."),
+    ] = None,
+    scope: Annotated[
+        str | None,
+        typer.Option("--scope", help="Norms the band/drift checks look at (default 'final,mtp')."),
+    ] = None,
+    low: Annotated[float | None, typer.Option("--low", help="Band low edge (default 0.4).")] = None,
+    high: Annotated[
+        float | None, typer.Option("--high", help="Band high edge (default 1.8).")
+    ] = None,
+    parametrization: ParamOpt = None,
+    severity: Annotated[
+        list[str] | None,
+        typer.Option("--severity", help="CHECK=error|warn|off, e.g. band=warn (repeatable)."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A TOML policy file (default: [tool.normscope] in the nearest pyproject.toml).",
+        ),
+    ] = None,
+    show_config: Annotated[
+        bool, typer.Option("--show-config", help="Print the effective policy and exit.")
+    ] = False,
+    format: Annotated[
+        CheckFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = CheckFormat.text,
+    output: OutputOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Gate CI on norm health: bands, drift against a baseline, init identity, MTP presence."""
+    severities: dict[str, str] = {}
+    for item in severity or []:
+        check_name, sep, level = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected CHECK=LEVEL, got '{item}'", param_hint="--severity")
+        severities[check_name.strip()] = level.strip()
+    flags = {
+        "low": low,
+        "high": high,
+        "scope": scope,
+        "max_drift": max_drift,
+        "expect_init": expect_init,
+        "expect_mtp": expect_mtp,
+        "parametrization": parametrization.value if parametrization else None,
+        "severity": severities or None,
+    }
+    with _errors():
+        from normscope import render_check
+        from normscope.policy import load_policy, policy_toml, run_checks
+        from normscope.report import render_json
+        from normscope.scan import ScanOptions, measure
+        from normscope.schema import Thresholds
+
+        policy = load_policy(config, flags)
+        if show_config:
+            write_output(policy_toml(policy), output)
+            return
+        if source is None:
+            raise typer.BadParameter(
+                "a checkpoint is required (or --show-config)", param_hint="SOURCE"
+            )
+        options = ScanOptions(
+            Thresholds(low=policy.low, high=policy.high), policy.parametrization, policy.scope
+        )
+        measured = measure(source, options)
+        base = measure(baseline, options) if baseline is not None else None
+        result = run_checks(measured, policy, base)
+        _warn(result.warnings, quiet)
+        if format is CheckFormat.text:
+            if output in (None, "-") and sys.stdout.isatty():
+                from rich.console import Console
+
+                Console(highlight=False).print(render_check.render_check_text(result, True), end="")
+            else:
+                write_output(render_check.render_check_text(result), output)
+        elif format is CheckFormat.json:
+            write_output(render_json(result), output)
+        elif format is CheckFormat.junit:
+            write_output(render_check.render_junit(result), output)
+        elif format is CheckFormat.github:
+            write_output(render_check.render_github(result), output)
+            summary = os.environ.get("GITHUB_STEP_SUMMARY")
+            if summary:
+                with open(summary, "a", encoding="utf-8") as fh:
+                    fh.write(render_check.render_step_summary(result))
+        else:  # pragma: no cover - exhaustive over CheckFormat
+            raise AssertionError(format)
+        if format is not CheckFormat.text:
+            # The verdict always reaches a person, whatever the machine format on stdout.
+            _stderr().print(render_check.verdict_line(result), markup=False)
+        if result.verdict == "fail":
             raise typer.Exit(1)
 
 

@@ -38,51 +38,49 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def to_dict(report: Report) -> dict[str, Any]:
-    """The report as plain JSON-ready data, keys in schema order."""
+def to_dict(report: Any) -> dict[str, Any]:
+    """A report dataclass (scan, diff or check) as plain JSON-ready data, keys in schema order."""
     data: dict[str, Any] = _plain(dataclasses.asdict(report))
     return data
 
 
-def render_json(report: Report) -> str:
+def render_json(report: Any) -> str:
     """One JSON object; NaN/inf are written as null."""
     return json.dumps(to_dict(report), indent=2, allow_nan=False) + "\n"
 
 
-def _csv_cell(field: str, value: Any) -> Any:
-    if field == "outliers":
-        return json.dumps(value)
-    return value
+def rows_frame(rows: Sequence[Any], row_type: type) -> pandas.DataFrame:
+    """One row per dataclass instance, columns in field order; nested lists as JSON strings."""
+    import pandas as pd
+
+    fields = [f.name for f in dataclasses.fields(row_type)]
+    records = []
+    for row in rows:
+        plain = to_dict(row)
+        records.append(
+            {f: json.dumps(plain[f]) if isinstance(plain[f], list) else plain[f] for f in fields}
+        )
+    frame = pd.DataFrame(records, columns=fields)
+    # Nullable integers, so that a layer index stays 3 and never becomes 3.0 next to a null.
+    ints = {f: "Int64" for f in ("layer", "mtp_depth") if f in fields}
+    return frame.astype(ints)
+
+
+def frame_csv(frame: pandas.DataFrame) -> str:
+    """CSV text of a frame: header row, no index, full float precision, empty cells for null."""
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, lineterminator="\n")
+    return buffer.getvalue()
 
 
 def to_frame(norms: Sequence[NormStats]) -> pandas.DataFrame:
     """One row per norm, columns in schema order; `outliers` as a JSON string."""
-    import pandas as pd
-
-    rows = [
-        {
-            f: _csv_cell(
-                f,
-                _plain(
-                    getattr(n, f)
-                    if f != "outliers"
-                    else [dataclasses.asdict(o) for o in n.outliers]
-                ),
-            )
-            for f in NORM_FIELDS
-        }
-        for n in norms
-    ]
-    frame = pd.DataFrame(rows, columns=list(NORM_FIELDS))
-    # Nullable integers, so that a layer index stays 3 and never becomes 3.0 next to a null.
-    return frame.astype({"layer": "Int64", "mtp_depth": "Int64"})
+    return rows_frame(norms, NormStats)
 
 
 def render_csv(report: Report) -> str:
     """CSV: a header row and one row per norm, full float precision, empty cells for null."""
-    buffer = io.StringIO()
-    to_frame(report.norms).to_csv(buffer, index=False, lineterminator="\n")
-    return buffer.getvalue()
+    return frame_csv(to_frame(report.norms))
 
 
 # --- views for people ---------------------------------------------------------------------------
@@ -226,6 +224,7 @@ _FIXED_COLUMNS = (
 
 def _norm_table(title: str, rows: Sequence[NormStats], width: int) -> RenderableType:
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     role_width = max([len(n.role.value) for n in rows] + [4])
@@ -234,7 +233,12 @@ def _norm_table(title: str, rows: Sequence[NormStats], width: int) -> Renderable
     fixed = sum(w for _, w in _FIXED_COLUMNS) + role_width + len(_FIXED_COLUMNS) + 1
     name_width = max(12, min(60, width - fixed - 1))
     table = Table(
-        title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False, pad_edge=False
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=0,
+        show_edge=False,
+        pad_edge=False,
     )
     table.add_column("name", no_wrap=True, max_width=name_width)
     table.add_column("layer", justify="right", no_wrap=True, min_width=5)
@@ -247,7 +251,7 @@ def _norm_table(title: str, rows: Sequence[NormStats], width: int) -> Renderable
         style = BAND_STYLE[n.band]
         offset = n.parametrization.value == "offset"
         table.add_row(
-            short_name(n.name, name_width - (1 if offset else 0)) + ("¹" if offset else ""),
+            escape(short_name(n.name, name_width - (1 if offset else 0))) + ("¹" if offset else ""),
             _where(n),
             n.role.value,
             f"[{style}]{fmt(n.ratio)}[/]",
@@ -266,6 +270,7 @@ def _norm_table(title: str, rows: Sequence[NormStats], width: int) -> Renderable
 def render_table(report: Report, show_all: bool = False, width: int = 100) -> list[RenderableType]:
     """The people view: header panel, per-role summary, headline norms, out-of-band norms."""
     from rich import box
+    from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
 
@@ -273,7 +278,7 @@ def render_table(report: Report, show_all: bool = False, width: int = 100) -> li
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
     for label, value in header_lines(report):
-        grid.add_row(label, value)
+        grid.add_row(label, escape(value))  # a path may hold `[...]`: text, not markup
     out: list[RenderableType] = [
         Panel(grid, title=f"normscope {report.normscope_version}", expand=False)
     ]

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+
+import numpy as np
 
 from normscope import __version__
 from normscope.analysis import (
@@ -17,7 +18,6 @@ from normscope.analysis import (
     count_bands,
     decode,
     headline,
-    in_scope,
     parametrization_doubt,
     sort_key,
 )
@@ -34,15 +34,8 @@ from normscope.schema import (
     Summary,
     Thresholds,
 )
+from normscope.scope import DEFAULT_SCOPE, parse_scope
 from normscope.sources import Checkpoint, open_checkpoint
-
-
-class Scope(str, Enum):
-    """Which norms a gate looks at."""
-
-    default = "default"
-    """The final norm and every MTP norm, as the playbook gates them."""
-    all = "all"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +45,26 @@ class ScanOptions:
     thresholds: Thresholds = field(default_factory=Thresholds)
     parametrization: Parametrization | None = None
     """Override for every norm; None: the architecture rules decide."""
-    scope: Scope = Scope.default
+    scope: str = DEFAULT_SCOPE
+    """Which norms `Summary.gated_out_of_band` counts (see `normscope.scope`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """A Report plus the effective gains it was computed from (for diff, check and series)."""
+
+    report: Report
+    gains: dict[str, np.ndarray]
+    """Effective gain (stored + shift, float64, flattened) by norm name."""
 
 
 def scan(source: str | os.PathLike[str], options: ScanOptions | None = None) -> Report:
     """Scan one checkpoint (a .safetensors file or a directory of shards) and return its Report."""
+    return measure(source, options).report
+
+
+def measure(source: str | os.PathLike[str], options: ScanOptions | None = None) -> Measured:
+    """Scan one checkpoint and keep the effective gain vectors next to the Report."""
     started = time.perf_counter()
     checkpoint = open_checkpoint(source)
     return analyze_checkpoint(checkpoint, options or ScanOptions(), started)
@@ -64,7 +72,7 @@ def scan(source: str | os.PathLike[str], options: ScanOptions | None = None) -> 
 
 def analyze_checkpoint(
     checkpoint: Checkpoint, options: ScanOptions, started: float | None = None
-) -> Report:
+) -> Measured:
     """Classify, read and measure the norms of an opened checkpoint."""
     started = time.perf_counter() if started is None else started
     warnings = list(checkpoint.warnings)
@@ -80,7 +88,7 @@ def analyze_checkpoint(
     data = checkpoint.read(readable)
 
     stats: list[NormStats] = []
-    scoped: dict[str, bool] = {}
+    gains: dict[str, np.ndarray] = {}
     doubts: list[tuple[str, str]] = []
     for info in cls.norms:
         ref = checkpoint.tensors[info.name]
@@ -109,7 +117,7 @@ def analyze_checkpoint(
             doubts.append((info.name, doubt))
         row = compute_stats(info, gain, bias, options.thresholds)
         stats.append(row)
-        scoped[row.name] = info.in_default_scope
+        gains[row.name] = gain.reshape(-1) + info.parametrization.shift
     if doubts:
         warnings.append(
             f"{len(doubts)} norm(s) look mis-parametrized, e.g. '{doubts[0][0]}' is "
@@ -127,13 +135,13 @@ def analyze_checkpoint(
         finals = [s.dim for s in stats if s.role is Role.final]
         dims = [s.dim for s in stats]
         hidden = finals[0] if finals else max(set(dims), key=dims.count)
-    scope_all = options.scope is Scope.all
+    selector = parse_scope(options.scope)
     out_of_band = [s for s in stats if s.band.out_of_band]
-    gated = [s for s in out_of_band if in_scope(s, scoped[s.name], scope_all)]
+    gated = [s for s in out_of_band if selector(s)]
     summary = Summary(
         bands=count_bands(stats),
         out_of_band=len(out_of_band),
-        scope=options.scope.value,
+        scope=selector.text,
         gated_out_of_band=len(gated),
         headline=headline(stats),
         thresholds=options.thresholds,
@@ -147,7 +155,7 @@ def analyze_checkpoint(
         seconds=time.perf_counter() - started,
     )
     model = ModelInfo(facts.model_type, cls.family, hidden, cls.num_layers, cls.mtp_depth)
-    return Report(
+    report = Report(
         schema_version=SCHEMA_VERSION,
         normscope_version=__version__,
         source=checkpoint.source,
@@ -157,3 +165,4 @@ def analyze_checkpoint(
         summary=summary,
         warnings=tuple(warnings),
     )
+    return Measured(report, gains)

@@ -273,7 +273,7 @@ class Summary:
     out_of_band: int
     """Norms (any scope) whose band is collapse, explosion or nonfinite."""
     scope: str
-    """The gate scope used for `gated_out_of_band`: `default` (final + MTP) or `all`."""
+    """The gate scope used for `gated_out_of_band` (a `normscope.scope` expression)."""
     gated_out_of_band: int
     """Norms in the gate scope that are out of band: what `--fail-on out-of-band` looks at."""
     headline: tuple[Headline, ...]
@@ -298,3 +298,188 @@ class Report:
         from normscope.report import to_frame
 
         return to_frame(self.norms)
+
+
+# --- diff ----------------------------------------------------------------------------------------
+
+
+class MatchedBy(str, Enum):
+    """How a norm of checkpoint A was paired with one of checkpoint B."""
+
+    name = "name"
+    identity = "identity"
+    """Same module, MTP depth, layer, role and dim under different names (e.g. Megatron vs HF)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mover:
+    """One channel that moved between two checkpoints."""
+
+    index: int
+    before: float
+    after: float
+
+
+@dataclass(frozen=True, slots=True)
+class NormDiff:
+    """One norm present in both checkpoints (a JSON object / CSV row of `diff`)."""
+
+    name: str
+    """Name in checkpoint B."""
+    name_a: str
+    """Name in checkpoint A (differs from `name` only when matched by identity)."""
+    matched_by: MatchedBy
+    module: Module
+    mtp_depth: int | None
+    layer: int | None
+    role: Role
+    dim: int
+    ratio_a: float
+    ratio_b: float
+    delta_ratio: float
+    """ratio_b - ratio_a."""
+    rel_change: float
+    """‖g_B - g_A‖₂ / ‖g_A‖₂ on the effective gains."""
+    cosine: float
+    """Cosine similarity of g_A and g_B."""
+    band_a: Band
+    band_b: Band
+    band_changed: bool
+    movers: tuple[Mover, ...]
+    """Up to 5 channels with the largest |g_B - g_A|, largest first."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoleDrift:
+    """Relative change summarised per (module, role)."""
+
+    module: Module
+    role: Role
+    count: int
+    rel_change_median: float
+    rel_change_max: float
+
+
+@dataclass(frozen=True, slots=True)
+class DiffReport:
+    """The result of comparing two checkpoints."""
+
+    schema_version: int
+    normscope_version: str
+    a: str
+    b: str
+    model_a: ModelInfo
+    model_b: ModelInfo
+    norms: tuple[NormDiff, ...]
+    """Matched norms, largest relative change first."""
+    only_a: tuple[str, ...]
+    """Norms present in A only."""
+    only_b: tuple[str, ...]
+    """Norms present in B only."""
+    roles: tuple[RoleDrift, ...]
+    band_changes: int
+    warnings: tuple[str, ...] = ()
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+
+class Severity(str, Enum):
+    """What a failed check means: `error` fails the job, `warn` is reported only, `off` skips it."""
+
+    error = "error"
+    warn = "warn"
+    off = "off"
+
+
+class CheckName(str, Enum):
+    """The checks of `normscope check`."""
+
+    finite = "finite"
+    """Every gain and bias is finite (always an error)."""
+    band = "band"
+    """Ratio inside [low, high] (per-role overrides allowed), for norms in scope."""
+    drift = "drift"
+    """Relative change against --baseline at most --max-drift, for norms in scope."""
+    band_change = "band_change"
+    """Same band as in --baseline, for norms in scope."""
+    init = "init"
+    """Every effective gain exactly the identity and every bias exactly zero (--expect-init)."""
+    mtp = "mtp"
+    """The checkpoint holds the norms of --expect-mtp MTP depths."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoleBand:
+    """A per-role band, e.g. a wider one for QK norms."""
+
+    role: Role
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True)
+class Severities:
+    """Severity of each configurable check (`finite` is always an error)."""
+
+    band: Severity = Severity.error
+    drift: Severity = Severity.error
+    band_change: Severity = Severity.error
+    init: Severity = Severity.error
+    mtp: Severity = Severity.error
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The effective policy of a check run: defaults < config file < flags."""
+
+    low: float = 0.4
+    high: float = 1.8
+    scope: str = "final,mtp"
+    """Norms the band, drift and band_change checks look at (a `normscope.scope` expression)."""
+    max_drift: float | None = None
+    """Largest allowed ‖g - g_base‖/‖g_base‖; None: no drift limit (band changes still checked)."""
+    expect_init: bool = False
+    expect_mtp: int | None = None
+    parametrization: Parametrization | None = None
+    severity: Severities = field(default_factory=Severities)
+    roles: tuple[RoleBand, ...] = ()
+    origin: tuple[str, ...] = ("defaults",)
+    """Where the settings came from, in precedence order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One evaluated (check, subject): passed, or a violation with its evidence."""
+
+    check: CheckName
+    subject: str
+    """The tensor name, or `model` for checks about the whole checkpoint."""
+    passed: bool
+    severity: Severity
+    value: float | None
+    """The measured number (ratio, relative change, max |g - 1|, MTP depth)."""
+    limit: str
+    """The threshold it was held to, in words: `[0.4, 1.8]`, `<= 0.15`, `== 1`."""
+    message: str
+    fix: str | None
+    """What the playbook suggests doing, for violations."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """The result of `normscope check`."""
+
+    schema_version: int
+    normscope_version: str
+    source: str
+    baseline: str | None
+    policy: Policy
+    findings: tuple[Finding, ...]
+    errors: int
+    """Failed findings of severity error."""
+    warned: int
+    """Failed findings of severity warn."""
+    verdict: str
+    """`pass` or `fail`."""
+    warnings: tuple[str, ...] = ()

@@ -92,8 +92,11 @@ def parse_header(raw: bytes, shard: str, file_size: int) -> ShardHeader:
     if not isinstance(obj, dict):
         raise SourceError(f"invalid safetensors header: not a JSON object ({shard})")
     metadata = obj.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise SourceError(f"invalid safetensors header: __metadata__ is not an object ({shard})")
+    # safetensors requires a map of strings to strings (it refuses other values).
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise SourceError(
+            f"invalid safetensors header: __metadata__ is not an object of strings ({shard})"
+        )
 
     base = 8 + header_len
     tensors: dict[str, TensorRef] = {}
@@ -325,7 +328,9 @@ def open_checkpoint(spec: str | os.PathLike[str]) -> Checkpoint:
                 warnings.append(f"several shard indexes; using {index_path.name} ({path})")
             shard_paths, weight_map = _shards_from_index(path, index_path, counter, warnings)
         else:
-            shard_paths = sorted(path.glob("*.safetensors"), key=_natural_key)
+            shard_paths = sorted(
+                (p for p in path.glob("*.safetensors") if p.is_file()), key=_natural_key
+            )
         if not shard_paths:
             hint = None
             if any(child.is_dir() for child in path.iterdir()):

@@ -1,0 +1,173 @@
+"""Renderers of `normscope diff`: a DiffReport as JSON, CSV, Markdown or rich tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from normscope.report import BAND_STYLE, fmt, frame_csv, render_json, rows_frame, short_name
+from normscope.schema import DiffReport, Module, NormDiff
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+TOP_MOVERS = 15
+MAX_LISTED = 10
+
+__all__ = ["render_diff_csv", "render_diff_markdown", "render_diff_table", "render_json"]
+
+
+def render_diff_csv(result: DiffReport) -> str:
+    """One row per matched norm (NormDiff fields; `movers` as a JSON string)."""
+    return frame_csv(rows_frame(result.norms, NormDiff))
+
+
+def _where(d: NormDiff) -> str:
+    if d.module is Module.mtp:
+        return f"mtp{d.mtp_depth}"
+    return "-" if d.layer is None else str(d.layer)
+
+
+def _band(d: NormDiff) -> str:
+    return f"{d.band_a.value}→{d.band_b.value}" if d.band_changed else d.band_b.value
+
+
+def _pct(x: float) -> str:
+    return fmt(100 * x, 1) + "%"
+
+
+def _header(result: DiffReport) -> list[tuple[str, str]]:
+    by_identity = sum(1 for d in result.norms if d.matched_by.value == "identity")
+    ma, mb = result.model_a, result.model_b
+    return [
+        ("A", result.a),
+        ("B", result.b),
+        ("models", f"A {ma.model_type or ma.family}, B {mb.model_type or mb.family}"),
+        (
+            "matched",
+            f"{len(result.norms)} norms"
+            + (f" ({by_identity} by module/role/layer)" if by_identity else "")
+            + f"; only in A: {len(result.only_a)}, only in B: {len(result.only_b)}",
+        ),
+        ("bands", f"{result.band_changes} norm(s) changed band"),
+    ]
+
+
+def _diff_table(title: str, rows: Sequence[NormDiff], width: int) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+
+    role_width = max([len(d.role.value) for d in rows] + [4])
+    band_width = max([len(_band(d)) for d in rows] + [4])
+    # Numbers are never cut: the name column gets what the other columns leave.
+    fixed = 51 + role_width + band_width  # fixed columns and their 8 one-space dividers
+    name_width = max(12, min(60, width - fixed))
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False
+    )
+    table.add_column("name", no_wrap=True, max_width=name_width)
+    table.add_column("layer", justify="right", no_wrap=True, min_width=5)
+    table.add_column("role", no_wrap=True, min_width=role_width)
+    widths = (("ratio A", 7), ("ratio B", 7), ("Δratio", 7), ("change", 8), ("cosine", 8))
+    for col, col_width in widths:
+        table.add_column(col, justify="right", no_wrap=True, min_width=col_width)
+    table.add_column("band", no_wrap=True, min_width=band_width)
+    for d in rows:
+        band = _band(d)
+        if d.band_changed:
+            band = f"{d.band_a.value}→[{BAND_STYLE[d.band_b]}]{d.band_b.value}[/]"
+        table.add_row(
+            short_name(d.name, name_width),
+            _where(d),
+            d.role.value,
+            fmt(d.ratio_a),
+            fmt(d.ratio_b),
+            f"{d.delta_ratio:+.3f}",
+            _pct(d.rel_change),
+            fmt(d.cosine, 4),
+            band,
+        )
+    return table
+
+
+def render_diff_table(
+    result: DiffReport, show_all: bool = False, width: int = 100
+) -> list[RenderableType]:
+    """Header, per-role drift, biggest movers, band transitions, one-sided norms."""
+    from rich import box
+    from rich.panel import Panel
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for label, value in _header(result):
+        grid.add_row(label, value)
+    out: list[RenderableType] = [
+        Panel(grid, title=f"normscope diff {result.normscope_version}", expand=False)
+    ]
+    roles = Table(
+        title="relative change per role",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
+    )
+    for col in ("module", "role", "count", "median", "max"):
+        roles.add_column(col, justify="right" if col in ("count", "median", "max") else "left")
+    for r in result.roles:
+        roles.add_row(
+            r.module.value,
+            r.role.value,
+            str(r.count),
+            _pct(r.rel_change_median),
+            _pct(r.rel_change_max),
+        )
+    out.append(roles)
+    if show_all:
+        out.append(_diff_table("all matched norms", result.norms, width))
+    else:
+        top = result.norms[:TOP_MOVERS]
+        more = (
+            f" (top {len(top)} of {len(result.norms)}; --all for every norm)"
+            if len(result.norms) > len(top)
+            else ""
+        )
+        out.append(_diff_table(f"biggest movers{more}", top, width))
+        changed = [d for d in result.norms if d.band_changed]
+        if changed:
+            out.append(_diff_table("band transitions", changed, width))
+    for label, names in (("only in A", result.only_a), ("only in B", result.only_b)):
+        if names:
+            shown = list(names) if show_all else list(names[:MAX_LISTED])
+            extra = "" if len(shown) == len(names) else f" … and {len(names) - len(shown)} more"
+            out.append(f"[bold]{label}[/] ({len(names)}): " + ", ".join(shown) + extra)
+    return out
+
+
+def render_diff_markdown(result: DiffReport, show_all: bool = False) -> str:
+    """Markdown: header, per-role drift and the movers (or every row with show_all)."""
+    lines = [f"### normscope diff {result.normscope_version}", ""]
+    lines += [f"- **{label}**: {value}" for label, value in _header(result)]
+    lines += ["", "| module | role | count | median change | max change |", "|---|---|--:|--:|--:|"]
+    lines += [
+        f"| {r.module.value} | {r.role.value} | {r.count} | {_pct(r.rel_change_median)} | "
+        f"{_pct(r.rel_change_max)} |"
+        for r in result.roles
+    ]
+    rows = result.norms if show_all else result.norms[:TOP_MOVERS]
+    lines += [
+        "",
+        "| name | layer | role | ratio A | ratio B | change | cosine | band |",
+        "|---|--:|---|--:|--:|--:|--:|---|",
+    ]
+    for d in rows:
+        band = d.band_b.value if not d.band_changed else f"{d.band_a.value} → {d.band_b.value}"
+        lines.append(
+            f"| `{d.name}` | {_where(d)} | {d.role.value} | {fmt(d.ratio_a)} | "
+            f"{fmt(d.ratio_b)} | {_pct(d.rel_change)} | {fmt(d.cosine, 4)} | {band} |"
+        )
+    for label, names in (("Only in A", result.only_a), ("Only in B", result.only_b)):
+        if names:
+            lines += ["", f"**{label}**: " + ", ".join(f"`{n}`" for n in names)]
+    return "\n".join(lines) + "\n"
