@@ -60,15 +60,15 @@ def _diff_table(title: str, rows: Sequence[NormDiff], width: int) -> RenderableT
     role_width = max([len(d.role.value) for d in rows] + [4])
     band_width = max([len(_band(d)) for d in rows] + [4])
     # Numbers are never cut: the name column gets what the other columns leave.
-    fixed = 51 + role_width + band_width  # fixed columns and their 8 one-space dividers
-    name_width = max(12, min(60, width - fixed))
+    fixed = 49 + role_width + band_width  # fixed columns and their 8 one-space dividers
+    name_width = max(8, min(60, width - fixed))
     table = Table(
         title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False
     )
     table.add_column("name", no_wrap=True, max_width=name_width)
     table.add_column("layer", justify="right", no_wrap=True, min_width=5)
     table.add_column("role", no_wrap=True, min_width=role_width)
-    widths = (("ratio A", 7), ("ratio B", 7), ("Δratio", 7), ("change", 8), ("cosine", 8))
+    widths = (("ratio A", 7), ("ratio B", 7), ("Δratio", 7), ("change", 7), ("cosine", 7))
     for col, col_width in widths:
         table.add_column(col, justify="right", no_wrap=True, min_width=col_width)
     table.add_column("band", no_wrap=True, min_width=band_width)
