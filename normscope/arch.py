@@ -680,7 +680,10 @@ def classify(
             continue
         hit = _match(family, base, tensors) if family else None
         if hit is None:
-            if _NORMISH.search(base.rsplit(".", 1)[-1]):
+            # The last non-numeric component: LongCat `input_layernorm.0`, StableLM
+            # `q_layernorm.norms.3` end in an index (ARCHITECTURES.md 18.18).
+            last = next((c for c in reversed(base.split(".")) if not c.isdigit()), "")
+            if _NORMISH.search(last):
                 unmatched.append(name)
                 norms.append(_generic(name, base, biases, family, parametrization))
             continue

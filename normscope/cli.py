@@ -141,7 +141,7 @@ def _errors() -> Iterator[None]:
 
     try:
         yield
-    except typer.Exit:
+    except (typer.Exit, typer.BadParameter):
         raise
     except NormscopeError as exc:
         if os.environ.get("NORMSCOPE_DEBUG"):
@@ -174,14 +174,19 @@ def write_output(text: str, output: str | None) -> None:
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         _fail(f"output directory does not exist ({directory})")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
+    except OSError as exc:
+        _fail(f"cannot write output: {exc.strerror} ({target})")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # e.g. -o names a directory: the user's input, exit 2
+            _fail(f"cannot write output: {exc.strerror} ({target})")
         raise
 
 

@@ -360,6 +360,12 @@ def run_checks(measured: Measured, policy: Policy, baseline: Measured | None = N
     errors = sum(1 for f in failed if f.severity is Severity.error)
     warned = sum(1 for f in failed if f.severity is Severity.warn)
     warnings = list(report.warnings)
+    if sev.band is not Severity.off and not any(selector(n) for n in report.norms):
+        # A gate that looks at nothing must not pass silently.
+        warnings.append(
+            f"no norm matches the scope '{selector.text}': the band check looked at nothing "
+            "(this model may have no final or MTP norm identified; try --scope all)"
+        )
     if baseline is not None:
         warnings += [f"baseline: {w}" for w in baseline.report.warnings]
     return CheckReport(

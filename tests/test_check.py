@@ -1,0 +1,297 @@
+"""`normscope check`: policy loading and precedence, each check, selectors, formats, exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import llama_config, llama_tensors, write_checkpoint
+from typer.testing import CliRunner
+
+from normscope.cli import app
+from normscope.errors import ConfigError
+from normscope.policy import load_policy, policy_toml, run_checks
+from normscope.scan import measure
+from normscope.schema import CheckName, Policy, Role, Severity
+from normscope.scope import parse_scope
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+runner = CliRunner()
+H = 8
+
+
+def _deepseek(root: Path, final: float = 1.0, enorm: float = 1.0, layer0: float = 1.0,
+              nan_in: str | None = None) -> Path:
+    """A tiny DeepSeek-V3-style checkpoint with one MTP depth stored as layer 2."""
+    t: dict[str, np.ndarray] = {"model.embed_tokens.weight": np.ones((4, H), np.float32)}
+    for i in range(3):
+        t[f"model.layers.{i}.input_layernorm.weight"] = np.full(H, layer0 if i == 0 else 1.0,
+                                                                np.float32)
+        t[f"model.layers.{i}.post_attention_layernorm.weight"] = np.ones(H, np.float32)
+        t[f"model.layers.{i}.self_attn.q_a_layernorm.weight"] = np.ones(4, np.float32)
+    t["model.layers.2.enorm.weight"] = np.full(H, enorm, np.float32)
+    t["model.layers.2.hnorm.weight"] = np.ones(H, np.float32)
+    t["model.layers.2.eh_proj.weight"] = np.ones((H, 2 * H), np.float32)
+    t["model.layers.2.shared_head.norm.weight"] = np.ones(H, np.float32)
+    t["model.norm.weight"] = np.full(H, final, np.float32)
+    if nan_in is not None:
+        t[nan_in] = t[nan_in].copy()
+        t[nan_in][1] = np.nan
+    config = {"model_type": "deepseek_v3", "hidden_size": H, "num_hidden_layers": 2,
+              "num_nextn_predict_layers": 1}
+    return write_checkpoint(root, t, config)
+
+
+def _check(*args: str) -> object:
+    return runner.invoke(app, ["check", *args])
+
+
+# --- selectors -------------------------------------------------------------------------------------
+
+
+def test_scope_selectors(tmp_path: Path) -> None:
+    norms = measure(_deepseek(tmp_path / "c")).report.norms
+    names = lambda text: {n.name for n in norms if parse_scope(text)(n)}  # noqa: E731
+    assert names("final") == {"model.norm.weight"}
+    assert names("mtp") == {n.name for n in norms if n.name.startswith("model.layers.2.")}
+    assert names("default") == names("final,mtp")
+    assert names("all") == {n.name for n in norms}
+    assert names("role=mlp_input") == {f"model.layers.{i}.post_attention_layernorm.weight"
+                                        for i in (0, 1, 2)}
+    # MTP norms have no trunk layer: layer selectors never match them.
+    assert names("layer>=1") == {"model.layers.1.input_layernorm.weight",
+                                 "model.layers.1.post_attention_layernorm.weight",
+                                 "model.layers.1.self_attn.q_a_layernorm.weight"}
+    assert names("layer<1&role=latent") == {"model.layers.0.self_attn.q_a_layernorm.weight"}
+    assert names("depth=1&role=mtp_final") == {"model.layers.2.shared_head.norm.weight"}
+    assert names("module=main&group=output") == set()
+    assert names("name=*enorm*") == {"model.layers.2.enorm.weight"}
+    for bad in ("role=nope", "layer>=x", "colour=red", "final,,mtp", "module>main", "bogus"):
+        with pytest.raises(ConfigError):
+            parse_scope(bad)
+
+
+# --- checks ----------------------------------------------------------------------------------------
+
+
+def test_band_violation_names_tensor_value_threshold_and_fix(tmp_path: Path) -> None:
+    ckpt = _deepseek(tmp_path / "c", final=0.27, enorm=2.5)
+    result = _check(str(ckpt), "-q")
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "band: 2 violation(s)" in out
+    assert "model.norm.weight: final norm ratio 0.270 is below low 0.4 (collapse)" in out
+    assert "lower the MTP loss weight" in out and "about 0.27x its intended size" in out
+    assert "MTP 1 mtp_embedding ratio 2.500 is above high 1.8 (explosion)" in out
+    assert "add an RMSNorm at the input of each MTP module" in out
+    assert out.splitlines()[-1].startswith("FAIL: 2 error(s), 0 warning(s)")
+
+
+def test_healthy_checkpoint_passes(tmp_path: Path) -> None:
+    result = _check(str(_deepseek(tmp_path / "c", layer0=0.1)), "-q")
+    # The collapsed layer-0 input norm is outside the default scope (final + MTP).
+    assert result.exit_code == 0, result.stdout
+    assert result.stdout.startswith("PASS")
+    wide = _check(str(_deepseek(tmp_path / "d", layer0=0.1)), "-q", "--scope", "all")
+    assert wide.exit_code == 1
+    assert "model.layers.0.input_layernorm.weight" in wide.stdout
+    assert "compare with earlier checkpoints" in wide.stdout
+
+
+def test_severity_warn_reports_without_failing(tmp_path: Path) -> None:
+    ckpt = _deepseek(tmp_path / "c", final=0.27)
+    result = _check(str(ckpt), "-q", "--severity", "band=warn")
+    assert result.exit_code == 0
+    assert "warn model.norm.weight" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("PASS, 1 warning(s)")
+    off = _check(str(ckpt), "-q", "--severity", "band=off")
+    assert off.exit_code == 0 and "band" not in off.stdout.split("checks:")[1]
+    bad = _check(str(ckpt), "--severity", "band=loud")
+    assert bad.exit_code == 2 and "band" in bad.stderr
+    bad = _check(str(ckpt), "--severity", "colour=warn")
+    assert bad.exit_code == 2 and "unknown check" in bad.stderr
+
+
+def test_nonfinite_always_fails_whatever_the_scope(tmp_path: Path) -> None:
+    ckpt = _deepseek(tmp_path / "c", nan_in="model.layers.0.input_layernorm.weight")
+    result = _check(str(ckpt), "-q", "--severity", "band=off")
+    assert result.exit_code == 1
+    assert "finite: 1 violation(s)" in result.stdout
+    assert "holds NaN or Inf" in result.stdout
+
+
+def test_expect_init(tmp_path: Path) -> None:
+    init = write_checkpoint(tmp_path / "init", llama_tensors(hidden=H), llama_config(hidden=H))
+    assert _check(str(init), "--expect-init", "-q").exit_code == 0
+    g = np.ones(H, np.float32)
+    g[5] = 1.25
+    moved = write_checkpoint(tmp_path / "moved", llama_tensors(hidden=H, final=g),
+                             llama_config(hidden=H))
+    result = _check(str(moved), "--expect-init", "-q", "-f", "json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    failed = [f for f in data["findings"] if f["check"] == "init" and not f["passed"]]
+    assert [(f["subject"], f["value"]) for f in failed] == [("model.norm.weight", 0.25)]
+    assert "max |g - 1| = 0.25 at channel 5" in failed[0]["message"]
+    passed = [f for f in data["findings"] if f["check"] == "init" and f["passed"]]
+    assert len(passed) == 2 * 2
+
+
+def test_expect_mtp(tmp_path: Path) -> None:
+    ds = _deepseek(tmp_path / "ds")
+    assert _check(str(ds), "--expect-mtp", "1", "-q").exit_code == 0
+    two = _check(str(ds), "--expect-mtp", "2", "-q")
+    assert two.exit_code == 1
+    assert "MTP depth 1, expected 2 (missing depth 2: no norms)" in two.stdout
+    llama = write_checkpoint(tmp_path / "llama", llama_tensors(hidden=H), llama_config(hidden=H))
+    result = _check(str(llama), "--expect-mtp", "1", "-q")
+    assert result.exit_code == 1 and "Hugging Face re-saves drop them" in result.stdout
+
+
+def test_baseline_drift_and_band_change(tmp_path: Path) -> None:
+    base = _deepseek(tmp_path / "base")
+    near = _deepseek(tmp_path / "near", final=0.95)
+    far = _deepseek(tmp_path / "far", final=0.3)
+    assert _check(str(near), "--baseline", str(base), "--max-drift", "0.1", "-q").exit_code == 0
+    drift = _check(str(near), "--baseline", str(base), "--max-drift", "0.01", "-q")
+    assert drift.exit_code == 1
+    assert "final norm moved 5.0% since the baseline (limit 1%)" in drift.stdout
+    band = _check(str(far), "--baseline", str(base), "-q", "--severity", "band=off")
+    assert band.exit_code == 1
+    assert "band_change: 1 violation(s)" in band.stdout
+    assert "final norm band balanced -> collapse (ratio 1.000 -> 0.300)" in band.stdout
+
+
+def test_run_checks_findings_cover_every_check(tmp_path: Path) -> None:
+    ckpt = measure(_deepseek(tmp_path / "c"))
+    policy = Policy(expect_init=True, expect_mtp=1, max_drift=0.1)
+    result = run_checks(ckpt, policy, ckpt)
+    assert {f.check for f in result.findings} == set(CheckName)
+    assert result.verdict == "pass" and result.errors == 0
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+
+def test_pyproject_is_found_upward_and_flags_win(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        "[project]\nname = 'x'\n\n[tool.normscope]\nlow = 0.2\nscope = ['final', 'role=qk']\n"
+        "[tool.normscope.severity]\nband = 'warn'\n[tool.normscope.roles.qk]\nhigh = 5.0\n"
+    )
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    policy = load_policy()
+    assert (policy.low, policy.high, policy.scope) == (0.2, 1.8, "final,role=qk")
+    assert policy.severity.band is Severity.warn
+    assert [(r.role, r.low, r.high) for r in policy.roles] == [(Role.qk, 0.4, 5.0)]
+    assert policy.origin == ("defaults", str(tmp_path / "pyproject.toml"))
+    flagged = load_policy(flags={"low": 0.3, "severity": {"band": "error"}, "scope": None})
+    assert (flagged.low, flagged.scope, flagged.severity.band) == (0.3, "final,role=qk",
+                                                                   Severity.error)
+    assert flagged.origin[-1] == "flags"
+
+
+def test_show_config_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "policy.toml"
+    cfg.write_text('high = 2.5\nmax_drift = 0.15\nexpect_mtp = 1\nparametrization = "offset"\n')
+    result = _check("--config", str(cfg), "--show-config", "--low", "0.3")
+    assert result.exit_code == 0, result.stderr
+    data = tomllib.loads(result.stdout)["tool"]["normscope"]
+    assert data["low"] == 0.3 and data["high"] == 2.5 and data["max_drift"] == 0.15
+    assert data["expect_mtp"] == 1 and data["parametrization"] == "offset"
+    assert data["severity"] == {"band": "error", "drift": "error", "band_change": "error",
+                                "init": "error", "mtp": "error"}
+    again = tmp_path / "again.toml"
+    again.write_text(result.stdout)
+    assert load_policy(again).low == 0.3
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[tool.normscope]\nlwo = 0.3\n", "unknown key 'tool.normscope.lwo'"),
+        ("[tool.normscope]\nlow = 'small'\n", "tool.normscope.low must be a number"),
+        ("[tool.normscope]\nscope = 'role=nothing'\n", "unknown role 'nothing'"),
+        ("[tool.normscope]\nexpect_init = 1\n", "expect_init must be true or false"),
+        ("[tool.normscope.severity]\nband = 'fatal'\n", "must be one of error, warn, off"),
+        ("[tool.normscope.roles.qk]\nlow = 3\nhigh = 2\n", "needs 0 < low < high"),
+        ("[tool.normscope]\nlow = 2.0\n", "need 0 < low < high"),
+        ("[tool.normscope\n", "invalid TOML"),
+    ],
+)
+def test_bad_config_is_exit_2_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             text: str, needle: str) -> None:
+    (tmp_path / "pyproject.toml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    ckpt = _deepseek(tmp_path / "c")
+    result = _check(str(ckpt))
+    assert result.exit_code == 2
+    assert needle in result.stderr
+    assert result.stderr.count("Error:") == 1 and "Traceback" not in result.stderr
+
+
+def test_cannot_check_is_exit_2(tmp_path: Path) -> None:
+    assert _check(str(tmp_path / "missing")).exit_code == 2
+    assert _check().exit_code == 2
+    assert _check("--config", str(tmp_path / "nope.toml"), "--show-config").exit_code == 2
+
+
+# --- formats -------------------------------------------------------------------------------------
+
+
+def test_json_junit_and_github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ckpt = _deepseek(tmp_path / "c", final=0.27)
+    data = json.loads(_check(str(ckpt), "-q", "-f", "json").stdout)
+    assert list(data) == ["schema_version", "normscope_version", "source", "baseline", "policy",
+                          "findings", "errors", "warned", "verdict", "warnings"]
+    assert data["verdict"] == "fail" and data["errors"] == 1
+    assert data["policy"]["scope"] == "final,mtp"
+    assert set(data["findings"][0]) == {"check", "subject", "passed", "severity", "value",
+                                        "limit", "message", "fix"}
+
+    xml_path = tmp_path / "normscope.xml"
+    result = _check(str(ckpt), "-q", "-f", "junit", "-o", str(xml_path))
+    assert result.exit_code == 1 and result.stdout == ""
+    root = ET.parse(xml_path).getroot()
+    assert root.tag == "testsuites" and root.get("failures") == "1"
+    suites = {s.get("name"): s for s in root.findall("testsuite")}
+    assert set(suites) == {"normscope.finite", "normscope.band"}
+    band = suites["normscope.band"]
+    # final + the MTP depth's enorm, hnorm, shared_head.norm and its block's three norms
+    assert band.get("tests") == "7" and band.get("failures") == "1"
+    failed = [c for c in band.findall("testcase") if c.find("failure") is not None]
+    assert [c.get("name") for c in failed] == ["model.norm.weight"]
+    assert "below low 0.4" in failed[0].find("failure").get("message")
+
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    gh = _check(str(ckpt), "-q", "-f", "github")
+    assert gh.exit_code == 1
+    lines = gh.stdout.splitlines()
+    assert lines[0].startswith("::error title=normscope band%3A model.norm.weight::final norm")
+    assert lines[-1].startswith("::error title=normscope check::FAIL")
+    assert "❌ normscope check: FAIL" in summary.read_text()
+    assert "FAIL" in gh.stderr
+
+
+def test_warning_when_scope_matches_nothing(tmp_path: Path) -> None:
+    bert = write_checkpoint(
+        tmp_path / "bert",
+        {"embeddings.LayerNorm.weight": np.ones(H, np.float32),
+         "embeddings.LayerNorm.bias": np.zeros(H, np.float32)},
+        {"model_type": "bert", "hidden_size": H, "num_hidden_layers": 0},
+    )
+    result = _check(str(bert))
+    assert result.exit_code == 0
+    assert "no norm matches the scope 'final,mtp'" in result.stderr
