@@ -9,7 +9,9 @@ The public names are imported lazily, so that `normscope --help` does not pay fo
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -54,3 +56,17 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'normscope' has no attribute {name!r}")
+
+
+class _Package(ModuleType):
+    # NOTE: the first import of the submodule `normscope.scan` (by the CLI, `compare`, or a user's
+    # `from normscope.scan import ScanOptions`) binds it as the attribute `normscope.scan`, which
+    # would shadow the lazy function: `normscope.scan(path)` then fails with "'module' object is
+    # not callable". Keep the function bound instead.
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "scan" and isinstance(value, ModuleType):
+            value = value.scan
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -287,9 +287,8 @@ def render_table(report: Report, show_all: bool = False, width: int = 100) -> li
         title="per role",
         title_justify="left",
         box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        collapse_padding=True,
-        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
     )
     for col, justify in (
         ("module", "left"),

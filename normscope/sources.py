@@ -282,7 +282,9 @@ def _shards_from_index(
             isinstance(v, str) for v in weight_map.values()
         ):
             raise TypeError("weight_map is not an object of file names")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        if not weight_map:  # else: "no .safetensors files" beside the shards it failed to name
+            raise ValueError("weight_map is empty")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise SourceError(f"invalid shard index: {exc} ({index_path})") from None
     names = sorted(set(weight_map.values()), key=lambda n: _natural_key(Path(n)))
     shards = []
