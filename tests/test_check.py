@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from normscope.cli import app
 from normscope.errors import ConfigError
-from normscope.policy import load_policy, policy_toml, run_checks
+from normscope.policy import load_policy, run_checks
 from normscope.scan import measure
 from normscope.schema import CheckName, Policy, Role, Severity
 from normscope.scope import parse_scope
@@ -28,13 +28,19 @@ runner = CliRunner()
 H = 8
 
 
-def _deepseek(root: Path, final: float = 1.0, enorm: float = 1.0, layer0: float = 1.0,
-              nan_in: str | None = None) -> Path:
+def _deepseek(
+    root: Path,
+    final: float = 1.0,
+    enorm: float = 1.0,
+    layer0: float = 1.0,
+    nan_in: str | None = None,
+) -> Path:
     """A tiny DeepSeek-V3-style checkpoint with one MTP depth stored as layer 2."""
     t: dict[str, np.ndarray] = {"model.embed_tokens.weight": np.ones((4, H), np.float32)}
     for i in range(3):
-        t[f"model.layers.{i}.input_layernorm.weight"] = np.full(H, layer0 if i == 0 else 1.0,
-                                                                np.float32)
+        t[f"model.layers.{i}.input_layernorm.weight"] = np.full(
+            H, layer0 if i == 0 else 1.0, np.float32
+        )
         t[f"model.layers.{i}.post_attention_layernorm.weight"] = np.ones(H, np.float32)
         t[f"model.layers.{i}.self_attn.q_a_layernorm.weight"] = np.ones(4, np.float32)
     t["model.layers.2.enorm.weight"] = np.full(H, enorm, np.float32)
@@ -45,8 +51,12 @@ def _deepseek(root: Path, final: float = 1.0, enorm: float = 1.0, layer0: float 
     if nan_in is not None:
         t[nan_in] = t[nan_in].copy()
         t[nan_in][1] = np.nan
-    config = {"model_type": "deepseek_v3", "hidden_size": H, "num_hidden_layers": 2,
-              "num_nextn_predict_layers": 1}
+    config = {
+        "model_type": "deepseek_v3",
+        "hidden_size": H,
+        "num_hidden_layers": 2,
+        "num_nextn_predict_layers": 1,
+    }
     return write_checkpoint(root, t, config)
 
 
@@ -54,7 +64,7 @@ def _check(*args: str) -> object:
     return runner.invoke(app, ["check", *args])
 
 
-# --- selectors -------------------------------------------------------------------------------------
+# --- selectors -----------------------------------------------------------------------------------
 
 
 def test_scope_selectors(tmp_path: Path) -> None:
@@ -64,12 +74,15 @@ def test_scope_selectors(tmp_path: Path) -> None:
     assert names("mtp") == {n.name for n in norms if n.name.startswith("model.layers.2.")}
     assert names("default") == names("final,mtp")
     assert names("all") == {n.name for n in norms}
-    assert names("role=mlp_input") == {f"model.layers.{i}.post_attention_layernorm.weight"
-                                        for i in (0, 1, 2)}
+    assert names("role=mlp_input") == {
+        f"model.layers.{i}.post_attention_layernorm.weight" for i in (0, 1, 2)
+    }
     # MTP norms have no trunk layer: layer selectors never match them.
-    assert names("layer>=1") == {"model.layers.1.input_layernorm.weight",
-                                 "model.layers.1.post_attention_layernorm.weight",
-                                 "model.layers.1.self_attn.q_a_layernorm.weight"}
+    assert names("layer>=1") == {
+        "model.layers.1.input_layernorm.weight",
+        "model.layers.1.post_attention_layernorm.weight",
+        "model.layers.1.self_attn.q_a_layernorm.weight",
+    }
     assert names("layer<1&role=latent") == {"model.layers.0.self_attn.q_a_layernorm.weight"}
     assert names("depth=1&role=mtp_final") == {"model.layers.2.shared_head.norm.weight"}
     assert names("module=main&group=output") == set()
@@ -79,7 +92,7 @@ def test_scope_selectors(tmp_path: Path) -> None:
             parse_scope(bad)
 
 
-# --- checks ----------------------------------------------------------------------------------------
+# --- checks --------------------------------------------------------------------------------------
 
 
 def test_band_violation_names_tensor_value_threshold_and_fix(tmp_path: Path) -> None:
@@ -133,8 +146,9 @@ def test_expect_init(tmp_path: Path) -> None:
     assert _check(str(init), "--expect-init", "-q").exit_code == 0
     g = np.ones(H, np.float32)
     g[5] = 1.25
-    moved = write_checkpoint(tmp_path / "moved", llama_tensors(hidden=H, final=g),
-                             llama_config(hidden=H))
+    moved = write_checkpoint(
+        tmp_path / "moved", llama_tensors(hidden=H, final=g), llama_config(hidden=H)
+    )
     result = _check(str(moved), "--expect-init", "-q", "-f", "json")
     assert result.exit_code == 1
     data = json.loads(result.stdout)
@@ -178,11 +192,12 @@ def test_run_checks_findings_cover_every_check(tmp_path: Path) -> None:
     assert result.verdict == "pass" and result.errors == 0
 
 
-# --- configuration ---------------------------------------------------------------------------------
+# --- configuration -------------------------------------------------------------------------------
 
 
-def test_pyproject_is_found_upward_and_flags_win(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pyproject_is_found_upward_and_flags_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "pyproject.toml").write_text(
         "[project]\nname = 'x'\n\n[tool.normscope]\nlow = 0.2\nscope = ['final', 'role=qk']\n"
         "[tool.normscope.severity]\nband = 'warn'\n[tool.normscope.roles.qk]\nhigh = 5.0\n"
@@ -196,8 +211,11 @@ def test_pyproject_is_found_upward_and_flags_win(tmp_path: Path,
     assert [(r.role, r.low, r.high) for r in policy.roles] == [(Role.qk, 0.4, 5.0)]
     assert policy.origin == ("defaults", str(tmp_path / "pyproject.toml"))
     flagged = load_policy(flags={"low": 0.3, "severity": {"band": "error"}, "scope": None})
-    assert (flagged.low, flagged.scope, flagged.severity.band) == (0.3, "final,role=qk",
-                                                                   Severity.error)
+    assert (flagged.low, flagged.scope, flagged.severity.band) == (
+        0.3,
+        "final,role=qk",
+        Severity.error,
+    )
     assert flagged.origin[-1] == "flags"
 
 
@@ -210,8 +228,13 @@ def test_show_config_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     data = tomllib.loads(result.stdout)["tool"]["normscope"]
     assert data["low"] == 0.3 and data["high"] == 2.5 and data["max_drift"] == 0.15
     assert data["expect_mtp"] == 1 and data["parametrization"] == "offset"
-    assert data["severity"] == {"band": "error", "drift": "error", "band_change": "error",
-                                "init": "error", "mtp": "error"}
+    assert data["severity"] == {
+        "band": "error",
+        "drift": "error",
+        "band_change": "error",
+        "init": "error",
+        "mtp": "error",
+    }
     again = tmp_path / "again.toml"
     again.write_text(result.stdout)
     assert load_policy(again).low == 0.3
@@ -230,8 +253,9 @@ def test_show_config_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("[tool.normscope\n", "invalid TOML"),
     ],
 )
-def test_bad_config_is_exit_2_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             text: str, needle: str) -> None:
+def test_bad_config_is_exit_2_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, needle: str
+) -> None:
     (tmp_path / "pyproject.toml").write_text(text)
     monkeypatch.chdir(tmp_path)
     ckpt = _deepseek(tmp_path / "c")
@@ -253,12 +277,30 @@ def test_cannot_check_is_exit_2(tmp_path: Path) -> None:
 def test_json_junit_and_github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt = _deepseek(tmp_path / "c", final=0.27)
     data = json.loads(_check(str(ckpt), "-q", "-f", "json").stdout)
-    assert list(data) == ["schema_version", "normscope_version", "source", "baseline", "policy",
-                          "findings", "errors", "warned", "verdict", "warnings"]
+    assert list(data) == [
+        "schema_version",
+        "normscope_version",
+        "source",
+        "baseline",
+        "policy",
+        "findings",
+        "errors",
+        "warned",
+        "verdict",
+        "warnings",
+    ]
     assert data["verdict"] == "fail" and data["errors"] == 1
     assert data["policy"]["scope"] == "final,mtp"
-    assert set(data["findings"][0]) == {"check", "subject", "passed", "severity", "value",
-                                        "limit", "message", "fix"}
+    assert set(data["findings"][0]) == {
+        "check",
+        "subject",
+        "passed",
+        "severity",
+        "value",
+        "limit",
+        "message",
+        "fix",
+    }
 
     xml_path = tmp_path / "normscope.xml"
     result = _check(str(ckpt), "-q", "-f", "junit", "-o", str(xml_path))
@@ -288,8 +330,10 @@ def test_json_junit_and_github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_warning_when_scope_matches_nothing(tmp_path: Path) -> None:
     bert = write_checkpoint(
         tmp_path / "bert",
-        {"embeddings.LayerNorm.weight": np.ones(H, np.float32),
-         "embeddings.LayerNorm.bias": np.zeros(H, np.float32)},
+        {
+            "embeddings.LayerNorm.weight": np.ones(H, np.float32),
+            "embeddings.LayerNorm.bias": np.zeros(H, np.float32),
+        },
         {"model_type": "bert", "hidden_size": H, "num_hidden_layers": 0},
     )
     result = _check(str(bert))

@@ -24,8 +24,9 @@ H = 8
 
 def _ckpt(root: Path, name: str, final: np.ndarray, **norms: np.ndarray) -> Path:
     extra = {f"model.layers.{k}": v for k, v in norms.items()}
-    return write_checkpoint(root / name, llama_tensors(hidden=H, final=final, norms=extra),
-                            llama_config(hidden=H))
+    return write_checkpoint(
+        root / name, llama_tensors(hidden=H, final=final, norms=extra), llama_config(hidden=H)
+    )
 
 
 def test_relative_change_cosine_and_movers_match_a_hand_computation(tmp_path: Path) -> None:
@@ -51,8 +52,9 @@ def test_relative_change_cosine_and_movers_match_a_hand_computation(tmp_path: Pa
     # Unchanged norms: zero change, cosine 1, no movers; the mover is listed first.
     assert result.norms[0].name == "model.norm.weight"
     untouched = [d for d in result.norms if d.name != "model.norm.weight"]
-    assert all(d.rel_change == 0 and d.cosine == pytest.approx(1) and d.movers == ()
-               for d in untouched)
+    assert all(
+        d.rel_change == 0 and d.cosine == pytest.approx(1) and d.movers == () for d in untouched
+    )
     assert result.only_a == () and result.only_b == ()
 
 
@@ -77,8 +79,10 @@ def test_norms_on_one_side_are_listed_not_dropped(tmp_path: Path) -> None:
     tensors = llama_tensors(layers=3, hidden=H)
     b = write_checkpoint(tmp_path / "b", tensors, llama_config(layers=3, hidden=H))
     result = diff(a, b)
-    assert set(result.only_b) == {"model.layers.2.input_layernorm.weight",
-                                  "model.layers.2.post_attention_layernorm.weight"}
+    assert set(result.only_b) == {
+        "model.layers.2.input_layernorm.weight",
+        "model.layers.2.post_attention_layernorm.weight",
+    }
     assert result.only_a == ()
     assert any("only in B" in w for w in result.warnings)
 
@@ -134,7 +138,7 @@ def test_ambiguous_identities_are_not_guessed(tmp_path: Path) -> None:
 def test_dimension_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     a = _ckpt(tmp_path, "a", np.ones(H, np.float32))
     b = write_checkpoint(tmp_path / "b", llama_tensors(hidden=16), llama_config(hidden=16))
-    with pytest.raises(AnalysisError, match="8 entries .* but 16"):
+    with pytest.raises(AnalysisError, match=r"8 entries .* but 16"):
         diff(a, b)
     result = runner.invoke(app, ["diff", str(a), str(b)])
     assert result.exit_code == 2
@@ -143,9 +147,14 @@ def test_dimension_mismatch_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_unrelated_checkpoints_are_an_error(tmp_path: Path) -> None:
     a = _ckpt(tmp_path, "a", np.ones(H, np.float32))
-    b = write_checkpoint(tmp_path / "b", {"h.0.ln_1.weight": np.ones(4, np.float32),
-                                          "h.0.attn.c_attn.weight": np.ones((4, 12), np.float32)},
-                         {"model_type": "gpt2", "n_embd": 4, "n_layer": 1})
+    b = write_checkpoint(
+        tmp_path / "b",
+        {
+            "h.0.ln_1.weight": np.ones(4, np.float32),
+            "h.0.attn.c_attn.weight": np.ones((4, 12), np.float32),
+        },
+        {"model_type": "gpt2", "n_embd": 4, "n_layer": 1},
+    )
     result = runner.invoke(app, ["diff", str(a), str(b)])
     assert result.exit_code == 2
     assert "no norm of" in result.stderr
@@ -154,8 +163,12 @@ def test_unrelated_checkpoints_are_an_error(tmp_path: Path) -> None:
 @pytest.fixture
 def drifting(tmp_path: Path) -> tuple[Path, Path]:
     a = _ckpt(tmp_path, "a", np.ones(H, np.float32))
-    b = _ckpt(tmp_path, "b", np.full(H, 0.3, np.float32),
-              **{"0.input_layernorm.weight": np.full(H, 1.1, np.float32)})
+    b = _ckpt(
+        tmp_path,
+        "b",
+        np.full(H, 0.3, np.float32),
+        **{"0.input_layernorm.weight": np.full(H, 1.1, np.float32)},
+    )
     return a, b
 
 
@@ -164,8 +177,20 @@ def test_cli_json_and_csv(drifting: tuple[Path, Path]) -> None:
     result = runner.invoke(app, ["diff", str(a), str(b), "--format", "json"])
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert list(data) == ["schema_version", "normscope_version", "a", "b", "model_a", "model_b",
-                          "norms", "only_a", "only_b", "roles", "band_changes", "warnings"]
+    assert list(data) == [
+        "schema_version",
+        "normscope_version",
+        "a",
+        "b",
+        "model_a",
+        "model_b",
+        "norms",
+        "only_a",
+        "only_b",
+        "roles",
+        "band_changes",
+        "warnings",
+    ]
     assert data["band_changes"] == 1
     first = data["norms"][0]
     assert first["name"] == "model.norm.weight"
@@ -181,8 +206,13 @@ def test_cli_table_and_markdown(drifting: tuple[Path, Path]) -> None:
     a, b = drifting
     table = runner.invoke(app, ["diff", str(a), str(b)])
     assert table.exit_code == 0
-    for text in ("biggest movers", "band transitions", "relative change per role", "70.0%",
-                 "balanced→collapse"):
+    for text in (
+        "biggest movers",
+        "band transitions",
+        "relative change per role",
+        "70.0%",
+        "balanced→collapse",
+    ):
         assert text in table.stdout
     md = runner.invoke(app, ["diff", str(a), str(b), "--format", "markdown", "--all"])
     assert "| `model.norm.weight` | - | final |" in md.stdout
