@@ -87,7 +87,20 @@ class ParamChoice(str, Enum):
 
 # Shared parameters, defined once (the huggingface_hub `_cli_utils.py` pattern).
 SourceArg = Annotated[
-    str, typer.Argument(help="A .safetensors file or a directory of shards.", show_default=False)
+    str,
+    typer.Argument(
+        help="A .safetensors file, a directory of shards, or a Hub model repo "
+        "(org/name[@revision], hf://org/name).",
+        show_default=False,
+    ),
+]
+RevisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--revision",
+        help="Branch, tag or commit of Hub repo sources (same as SOURCE@REVISION).",
+        show_default=False,
+    ),
 ]
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 OutputOpt = Annotated[
@@ -181,6 +194,7 @@ def write_output(text: str, output: str | None) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
+        _umask_mode(tmp)
         os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -224,6 +238,18 @@ def _param(choice: ParamChoice | None) -> Parametrization | None:
     return Parametrization(choice.value) if choice else None
 
 
+def _at_revision(source: str, revision: str | None) -> str:
+    """Fold --revision into a Hub source (org/name@rev); a usage error where it cannot apply."""
+    if revision is None:
+        return source
+    from normscope.hub import with_revision
+
+    try:
+        return with_revision(source, revision)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--revision") from None
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"normscope {__version__}")
@@ -254,9 +280,11 @@ def scan(
     ] = FailOn.never,
     scope: ScopeOpt = "final,mtp",
     quiet: QuietOpt = False,
+    revision: RevisionOpt = None,
 ) -> None:
     """Report every norm gain of one checkpoint: statistics, band, role and parametrization."""
     thresholds = _thresholds(low, high)
+    source = _at_revision(source, revision)
     with _errors():
         from normscope import report as render
         from normscope.scan import ScanOptions
@@ -304,9 +332,11 @@ def diff(
     max_drift: MaxDriftOpt = None,
     scope: ScopeOpt = "final,mtp",
     quiet: QuietOpt = False,
+    revision: RevisionOpt = None,
 ) -> None:
     """Compare the norms of two checkpoints: drift, cosine, band changes, channels that moved."""
     thresholds = _thresholds(low, high)
+    a, b = _at_revision(a, revision), _at_revision(b, revision)
     if max_drift is not None and max_drift < 0:
         raise typer.BadParameter("must be >= 0", param_hint="--max-drift")
     with _errors():
@@ -471,8 +501,277 @@ def check(
             raise typer.Exit(1)
 
 
+class SeriesOrder(str, Enum):
+    """Values of `series --order`."""
+
+    step = "step"
+    natural = "natural"
+    mtime = "mtime"
+
+
+@contextlib.contextmanager
+def _series_progress(quiet: bool) -> Iterator[Any]:
+    """A progress callback drawing a bar on stderr when it is a terminal (else None)."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from normscope.report import human_bytes
+
+    columns = (TextColumn("measuring"), BarColumn(), MofNCompleteColumn())
+    extra = (TextColumn("{task.fields[read]}"), TimeRemainingColumn())
+    with Progress(*columns, *extra, console=_stderr(), transient=True) as bar:
+        task = bar.add_task("series", total=None, read="")
+
+        def update(event: Any) -> None:
+            read = f"{human_bytes(event.bytes_read)} read"
+            bar.update(task, total=event.total, completed=event.done, read=read)
+
+        yield update
+
+
+def _umask_mode(path: str) -> None:
+    """Give a mkstemp file (created 0600) the mode a plain open() would: 0666 minus the umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def _write_bytes(data: bytes, path: str) -> None:
+    """Write a file atomically (never a half-written file on failure)."""
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as exc:
+        _fail(f"cannot write the plot: {exc.strerror} ({target})")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        _umask_mode(tmp)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            _fail(f"cannot write the plot: {exc.strerror} ({target})")
+        raise
+
+
+@app.command(epilog=EXIT_HELP)
+def series(
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="A run folder of checkpoints (checkpoint-<step>, iter_<N>, step-<N>, step<N>, "
+            "global_step<N>, <N>), or checkpoints listed in order.",
+            metavar="PATH",
+            show_default=False,
+        ),
+    ],
+    format: FormatOpt = OutputFormat.table,
+    output: OutputOpt = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also list every norm's last ratio and drift.")
+    ] = False,
+    order: Annotated[
+        SeriesOrder,
+        typer.Option("--order", help="By the step in the name, by name, or by modification time."),
+    ] = SeriesOrder.step,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", min=1, help="Checkpoints measured at once [min(4, CPUs)]."),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 2 when any checkpoint is skipped.")
+    ] = False,
+    plot: Annotated[
+        str | None,
+        typer.Option(
+            "--plot", metavar="FILE", help="Also draw the trends to FILE.png, .svg or .html."
+        ),
+    ] = None,
+    plot_role: Annotated[
+        str | None,
+        typer.Option(
+            "--plot-role",
+            metavar="ROLE",
+            help="Role of the plot's layer × step heatmap [mlp_input, else attn_input].",
+        ),
+    ] = None,
+    low: LowOpt = 0.4,
+    high: HighOpt = 1.8,
+    parametrization: ParamOpt = None,
+    fail_on: Annotated[
+        FailOn,
+        typer.Option("--fail-on", help="Exit 1 when a norm in --scope is out of band at the end."),
+    ] = FailOn.never,
+    max_drift: Annotated[
+        float | None,
+        typer.Option("--max-drift", help="Largest allowed ‖g−g_prev‖/‖g_prev‖ over the last two."),
+    ] = None,
+    scope: ScopeOpt = "final,mtp",
+    quiet: QuietOpt = False,
+    revisions: Annotated[
+        str | None,
+        typer.Option(
+            "--revisions",
+            help="With one Hub repo (org/name): its branches/tags to follow, a comma list or a "
+            "glob ('stage1-step*'), ordered by the step in their names.",
+        ),
+    ] = None,
+) -> None:
+    """Follow a training run: every norm across its checkpoints, drift, and where it heads."""
+    thresholds = _thresholds(low, high)
+    hub_repo = _series_hub_repo(sources, revisions)
+    if max_drift is not None and max_drift < 0:
+        raise typer.BadParameter("must be >= 0", param_hint="--max-drift")
+    with _errors():
+        from normscope import plot as plotting
+        from normscope import render_series as render
+        from normscope.scan import ScanOptions
+        from normscope.schema import Order
+        from normscope.series import SeriesOptions, gate_violations, measure_series
+
+        role = plotting.parse_role(plot_role) if plot_role else None
+        plot_format = plotting.plot_format(plot) if plot else None
+        if plot:  # fail before measuring: no matplotlib, or nowhere to write
+            plotting.require_matplotlib()
+            if not Path(plot).resolve().parent.is_dir():
+                _fail(f"output directory does not exist ({Path(plot).parent})")
+        scan_options = ScanOptions(thresholds, _param(parametrization), scope)
+        options = SeriesOptions(scan_options, Order(order.value), jobs, strict=strict)
+        if hub_repo is not None and revisions is not None:
+            sources = _hub_revisions(hub_repo, revisions)
+        with _series_progress(quiet) as progress:
+            result = measure_series(sources, options, progress)
+        _warn(result.warnings, quiet)
+        if format is OutputFormat.table:
+            _emit_rich(lambda width: render.render_series_table(result, show_all, width), output)
+        elif format is OutputFormat.json:
+            write_output(render.render_series_json(result), output)
+        elif format is OutputFormat.csv:
+            write_output(render.render_series_csv(result), output)
+        elif format is OutputFormat.markdown:
+            write_output(render.render_series_markdown(result, show_all), output)
+        else:  # pragma: no cover - exhaustive over OutputFormat
+            raise AssertionError(format)
+        if plot and plot_format:
+            if role is not None and plotting.heatmap_role(result, role) is None:
+                _warn([f"no layer norms of role {role.value}: the plot has no heatmap"], quiet)
+            _write_bytes(plotting.render_plot(result, plot_format, role), plot)
+        if max_drift is not None and len(result.checkpoints) < 2:
+            _warn(["--max-drift needs two checkpoints: not checked"], quiet)
+        tripped = gate_violations(result, scope, fail_on is FailOn.out_of_band, max_drift)
+        if tripped:
+            from rich.markup import escape
+
+            console = _stderr()
+            for line in tripped:
+                console.print(f"[bold red]FAIL:[/] {escape(line)}", markup=True)
+            raise typer.Exit(1)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    raise AssertionError  # pragma: no cover
+
+
+@app.command(epilog=EXIT_HELP)
+def cache(
+    clear: Annotated[
+        bool, typer.Option("--clear", help="Delete what normscope cached (not the HF cache).")
+    ] = False,
+) -> None:
+    """Show normscope's cache of Hub headers and norm bytes (NORMSCOPE_CACHE), or clear it."""
+    with _errors():
+        from normscope import hub
+
+        if clear:
+            summary = hub.clear_cache()
+            _stderr().print(
+                f"Removed {summary.files} files ({_size(summary.bytes)}) of "
+                f"{len(summary.entries)} repos from {summary.root}",
+                markup=False,
+            )
+            return
+        summary = hub.cache_summary()
+        lines = [f"{summary.root}: {summary.files} files, {_size(summary.bytes)}"]
+        if summary.entries:
+            width = max(len("repo"), *(len(e.repo_id) for e in summary.entries))
+            lines.append(f"{'repo':<{width}}  {'commits':>7}  {'files':>6}  {'size':>9}")
+            lines += [
+                f"{e.repo_id:<{width}}  {e.commits:>7}  {e.files:>6}  {_size(e.bytes):>9}"
+                for e in summary.entries
+            ]
+        write_output("\n".join(lines) + "\n", None)
+
+
+def _series_hub_repo(sources: list[str], revisions: str | None) -> str | None:
+    """The Hub repo whose revisions `series --revisions` follows; a usage error otherwise."""
+    if revisions is None:
+        return None
+    from normscope.errors import SourceError
+    from normscope.hub import looks_like_hub, parse_hub_spec
+
+    only = sources[0] if len(sources) == 1 else ""
+    try:
+        spec = parse_hub_spec(only) if looks_like_hub(only) and not Path(only).exists() else None
+    except SourceError:
+        spec = None
+    if spec is None or spec.revision is not None:
+        raise typer.BadParameter(
+            "needs exactly one Hub repo (org/name, without @revision) as SOURCES",
+            param_hint="--revisions",
+        )
+    return spec.repo_id
+
+
+def _hub_revisions(repo_id: str, revisions: str) -> list[str]:
+    from normscope.hub import list_hub_revisions
+
+    return [f"{repo_id}@{rev}" for rev in list_hub_revisions(repo_id, revisions)]
+
+
+def _hub_progress(description: str, total: int) -> Any:
+    """A transient bar on stderr for long Hub transfers (installed by main() on terminals)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=_stderr(),
+        transient=True,
+    )
+    task = bar.add_task(description, total=total)
+    bar.start()
+
+    class _Task:
+        def advance(self, amount: int) -> None:
+            bar.advance(task, amount)
+
+        def close(self) -> None:
+            bar.stop()
+
+    return _Task()
+
+
 def main() -> None:
     """Console-script entry point."""
+    if sys.stderr.isatty():
+        from normscope import hub  # stdlib only; the bar shows only for long Hub transfers
+
+        hub.set_progress(_hub_progress)
     try:
         app()
     except SystemExit:

@@ -153,6 +153,8 @@ def analyze_checkpoint(
         metadata_bytes=counter.metadata_bytes,
         files=len(checkpoint.shards),
         seconds=time.perf_counter() - started,
+        requests=counter.requests,
+        bytes_transferred=counter.bytes_transferred,
     )
     model = ModelInfo(facts.model_type, cls.family, hidden, cls.num_layers, cls.mtp_depth)
     report = Report(

@@ -228,7 +228,7 @@ class ModelInfo:
 
 @dataclass(frozen=True, slots=True)
 class IOStats:
-    """What was read to produce the report."""
+    """What was read to produce the report (and, for a Hub repo, transferred)."""
 
     bytes_read: int
     """Bytes read from safetensors files: headers plus the byte ranges of the analysed tensors."""
@@ -240,6 +240,11 @@ class IOStats:
     """Number of safetensors shards."""
     seconds: float
     """Wall time of the scan."""
+    requests: int = 0
+    """HTTP requests made to the Hub (redirects included); 0 for local files and cache hits."""
+    bytes_transferred: int = 0
+    """Response body bytes received from the Hub: the API answer, config/index, header and norm
+    ranges (plus coalesced gaps); 0 for local files and cache hits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,3 +488,153 @@ class CheckReport:
     verdict: str
     """`pass` or `fail`."""
     warnings: tuple[str, ...] = ()
+
+
+# --- series --------------------------------------------------------------------------------------
+
+
+class Order(str, Enum):
+    """How `series` orders its checkpoints."""
+
+    step = "step"
+    """By the step number parsed from the name; natural order breaks ties."""
+    natural = "natural"
+    """By name, digits compared as numbers (checkpoint-10 after checkpoint-9)."""
+    mtime = "mtime"
+    """By modification time of the checkpoint file or folder."""
+
+
+class StepSource(str, Enum):
+    """Where the `step` of each checkpoint of a series comes from."""
+
+    name = "name"
+    """Parsed from the checkpoint's name (checkpoint-500, iter_0000500, step500, ...)."""
+    position = "position"
+    """The 0-based position in the series: some name carried no step number."""
+
+
+class Executor(str, Enum):
+    """How `series` runs its scans: `auto` picks `process` when the checkpoints are big enough."""
+
+    auto = "auto"
+    serial = "serial"
+    thread = "thread"
+    process = "process"
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesCheckpoint:
+    """One measured checkpoint of a series."""
+
+    path: str
+    step: int
+    bytes_read: int
+    """Header, metadata and norm bytes read from this checkpoint."""
+    seconds: float
+    """Wall time of its scan."""
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A checkpoint (or a folder named like one) left out of a series, and why."""
+
+    path: str
+    step: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    """One norm at one checkpoint; JSON and CSV flatten it: checkpoint, step, NormStats fields."""
+
+    checkpoint: str
+    """The checkpoint's path."""
+    step: int
+    norm: NormStats
+    rel_change: float | None
+    """‖g − g_prev‖₂/‖g_prev‖₂ against the previous checkpoint of the series; null for the first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """A headline norm followed across the series (or a role's median ratio, `aggregate`)."""
+
+    name: str
+    """Tensor name, or `median(ROLE)` / `median(mtp:ROLE)` for a role's median ratio."""
+    role: Role
+    module: Module
+    ratio_first: float
+    ratio_last: float
+    band_last: Band
+    first_out_of_band_step: int | None
+    """The first step at which the ratio was collapse, explosion or nonfinite; null if never."""
+    drift_per_1k_steps: float | None
+    """Least-squares slope of ratio vs step over the last min(n, 5) checkpoints, × 1000."""
+    projected_crossing_step: int | None
+    """Where a steady drift at that rate crosses the low or high band edge; null when the ratio
+    is flat, moving away from the edges, or already out of band."""
+    projected_band: Band | None
+    """`collapse` or `explosion`: the band that crossing leads into."""
+    mtp_depth: int | None
+    aggregate: bool
+    """True for a role's median ratio (a pseudo-norm)."""
+    count: int
+    """Norms behind the number: 1, or the size of the role at the last checkpoint."""
+    ratios: tuple[float | None, ...]
+    """The ratio at each checkpoint, aligned with `SeriesReport.checkpoints` (null: absent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSummary:
+    """Trends of the headline norms and the gate inputs of the latest checkpoint."""
+
+    thresholds: Thresholds
+    scope: str
+    """The gate scope (a `normscope.scope` expression)."""
+    window: int
+    """Checkpoints in the drift fit: min(n, 5)."""
+    latest_step: int
+    gated_out_of_band: int
+    """Norms in scope that are out of band at the latest checkpoint."""
+    headline: tuple[Trend, ...]
+    """The final norm, each MTP norm, then each (module, role)'s median ratio."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesIO:
+    """What a series cost."""
+
+    bytes_read: int
+    seconds: float
+    executor: Executor
+    """`serial`, `thread` or `process`: what actually ran."""
+    jobs: int
+    """Workers of the pool (1 when serial)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesReport:
+    """The result of `normscope series`: one training run's norms, checkpoint by checkpoint."""
+
+    schema_version: int
+    normscope_version: str
+    source: tuple[str, ...]
+    """The arguments: one run folder, or the checkpoints listed."""
+    model: ModelInfo
+    """Of the latest checkpoint."""
+    steps_from: StepSource
+    order: Order
+    checkpoints: tuple[SeriesCheckpoint, ...]
+    """Measured checkpoints, in series order."""
+    skipped: tuple[Skipped, ...]
+    rows: tuple[SeriesRow, ...]
+    """One per (checkpoint, norm), in series order, norms in scan order."""
+    summary: SeriesSummary
+    io: SeriesIO
+    warnings: tuple[str, ...] = ()
+
+    def to_frame(self) -> pandas.DataFrame:
+        """Return the tidy rows: checkpoint, step, every NormStats field, rel_change."""
+        from normscope.render_series import to_series_frame
+
+        return to_series_frame(self)

@@ -177,6 +177,10 @@ class ReadCounter:
     bytes_read: int = 0
     metadata_bytes: int = 0
     reads: int = 0
+    requests: int = 0
+    """HTTP requests made (Hub sources only)."""
+    bytes_transferred: int = 0
+    """Response body bytes received over the network (Hub sources only)."""
 
 
 @dataclass
@@ -309,9 +313,15 @@ def _shards_from_index(
 def open_checkpoint(spec: str | os.PathLike[str]) -> Checkpoint:
     """Open a local checkpoint: parse config.json, the index and every shard header.
 
-    Reads headers only; tensor data is read later with `Checkpoint.read`.
+    Reads headers only; tensor data is read later with `Checkpoint.read`. A string that is no
+    existing path but reads as a Hub repo (`org/name[@rev]`, `hf://...`) opens that repo.
     """
     path = Path(spec)
+    if isinstance(spec, str) and not path.exists():
+        from normscope import hub  # stdlib only: huggingface_hub is imported for Hub specs alone
+
+        if hub.looks_like_hub(spec):
+            return hub.open_hub_checkpoint(spec)
     counter = ReadCounter()
     warnings: list[str] = []
     if not path.exists():

@@ -202,7 +202,15 @@ def test_json_top_level_keys_in_order() -> None:
         "warnings",
     ]
     assert list(data["model"]) == ["model_type", "family", "hidden_size", "num_layers", "mtp_depth"]
-    assert list(data["io"]) == ["bytes_read", "bytes_total", "metadata_bytes", "files", "seconds"]
+    assert list(data["io"]) == [
+        "bytes_read",
+        "bytes_total",
+        "metadata_bytes",
+        "files",
+        "seconds",
+        "requests",
+        "bytes_transferred",
+    ]
     assert {"bands", "out_of_band"} <= set(data["summary"])
     assert data["warnings"] == list(REPORT.warnings)
 

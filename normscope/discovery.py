@@ -1,0 +1,289 @@
+"""Find the checkpoints of a training run: naming conventions, skip reasons, series order.
+
+Pure of printing and of tensor I/O (it lists folders, never opens a shard). A run folder's
+checkpoints are found by the conventions of DOMAIN.md section 6: `checkpoint-<step>` (HF
+Trainer), `iter_<NNNNNNN>` (Megatron), `step-<N>` (torchtitan), `step<N>[-unsharded]` (OLMo),
+`global_step<N>` (DeepSpeed), a bare `<N>` (nanotron), Hub revision names such as
+`stage1-step1907359-tokens4001B`. Folders named like checkpoints that hold no safetensors
+checkpoint (optimizer state only, DCP shards, pickles, nothing) are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from normscope.errors import SourceError
+from normscope.schema import Order, Skipped, StepSource
+
+# Run-folder naming conventions (DOMAIN.md section 6), matched against the whole name.
+CONVENTIONS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("HF Trainer", re.compile(r"checkpoint-(\d+)")),
+    ("Megatron", re.compile(r"iter_(\d+)")),
+    ("torchtitan", re.compile(r"step-(\d+)")),
+    ("OLMo", re.compile(r"step(\d+)(?:-unsharded)?")),
+    ("DeepSpeed", re.compile(r"global_step(\d+)")),
+    ("nanotron", re.compile(r"(\d+)")),
+    ("Hub revision", re.compile(r"(?:stage\d+-)?step(\d+)-tokens\d+[A-Za-z]*")),
+    ("ckpt", re.compile(r"ckpt[-_]?(\d+)")),
+)
+# Explicitly listed checkpoints may be named more freely (`run-a/ckpt-step500`, `model_1000`).
+_LOOSE_STEP = re.compile(r"(?:step|iter|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+_SUFFIX = ".safetensors"
+
+
+def parse_step(name: str, loose: bool = False) -> int | None:
+    """The step number in a checkpoint's name, by the conventions of DOMAIN.md section 6.
+
+    `loose` (explicit lists) also accepts `step`/`iter`/`checkpoint`/`ckpt` followed by a number
+    anywhere in the name, then a trailing number.
+    """
+    if name.endswith(_SUFFIX):
+        name = name[: -len(_SUFFIX)]
+    for _, pattern in CONVENTIONS:
+        m = pattern.fullmatch(name)
+        if m:
+            return int(m.group(1))
+    if loose:
+        m = _LOOSE_STEP.search(name) or _TRAILING_NUMBER.search(name)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+
+
+# What a folder that is no safetensors checkpoint holds instead.
+_OPTIMIZER = re.compile(
+    r"(optimizer|scheduler|rng_state|scaler|trainer_state|.*optim_states|.*optim\b).*", re.I
+)
+_META = re.compile(r".*\.(json|txt|yaml|yml|md|model)|training_args\.bin|latest.*", re.I)
+_PICKLE_WEIGHTS = re.compile(r".*\.(bin|pt|pth|ckpt)", re.I)
+
+
+def why_not_checkpoint(path: Path) -> str | None:
+    """None when `path` holds a safetensors checkpoint, else the reason it is skipped."""
+    if not path.exists():
+        return "no such file or directory"
+    if path.is_file():
+        return None if path.name.endswith(_SUFFIX) else "not a .safetensors file"
+    if not path.is_dir():
+        return "not a file or directory"
+    try:
+        children = sorted(path.iterdir(), key=lambda p: _natural_key(p.name))
+    except OSError as exc:
+        return f"cannot list the folder: {exc.strerror}"
+    files = [p.name for p in children if p.is_file() and not p.name.startswith(".")]
+    dirs = [p for p in children if p.is_dir() and not p.name.startswith(".")]
+    if any(name.endswith(_SUFFIX) for name in files):
+        return None
+    if not files and not dirs and not any(p.name == ".metadata" for p in children):
+        return "empty folder"
+    dcp = _find(path, "*.distcp", 2) or _find(path, ".metadata", 2)
+    if dcp is not None:
+        where = "" if dcp.parent == path else f" in '{dcp.parent.relative_to(path)}'"
+        return (
+            f"PyTorch DCP shards{where} (torch_dist: .metadata + .distcp), not safetensors; "
+            "DCP is not supported yet: export the weights to safetensors first"
+        )
+    if any(d.name.startswith("mp_rank_") for d in dirs):
+        return "Megatron legacy torch checkpoint (mp_rank_*/model_optim_rng.pt), not safetensors"
+    states = [n for n in files if n.endswith("_model_states.pt")]
+    if states:
+        return (
+            f"DeepSpeed checkpoint ({states[0]}), not safetensors: convert it with "
+            "zero_to_fp32.py --safe_serialization"
+        )
+    state = [n for n in files if _OPTIMIZER.fullmatch(n)]
+    weights = [
+        n
+        for n in files
+        if _PICKLE_WEIGHTS.fullmatch(n) and n not in state and not _META.fullmatch(n)
+    ]
+    if weights:
+        return f"PyTorch pickle weights ({_listing(weights, 3)}), not safetensors"
+    if state and all(n in state or _META.fullmatch(n) for n in files):
+        return f"only optimizer/trainer state ({_listing(state)}): no model weights"
+    if dirs and _is_run_folder(path):
+        return "a folder of checkpoints, not a checkpoint: pass it alone to discover them"
+    nested = _find(path, "*" + _SUFFIX, 3)
+    if nested is not None:
+        inner = nested.parent.relative_to(path)
+        return f"no .safetensors at the top level, but some in '{inner}': pass that folder"
+    return f"no .safetensors files ({_listing(files + [d.name + '/' for d in dirs])})"
+
+
+def _find(folder: Path, pattern: str, depth: int) -> Path | None:
+    """The first file matching `pattern` in `folder` or up to `depth` - 1 levels below it."""
+    for level in range(depth):
+        found = next(folder.glob("*/" * level + pattern), None)
+        if found is not None:
+            return found
+    return None
+
+
+def _listing(names: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A checkpoint to measure."""
+
+    path: str
+    step: int
+    mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """The checkpoints of a series, in order, and what was left out."""
+
+    candidates: tuple[Candidate, ...]
+    skipped: tuple[Skipped, ...]
+    steps_from: StepSource
+    warnings: tuple[str, ...]
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return math.inf
+
+
+def _is_run_folder(path: Path) -> bool:
+    """A folder whose children are named like checkpoints."""
+    if not path.is_dir():
+        return False
+    try:
+        return any(
+            parse_step(p.name) is not None and (p.is_dir() or p.name.endswith(_SUFFIX))
+            for p in path.iterdir()
+            if not p.name.startswith(".")
+        )
+    except OSError:
+        return False
+
+
+def _scan_run_folder(run: Path, warnings: list[str]) -> list[tuple[Path, int | None]]:
+    found: list[tuple[Path, int | None]] = []
+    ignored = []
+    for child in sorted(run.iterdir(), key=lambda p: _natural_key(p.name)):
+        if child.name.startswith(".") or not (child.is_dir() or child.name.endswith(_SUFFIX)):
+            continue
+        step = parse_step(child.name)
+        if step is not None:
+            found.append((child, step))
+        elif child.is_dir() and why_not_checkpoint(child) is None:
+            ignored.append(child.name)
+    if ignored:
+        warnings.append(
+            f"ignored {len(ignored)} checkpoint folder(s) without a step number in the name: "
+            f"{_listing(ignored)} (list checkpoints explicitly to include them) ({run})"
+        )
+    if any(p.name.endswith(_SUFFIX) for p in run.iterdir() if p.is_file()):
+        warnings.append(
+            f"the run folder itself holds a checkpoint; it has no step and is not part of the "
+            f"series (list it explicitly to include it) ({run})"
+        )
+    return found
+
+
+def discover(sources: Sequence[str | os.PathLike[str]], order: Order = Order.step) -> Discovery:
+    """Find and order the checkpoints of a series: one run folder, or an explicit list.
+
+    An explicit list may name Hub revisions (`org/name@step1000`): their step is parsed from
+    the revision, and `scan` reads them as it reads one Hub checkpoint.
+    """
+    if not sources:
+        raise SourceError("no checkpoints given")
+    warnings: list[str] = []
+    specs = [os.fspath(s) for s in sources]
+    first = Path(specs[0])
+    if len(specs) == 1 and _is_run_folder(first):
+        entries = [(str(p), step) for p, step in _scan_run_folder(first, warnings)]
+        loose = False
+    elif len(specs) == 1 and why_not_checkpoint(first) is not None and not _is_hub(specs[0]):
+        if not first.exists():
+            raise SourceError(f"no such file or directory ({first})")
+        raise SourceError(
+            f"no checkpoints in {first}: {why_not_checkpoint(first)}",
+            hint="a run folder holds checkpoint folders named checkpoint-<step>, iter_<N>, "
+            "step-<N>, step<N>, global_step<N> or <N>; or list the checkpoints explicitly",
+        )
+    else:
+        entries = [(spec, _step_of_listed(Path(spec))) for spec in specs]
+        loose = True
+        if len(specs) == 1:
+            warnings.append(
+                f"a series of one checkpoint: no drift to measure ({specs[0]}); "
+                "pass a run folder or several checkpoints"
+            )
+
+    skipped: list[Skipped] = []
+    usable: list[tuple[str, int | None]] = []
+    for spec, step in entries:
+        reason = None if loose and _is_hub(spec) else why_not_checkpoint(Path(spec))
+        if reason is None:
+            usable.append((spec, step))
+        else:
+            skipped.append(Skipped(spec, step, reason))
+
+    steps_from = StepSource.name
+    if loose and any(step is None for _, step in usable):
+        steps_from = StepSource.position
+        unnamed = [Path(spec).name for spec, step in usable if step is None]
+        if len(unnamed) < len(usable):
+            warnings.append(
+                f"no step number in the name of {_listing(unnamed)}: steps are the positions "
+                "0, 1, 2, ... of the checkpoints in the series"
+            )
+
+    def key(item: tuple[str, int | None]) -> tuple[Any, ...]:
+        spec, step = item
+        natural = (_natural_key(Path(spec).name), spec)
+        if order is Order.mtime:
+            return (_mtime(Path(spec)), *natural)
+        if order is Order.natural or steps_from is StepSource.position:
+            return natural
+        return (step, *natural)
+
+    # Sorting keeps the given order of an explicit list whose steps are positions.
+    if not (order is Order.step and steps_from is StepSource.position):
+        usable.sort(key=key)
+    candidates: list[Candidate] = []
+    seen: dict[int, str] = {}
+    for position, (spec, step) in enumerate(usable):
+        value = position if steps_from is StepSource.position or step is None else step
+        if value in seen:
+            skipped.append(Skipped(spec, value, f"duplicate step {value} (also {seen[value]})"))
+            continue
+        seen[value] = spec
+        candidates.append(Candidate(spec, value, _mtime(Path(spec))))
+    return Discovery(tuple(candidates), tuple(skipped), steps_from, tuple(warnings))
+
+
+def _is_hub(spec: str) -> bool:
+    """True for a Hub repo spec (`org/name@revision`, `hf://...`) that is no local path."""
+    if Path(spec).exists():
+        return False
+    from normscope import hub  # stdlib only; huggingface_hub is imported when a repo is read
+
+    return hub.looks_like_hub(spec)
+
+
+def _step_of_listed(path: Path) -> int | None:
+    step = parse_step(path.name, loose=True)
+    if step is None and path.name.endswith(_SUFFIX):
+        step = parse_step(path.parent.name, loose=True)  # run/checkpoint-500/model.safetensors
+    return step

@@ -1,0 +1,489 @@
+"""Renderers of `normscope series`: a SeriesReport as JSON, CSV, Markdown or rich tables.
+
+JSON and CSV carry the tidy rows at full precision: one per (checkpoint, norm), columns
+`checkpoint`, `step`, every `NormStats` field in schema order, then `rel_change`. The table and
+Markdown views are for people: the headline ratios at up to 12 steps, a sparkline of all of them,
+the band now, the first step out of band, the drift per 1,000 steps and where it leads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from normscope.report import BAND_STYLE, fmt, frame_csv, human_bytes, rows_frame, short_name
+from normscope.report import to_dict as _to_dict
+from normscope.schema import Executor, Module, NormStats, Role, SeriesReport, StepSource, Trend
+from normscope.trends import latest_rows, norm_trends
+
+if TYPE_CHECKING:
+    import pandas
+    from rich.console import RenderableType
+
+MAX_STEP_COLUMNS = 12
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_MIN_SPAN = 0.05
+"""Ratios that move less than this across a line draw flat: noise is not a trend."""
+
+__all__ = [
+    "render_series_csv",
+    "render_series_json",
+    "render_series_markdown",
+    "render_series_table",
+    "sparkline",
+    "to_series_frame",
+]
+
+
+# --- machine formats ----------------------------------------------------------------------------
+
+
+def to_series_frame(report: SeriesReport) -> pandas.DataFrame:
+    """The tidy rows: checkpoint, step, every NormStats field (schema order), rel_change."""
+    frame = rows_frame([r.norm for r in report.rows], NormStats)
+    frame.insert(0, "checkpoint", [r.checkpoint for r in report.rows])
+    frame.insert(1, "step", np.asarray([r.step for r in report.rows], dtype=np.int64))
+    frame["rel_change"] = [math.nan if r.rel_change is None else r.rel_change for r in report.rows]
+    return frame
+
+
+def render_series_csv(report: SeriesReport) -> str:
+    """CSV of the tidy rows: a header row, full float precision, empty cells for null."""
+    return frame_csv(to_series_frame(report))
+
+
+def series_dict(report: SeriesReport) -> dict[str, Any]:
+    """The report as JSON-ready data with flat rows (`norm` merged into each row)."""
+    data = _to_dict(report)
+    data["rows"] = [
+        {
+            "checkpoint": r["checkpoint"],
+            "step": r["step"],
+            **r["norm"],
+            "rel_change": r["rel_change"],
+        }
+        for r in data["rows"]
+    ]
+    return data
+
+
+def render_series_json(report: SeriesReport) -> str:
+    """One JSON object: schema_version ... checkpoints, skipped, rows, summary, warnings."""
+    return json.dumps(series_dict(report), indent=2, allow_nan=False) + "\n"
+
+
+# --- pieces of the views for people -------------------------------------------------------------
+
+
+def fmt_step(step: float) -> str:
+    """950 -> '950', 48000 -> '48k', 48500 -> '48.5k', 1907359 -> '1.91M'."""
+    if abs(step) < 1000:
+        return f"{step:.0f}"
+    for scale, unit in ((1e3, "k"), (1e6, "M"), (1e9, "G"), (1e12, "T")):
+        text = f"{step / scale:.3g}"
+        if "e" not in text and abs(float(text)) < 1000:
+            return text + unit
+    return f"{step:.3g}"
+
+
+def _step_labels(steps: Sequence[int]) -> list[str]:
+    """Exact step numbers when they fit 6 characters, else compact ones for every column."""
+    if all(len(str(s)) <= 6 for s in steps):
+        return [str(s) for s in steps]
+    return [fmt_step(s) for s in steps]
+
+
+def ratio_text(value: float | None) -> str:
+    """A ratio in at most 6-7 characters; '·' where the norm is absent."""
+    if value is None:
+        return "·"
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) < 10:
+        return f"{value:.3f}"
+    if abs(value) < 1000:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def drift_text(value: float | None) -> str:
+    """Drift per 1,000 steps with its sign."""
+    if value is None:
+        return "-"
+    if value == 0 or abs(value) >= 1e-3:
+        return f"{value:+.4f}"
+    return f"{value:+.1e}"
+
+
+def sparkline(values: Sequence[float | None], width: int) -> str:
+    """A unicode sparkline of `values`, averaged into at most `width` cells.
+
+    Blank: absent; `×`: non-finite. The scale spans at least SPARK_MIN_SPAN, so noise draws flat.
+    """
+    if not values or width <= 0:
+        return ""
+    cells: list[float | None] = []
+    for bucket in np.array_split(np.arange(len(values)), min(width, len(values))):
+        present = [values[i] for i in bucket if values[i] is not None]
+        if not present:
+            cells.append(None)
+        elif not all(math.isfinite(v) for v in present if v is not None):
+            cells.append(math.nan)
+        else:
+            cells.append(float(np.mean([v for v in present if v is not None])))
+    finite = [c for c in cells if c is not None and math.isfinite(c)]
+    if not finite:
+        return "".join(" " if c is None else "×" for c in cells)
+    lo, hi = min(finite), max(finite)
+    if hi - lo < SPARK_MIN_SPAN:
+        middle = (hi + lo) / 2
+        lo, hi = middle - SPARK_MIN_SPAN / 2, middle + SPARK_MIN_SPAN / 2
+    out = []
+    for c in cells:
+        if c is None:
+            out.append(" ")
+        elif not math.isfinite(c):
+            out.append("×")
+        else:
+            out.append(SPARK[round((c - lo) / (hi - lo) * (len(SPARK) - 1))])
+    return "".join(out)
+
+
+def sample_indices(n: int, k: int) -> list[int]:
+    """k evenly spaced indices of range(n), first and last included."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def trend_label(t: Trend) -> str:
+    """'final norm', 'MTP 1 embedding norm', or the pseudo-norm name."""
+    if t.aggregate:
+        return t.name
+    if t.role is Role.final and t.module is Module.main:
+        return "final norm"
+    return f"MTP {t.mtp_depth} {t.role.value[4:]} norm"
+
+
+def outlook(t: Trend) -> str:
+    """One sentence: where the ratio is and, if the trend holds, where it is going."""
+    label, ratio = trend_label(t), f"{t.ratio_last:.2f}"
+    if t.band_last.out_of_band:
+        since = (
+            f" (first out of band at step {fmt_step(t.first_out_of_band_step)})"
+            if t.first_out_of_band_step is not None
+            else ""
+        )
+        return f"{label}: {ratio}, {t.band_last.value} now{since}"
+    if t.projected_crossing_step is not None and t.projected_band is not None:
+        return (
+            f"{label}: {ratio} → {t.projected_band.value} at ≈ step "
+            f"{fmt_step(t.projected_crossing_step)} if the trend holds"
+        )
+    earlier = (
+        f"; was out of band at step {fmt_step(t.first_out_of_band_step)}"
+        if t.first_out_of_band_step is not None
+        else ""
+    )
+    if t.drift_per_1k_steps is None:
+        return f"{label}: {ratio} ({t.band_last.value}){earlier}"
+    return f"{label}: {ratio} ({t.band_last.value}), no band edge ahead at this drift{earlier}"
+
+
+def _projection(t: Trend) -> str:
+    if t.projected_crossing_step is None or t.projected_band is None:
+        return "-"
+    return f"{t.projected_band.value} ≈ {fmt_step(t.projected_crossing_step)}"
+
+
+def _header(report: SeriesReport) -> list[tuple[str, str]]:
+    m, s, io = report.model, report.summary, report.io
+    sources = ", ".join(report.source[:3])
+    if len(report.source) > 3:
+        sources += f" and {len(report.source) - 3} more"
+    first, last = report.checkpoints[0].step, report.checkpoints[-1].step
+    by = "position in the list" if report.steps_from is StepSource.position else "name"
+    how = {
+        Executor.serial: "serial",
+        Executor.process: f"{io.jobs} processes",
+        Executor.thread: f"{io.jobs} threads",
+        Executor.auto: "auto",
+    }[io.executor]
+    return [
+        ("source", sources),
+        (
+            "model",
+            f"{m.model_type or '?'} (rules: {m.family}), hidden {m.hidden_size or '?'}, "
+            f"{m.num_layers if m.num_layers is not None else '?'} layers, MTP depth {m.mtp_depth}",
+        ),
+        (
+            "checkpoints",
+            f"{len(report.checkpoints)}, steps {first} … {last} (from the {by}); "
+            f"{len(report.skipped)} skipped",
+        ),
+        ("read", f"{human_bytes(io.bytes_read)} in {io.seconds:.2f} s ({how})"),
+        (
+            "gate",
+            f"band [{s.thresholds.low:g}, {s.thresholds.high:g}]; {s.gated_out_of_band} norm(s) "
+            f"in scope '{s.scope}' out of band at step {s.latest_step}",
+        ),
+    ]
+
+
+def _styled(text: str, t: Trend) -> str:
+    from rich.markup import escape
+
+    return f"[{BAND_STYLE[t.band_last]}]{escape(text)}[/]"
+
+
+# --- rich views ---------------------------------------------------------------------------------
+
+
+def render_series_table(
+    report: SeriesReport, show_all: bool = False, width: int = 100
+) -> list[RenderableType]:
+    """Header, headline ratios by step, trends, outlook, every norm with show_all, skipped."""
+    from rich import box
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for label, value in _header(report):
+        grid.add_row(label, escape(value))
+    out: list[RenderableType] = [
+        Panel(grid, title=f"normscope series {report.normscope_version}", expand=False)
+    ]
+    trends = report.summary.headline
+    if trends:
+        out += [_ratio_table(report, width), _trend_table(report, width)]
+        lines = [outlook(t) for t in trends if not t.aggregate]
+        if lines:
+            out.append("[bold]outlook[/]")
+            out += [f"  {escape(line)}" for line in lines]
+    if show_all:
+        out.append(_all_table(report, width))
+    if report.skipped:
+        skipped = Table(
+            title=f"skipped ({len(report.skipped)})",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1, 0, 0),
+            show_edge=False,
+        )
+        skipped.add_column("checkpoint", no_wrap=True, max_width=30)
+        skipped.add_column("reason", overflow="fold")
+        for s in report.skipped:
+            skipped.add_row(escape(Path(s.path).name), escape(s.reason))
+        out.append(skipped)
+    return out
+
+
+def _name_width(trends: Sequence[Trend], width: int) -> int:
+    """Tensor names may lose their head; pseudo-norm names like median(mtp:attn_input) may not."""
+    longest = max((len(short_name(t.name, 60)) for t in trends), default=8)
+    pseudo = max((len(t.name) for t in trends if t.aggregate), default=8)
+    return max(8, pseudo, min(longest, 28, width // 4))
+
+
+def _ratio_table(report: SeriesReport, width: int) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+
+    trends = report.summary.headline
+    name_width = _name_width(trends, width)
+    n = len(report.checkpoints)
+    # As many evenly spaced steps (up to 12) as the width holds. Columns are separated by one
+    # space (the box's divider) and have no padding: numbers are never cut.
+    for k in range(min(n, MAX_STEP_COLUMNS), 0, -1):
+        picked = sample_indices(n, k)
+        labels = _step_labels([report.checkpoints[i].step for i in picked])
+        widths = [
+            max([len(label)] + [len(ratio_text(t.ratios[i])) for t in trends])
+            for label, i in zip(labels, picked, strict=True)
+        ]
+        if name_width + sum(w + 1 for w in widths) <= width:
+            break
+    title = "ratio ‖g‖/√d by step"
+    if len(picked) < n:
+        title += f" ({len(picked)} of {n} checkpoints, evenly spaced)"
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False
+    )
+    table.add_column("norm", no_wrap=True, max_width=name_width)
+    for label, column_width in zip(labels, widths, strict=True):
+        table.add_column(label, justify="right", no_wrap=True, min_width=column_width)
+    thresholds = report.summary.thresholds
+    for t in trends:
+        texts = []
+        for i in picked:
+            value = t.ratios[i]
+            style = BAND_STYLE[thresholds.classify(value)] if value is not None else "dim"
+            texts.append(f"[{style}]{ratio_text(value)}[/]")
+        table.add_row(short_name(t.name, name_width), *texts)
+    return table
+
+
+def _trend_table(report: SeriesReport, width: int) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+
+    trends = report.summary.headline
+    name_width = _name_width(trends, width)
+    n = len(report.checkpoints)
+    lefts = [
+        "-" if t.first_out_of_band_step is None else fmt_step(t.first_out_of_band_step)
+        for t in trends
+    ]
+    projections = [_projection(t) for t in trends]
+    drifts = [drift_text(t.drift_per_1k_steps) for t in trends]
+    # name, trend, band now, left band, drift/1k, projected; one space between columns.
+    fixed = (
+        name_width
+        + 9
+        + max(len("left band"), *map(len, lefts))
+        + max(len("drift/1k"), *map(len, drifts))
+        + max(len("projected"), *map(len, projections))
+        + 5
+    )
+    spark_width = max(5, min(n, 24, width - fixed - 1))
+    table = Table(
+        title=f"trend (drift: least squares over the last {report.summary.window} checkpoints)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=0,
+        show_edge=False,
+    )
+    table.add_column("norm", no_wrap=True, max_width=name_width)
+    table.add_column("trend", no_wrap=True, min_width=spark_width)
+    table.add_column("band now", no_wrap=True, min_width=9)
+    table.add_column("left band", justify="right", no_wrap=True)
+    table.add_column("drift/1k", justify="right", no_wrap=True)
+    table.add_column("projected", no_wrap=True)
+    for t, left, drift, projected in zip(trends, lefts, drifts, projections, strict=True):
+        table.add_row(
+            short_name(t.name, name_width),
+            sparkline(t.ratios, spark_width),
+            _styled(t.band_last.value, t),
+            left,
+            drift,
+            projected,
+        )
+    return table
+
+
+def _where(n: NormStats) -> str:
+    if n.module is Module.mtp:
+        return f"mtp{n.mtp_depth}"
+    return "-" if n.layer is None else str(n.layer)
+
+
+def _all_table(report: SeriesReport, width: int) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+
+    trends = {t.name: t for t in norm_trends(report)}
+    rows = latest_rows(report)
+    role_width = max([len(r.norm.role.value) for r in rows] + [4])
+    # layer, role, ratio, band, Δprev, drift/1k, left band and 7 one-space dividers
+    name_width = max(12, min(60, width - (5 + role_width + 6 + 9 + 6 + 8 + 9) - 7))
+    table = Table(
+        title=f"every norm at step {report.summary.latest_step}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=0,
+        show_edge=False,
+    )
+    table.add_column("name", no_wrap=True, max_width=name_width)
+    table.add_column("layer", justify="right", no_wrap=True, min_width=5)
+    table.add_column("role", no_wrap=True, min_width=role_width)
+    table.add_column("ratio", justify="right", no_wrap=True, min_width=6)
+    table.add_column("band", no_wrap=True, min_width=9)
+    table.add_column("Δprev", justify="right", no_wrap=True, min_width=6)
+    table.add_column("drift/1k", justify="right", no_wrap=True, min_width=8)
+    table.add_column("left band", justify="right", no_wrap=True, min_width=9)
+    for r in rows:
+        t = trends[r.norm.name]
+        left = "-" if t.first_out_of_band_step is None else fmt_step(t.first_out_of_band_step)
+        change = "-" if r.rel_change is None else fmt(100 * r.rel_change, 1) + "%"
+        table.add_row(
+            short_name(r.norm.name, name_width),
+            _where(r.norm),
+            r.norm.role.value,
+            _styled(ratio_text(r.norm.ratio), t),
+            _styled(r.norm.band.value, t),
+            change,
+            drift_text(t.drift_per_1k_steps),
+            left,
+        )
+    return table
+
+
+# --- Markdown -----------------------------------------------------------------------------------
+
+
+def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
+    """Markdown for PR comments and job summaries."""
+    lines = [f"### normscope series {report.normscope_version}", ""]
+    lines += [f"- **{label}**: {value}" for label, value in _header(report)]
+    trends = report.summary.headline
+    if trends:
+        lines += [
+            "",
+            "| norm | trend | first | last | band now | left band | drift/1k | projected |",
+            "|---|---|--:|--:|---|--:|--:|---|",
+        ]
+        for t in trends:
+            left = "-" if t.first_out_of_band_step is None else str(t.first_out_of_band_step)
+            lines.append(
+                f"| `{t.name}` | {sparkline(t.ratios, 24)} | {ratio_text(t.ratio_first)} | "
+                f"{ratio_text(t.ratio_last)} | {t.band_last.value} | {left} | "
+                f"{drift_text(t.drift_per_1k_steps)} | {_projection(t)} |"
+            )
+        picked = sample_indices(len(report.checkpoints), MAX_STEP_COLUMNS)
+        labels = [str(report.checkpoints[i].step) for i in picked]
+        lines += [
+            "",
+            "#### Ratio ‖g‖/√d by step",
+            "",
+            "| norm | " + " | ".join(labels) + " |",
+            "|---|" + "--:|" * len(labels),
+        ]
+        for t in trends:
+            cells = " | ".join(ratio_text(t.ratios[i]) for i in picked)
+            lines.append(f"| `{t.name}` | {cells} |")
+        sentences = [outlook(t) for t in trends if not t.aggregate]
+        if sentences:
+            lines += ["", "#### Outlook", ""] + [f"- {s}" for s in sentences]
+    if show_all:
+        by_name = {t.name: t for t in norm_trends(report)}
+        lines += [
+            "",
+            f"#### Every norm at step {report.summary.latest_step}",
+            "",
+            "| name | layer | role | ratio | band | Δprev | drift/1k |",
+            "|---|--:|---|--:|---|--:|--:|",
+        ]
+        for r in latest_rows(report):
+            change = "-" if r.rel_change is None else fmt(100 * r.rel_change, 1) + "%"
+            lines.append(
+                f"| `{r.norm.name}` | {_where(r.norm)} | {r.norm.role.value} | "
+                f"{ratio_text(r.norm.ratio)} | {r.norm.band.value} | {change} | "
+                f"{drift_text(by_name[r.norm.name].drift_per_1k_steps)} |"
+            )
+    if report.skipped:
+        lines += ["", "#### Skipped", ""]
+        lines += [
+            f"- `{s.path}`" + (f" (step {s.step})" if s.step is not None else "") + f": {s.reason}"
+            for s in report.skipped
+        ]
+    if report.warnings:
+        lines += ["", "#### Warnings", ""] + [f"- {w}" for w in report.warnings]
+    return "\n".join(lines) + "\n"

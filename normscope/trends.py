@@ -1,0 +1,230 @@
+"""Trends of a series: relative change, drift per 1,000 steps, projected band crossing, gates.
+
+Pure functions of ratios and steps (and of `SeriesReport` for the views and the gates): no I/O,
+no printing.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+import numpy as np
+
+from normscope.schema import (
+    Band,
+    Module,
+    NormStats,
+    Role,
+    SeriesCheckpoint,
+    SeriesReport,
+    SeriesRow,
+    Thresholds,
+    Trend,
+)
+from normscope.scope import parse_scope
+
+DRIFT_WINDOW = 5
+"""Checkpoints in the least-squares drift fit (the last ones)."""
+HEADLINE_ROLES = (Role.final, Role.mtp_embedding, Role.mtp_hidden, Role.mtp_final)
+
+
+def relative_change(before: np.ndarray, after: np.ndarray) -> float:
+    """‖after − before‖₂/‖before‖₂ exactly as `compare.compare_gains` computes it.
+
+    Without its top movers: their argsort costs more than the rest of a series' own work.
+    """
+    delta = after - before
+    with np.errstate(all="ignore"):
+        norm_before = float(np.sqrt(np.dot(before, before)))
+        norm_delta = float(np.sqrt(np.dot(delta, delta)))
+    if norm_before > 0:
+        return norm_delta / norm_before
+    return 0.0 if norm_delta == 0 else math.inf
+
+
+def fit_drift(
+    steps: Sequence[int], ratios: Sequence[float], window: int = DRIFT_WINDOW
+) -> float | None:
+    """Least-squares slope of ratio vs step over the last `window` points, per 1,000 steps.
+
+    None with fewer than two distinct steps or a non-finite ratio in the window.
+    """
+    xs = np.asarray(steps[-window:], dtype=np.float64)
+    ys = np.asarray(ratios[-window:], dtype=np.float64)
+    if len(xs) < 2 or not np.isfinite(ys).all() or np.ptp(xs) == 0:
+        return None
+    # Centre x before fitting: steps in the millions would otherwise lose precision.
+    x = xs - xs.mean()
+    slope = float(np.dot(x, ys - ys.mean()) / np.dot(x, x))
+    return 1000.0 * slope
+
+
+def project_crossing(
+    step: int, ratio: float, drift_per_1k: float | None, thresholds: Thresholds
+) -> tuple[int | None, Band | None]:
+    """Where a steady drift from (step, ratio) crosses a band edge, and into which band."""
+    if drift_per_1k is None or drift_per_1k == 0 or not math.isfinite(ratio):
+        return None, None
+    if thresholds.classify(ratio).out_of_band:
+        return None, None
+    per_step = drift_per_1k / 1000.0
+    edge, band = (
+        (thresholds.low, Band.collapse) if per_step < 0 else (thresholds.high, Band.explosion)
+    )
+    crossing = step + (edge - ratio) / per_step
+    if not math.isfinite(crossing) or crossing > 1e18:
+        return None, None
+    return round(crossing), band
+
+
+def make_trend(
+    name: str,
+    role: Role,
+    module: Module,
+    mtp_depth: int | None,
+    ratios: Sequence[float | None],
+    steps: Sequence[int],
+    thresholds: Thresholds,
+    aggregate: bool = False,
+    count: int = 1,
+) -> Trend:
+    """Summarise one ratio series (None where the norm is absent from a checkpoint)."""
+    present = [(s, r) for s, r in zip(steps, ratios, strict=True) if r is not None]
+    xs = [s for s, _ in present]
+    ys = [r for _, r in present]
+    first_out = next((s for s, r in present if thresholds.classify(r).out_of_band), None)
+    drift = fit_drift(xs, ys)
+    last_step, last = present[-1]
+    crossing, band = project_crossing(last_step, last, drift, thresholds)
+    return Trend(
+        name=name,
+        role=role,
+        module=module,
+        ratio_first=ys[0],
+        ratio_last=last,
+        band_last=thresholds.classify(last),
+        first_out_of_band_step=first_out,
+        drift_per_1k_steps=drift,
+        projected_crossing_step=crossing,
+        projected_band=band,
+        mtp_depth=mtp_depth,
+        aggregate=aggregate,
+        count=count,
+        ratios=tuple(ratios),
+    )
+
+
+def _is_headline(n: NormStats) -> bool:
+    if n.module is Module.main:
+        return n.role is Role.final
+    return n.role in HEADLINE_ROLES
+
+
+def median_name(module: Module, role: Role) -> str:
+    """The pseudo-norm name of a role's median ratio: `median(mlp_input)`, `median(mtp:qk)`."""
+    return f"median({role.value})" if module is Module.main else f"median(mtp:{role.value})"
+
+
+def headline_trends(
+    checkpoints: Sequence[SeriesCheckpoint], rows: Sequence[SeriesRow], thresholds: Thresholds
+) -> list[Trend]:
+    """Trends of the final norm, each MTP norm, then each (module, role)'s median ratio."""
+    index = {c.path: i for i, c in enumerate(checkpoints)}
+    steps = [c.step for c in checkpoints]
+    n = len(checkpoints)
+    norms: dict[str, tuple[NormStats, list[float | None]]] = {}
+    groups: dict[tuple[Module, Role], list[list[float]]] = {}
+    for row in rows:
+        i, norm = index[row.checkpoint], row.norm
+        if _is_headline(norm):
+            entry = norms.setdefault(norm.name, (norm, [None] * n))
+            entry[1][i] = norm.ratio
+        else:
+            per_checkpoint = groups.setdefault((norm.module, norm.role), [[] for _ in range(n)])
+            per_checkpoint[i].append(norm.ratio)
+    out = []
+    order = {r: k for k, r in enumerate(HEADLINE_ROLES)}
+    for norm, ratios in sorted(
+        norms.values(), key=lambda e: (e[0].mtp_depth or 0, order[e[0].role], e[0].name)
+    ):
+        out.append(
+            make_trend(norm.name, norm.role, norm.module, norm.mtp_depth, ratios, steps, thresholds)
+        )
+    roles = list(Role)
+    for (module, role), values in sorted(
+        groups.items(), key=lambda kv: (kv[0][0] is Module.mtp, roles.index(kv[0][1]))
+    ):
+        medians = [_median(v) for v in values]
+        last_count = next((len(v) for v in reversed(values) if v), 0)
+        out.append(
+            make_trend(
+                median_name(module, role),
+                role,
+                module,
+                None,
+                medians,
+                steps,
+                thresholds,
+                aggregate=True,
+                count=last_count,
+            )
+        )
+    return out
+
+
+def _median(values: Sequence[float]) -> float | None:
+    """Median of the finite ratios; NaN when all are non-finite; None when there are none."""
+    if not values:
+        return None
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def norm_trends(report: SeriesReport) -> list[Trend]:
+    """A trend for every norm of the series (the `--all` view), in scan order."""
+    index = {c.path: i for i, c in enumerate(report.checkpoints)}
+    steps = [c.step for c in report.checkpoints]
+    n = len(report.checkpoints)
+    norms: dict[str, tuple[NormStats, list[float | None]]] = {}
+    for row in report.rows:
+        entry = norms.setdefault(row.norm.name, (row.norm, [None] * n))
+        entry[1][index[row.checkpoint]] = row.norm.ratio
+    thresholds = report.summary.thresholds
+    return [
+        make_trend(norm.name, norm.role, norm.module, norm.mtp_depth, ratios, steps, thresholds)
+        for norm, ratios in norms.values()
+    ]
+
+
+def latest_rows(report: SeriesReport) -> list[SeriesRow]:
+    """The rows of the latest checkpoint."""
+    latest = report.checkpoints[-1].path
+    return [r for r in report.rows if r.checkpoint == latest]
+
+
+def gate_violations(
+    report: SeriesReport, scope: str, out_of_band: bool, max_drift: float | None
+) -> list[str]:
+    """One line per gate violation at the latest checkpoint (norms in `scope`)."""
+    selector = parse_scope(scope)
+    rows = [r for r in latest_rows(report) if selector(r.norm)]
+    out = []
+    if out_of_band:
+        out += [
+            f"{r.norm.name} is out of band at step {r.step} ({r.norm.band.value}, ratio "
+            f"{r.norm.ratio:.3f}, band [{report.summary.thresholds.low:g}, "
+            f"{report.summary.thresholds.high:g}])"
+            for r in rows
+            if r.norm.band.out_of_band
+        ]
+    if max_drift is not None and len(report.checkpoints) > 1:
+        before = report.checkpoints[-2].step
+        out += [
+            f"{r.norm.name} moved {100 * r.rel_change:.1f}% between step {before} and {r.step} "
+            f"(limit {100 * max_drift:g}%)"
+            for r in rows
+            if r.rel_change is not None and not r.rel_change <= max_drift
+        ]
+    return out
