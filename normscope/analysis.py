@@ -78,7 +78,14 @@ def _outliers(gain: np.ndarray) -> tuple[Outlier, ...]:
         bad = np.flatnonzero(~finite)[:MAX_OUTLIERS]
         return tuple(Outlier(int(i), float(gain[i])) for i in bad)
     deviation = np.abs(gain - np.median(gain))
-    order = np.argsort(-deviation, kind="stable")[:MAX_OUTLIERS]
+    if deviation.size > MAX_OUTLIERS:
+        # The top-k by partition (O(n)), then ordered exactly as a stable full sort would:
+        # largest deviation first, ties by channel index.
+        kth = np.partition(deviation, -MAX_OUTLIERS)[-MAX_OUTLIERS]
+        candidates = np.flatnonzero(deviation >= kth)
+    else:
+        candidates = np.arange(deviation.size)
+    order = sorted(candidates.tolist(), key=lambda i: (-deviation[i], i))[:MAX_OUTLIERS]
     return tuple(Outlier(int(i), float(gain[i])) for i in order if deviation[i] > 0)
 
 
