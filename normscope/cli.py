@@ -177,31 +177,70 @@ def _warn(warnings: tuple[str, ...] | list[str], quiet: bool) -> None:
         console.print(f"[yellow]Warning:[/] {escape(w)}", markup=True)
 
 
-def write_output(text: str, output: str | None) -> None:
+def write_output(data: str | bytes, output: str | None, what: str = "output") -> None:
     """Write to stdout, or atomically to a file (never a half-written file on failure)."""
     if output is None or output == "-":
-        sys.stdout.write(text)
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+        else:
+            sys.stdout.write(data)
         sys.stdout.flush()
         return
     target = Path(output)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         _fail(f"output directory does not exist ({directory})")
+    raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
     except OSError as exc:
-        _fail(f"cannot write output: {exc.strerror} ({target})")
+        _fail(f"cannot write {what}: {exc.strerror} ({target})")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
         _umask_mode(tmp)
         os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(exc, OSError):  # e.g. -o names a directory: the user's input, exit 2
-            _fail(f"cannot write output: {exc.strerror} ({target})")
+            _fail(f"cannot write {what}: {exc.strerror} ({target})")
         raise
+
+
+def _umask_mode(path: str) -> None:
+    """Give a mkstemp file (created 0600) the mode a plain open() would: 0666 minus the umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+def _render(
+    format: OutputFormat, output: str | None, table: Any, json: Any, csv: Any, markdown: Any
+) -> None:
+    """Render one result in `format`: `table(width)` gives rich renderables, the others text."""
+    if format is OutputFormat.table:
+        _emit_rich(table, output)
+    elif format is OutputFormat.json:
+        write_output(json(), output)
+    elif format is OutputFormat.csv:
+        write_output(csv(), output)
+    elif format is OutputFormat.markdown:
+        write_output(markdown(), output)
+    else:  # pragma: no cover - exhaustive over OutputFormat
+        raise AssertionError(format)
+
+
+def _tripped(lines: list[str]) -> None:
+    """Exit 1 with one FAIL line per tripped gate, if any."""
+    if not lines:
+        return
+    from rich.markup import escape
+
+    console = _stderr()
+    for line in lines:
+        console.print(f"[bold red]FAIL:[/] {escape(line)}", markup=True)
+    raise typer.Exit(1)
 
 
 def _emit_rich(build: Any, output: str | None) -> None:
@@ -295,22 +334,21 @@ def scan(
         options = ScanOptions(thresholds, _param(parametrization), scope)
         result = run_scan(source, options)
         _warn(result.warnings, quiet)
-        if format is OutputFormat.table:
-            _emit_rich(lambda width: render.render_table(result, show_all, width), output)
-        elif format is OutputFormat.json:
-            write_output(render.render_json(result), output)
-        elif format is OutputFormat.csv:
-            write_output(render.render_csv(result), output)
-        elif format is OutputFormat.markdown:
-            write_output(render.render_markdown(result, show_all), output)
-        else:  # pragma: no cover - exhaustive over OutputFormat
-            raise AssertionError(format)
+        _render(
+            format,
+            output,
+            table=lambda width: render.render_table(result, show_all, width),
+            json=lambda: render.render_json(result),
+            csv=lambda: render.render_csv(result),
+            markdown=lambda: render.render_markdown(result, show_all),
+        )
         if fail_on is FailOn.out_of_band and result.summary.gated_out_of_band:
-            _stderr().print(
-                f"[bold red]FAIL:[/] {result.summary.gated_out_of_band} norm(s) in scope "
-                f"'{result.summary.scope}' are out of band [{low:g}, {high:g}]"
+            _tripped(
+                [
+                    f"{result.summary.gated_out_of_band} norm(s) in scope "
+                    f"'{result.summary.scope}' are out of band [{low:g}, {high:g}]"
+                ]
             )
-            raise typer.Exit(1)
 
 
 @app.command(epilog=EXIT_HELP)
@@ -348,16 +386,14 @@ def diff(
         selector = parse_scope(scope)
         result = run_diff(a, b, ScanOptions(thresholds, _param(parametrization), scope))
         _warn(result.warnings, quiet)
-        if format is OutputFormat.table:
-            _emit_rich(lambda width: render_diff.render_diff_table(result, show_all, width), output)
-        elif format is OutputFormat.json:
-            write_output(render_diff.render_json(result), output)
-        elif format is OutputFormat.csv:
-            write_output(render_diff.render_diff_csv(result), output)
-        elif format is OutputFormat.markdown:
-            write_output(render_diff.render_diff_markdown(result, show_all), output)
-        else:  # pragma: no cover - exhaustive over OutputFormat
-            raise AssertionError(format)
+        _render(
+            format,
+            output,
+            table=lambda width: render_diff.render_diff_table(result, show_all, width),
+            json=lambda: render_diff.render_json(result),
+            csv=lambda: render_diff.render_diff_csv(result),
+            markdown=lambda: render_diff.render_diff_markdown(result, show_all),
+        )
         scoped = [d for d in result.norms if selector(d)]
         tripped = []
         if fail_on is DiffFailOn.band_change:
@@ -378,11 +414,7 @@ def diff(
                 for d in scoped
                 if not d.rel_change <= max_drift
             ]
-        if tripped:
-            console = _stderr()
-            for line in tripped:
-                console.print(f"[bold red]FAIL:[/] {line}", markup=True)
-            raise typer.Exit(1)
+        _tripped(tripped)
 
 
 @app.command(epilog=EXIT_HELP)
@@ -537,33 +569,6 @@ def _series_progress(quiet: bool) -> Iterator[Any]:
         yield update
 
 
-def _umask_mode(path: str) -> None:
-    """Give a mkstemp file (created 0600) the mode a plain open() would: 0666 minus the umask."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
-def _write_bytes(data: bytes, path: str) -> None:
-    """Write a file atomically (never a half-written file on failure)."""
-    target = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    except OSError as exc:
-        _fail(f"cannot write the plot: {exc.strerror} ({target})")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        _umask_mode(tmp)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            _fail(f"cannot write the plot: {exc.strerror} ({target})")
-        raise
-
-
 @app.command(epilog=EXIT_HELP)
 def series(
     sources: Annotated[
@@ -652,38 +657,21 @@ def series(
         with _series_progress(quiet) as progress:
             result = measure_series(sources, options, progress)
         _warn(result.warnings, quiet)
-        if format is OutputFormat.table:
-            _emit_rich(lambda width: render.render_series_table(result, show_all, width), output)
-        elif format is OutputFormat.json:
-            write_output(render.render_series_json(result), output)
-        elif format is OutputFormat.csv:
-            write_output(render.render_series_csv(result), output)
-        elif format is OutputFormat.markdown:
-            write_output(render.render_series_markdown(result, show_all), output)
-        else:  # pragma: no cover - exhaustive over OutputFormat
-            raise AssertionError(format)
+        _render(
+            format,
+            output,
+            table=lambda width: render.render_series_table(result, show_all, width),
+            json=lambda: render.render_series_json(result),
+            csv=lambda: render.render_series_csv(result),
+            markdown=lambda: render.render_series_markdown(result, show_all),
+        )
         if plot and plot_format:
             if role is not None and plotting.heatmap_role(result, role) is None:
                 _warn([f"no layer norms of role {role.value}: the plot has no heatmap"], quiet)
-            _write_bytes(plotting.render_plot(result, plot_format, role), plot)
+            write_output(plotting.render_plot(result, plot_format, role), plot, "the plot")
         if max_drift is not None and len(result.checkpoints) < 2:
             _warn(["--max-drift needs two checkpoints: not checked"], quiet)
-        tripped = gate_violations(result, scope, fail_on is FailOn.out_of_band, max_drift)
-        if tripped:
-            from rich.markup import escape
-
-            console = _stderr()
-            for line in tripped:
-                console.print(f"[bold red]FAIL:[/] {escape(line)}", markup=True)
-            raise typer.Exit(1)
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    raise AssertionError  # pragma: no cover
+        _tripped(gate_violations(result, scope, fail_on is FailOn.out_of_band, max_drift))
 
 
 @app.command(epilog=EXIT_HELP)
@@ -695,6 +683,7 @@ def cache(
     """Show normscope's cache of Hub headers and norm bytes (NORMSCOPE_CACHE), or clear it."""
     with _errors():
         from normscope import hub
+        from normscope.report import human_bytes as _size
 
         if clear:
             summary = hub.clear_cache()
