@@ -59,6 +59,7 @@ from normscope.sources import (
     _check_index,
     _header_length,
     _natural_key,
+    merge_shards,
     parse_header,
 )
 
@@ -629,15 +630,7 @@ class _Opener:
                 f"top-level file(s), e.g. {', '.join(names[:3]) or 'none'}",
             )
         shards = self._headers([listing[n] for n in shard_names])
-        tensors: dict[str, TensorRef] = {}
-        for shard in shards:
-            for name, ref in shard.tensors.items():
-                if name in tensors:
-                    raise SourceError(
-                        f"tensor '{name}' is stored in two shards: {tensors[name].shard} and "
-                        f"{shard.path}"
-                    )
-                tensors[name] = ref
+        tensors = merge_shards(shards)
         if weight_map is not None:
             _check_index(
                 weight_map,
