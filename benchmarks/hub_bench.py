@@ -135,7 +135,7 @@ _LIBRARY = (
     "import sys\n"
     "from normscope.hub import open_hub_checkpoint\n"
     "from normscope.report import render_json\n"
-    "from normscope.scan import ScanOptions, analyze_checkpoint\n"
+    "from normscope.scanner import ScanOptions, analyze_checkpoint\n"
     "ckpt = open_hub_checkpoint(sys.argv[1])\n"
     "sys.stdout.write(render_json(analyze_checkpoint(ckpt, ScanOptions()).report))\n"
 )

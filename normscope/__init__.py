@@ -9,9 +9,7 @@ The public names are imported lazily, so that `normscope --help` does not pay fo
 
 from __future__ import annotations
 
-import sys
 from importlib import import_module
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -19,33 +17,47 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from normscope.compare import diff
     from normscope.errors import NormscopeError
-    from normscope.scan import Measured, ScanOptions, measure, scan
-    from normscope.schema import DiffReport, NormStats, Report, Thresholds
+    from normscope.scanner import Measured, ScanOptions, measure, scan
+    from normscope.schema import (
+        CheckReport,
+        DiffReport,
+        NormStats,
+        Report,
+        SeriesReport,
+        Thresholds,
+    )
+    from normscope.series import measure_series
 
 _LAZY = {
     "diff": "normscope.compare",
     "NormscopeError": "normscope.errors",
-    "Measured": "normscope.scan",
-    "ScanOptions": "normscope.scan",
-    "measure": "normscope.scan",
-    "scan": "normscope.scan",
+    "Measured": "normscope.scanner",
+    "ScanOptions": "normscope.scanner",
+    "measure": "normscope.scanner",
+    "scan": "normscope.scanner",
     "DiffReport": "normscope.schema",
     "NormStats": "normscope.schema",
     "Report": "normscope.schema",
     "Thresholds": "normscope.schema",
+    "CheckReport": "normscope.schema",
+    "SeriesReport": "normscope.schema",
+    "measure_series": "normscope.series",
 }
 
 __all__ = [
+    "CheckReport",
     "DiffReport",
     "Measured",
     "NormStats",
     "NormscopeError",
     "Report",
     "ScanOptions",
+    "SeriesReport",
     "Thresholds",
     "__version__",
     "diff",
     "measure",
+    "measure_series",
     "scan",
 ]
 
@@ -56,17 +68,3 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'normscope' has no attribute {name!r}")
-
-
-class _Package(ModuleType):
-    # NOTE: the first import of the submodule `normscope.scan` (by the CLI, `compare`, or a user's
-    # `from normscope.scan import ScanOptions`) binds it as the attribute `normscope.scan`, which
-    # would shadow the lazy function: `normscope.scan(path)` then fails with "'module' object is
-    # not callable". Keep the function bound instead.
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "scan" and isinstance(value, ModuleType):
-            value = value.scan
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

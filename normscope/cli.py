@@ -326,8 +326,8 @@ def scan(
     source = _at_revision(source, revision)
     with _errors():
         from normscope import report as render
-        from normscope.scan import ScanOptions
-        from normscope.scan import scan as run_scan
+        from normscope.scanner import ScanOptions
+        from normscope.scanner import scan as run_scan
         from normscope.scope import parse_scope
 
         parse_scope(scope)  # a bad scope is an error before any file is read
@@ -380,7 +380,7 @@ def diff(
     with _errors():
         from normscope import render_diff
         from normscope.compare import diff as run_diff
-        from normscope.scan import ScanOptions
+        from normscope.scanner import ScanOptions
         from normscope.scope import parse_scope
 
         selector = parse_scope(scope)
@@ -489,7 +489,7 @@ def check(
         from normscope import render_check
         from normscope.policy import load_policy, policy_toml, run_checks
         from normscope.report import render_json
-        from normscope.scan import ScanOptions, measure
+        from normscope.scanner import ScanOptions, measure
         from normscope.schema import Thresholds
 
         policy = load_policy(config, flags)
@@ -640,7 +640,7 @@ def series(
     with _errors():
         from normscope import plot as plotting
         from normscope import render_series as render
-        from normscope.scan import ScanOptions
+        from normscope.scanner import ScanOptions
         from normscope.schema import Order
         from normscope.series import SeriesOptions, gate_violations, measure_series
 

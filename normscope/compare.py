@@ -14,7 +14,7 @@ import numpy as np
 
 from normscope import __version__
 from normscope.errors import AnalysisError
-from normscope.scan import Measured, ScanOptions, measure
+from normscope.scanner import Measured, ScanOptions, measure
 from normscope.schema import (
     SCHEMA_VERSION,
     DiffReport,

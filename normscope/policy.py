@@ -20,7 +20,7 @@ import numpy as np
 from normscope import __version__
 from normscope.compare import diff_measured
 from normscope.errors import ConfigError
-from normscope.scan import Measured
+from normscope.scanner import Measured
 from normscope.schema import (
     SCHEMA_VERSION,
     Band,

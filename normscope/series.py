@@ -35,7 +35,7 @@ import numpy as np
 from normscope import __version__
 from normscope.discovery import Candidate, discover
 from normscope.errors import NormscopeError, SourceError
-from normscope.scan import Measured, ScanOptions, measure
+from normscope.scanner import Measured, ScanOptions, measure
 from normscope.schema import (
     SCHEMA_VERSION,
     Executor,

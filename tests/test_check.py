@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from normscope.cli import app
 from normscope.errors import ConfigError
 from normscope.policy import load_policy, run_checks
-from normscope.scan import measure
+from normscope.scanner import measure
 from normscope.schema import CheckName, Policy, Role, Severity
 from normscope.scope import parse_scope
 

@@ -214,8 +214,7 @@ def _break_compute_stats(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom from a test")
 
-    # `normscope.scan` the attribute is the function; the module is in sys.modules.
-    monkeypatch.setattr(sys.modules["normscope.scan"], "compute_stats", boom)
+    monkeypatch.setattr(sys.modules["normscope.scanner"], "compute_stats", boom)
 
 
 def test_internal_error_exits_3_with_traceback(
@@ -497,9 +496,9 @@ def test_python_dash_m_version() -> None:
 
 
 def test_public_scan_survives_importing_the_scan_module(llama_dir: Path) -> None:
-    # The submodule normscope.scan must not shadow the function normscope.scan once imported.
+    # Importing the implementation modules must leave the public function normscope.scan callable.
     code = (
-        "import normscope.cli, sys; from normscope.scan import ScanOptions; import normscope; "
+        "import normscope.cli, sys; from normscope.scanner import ScanOptions; import normscope; "
         "print(normscope.scan(sys.argv[1]).model.model_type)"
     )
     proc = _run(sys.executable, "-c", code, str(llama_dir))

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from normscope.cli import app
 from normscope.compare import compare_gains, diff, pair_norms
 from normscope.errors import AnalysisError
-from normscope.scan import measure
+from normscope.scanner import measure
 from normscope.schema import Band, MatchedBy, Role
 
 runner = CliRunner()

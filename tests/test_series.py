@@ -36,7 +36,7 @@ from normscope.render_series import (
     sparkline,
 )
 from normscope.report import NORM_FIELDS
-from normscope.scan import ScanOptions
+from normscope.scanner import ScanOptions
 from normscope.schema import Band, Executor, Order, Role, StepSource, Thresholds
 from normscope.series import SeriesOptions, SeriesProgress, measure_series
 from normscope.trends import fit_drift, project_crossing, relative_change
