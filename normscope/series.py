@@ -54,8 +54,12 @@ from normscope.trends import DRIFT_WINDOW, gate_violations, headline_trends, rel
 
 __all__ = ["SeriesOptions", "SeriesProgress", "gate_violations", "measure_series"]
 
-AUTO_POOL_SECONDS = 1.0
-"""`auto` starts a process pool only when the remaining scans would take longer than this."""
+AUTO_POOL_SECONDS = 2.5
+"""`auto` starts a process pool only when the remaining scans would take longer than this.
+
+Starting the pool costs about 0.4 s here and two processes give 1.3-1.6x on this 2-core box, so
+the pool pays for itself from about 1.5-2 s of serial work (benchmarks/RESULTS.md: 100 small
+checkpoints took 1.87 s pooled at a 1.0 s threshold, 1.45 s serially)."""
 
 
 @dataclass(frozen=True, slots=True)
