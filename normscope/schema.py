@@ -572,7 +572,8 @@ class Trend:
     """Least-squares slope of ratio vs step over the last min(n, 5) checkpoints, × 1000."""
     projected_crossing_step: int | None
     """Where a steady drift at that rate crosses the low or high band edge; null when the ratio
-    is flat, moving away from the edges, or already out of band."""
+    is flat, already out of band, or the crossing lies further ahead than 3x the span of steps
+    observed (an extrapolation with no information in it)."""
     projected_band: Band | None
     """`collapse` or `explosion`: the band that crossing leads into."""
     mtp_depth: int | None

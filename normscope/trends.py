@@ -61,10 +61,22 @@ def fit_drift(
     return 1000.0 * slope
 
 
+PROJECTION_HORIZON = 3
+"""Crossings are projected at most this many times the observed span of steps ahead."""
+
+
 def project_crossing(
-    step: int, ratio: float, drift_per_1k: float | None, thresholds: Thresholds
+    step: int,
+    ratio: float,
+    drift_per_1k: float | None,
+    thresholds: Thresholds,
+    horizon: float = math.inf,
 ) -> tuple[int | None, Band | None]:
-    """Where a steady drift from (step, ratio) crosses a band edge, and into which band."""
+    """Where a steady drift from (step, ratio) crosses a band edge, and into which band.
+
+    None beyond `horizon` steps ahead: a near-flat, noisy norm would otherwise be "projected" to
+    explode millions of steps out, an alarm with no information in it.
+    """
     if drift_per_1k is None or drift_per_1k == 0 or not math.isfinite(ratio):
         return None, None
     if thresholds.classify(ratio).out_of_band:
@@ -74,7 +86,7 @@ def project_crossing(
         (thresholds.low, Band.collapse) if per_step < 0 else (thresholds.high, Band.explosion)
     )
     crossing = step + (edge - ratio) / per_step
-    if not math.isfinite(crossing) or crossing > 1e18:
+    if not math.isfinite(crossing) or crossing > 1e18 or crossing - step > horizon:
         return None, None
     return round(crossing), band
 
@@ -97,7 +109,9 @@ def make_trend(
     first_out = next((s for s, r in present if thresholds.classify(r).out_of_band), None)
     drift = fit_drift(xs, ys)
     last_step, last = present[-1]
-    crossing, band = project_crossing(last_step, last, drift, thresholds)
+    # Extrapolate no further than PROJECTION_HORIZON times the stretch of steps observed.
+    horizon = PROJECTION_HORIZON * (last_step - xs[0])
+    crossing, band = project_crossing(last_step, last, drift, thresholds, horizon)
     return Trend(
         name=name,
         role=role,

@@ -37,7 +37,7 @@ from normscope.render_series import (
 )
 from normscope.report import NORM_FIELDS
 from normscope.scanner import ScanOptions
-from normscope.schema import Band, Executor, Order, Role, StepSource, Thresholds
+from normscope.schema import Band, Executor, Module, Order, Role, StepSource, Thresholds
 from normscope.series import SeriesOptions, SeriesProgress, measure_series
 from normscope.trends import fit_drift, project_crossing, relative_change
 
@@ -300,6 +300,9 @@ def test_project_crossing() -> None:
     assert project_crossing(100, 1.0, 0.0, th) == (None, None)
     assert project_crossing(100, 1.0, None, th) == (None, None)
     assert project_crossing(100, 0.3, 0.1, th) == (None, None)  # already out of band
+    # Beyond the horizon: no projection.
+    assert project_crossing(4000, 0.6, -0.1, th, horizon=1999) == (None, None)
+    assert project_crossing(4000, 0.6, -0.1, th, horizon=2000) == (6000, Band.collapse)
 
 
 def test_collapse_run_trend(tmp_path: Path) -> None:
@@ -706,3 +709,26 @@ def test_cli_progress_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_bad_scope_fails_before_reading(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         measure_series([tmp_path / "nope"], options(scan=ScanOptions(scope="bogus")))
+
+
+def test_a_near_flat_norm_gets_no_far_away_projection() -> None:
+    from normscope.trends import make_trend
+
+    th = Thresholds()
+    steps = [0, 1000, 2000, 3000, 4000]
+    flat = make_trend(
+        "model.norm.weight",
+        Role.final,
+        Module.main,
+        None,
+        [1.0, 1.0001, 0.9999, 1.0002, 1.0003],
+        steps,
+        th,
+    )
+    assert flat.drift_per_1k_steps is not None and flat.drift_per_1k_steps > 0
+    assert (flat.projected_crossing_step, flat.projected_band) == (None, None)
+    falling = make_trend(
+        "model.norm.weight", Role.final, Module.main, None, [1.0, 0.9, 0.8, 0.7, 0.6], steps, th
+    )
+    # 0.6 falling 0.1 per 1k steps reaches 0.4 at step 6000, within 3 x 4000 steps.
+    assert (falling.projected_crossing_step, falling.projected_band) == (6000, Band.collapse)
