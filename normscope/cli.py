@@ -25,10 +25,11 @@ import typer
 
 from normscope import __version__
 
+# The enums of the schema are the flags' choices (schema.py imports only the standard library).
+from normscope.schema import Order, Parametrization
+
 if TYPE_CHECKING:
     from rich.console import Console
-
-    from normscope.schema import Parametrization
 
 EXIT_HELP = """Exit codes: 0 report produced, no --fail-on check tripped; 1 a --fail-on check
 tripped (check: a violation of error severity); 2 nothing analysed (usage error, bad path or
@@ -78,13 +79,6 @@ class DiffFailOn(str, Enum):
     out_of_band = "out-of-band"
 
 
-class ParamChoice(str, Enum):
-    """Values of --parametrization."""
-
-    standard = "standard"
-    offset = "offset"
-
-
 # Shared parameters, defined once (the huggingface_hub `_cli_utils.py` pattern).
 SourceArg = Annotated[
     str,
@@ -111,7 +105,7 @@ AllOpt = Annotated[bool, typer.Option("--all", help="List every norm in the tabl
 LowOpt = Annotated[float, typer.Option("--low", help="Ratio below which a norm has collapsed.")]
 HighOpt = Annotated[float, typer.Option("--high", help="Ratio above which a norm has exploded.")]
 ParamOpt = Annotated[
-    ParamChoice | None,
+    Parametrization | None,
     typer.Option("--parametrization", help="Override the architecture rules for every norm."),
 ]
 ScopeOpt = Annotated[
@@ -271,12 +265,6 @@ def _thresholds(low: float, high: float) -> Any:
     return Thresholds(low=low, high=high)
 
 
-def _param(choice: ParamChoice | None) -> Parametrization | None:
-    from normscope.schema import Parametrization
-
-    return Parametrization(choice.value) if choice else None
-
-
 def _at_revision(source: str, revision: str | None) -> str:
     """Fold --revision into a Hub source (org/name@rev); a usage error where it cannot apply."""
     if revision is None:
@@ -331,7 +319,7 @@ def scan(
         from normscope.scope import parse_scope
 
         parse_scope(scope)  # a bad scope is an error before any file is read
-        options = ScanOptions(thresholds, _param(parametrization), scope)
+        options = ScanOptions(thresholds, parametrization, scope)
         result = run_scan(source, options)
         _warn(result.warnings, quiet)
         _render(
@@ -384,7 +372,7 @@ def diff(
         from normscope.scope import parse_scope
 
         selector = parse_scope(scope)
-        result = run_diff(a, b, ScanOptions(thresholds, _param(parametrization), scope))
+        result = run_diff(a, b, ScanOptions(thresholds, parametrization, scope))
         _warn(result.warnings, quiet)
         _render(
             format,
@@ -533,14 +521,6 @@ def check(
             raise typer.Exit(1)
 
 
-class SeriesOrder(str, Enum):
-    """Values of `series --order`."""
-
-    step = "step"
-    natural = "natural"
-    mtime = "mtime"
-
-
 @contextlib.contextmanager
 def _series_progress(quiet: bool) -> Iterator[Any]:
     """A progress callback drawing a bar on stderr when it is a terminal (else None)."""
@@ -586,9 +566,9 @@ def series(
         bool, typer.Option("--all", help="Also list every norm's last ratio and drift.")
     ] = False,
     order: Annotated[
-        SeriesOrder,
+        Order,
         typer.Option("--order", help="By the step in the name, by name, or by modification time."),
-    ] = SeriesOrder.step,
+    ] = Order.step,
     jobs: Annotated[
         int | None,
         typer.Option("--jobs", "-j", min=1, help="Checkpoints measured at once [min(4, CPUs)]."),
@@ -641,7 +621,6 @@ def series(
         from normscope import plot as plotting
         from normscope import render_series as render
         from normscope.scanner import ScanOptions
-        from normscope.schema import Order
         from normscope.series import SeriesOptions, gate_violations, measure_series
 
         role = plotting.parse_role(plot_role) if plot_role else None
@@ -650,8 +629,8 @@ def series(
             plotting.require_matplotlib()
             if not Path(plot).resolve().parent.is_dir():
                 _fail(f"output directory does not exist ({Path(plot).parent})")
-        scan_options = ScanOptions(thresholds, _param(parametrization), scope)
-        options = SeriesOptions(scan_options, Order(order.value), jobs, strict=strict)
+        scan_options = ScanOptions(thresholds, parametrization, scope)
+        options = SeriesOptions(scan_options, order, jobs, strict=strict)
         if hub_repo is not None and revisions is not None:
             sources = _hub_revisions(hub_repo, revisions)
         with _series_progress(quiet) as progress:
