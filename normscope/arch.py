@@ -60,8 +60,6 @@ class NormRule:
     """None: derived from the role by `default_group`."""
     prefixed: bool = True
     """False: the pattern is matched from the start of the name (e.g. Qwen3-Next's `mtp.*`)."""
-    in_default_scope: bool = True
-    """False for auxiliary norms (vision towers, indexers) that gates skip by default."""
     if_present: str | None = None
     """Only match if this sibling tensor (the norm's last name component replaced) exists."""
 
@@ -134,28 +132,26 @@ QWEN_NEXT_MTP = (
     ),
     _r("mtp.layers.{M}.self_attn.(q_norm|k_norm)", Role.qk, module=Module.mtp, prefixed=False),
 )
-# Vision towers and projectors: measured, never in a gate's default scope, plain LayerNorm.
+# Vision towers and projectors: measured with role `unknown` (so never in a gate's default scope,
+# which is the final and MTP norms), plain LayerNorm.
 VISION = (
     _r(
         "(model.)?visual.({ANY}.)?{NORM}",
         Role.unknown,
         parametrization=STD,
         prefixed=False,
-        in_default_scope=False,
     ),
     _r(
         "(model.)?vision_tower.({ANY}.)?{NORM}",
         Role.unknown,
         parametrization=STD,
         prefixed=False,
-        in_default_scope=False,
     ),
     _r(
         "(model.)?vision_model.({ANY}.)?{NORM}",
         Role.unknown,
         parametrization=STD,
         prefixed=False,
-        in_default_scope=False,
     ),
 )
 
@@ -268,7 +264,7 @@ FAMILIES: tuple[Family, ...] = (
         + MLA
         + DEEPSEEK_MTP
         # V3.2 sparse-attention indexer LayerNorm: measured, not gated by default.
-        + (_r("layers.{L}.self_attn.indexer.k_norm", Role.unknown, in_default_scope=False),),
+        + (_r("layers.{L}.self_attn.indexer.k_norm", Role.unknown),),
         "huggingface/transformers @000c33f models/deepseek_v3/modular_deepseek_v3.py "
         "(DeepseekV3RMSNorm(LlamaRMSNorm)); deepseek-ai/DeepSeek-V3 @9b4e978 README_WEIGHTS.md",
         mtp_in_layers=True,
@@ -332,13 +328,11 @@ FAMILIES: tuple[Family, ...] = (
                 "multi_modal_projector.mm_soft_emb_norm",
                 Role.unknown,
                 prefixed=False,
-                in_default_scope=False,
             ),
             _r(
                 "model.multi_modal_projector.mm_soft_emb_norm",
                 Role.unknown,
                 prefixed=False,
-                in_default_scope=False,
             ),
         ),
         "huggingface/transformers @0033204 models/gemma3/modular_gemma3.py (Gemma3RMSNorm: "
@@ -401,7 +395,6 @@ FAMILIES: tuple[Family, ...] = (
                 "cls.predictions.transform.LayerNorm",
                 Role.unknown,
                 prefixed=False,
-                in_default_scope=False,
             ),
         ),
         "huggingface/transformers models/bert/modeling_bert.py (post-LN nn.LayerNorm); "
@@ -782,7 +775,6 @@ def _info(
         parametrization=override or rule.parametrization or family.parametrization,
         bias_name=biases.get(base),
         rule=f"{family.name}:{rule.pattern}",
-        in_default_scope=rule.in_default_scope,
     )
 
 
@@ -804,5 +796,4 @@ def _generic(
         parametrization=override or (family.parametrization if family else STD),
         bias_name=biases.get(base),
         rule="generic",
-        in_default_scope=False,
     )

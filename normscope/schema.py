@@ -158,9 +158,7 @@ class NormInfo:
     bias_name: str | None = None
     """The LayerNorm bias tensor's name, when the checkpoint stores one."""
     rule: str = ""
-    """Which rule matched (family/pattern), for `--explain` style debugging and tests."""
-    in_default_scope: bool = True
-    """False for norms no gate looks at by default (vision towers, indexers)."""
+    """Which rule matched (family:pattern), for debugging and tests."""
 
 
 @dataclass(frozen=True, slots=True)

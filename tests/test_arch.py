@@ -18,6 +18,9 @@ import pytest
 from normscope import arch
 from normscope.errors import ArchError
 from normscope.schema import NormInfo, Parametrization, Role, TensorRef
+from normscope.scope import parse_scope
+
+DEFAULT_SCOPE = parse_scope("default")  # the norms gates look at unless told otherwise
 
 REALNAMES = Path(__file__).resolve().parent.parent / "fixtures" / "realnames"
 
@@ -250,7 +253,7 @@ def test_qwen3_5_vlm_nested_config_prefix_vision_and_mtp() -> None:
         info = got[name]
         # Vision LayerNorms: measured, standard, never in a gate's default scope.
         assert facts(info) == E("unknown", None, STD)
-        assert info.in_default_scope is False
+        assert not DEFAULT_SCOPE(info)
         assert info.bias_name == name[: -len("weight")] + "bias"
     assert c.mtp_depth == 1
     assert c.num_layers == 4
@@ -347,7 +350,7 @@ def test_deepseek_v32_indexer_layernorm_not_gated() -> None:
         "model.layers.0.self_attn.indexer.k_norm.weight"
     ]
     assert info.role is Role.unknown
-    assert info.in_default_scope is False
+    assert not DEFAULT_SCOPE(info)
     assert info.bias_name == "model.layers.0.self_attn.indexer.k_norm.bias"
 
 
@@ -460,11 +463,11 @@ def test_gemma3_vlm_prefix_vision_standard_and_projector_norm() -> None:
         info = got[f"{v}{n}.weight"]
         # SigLIP LayerNorms are standard even inside an offset model, and never gated by default.
         assert facts(info) == E("unknown", None, STD)
-        assert info.in_default_scope is False
+        assert not DEFAULT_SCOPE(info)
         assert info.bias_name == f"{v}{n}.bias"
     proj = got["multi_modal_projector.mm_soft_emb_norm.weight"]
     assert facts(proj) == E("unknown", None, ZC)  # Gemma3RMSNorm: offset
-    assert proj.in_default_scope is False
+    assert not DEFAULT_SCOPE(proj)
     assert len(got) == 13 + 3 + 1
     assert c.num_layers == 2
 
@@ -766,7 +769,7 @@ def test_unknown_architecture_generic_fallback() -> None:
             None,
             Parametrization.standard,
         )
-        assert n.in_default_scope is False
+        assert not DEFAULT_SCOPE(n)
     assert by_name(c)["blocks.0.ffn_norm.weight"].layer == 0
     assert any("unknown architecture" in w for w in c.warnings)
 
@@ -1071,18 +1074,18 @@ def test_real_medgemma_gemma3_vlm() -> None:
         "final": 1,
     }
     assert {n.parametrization for n in text} == {Parametrization.offset}
-    assert all(n.in_default_scope for n in text)
+    assert all(n.role is not Role.unknown for n in text)
     vision = [n for n in c.norms if n.name.startswith("vision_tower.")]
     assert len(vision) == 27 * 2 + 1
     for n in vision:
-        assert (n.role, n.parametrization, n.in_default_scope) == (
+        assert (n.role, n.parametrization, DEFAULT_SCOPE(n)) == (
             Role.unknown,
             Parametrization.standard,
             False,
         )
         assert n.bias_name == n.name[: -len("weight")] + "bias"
     proj = by_name(c)["multi_modal_projector.mm_soft_emb_norm.weight"]
-    assert (proj.role, proj.parametrization, proj.in_default_scope) == (
+    assert (proj.role, proj.parametrization, DEFAULT_SCOPE(proj)) == (
         Role.unknown,
         Parametrization.offset,
         False,
