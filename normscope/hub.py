@@ -14,16 +14,24 @@ Where each file's bytes come from, first hit wins, file by file:
 3. the Hub, through huggingface_hub's own session, endpoint, token, offline switch, retries and
    error types: one `model_info` call resolves the revision to a commit and lists the files with
    their sizes and etags (none when the revision is a cached commit hash, or offline); config.json
-   and the index are fetched whole; each shard's header with two exact ranged GETs; then only the
-   byte ranges of the norm tensors, ranges that are close in a shard coalesced, at most
-   `MAX_IN_FLIGHT` requests at once. Nothing else is ever downloaded.
+   and the index are fetched whole; each shard's header with one ranged GET sized by a guess
+   (see below); then only the byte ranges of the norm tensors, ranges that are close in a shard
+   coalesced, at most `MAX_IN_FLIGHT` requests at once. Nothing else is ever downloaded.
 
-NOTE: headers are read exactly (the 8-byte length, then the JSON) rather than with the 100 kB
-first read of `HfApi.parse_safetensors_file_metadata`. A blind first read saves one request per
-shard only when the header fits in it, and then transfers the tensor bytes behind it: for a 20 kB
-header that is 80 kB of data nobody asked for, more than the header and the norms together. The
-transfer stays within header + norm + config/index bytes, plus at most `GAP_SHARE` of coalesced
-gaps and the `model_info` answer.
+NOTE: a header is read with one ranged GET of `8 + guess` bytes, not with the blind 100 kB first
+read of `HfApi.parse_safetensors_file_metadata` (which transfers the tensor bytes behind a 20 kB
+header: more than the header and the norms together), nor exactly in two GETs (the 8-byte length,
+then the JSON: one request more per shard). The guess comes from the index: a header holds one
+entry per tensor the index maps to that shard, the name plus ~50-80 bytes of dtype, shape and
+offsets; the bytes per entry are modelled from the shard's size until the first headers of the
+checkpoint arrive, then taken from them (`_HeaderSizer`). A guess too short costs a second GET
+for the rest; the bytes read past a header are charged to the `GAP_SHARE` budget of coalesced
+gaps. Without an index (a single file) the header is read exactly. Each shard's `/resolve/` redirect
+is followed once and its target reused for the header and the norm ranges, as
+`hf_hub_download` does (`get_hf_file_metadata`, then a GET of `metadata.location`): the target
+is a signed URL per file, so that one hop per shard stays. The transfer stays within header +
+norm + config/index bytes, plus at most `GAP_SHARE` of header over-reads and coalesced gaps,
+and the `model_info` answer.
 
 huggingface_hub is imported only here and only when a Hub source is opened: `normscope --help`
 and local scans never pay for it.
@@ -36,6 +44,7 @@ import fnmatch
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -53,6 +62,7 @@ from normscope.errors import SourceError
 from normscope.schema import TensorRef
 from normscope.sources import (
     INDEX_SUFFIX,
+    MAX_HEADER_SIZE,
     Checkpoint,
     ReadCounter,
     ShardHeader,
@@ -69,7 +79,12 @@ MAX_IN_FLIGHT = 8
 MAX_GAP = 4096
 """Two norm ranges of a shard at most this far apart are fetched with one request..."""
 GAP_SHARE = 0.05
-"""...as long as all the gap bytes fetched stay within this share of header + norm bytes."""
+"""...as long as all the gap bytes fetched, and the bytes read past headers, stay within this
+share of header + norm bytes."""
+HEADER_ENTRY = 55
+"""Bytes of a header entry beyond the tensor's name, before any header of the checkpoint is known,
+plus 2 per digit of the shard's size (the two data offsets): `"":{"dtype":"","shape":[],
+"data_offsets":[,]},` is 45, a dtype and a short shape ~10 more."""
 RETRIES = 5
 """Retries of a failed request (huggingface_hub's default), waiting RETRY_WAIT, doubled up to 8x."""
 RETRY_WAIT = 1.0
@@ -629,7 +644,8 @@ class _Opener:
                 hint=f"normscope reads safetensors checkpoints; the repo has {len(listing)} "
                 f"top-level file(s), e.g. {', '.join(names[:3]) or 'none'}",
             )
-        shards = self._headers([listing[n] for n in shard_names])
+        sizer = _HeaderSizer(weight_map)
+        shards = self._headers([listing[n] for n in shard_names], sizer)
         tensors = merge_shards(shards)
         if weight_map is not None:
             _check_index(
@@ -643,6 +659,7 @@ class _Opener:
             self,
             {self.shard_id(n): listing[n] for n in shard_names},
             sum(s.header_bytes for s in shards),
+            sizer.over,
         )
         return HubCheckpoint(
             source=f"{HF_PREFIX}{self.repo_id}@{self.commit}",
@@ -713,17 +730,18 @@ class _Opener:
             raise SourceError(f"invalid shard index: {exc} ({self.where}/{file.name})") from None
         return weight_map
 
-    def _headers(self, files: list[_File]) -> list[ShardHeader]:
+    def _headers(self, files: list[_File], sizer: _HeaderSizer) -> list[ShardHeader]:
         remote = [f for f in files if self.hf_cached(f.name) is None]
         progress = _progress("Reading shard headers", len(remote))
         try:
-            return _parallel([functools.partial(self._header, f, progress) for f in files])
+            return _parallel([functools.partial(self._header, f, sizer, progress) for f in files])
         finally:
             progress.close()
 
-    def _header(self, file: _File, progress: ProgressTask) -> ShardHeader:
+    def _header(self, file: _File, sizer: _HeaderSizer, progress: ProgressTask) -> ShardHeader:
         shard = self.shard_id(file.name)
         local = self.hf_cached(file.name)
+        fetched = 0
         if local is not None:
             raw = _read_local_header(local, shard, file.size)
         else:
@@ -733,16 +751,76 @@ class _Opener:
                     raise self.not_cached(f"the header of {file.name}")
                 if file.size < 8:
                     _header_length(b"", shard, file.size)  # raises: too short for safetensors
-                # Exactly the header: its 8-byte length, then the JSON (see the module doc).
-                prefix = self.remote.get(file, 0, 8)
-                n = _header_length(prefix, shard, file.size)
-                raw = prefix + (self.remote.get(file, 8, 8 + n) if n else b"")
+                # The 8-byte length and a guess of the JSON in one GET, the rest (if the guess
+                # was short) in a second one (see the module doc).
+                first = self.remote.get(file, 0, sizer.first_read(file))
+                n = _header_length(first[:8], shard, file.size)
+                rest = self.remote.get(file, len(first), 8 + n) if 8 + n > len(first) else b""
+                fetched = len(first) + len(rest)
+                raw = (first + rest)[: 8 + n]
                 self.store.set_blob("headers", file.etag, raw)
                 progress.advance(1)
+        sizer.learn(file, len(raw) - 8, fetched)
         with self.remote.lock:
             self.counter.bytes_read += len(raw)
             self.counter.reads += 2
         return parse_header(raw[8:], shard, file.size)
+
+
+class _HeaderSizer:
+    """How many bytes to read for a shard's header in one request (see the module doc).
+
+    A header holds, for each tensor the index maps to the shard, its name and ~50-80 bytes of
+    dtype, shape and data offsets: the guess is the names' length plus bytes per entry, 2 per
+    digit of the shard's size (the offsets) plus `HEADER_ENTRY` until headers of this checkpoint
+    are known, then plus the most seen in them (its shards agree within a byte or two).
+    Counts the bytes read past headers (`over`), and reads exactly (8 bytes first) without an
+    index, or once the over-reads exceed `GAP_SHARE` of the header bytes seen.
+    """
+
+    def __init__(self, weight_map: dict[str, str] | None) -> None:
+        entries: dict[str, list[int]] = {}
+        for name, shard in (weight_map or {}).items():
+            entry = entries.get(shard)
+            if entry is None:
+                entries[shard] = [1, len(name)]
+            else:
+                entry[0] += 1
+                entry[1] += len(name)
+        self.entries = {shard: (count, names) for shard, (count, names) in entries.items()}
+        """Shard file name -> (tensors, characters of their names) from the index."""
+        self.lock = threading.Lock()
+        self.per_entry: float | None = None
+        """The most header bytes per entry beyond its name and 2 per digit of the shard's size
+        (the offsets) seen in this checkpoint's headers."""
+        self.seen = 0
+        """Header bytes known (fetched or cached)."""
+        self.over = 0
+        """Bytes fetched past the end of headers."""
+
+    def first_read(self, file: _File) -> int:
+        """The end of the first ranged read of `file`'s header: 8 + the JSON's guessed length."""
+        count, names = self.entries.get(file.name, (0, 0))
+        with self.lock:
+            if not count or self.over > GAP_SHARE * self.seen:
+                return 8
+            offsets = 2 * len(str(file.size))
+            if self.per_entry is None:
+                # `{"__metadata__":{"format":"pt"},` and the padding to 8 bytes: 40 more.
+                guess = names + (HEADER_ENTRY + offsets) * count + 40
+            else:
+                guess = names + math.ceil((self.per_entry + offsets) * count) + 8
+        return min(8 + guess, 8 + MAX_HEADER_SIZE, file.size)
+
+    def learn(self, file: _File, length: int, fetched: int) -> None:
+        """Note a header of `length` JSON bytes, for which `fetched` bytes were transferred."""
+        count, names = self.entries.get(file.name, (0, 0))
+        with self.lock:
+            self.seen += 8 + length
+            self.over += max(0, fetched - 8 - length)
+            if count:
+                per = (length - names) / count - 2 * len(str(file.size))
+                self.per_entry = per if self.per_entry is None else max(self.per_entry, per)
 
 
 def _whole_header(raw: bytes, size: int) -> bool:
@@ -818,11 +896,15 @@ def _coalesce(
 class _Reader:
     """Tensor bytes of one opened repo: HF cache, normscope cache, then coalesced ranged GETs."""
 
-    def __init__(self, opener: _Opener, files: dict[str, _File], header_bytes: int) -> None:
+    def __init__(
+        self, opener: _Opener, files: dict[str, _File], header_bytes: int, over_read: int = 0
+    ) -> None:
         self.opener = opener
         self.files = files
         self.header_bytes = header_bytes
         """Header bytes of all shards: the coalescing budget is a share of headers + norms."""
+        self.over_read = over_read
+        """Bytes read past the headers, not yet charged to a coalescing budget."""
 
     def read(self, refs: Sequence[TensorRef]) -> dict[str, bytes]:
         opener, counter, lock = self.opener, self.opener.counter, self.opener.remote.lock
@@ -852,6 +934,8 @@ class _Reader:
             raise opener.not_cached(f"the bytes of {count} norm tensor(s)")
         wanted = sum(r.nbytes for rs in missing.values() for r in rs)
         budget = int(GAP_SHARE * (self.header_bytes + wanted))
+        charged = min(budget, self.over_read)  # the header over-reads come out of the same share
+        budget, self.over_read = budget - charged, self.over_read - charged
         plan = _coalesce({s: [(r.start, r.end) for r in rs] for s, rs in missing.items()}, budget)
         progress = _progress("Reading norm tensors", sum(len(v) for v in plan.values()))
 
