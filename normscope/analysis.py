@@ -98,12 +98,16 @@ def compute_stats(
     """Statistics of one norm's effective gain `stored + shift` (and of its bias, if any)."""
     gain = np.asarray(stored, dtype=np.float64).reshape(-1) + info.parametrization.shift
     dim = int(gain.size)
+    finite = bool(np.isfinite(gain).all())
     with np.errstate(all="ignore"):
-        l2 = float(np.sqrt(np.dot(gain, gain)))
+        # Squares of huge (finite) F64 entries overflow: scale by the largest entry first then.
+        scale = float(np.abs(gain).max()) if finite and dim else 1.0
+        scale = scale if scale > 1e150 else 1.0
+        unit = gain / scale
+        l2 = scale * float(np.sqrt(np.dot(unit, unit)))
         ratio = l2 / math.sqrt(dim)
         mean = float(gain.mean())
-        std = float(gain.std())
-    finite = bool(np.isfinite(gain).all())
+        std = scale * float(unit.std())
     bias_l2 = bias_abs_max = None
     bias_zero = True
     if bias is not None:

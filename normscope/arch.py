@@ -132,8 +132,8 @@ QWEN_NEXT_MTP = (
     ),
     _r("mtp.layers.{M}.self_attn.(q_norm|k_norm)", Role.qk, module=Module.mtp, prefixed=False),
 )
-# Vision towers and projectors: measured with role `unknown` (so never in a gate's default scope,
-# which is the final and MTP norms), plain LayerNorm.
+# Vision towers, appended to every family's rules: measured with role `unknown` (so never in a
+# gate's default scope, which is the final and MTP norms), plain LayerNorm (standard), no layer.
 VISION = (
     _r(
         "(model.)?visual.({ANY}.)?{NORM}",
@@ -249,8 +249,7 @@ FAMILIES: tuple[Family, ...] = (
         LLAMA
         + QK
         + (_r("layers.{L}.linear_attn.norm", Role.linear_attn, parametrization=STD),)
-        + QWEN_NEXT_MTP
-        + VISION,
+        + QWEN_NEXT_MTP,
         "huggingface/transformers @009e78d models/qwen3_5/modular_qwen3_5.py "
         "(Qwen3_5RMSNorm(Qwen3NextRMSNorm): 1 + w; gated linear_attn.norm: w); "
         "vllm @01d9980 qwen3_5_mtp.py",
@@ -321,7 +320,6 @@ FAMILIES: tuple[Family, ...] = (
         ZC,
         SANDWICH
         + QK
-        + VISION
         + (
             # Gemma3RMSNorm over the vision width: offset, but not a text-model norm.
             _r(
@@ -504,7 +502,9 @@ class _Compiled:
 def _compile_family(family: Family) -> list[_Compiled]:
     prefixes = "|".join(re.escape(p) for p in family.prefixes)
     out = []
-    for rule in family.rules:
+    # Every family also knows vision towers (PaliGemma wraps Gemma-1/2, LLaVA-style models wrap
+    # Llama): without these rules a SigLIP LayerNorm in an offset family would be read as 1 + w.
+    for rule in family.rules + VISION:
         head = f"(?P<prefix>{prefixes})" if rule.prefixed else "(?P<prefix>)"
         out.append(_Compiled(rule, re.compile(f"^{head}{_compile(rule.pattern)}$")))
     return out
@@ -692,7 +692,9 @@ def classify(
     elif unmatched:
         warnings.append(
             f"{len(unmatched)} norm-looking tensor(s) match no '{family.name if family else ''}' "
-            f"rule; measured with role 'unknown', e.g. '{unmatched[0]}'"
+            f"rule; measured with role 'unknown' and the family's "
+            f"{(parametrization or (family.parametrization if family else STD)).value} "
+            f"parametrization, e.g. '{unmatched[0]}'"
         )
     if not norms:
         raise ArchError(

@@ -173,6 +173,8 @@ def _warn(warnings: tuple[str, ...] | list[str], quiet: bool) -> None:
 
 def write_output(data: str | bytes, output: str | None, what: str = "output") -> None:
     """Write to stdout, or atomically to a file (never a half-written file on failure)."""
+    if output == "":
+        raise typer.BadParameter("empty file name", param_hint="--output")
     if output is None or output == "-":
         if isinstance(data, bytes):
             sys.stdout.buffer.write(data)
@@ -223,6 +225,18 @@ def _render(
         write_output(markdown(), output)
     else:  # pragma: no cover - exhaustive over OutputFormat
         raise AssertionError(format)
+
+
+def _warn_empty_scope(matched: int, scope: str, quiet: bool) -> None:
+    """A gate that looks at nothing must say so rather than pass silently."""
+    if not matched:
+        _warn(
+            [
+                f"no norm matches the scope '{scope}': the gate looked at nothing "
+                "(this model may have no final or MTP norm identified; try --scope all)"
+            ],
+            quiet,
+        )
 
 
 def _tripped(lines: list[str]) -> None:
@@ -330,6 +344,9 @@ def scan(
             csv=lambda: render.render_csv(result),
             markdown=lambda: render.render_markdown(result, show_all),
         )
+        if fail_on is FailOn.out_of_band:
+            selector = parse_scope(scope)
+            _warn_empty_scope(sum(1 for n in result.norms if selector(n)), scope, quiet)
         if fail_on is FailOn.out_of_band and result.summary.gated_out_of_band:
             _tripped(
                 [
@@ -383,6 +400,8 @@ def diff(
             markdown=lambda: render_diff.render_diff_markdown(result, show_all),
         )
         scoped = [d for d in result.norms if selector(d)]
+        if fail_on is not DiffFailOn.never or max_drift is not None:
+            _warn_empty_scope(len(scoped), scope, quiet)
         tripped = []
         if fail_on is DiffFailOn.band_change:
             tripped += [
@@ -510,8 +529,11 @@ def check(
             write_output(render_check.render_github(result), output)
             summary = os.environ.get("GITHUB_STEP_SUMMARY")
             if summary:
-                with open(summary, "a", encoding="utf-8") as fh:
-                    fh.write(render_check.render_step_summary(result))
+                try:
+                    with open(summary, "a", encoding="utf-8") as fh:
+                        fh.write(render_check.render_step_summary(result))
+                except OSError as exc:  # the verdict still decides the exit code
+                    _warn([f"cannot append the job summary: {exc.strerror} ({summary})"], False)
         else:  # pragma: no cover - exhaustive over CheckFormat
             raise AssertionError(format)
         if format is not CheckFormat.text:
@@ -621,7 +643,9 @@ def series(
         from normscope import plot as plotting
         from normscope import render_series as render
         from normscope.scanner import ScanOptions
+        from normscope.scope import parse_scope
         from normscope.series import SeriesOptions, gate_violations, measure_series
+        from normscope.trends import latest_rows
 
         role = plotting.parse_role(plot_role) if plot_role else None
         plot_format = plotting.plot_format(plot) if plot else None
@@ -650,6 +674,9 @@ def series(
             write_output(plotting.render_plot(result, plot_format, role), plot, "the plot")
         if max_drift is not None and len(result.checkpoints) < 2:
             _warn(["--max-drift needs two checkpoints: not checked"], quiet)
+        if fail_on is FailOn.out_of_band or max_drift is not None:
+            selector = parse_scope(scope)
+            _warn_empty_scope(sum(1 for r in latest_rows(result) if selector(r.norm)), scope, quiet)
         _tripped(gate_violations(result, scope, fail_on is FailOn.out_of_band, max_drift))
 
 

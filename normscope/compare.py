@@ -104,6 +104,7 @@ def diff_measured(a: Measured, b: Measured) -> DiffReport:
                 mtp_depth=nb.mtp_depth,
                 layer=nb.layer,
                 role=nb.role,
+                group=nb.group,
                 dim=nb.dim,
                 ratio_a=na.ratio,
                 ratio_b=nb.ratio,

@@ -174,10 +174,9 @@ def _roles(value: Any, where: str, name: str) -> tuple[RoleBand, ...]:
             raise ConfigError(f"unknown role '{name}.{role_name}' ({where})") from None
         if not isinstance(band, dict) or not set(band) <= {"low", "high"}:
             raise ConfigError(f"{name}.{role_name} takes only low and high ({where})")
-        low = _number(f"{name}.{role_name}.low", band.get("low", 0.4), where)
-        high = _number(f"{name}.{role_name}.high", band.get("high", 1.8), where)
-        if not 0 < low < high:
-            raise ConfigError(f"{name}.{role_name} needs 0 < low < high ({where})")
+        # A missing edge inherits the policy's (so `high = 3.0` or --high still applies).
+        low = _number(f"{name}.{role_name}.low", band["low"], where) if "low" in band else None
+        high = _number(f"{name}.{role_name}.high", band["high"], where) if "high" in band else None
         out.append(RoleBand(role, low, high))
     return tuple(out)
 
@@ -215,6 +214,12 @@ def load_policy(
         origin.append("flags")
     if not 0 < policy.low < policy.high:
         raise ConfigError(f"need 0 < low < high, got low={policy.low}, high={policy.high}")
+    for rb in policy.roles:
+        t = thresholds_for(policy, rb.role)
+        if not 0 < t.low < t.high:
+            raise ConfigError(
+                f"roles.{rb.role.value} needs 0 < low < high, got low={t.low:g}, high={t.high:g}"
+            )
     return dataclasses.replace(policy, origin=tuple(origin))
 
 
@@ -247,12 +252,9 @@ def policy_toml(policy: Policy) -> str:
     for f in dataclasses.fields(Severities):
         lines.append(f"{f.name} = {value(getattr(policy.severity, f.name).value)}")
     for rb in policy.roles:
-        lines += [
-            "",
-            f"[tool.normscope.roles.{rb.role.value}]",
-            f"low = {value(rb.low)}",
-            f"high = {value(rb.high)}",
-        ]
+        lines += ["", f"[tool.normscope.roles.{rb.role.value}]"]
+        edges = (("low", rb.low), ("high", rb.high))
+        lines += [f"{edge} = {value(v)}" for edge, v in edges if v is not None]
     return "\n".join(lines) + "\n"
 
 
@@ -283,10 +285,14 @@ def _band_fix(n: NormStats, band: Band) -> str:
     )
 
 
-def _thresholds_for(policy: Policy, role: Role) -> Thresholds:
+def thresholds_for(policy: Policy, role: Role) -> Thresholds:
+    """The band of one role: its override in `roles`, edges it leaves unset from the policy."""
     for rb in policy.roles:
         if rb.role is role:
-            return Thresholds(low=rb.low, high=rb.high)
+            return Thresholds(
+                low=policy.low if rb.low is None else rb.low,
+                high=policy.high if rb.high is None else rb.high,
+            )
     return Thresholds(low=policy.low, high=policy.high)
 
 
@@ -320,11 +326,39 @@ def run_checks(measured: Measured, policy: Policy, baseline: Measured | None = N
             )
         )
 
+    # A norm the gate cannot read must not pass silently, whatever the scope.
+    for name, reason in measured.undecoded.items():
+        findings.append(
+            Finding(
+                CheckName.decodable,
+                name,
+                False,
+                Severity.error,
+                None,
+                "decodable",
+                f"could not be measured: {reason}",
+                "convert the checkpoint's norm gains to a float dtype (F32, BF16, ...)",
+            )
+        )
+    if not measured.undecoded:
+        findings.append(
+            Finding(
+                CheckName.decodable,
+                "model",
+                True,
+                Severity.error,
+                None,
+                "decodable",
+                f"all {len(report.norms)} norms measured",
+                None,
+            )
+        )
+
     if sev.band is not Severity.off:
         for n in report.norms:
             if not selector(n) or n.band is Band.nonfinite:
                 continue
-            t = _thresholds_for(policy, n.role)
+            t = thresholds_for(policy, n.role)
             band = t.classify(n.ratio)
             ok = not band.out_of_band
             side = "below low" if band is Band.collapse else "above high"
@@ -408,7 +442,7 @@ def _drift_findings(measured: Measured, baseline: Measured, policy: Policy) -> l
                 )
             )
         if sev.band_change is not Severity.off:
-            t = _thresholds_for(policy, d.role)
+            t = thresholds_for(policy, d.role)
             before, after = t.classify(d.ratio_a), t.classify(d.ratio_b)
             ok = before is after
             out.append(

@@ -56,6 +56,9 @@ class Measured:
     report: Report
     gains: dict[str, np.ndarray]
     """Effective gain (stored + shift, float64, flattened) by norm name."""
+    undecoded: dict[str, str] = field(default_factory=dict)
+    """Norms found but not measured (unsupported dtype, empty), with the reason: a gate must
+    not vouch for them (`check` fails them)."""
 
 
 def scan(source: str | os.PathLike[str], options: ScanOptions | None = None) -> Report:
@@ -89,6 +92,7 @@ def analyze_checkpoint(
 
     stats: list[NormStats] = []
     gains: dict[str, np.ndarray] = {}
+    undecoded: dict[str, str] = {}
     doubts: list[tuple[str, str]] = []
     for info in cls.norms:
         ref = checkpoint.tensors[info.name]
@@ -104,13 +108,14 @@ def analyze_checkpoint(
                 )
                 bias = None
         if gain is None:
-            warnings.append(
-                f"skipped '{info.name}': dtype {ref.dtype} is not a float format normscope "
-                f"decodes ({', '.join(SUPPORTED_DTYPES)})"
+            undecoded[info.name] = (
+                f"dtype {ref.dtype} is not a float format normscope decodes "
+                f"({', '.join(SUPPORTED_DTYPES)})"
             )
-            continue
-        if gain.size == 0:
-            warnings.append(f"skipped '{info.name}': empty tensor")
+        elif gain.size == 0:
+            undecoded[info.name] = "empty tensor"
+        if gain is None or info.name in undecoded:
+            warnings.append(f"skipped '{info.name}': {undecoded[info.name]}")
             continue
         doubt = parametrization_doubt(info, gain)
         if doubt:
@@ -167,4 +172,4 @@ def analyze_checkpoint(
         summary=summary,
         warnings=tuple(warnings),
     )
-    return Measured(report, gains)
+    return Measured(report, gains, undecoded)

@@ -336,6 +336,7 @@ class NormDiff:
     mtp_depth: int | None
     layer: int | None
     role: Role
+    group: Group | None
     dim: int
     ratio_a: float
     ratio_b: float
@@ -400,6 +401,8 @@ class CheckName(str, Enum):
 
     finite = "finite"
     """Every gain and bias is finite (always an error)."""
+    decodable = "decodable"
+    """Every norm found could be measured (not an unsupported dtype or empty; always an error)."""
     band = "band"
     """Ratio inside [low, high] (per-role overrides allowed), for norms in scope."""
     drift = "drift"
@@ -417,8 +420,10 @@ class RoleBand:
     """A per-role band, e.g. a wider one for QK norms."""
 
     role: Role
-    low: float
-    high: float
+    low: float | None
+    """None: the policy's `low`."""
+    high: float | None
+    """None: the policy's `high`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,8 @@ class Located(Protocol):
     def layer(self) -> int | None: ...
     @property
     def role(self) -> Role: ...
+    @property
+    def group(self) -> Group | None: ...
 
 
 Condition = Callable[[Located], bool]
@@ -64,10 +66,6 @@ def _int(key: str, value: str) -> int:
         return int(value)
     except ValueError:
         raise ConfigError(f"scope condition {key}: '{value}' is not an integer") from None
-
-
-def _group_of(n: Located) -> Group | None:
-    return getattr(n, "group", None)
 
 
 def _condition(text: str) -> Condition:
@@ -115,7 +113,7 @@ def _condition(text: str) -> Condition:
             group = Group(value)
         except ValueError:
             raise ConfigError(f"unknown group '{value}' in scope (input or output)") from None
-        return lambda n: _group_of(n) is group
+        return lambda n: n.group is group
     if key == "name":
         return lambda n: fnmatch.fnmatchcase(n.name, value)
     raise ConfigError(f"unknown scope key '{key}' in '{text}'")

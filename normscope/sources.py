@@ -300,6 +300,8 @@ def _shards_from_index(
             raise ValueError("weight_map is empty")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise SourceError(f"invalid shard index: {exc} ({index_path})") from None
+    # `x.safetensors` and `./x.safetensors` are one shard: normalise before counting shards.
+    weight_map = {k: os.path.normpath(v) for k, v in weight_map.items()}
     names = sorted(set(weight_map.values()), key=lambda n: _natural_key(Path(n)))
     shards = []
     for name in names:

@@ -562,3 +562,14 @@ def test_sort_key_order() -> None:
     shuffled = list(reversed(expected))
     shuffled = shuffled[1::2] + shuffled[::2]
     assert [n.name for n in sorted(shuffled, key=sort_key)] == [n.name for n in expected]
+
+
+def test_huge_finite_gains_are_not_called_nonfinite() -> None:
+    g = np.array([1e200, -1e200, 3e199, 0.0])
+    info = NormInfo("x.weight", Module.main, None, 0, Role.final, None, Parametrization.standard)
+    stats = compute_stats(info, g, None, Thresholds())
+    expected = 1e200 * math.sqrt(2 + 0.09)
+    assert stats.l2 == pytest.approx(expected, rel=1e-12)
+    assert stats.ratio == pytest.approx(expected / 2, rel=1e-12)
+    assert stats.band is Band.explosion
+    assert math.isfinite(stats.std)

@@ -1100,3 +1100,35 @@ def test_realnames_provenance_is_recorded() -> None:
         assert d.name in sources
         assert (d / "config.json").is_file()
         assert (d / "model.safetensors.index.json").is_file()
+
+
+def test_vision_tower_inside_an_offset_family_is_standard_and_has_no_layer() -> None:
+    # PaliGemma: a Gemma-1 (offset) language model under `language_model.model.` and a SigLIP
+    # tower whose LayerNorms are plain (ones at init): read as 1 + w they would be gain 2.
+    names = [
+        "language_model.model.layers.0.input_layernorm.weight",
+        "language_model.model.layers.0.post_attention_layernorm.weight",
+        "language_model.model.norm.weight",
+        "vision_tower.vision_model.encoder.layers.0.layer_norm1.weight",
+        "vision_tower.vision_model.encoder.layers.0.layer_norm1.bias",
+        "vision_tower.vision_model.post_layernorm.weight",
+        "vision_tower.vision_model.post_layernorm.bias",
+    ]
+    config = {"model_type": "paligemma", "text_config": {"model_type": "gemma", "hidden_size": H}}
+    c = classify(names, config)
+    infos = by_name(c)
+    assert c.family == "gemma"
+    assert facts(infos["language_model.model.norm.weight"]) == E("final", param=ZC)
+    for name in (
+        "vision_tower.vision_model.encoder.layers.0.layer_norm1.weight",
+        "vision_tower.vision_model.post_layernorm.weight",
+    ):
+        info = infos[name]
+        assert (info.role, info.parametrization, info.layer) == (
+            Role.unknown,
+            Parametrization.standard,
+            None,
+        )
+        assert info.bias_name == name[: -len("weight")] + "bias"
+        assert not DEFAULT_SCOPE(info)
+    assert c.warnings == []

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from normscope.cli import app
 from normscope.errors import ConfigError
-from normscope.policy import load_policy, run_checks
+from normscope.policy import load_policy, run_checks, thresholds_for
 from normscope.scanner import measure
-from normscope.schema import CheckName, Policy, Role, Severity
+from normscope.schema import CheckName, Policy, Role, Severity, Thresholds
 from normscope.scope import parse_scope
 
 if sys.version_info >= (3, 11):
@@ -208,7 +208,10 @@ def test_pyproject_is_found_upward_and_flags_win(
     policy = load_policy()
     assert (policy.low, policy.high, policy.scope) == (0.2, 1.8, "final,role=qk")
     assert policy.severity.band is Severity.warn
-    assert [(r.role, r.low, r.high) for r in policy.roles] == [(Role.qk, 0.4, 5.0)]
+    # The role table sets only `high`: its `low` is the policy's (0.2 here), not a default.
+    assert [(r.role, r.low, r.high) for r in policy.roles] == [(Role.qk, None, 5.0)]
+    assert thresholds_for(policy, Role.qk) == Thresholds(low=0.2, high=5.0)
+    assert thresholds_for(load_policy(flags={"high": 3.0}), Role.final).high == 3.0
     assert policy.origin == ("defaults", str(tmp_path / "pyproject.toml"))
     flagged = load_policy(flags={"low": 0.3, "severity": {"band": "error"}, "scope": None})
     assert (flagged.low, flagged.scope, flagged.severity.band) == (
@@ -308,7 +311,7 @@ def test_json_junit_and_github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     root = ET.parse(xml_path).getroot()
     assert root.tag == "testsuites" and root.get("failures") == "1"
     suites = {s.get("name"): s for s in root.findall("testsuite")}
-    assert set(suites) == {"normscope.finite", "normscope.band"}
+    assert set(suites) == {"normscope.finite", "normscope.decodable", "normscope.band"}
     band = suites["normscope.band"]
     # final + the MTP depth's enorm, hnorm, shared_head.norm and its block's three norms
     assert band.get("tests") == "7" and band.get("failures") == "1"
@@ -339,3 +342,61 @@ def test_warning_when_scope_matches_nothing(tmp_path: Path) -> None:
     result = _check(str(bert))
     assert result.exit_code == 0
     assert "no norm matches the scope 'final,mtp'" in result.stderr
+
+
+def test_a_norm_that_cannot_be_measured_fails_the_check(tmp_path: Path) -> None:
+    # An I8 final norm is found but not decodable: the gate must not pass without it.
+    tensors = llama_tensors(hidden=H)
+    tensors["model.norm.weight"] = np.ones(H, np.int8)
+    ckpt = write_checkpoint(tmp_path / "i8", tensors, llama_config(hidden=H))
+    result = _check(str(ckpt), "-q")
+    assert result.exit_code == 1
+    assert "decodable: 1 violation(s)" in result.stdout
+    assert "model.norm.weight: could not be measured: dtype I8" in result.stdout
+    healthy = write_checkpoint(tmp_path / "ok", llama_tensors(hidden=H), llama_config(hidden=H))
+    data = json.loads(_check(str(healthy), "-q", "-f", "json").stdout)
+    decodable = [f for f in data["findings"] if f["check"] == "decodable"]
+    assert [(f["subject"], f["passed"]) for f in decodable] == [("model", True)]
+
+
+def test_group_scope_reaches_the_drift_checks(tmp_path: Path) -> None:
+    base = _deepseek(tmp_path / "base")
+    moved = _deepseek(tmp_path / "moved", layer0=0.5)
+    # The layer-0 input norm (group input) moved 50%: a group scope must see it.
+    result = _check(
+        str(moved),
+        "--baseline",
+        str(base),
+        "--max-drift",
+        "0.1",
+        "-q",
+        "--scope",
+        "group=input&layer>=0",
+        "--severity",
+        "band=off",
+    )
+    assert result.exit_code == 1
+    assert "attn_input (layer 0) moved 50.0% since the baseline" in result.stdout
+
+
+def test_unwritable_step_summary_keeps_the_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "missing" / "summary.md"))
+    result = _check(str(_deepseek(tmp_path / "c", final=0.27)), "-q", "-f", "github")
+    assert result.exit_code == 1
+    assert "cannot append the job summary" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_role_band_with_one_edge_inherits_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        "[tool.normscope]\nhigh = 3.0\n[tool.normscope.roles.mtp_embedding]\nlow = 0.1\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    ckpt = _deepseek(tmp_path / "c", enorm=2.5)
+    # enorm 2.5 is inside [0.1, 3.0]: the role table's missing `high` is the policy's 3.0.
+    assert _check(str(ckpt), "-q").exit_code == 0
+    assert _check(str(ckpt), "-q", "--high", "2.0").exit_code == 1

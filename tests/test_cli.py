@@ -547,3 +547,33 @@ def test_readme_documents_the_exit_codes() -> None:
     assert "exit code" in text.lower()
     for code in ("0", "1", "2", "3"):
         assert re.search(rf"(^|\W){code}(\W|$)", text), code
+
+
+def test_gates_warn_when_their_scope_matches_nothing(tmp_path: Path) -> None:
+    # BERT has no final norm and no MTP: the default gate scope is empty.
+    bert = tmp_path / "bert"
+    from conftest import write_checkpoint
+
+    write_checkpoint(
+        bert,
+        {
+            "embeddings.LayerNorm.weight": np.full(8, 0.1, np.float32),
+            "embeddings.LayerNorm.bias": np.zeros(8, np.float32),
+        },
+        {"model_type": "bert", "hidden_size": 8, "num_hidden_layers": 0},
+    )
+    for args in (
+        ("scan", bert, "--fail-on", "out-of-band", "-f", "json"),
+        ("diff", bert, bert, "--max-drift", "0.1", "-f", "json"),
+        ("series", bert, bert, "--fail-on", "out-of-band", "-f", "json"),
+    ):
+        result = invoke(*args)
+        assert result.exit_code == 0, (args, result.stderr)
+        assert "no norm matches the scope 'final,mtp'" in result.stderr, args
+        assert invoke(*args, "--scope", "all").exit_code == (0 if args[0] == "diff" else 1)
+
+
+def test_empty_output_name_is_a_usage_error(llama_dir: Path) -> None:
+    result = invoke("scan", llama_dir, "-f", "json", "-o", "")
+    assert result.exit_code == 2
+    assert "empty file name" in result.stderr

@@ -198,7 +198,8 @@ def test_cli_json_and_csv(drifting: tuple[Path, Path]) -> None:
     assert first["band_a"] == "balanced" and first["band_b"] == "collapse"
     csv = runner.invoke(app, ["diff", str(a), str(b), "--format", "csv"])
     lines = csv.stdout.splitlines()
-    assert lines[0].startswith("name,name_a,matched_by,module,mtp_depth,layer,role,dim,ratio_a")
+    header = "name,name_a,matched_by,module,mtp_depth,layer,role,group,dim,ratio_a"
+    assert lines[0].startswith(header)
     assert len(lines) == 1 + len(data["norms"])
 
 

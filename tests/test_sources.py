@@ -458,3 +458,17 @@ def test_bf16_and_fp8_norms_decode_through_scan(tmp_path: Path) -> None:
     assert by_name["model.norm.weight"].mean == 1.0
     assert by_name["model.norm.weight"].min == 0.5
     assert by_name["model.layers.0.input_layernorm.weight"].ratio == 0.25
+
+
+def test_index_naming_one_shard_two_ways_is_one_shard(tmp_path: Path) -> None:
+    from conftest import llama_config, llama_tensors, write_checkpoint
+
+    ckpt = write_checkpoint(tmp_path / "c", llama_tensors(), llama_config(), shards=2)
+    index = ckpt / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    first = next(iter(data["weight_map"]))
+    data["weight_map"][first] = "./" + data["weight_map"][first]
+    index.write_text(json.dumps(data))
+    checkpoint = open_checkpoint(ckpt)
+    assert len(checkpoint.shards) == 2
+    assert checkpoint.warnings == []
