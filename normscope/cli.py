@@ -645,7 +645,7 @@ def series(
         from normscope.scanner import ScanOptions
         from normscope.scope import parse_scope
         from normscope.series import SeriesOptions, gate_violations, measure_series
-        from normscope.trends import latest_rows
+        from normscope.trends import latest_rows, skipped_after_latest
 
         role = plotting.parse_role(plot_role) if plot_role else None
         plot_format = plotting.plot_format(plot) if plot else None
@@ -660,6 +660,14 @@ def series(
         with _series_progress(quiet) as progress:
             result = measure_series(sources, options, progress)
         _warn(result.warnings, quiet)
+        gated = fail_on is FailOn.out_of_band or max_drift is not None
+        late = skipped_after_latest(result) if gated else []
+        if late:  # a gate on "the latest checkpoint" must not quietly judge an older one
+            _fail(
+                f"the latest checkpoint could not be read: {late[-1].reason} ({late[-1].path}); "
+                f"the gate would judge step {result.checkpoints[-1].step} instead",
+                hint="fix or remove the broken checkpoint, or name the checkpoints to follow",
+            )
         _render(
             format,
             output,
@@ -674,7 +682,7 @@ def series(
             write_output(plotting.render_plot(result, plot_format, role), plot, "the plot")
         if max_drift is not None and len(result.checkpoints) < 2:
             _warn(["--max-drift needs two checkpoints: not checked"], quiet)
-        if fail_on is FailOn.out_of_band or max_drift is not None:
+        if gated:
             selector = parse_scope(scope)
             _warn_empty_scope(sum(1 for r in latest_rows(result) if selector(r.norm)), scope, quiet)
         _tripped(gate_violations(result, scope, fail_on is FailOn.out_of_band, max_drift))

@@ -20,6 +20,7 @@ from normscope.schema import (
     SeriesCheckpoint,
     SeriesReport,
     SeriesRow,
+    Skipped,
     Thresholds,
     Trend,
 )
@@ -216,6 +217,12 @@ def latest_rows(report: SeriesReport) -> list[SeriesRow]:
     """The rows of the latest checkpoint."""
     latest = report.checkpoints[-1].path
     return [r for r in report.rows if r.checkpoint == latest]
+
+
+def skipped_after_latest(report: SeriesReport) -> list[Skipped]:
+    """Checkpoints named with a step beyond the latest measured one that could not be read."""
+    latest = report.checkpoints[-1].step
+    return [s for s in report.skipped if s.step is not None and s.step > latest]
 
 
 def gate_violations(

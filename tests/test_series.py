@@ -732,3 +732,19 @@ def test_a_near_flat_norm_gets_no_far_away_projection() -> None:
     )
     # 0.6 falling 0.1 per 1k steps reaches 0.4 at step 6000, within 3 x 4000 steps.
     assert (falling.projected_crossing_step, falling.projected_band) == (6000, Band.collapse)
+
+
+def test_a_gate_never_judges_an_older_checkpoint_when_the_latest_is_broken(tmp_path: Path) -> None:
+    run = healthy_run(tmp_path / "run")
+    write_raw_safetensors(run / "checkpoint-2000" / "model.safetensors", b'{"a": ', b"")
+    # Without a gate: a report of the readable checkpoints, with a warning.
+    plain = runner.invoke(app, ["series", str(run), "-f", "json"])
+    assert plain.exit_code == 0
+    assert "skipped" in plain.stderr and "checkpoint-2000" in plain.stderr
+    # With a gate on "the latest checkpoint": exit 2, nothing on stdout.
+    for gate in (["--fail-on", "out-of-band"], ["--max-drift", "0.5"]):
+        result = runner.invoke(app, ["series", str(run), "-f", "json", *gate])
+        assert result.exit_code == 2, result.stderr
+        assert result.stdout == ""
+        assert "the latest checkpoint could not be read" in result.stderr
+        assert "checkpoint-2000" in result.stderr and "step 1500" in result.stderr
