@@ -300,8 +300,11 @@ def _shards_from_index(
             raise ValueError("weight_map is empty")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise SourceError(f"invalid shard index: {exc} ({index_path})") from None
-    # `x.safetensors` and `./x.safetensors` are one shard: normalise before counting shards.
-    weight_map = {k: os.path.normpath(v) for k, v in weight_map.items()}
+    # `x.safetensors` and `./x.safetensors` are one shard: normalise before counting shards
+    # (per distinct name: the map has one entry per tensor, 92k in DeepSeek-V3).
+    normal = {v: os.path.normpath(v) for v in set(weight_map.values())}
+    if any(k != v for k, v in normal.items()):
+        weight_map = {k: normal[v] for k, v in weight_map.items()}
     names = sorted(set(weight_map.values()), key=lambda n: _natural_key(Path(n)))
     shards = []
     for name in names:
