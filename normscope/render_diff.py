@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from normscope.report import BAND_STYLE, fmt, frame_csv, render_json, rows_frame, short_name
+from normscope.report import (
+    BAND_STYLE,
+    fmt,
+    frame_csv,
+    header_panel,
+    render_json,
+    rows_frame,
+    short_name,
+)
 from normscope.schema import DiffReport, Module, NormDiff
 
 if TYPE_CHECKING:
@@ -95,16 +103,10 @@ def render_diff_table(
 ) -> list[RenderableType]:
     """Header, per-role drift, biggest movers, band transitions, one-sided norms."""
     from rich import box
-    from rich.panel import Panel
     from rich.table import Table
 
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column(overflow="fold")
-    for label, value in _header(result):
-        grid.add_row(label, value)
     out: list[RenderableType] = [
-        Panel(grid, title=f"normscope diff {result.normscope_version}", expand=False)
+        header_panel(f"normscope diff {result.normscope_version}", _header(result))
     ]
     roles = Table(
         title="relative change per role",

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from normscope.report import BAND_STYLE, fmt, frame_csv, human_bytes, rows_frame, short_name
+from normscope.report import (
+    BAND_STYLE,
+    fmt,
+    frame_csv,
+    header_panel,
+    human_bytes,
+    rows_frame,
+    short_name,
+)
 from normscope.report import to_dict as _to_dict
 from normscope.schema import Executor, Module, NormStats, Role, SeriesReport, StepSource, Trend
 from normscope.trends import latest_rows, norm_trends
@@ -250,16 +258,10 @@ def render_series_table(
     """Header, headline ratios by step, trends, outlook, every norm with show_all, skipped."""
     from rich import box
     from rich.markup import escape
-    from rich.panel import Panel
     from rich.table import Table
 
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column(overflow="fold")
-    for label, value in _header(report):
-        grid.add_row(label, escape(value))
     out: list[RenderableType] = [
-        Panel(grid, title=f"normscope series {report.normscope_version}", expand=False)
+        header_panel(f"normscope series {report.normscope_version}", _header(report))
     ]
     trends = report.summary.headline
     if trends:

@@ -267,9 +267,8 @@ def _norm_table(title: str, rows: Sequence[NormStats], width: int) -> Renderable
     return table
 
 
-def render_table(report: Report, show_all: bool = False, width: int = 100) -> list[RenderableType]:
-    """The people view: header panel, per-role summary, headline norms, out-of-band norms."""
-    from rich import box
+def header_panel(title: str, lines: Sequence[tuple[str, str]]) -> RenderableType:
+    """The framed (label, value) header of every table view; values are text, never markup."""
     from rich.markup import escape
     from rich.panel import Panel
     from rich.table import Table
@@ -277,10 +276,18 @@ def render_table(report: Report, show_all: bool = False, width: int = 100) -> li
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
-    for label, value in header_lines(report):
+    for label, value in lines:
         grid.add_row(label, escape(value))  # a path may hold `[...]`: text, not markup
+    return Panel(grid, title=title, expand=False)
+
+
+def render_table(report: Report, show_all: bool = False, width: int = 100) -> list[RenderableType]:
+    """The people view: header panel, per-role summary, headline norms, out-of-band norms."""
+    from rich import box
+    from rich.table import Table
+
     out: list[RenderableType] = [
-        Panel(grid, title=f"normscope {report.normscope_version}", expand=False)
+        header_panel(f"normscope {report.normscope_version}", header_lines(report))
     ]
 
     roles = Table(

@@ -240,3 +240,11 @@ def test_cli_gates(drifting: tuple[Path, Path], args: list[str], code: int) -> N
     assert result.exit_code == code, result.stderr
     if code == 1:
         assert "FAIL:" in result.stderr
+
+
+def test_table_shows_paths_with_brackets_verbatim(tmp_path: Path) -> None:
+    # `[x]` is rich markup syntax: a header value must be shown as text, not swallowed.
+    a = _ckpt(tmp_path / "run[x]", "a", np.ones(H, np.float32))
+    result = runner.invoke(app, ["diff", str(a), str(a), "-q"])
+    assert result.exit_code == 0
+    assert result.stdout.count("run[x]") == 2  # the A and B lines of the header
