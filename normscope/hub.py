@@ -71,6 +71,7 @@ from normscope.sources import (
     _natural_key,
     merge_shards,
     parse_header,
+    pread_tensors,
 )
 
 HF_PREFIX = "hf://"
@@ -914,7 +915,7 @@ class _Reader:
             file = self.files[shard]
             local = opener.hf_cached(file.name)
             if local is not None:
-                out.update(_pread(local, shard, shard_refs))
+                out.update(pread_tensors(local, shard, shard_refs))
                 continue
             cached = opener.store.ranges(file.etag)
             for ref in shard_refs:
@@ -984,23 +985,6 @@ def _from_ranges(cached: list[tuple[int, int, Path]], ref: TensorRef) -> bytes |
                 return None
             return data if len(data) == ref.nbytes else None
     return None
-
-
-def _pread(path: Path, shard: str, refs: Sequence[TensorRef]) -> dict[str, bytes]:
-    out = {}
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise SourceError(f"cannot open shard: {exc.strerror} ({path})") from None
-    try:
-        for ref in sorted(refs, key=lambda r: r.start):
-            data = os.pread(fd, ref.nbytes, ref.start)
-            if len(data) != ref.nbytes:
-                raise SourceError(f"short read of tensor '{ref.name}' ({shard})")
-            out[ref.name] = data
-    finally:
-        os.close(fd)
-    return out
 
 
 # --- the Hub, through huggingface_hub -------------------------------------------------------------

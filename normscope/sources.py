@@ -215,24 +215,33 @@ class Checkpoint:
         for ref in refs:
             by_shard.setdefault(ref.shard, []).append(ref)
         for shard, shard_refs in by_shard.items():
-            try:
-                fd = os.open(shard, os.O_RDONLY)
-            except OSError as exc:
-                raise SourceError(f"cannot open shard: {exc.strerror} ({shard})") from None
-            try:
-                for ref in sorted(shard_refs, key=lambda r: r.start):
-                    data = os.pread(fd, ref.nbytes, ref.start)
-                    if len(data) != ref.nbytes:
-                        raise SourceError(
-                            f"short read of tensor '{ref.name}': the file changed or is "
-                            f"truncated ({shard})"
-                        )
-                    self.counter.bytes_read += len(data)
-                    self.counter.reads += 1
-                    out[ref.name] = data
-            finally:
-                os.close(fd)
+            data = pread_tensors(shard, shard, shard_refs)
+            self.counter.bytes_read += sum(len(d) for d in data.values())
+            self.counter.reads += len(data)
+            out.update(data)
         return out
+
+
+def pread_tensors(
+    path: str | os.PathLike[str], shard: str, refs: Sequence[TensorRef]
+) -> dict[str, bytes]:
+    """Positioned reads of exactly the byte ranges of `refs` from one local file."""
+    out: dict[str, bytes] = {}
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise SourceError(f"cannot open shard: {exc.strerror} ({path})") from None
+    try:
+        for ref in sorted(refs, key=lambda r: r.start):
+            data = os.pread(fd, ref.nbytes, ref.start)
+            if len(data) != ref.nbytes:
+                raise SourceError(
+                    f"short read of tensor '{ref.name}': the file changed or is truncated ({shard})"
+                )
+            out[ref.name] = data
+    finally:
+        os.close(fd)
+    return out
 
 
 def _read_header(path: Path, counter: ReadCounter) -> ShardHeader:
