@@ -8,10 +8,13 @@ with `from conftest import write_checkpoint` (pytest puts `tests/` on sys.path).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -420,3 +423,16 @@ __all__: Sequence[str] = (
     "write_checkpoint",
     "write_raw_safetensors",
 )
+
+
+def load_make_fixtures() -> ModuleType:
+    """fixtures/make_fixtures.py as a module (it is a script, not part of the package)."""
+    if "make_fixtures" in sys.modules:
+        return sys.modules["make_fixtures"]
+    path = REPO_ROOT / "fixtures" / "make_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_fixtures", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_fixtures"] = module
+    spec.loader.exec_module(module)
+    return module

@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import load_make_fixtures
 
 from normscope import arch
 from normscope.errors import ArchError
 from normscope.schema import NormInfo, Parametrization, Role, TensorRef
 from normscope.scope import parse_scope
 
+# The fixtures' expectation table (written from DOMAIN.md 5), not the code's rule.
+ROLE_GROUP = load_make_fixtures().ROLE_GROUP
 DEFAULT_SCOPE = parse_scope("default")  # the norms gates look at unless told otherwise
 
 REALNAMES = Path(__file__).resolve().parent.parent / "fixtures" / "realnames"
@@ -75,21 +78,7 @@ def facts(info: NormInfo) -> tuple[Any, ...]:
 
 def E(role: str, layer: int | None = None, param: str = STD, *, mtp: int | None = None) -> tuple:
     """Expected facts; the group follows DOMAIN.md section 5 (our own table, not the code's)."""
-    group = {
-        "attn_input": "input",
-        "mlp_input": "input",
-        "final": "input",
-        "latent": "input",
-        "linear_attn": "input",
-        "mtp_embedding": "input",
-        "mtp_hidden": "input",
-        "mtp_final": "input",
-        "attn_output": "output",
-        "mlp_output": "output",
-        "embedding": "output",
-        "qk": None,
-        "unknown": None,
-    }[role]
+    group = ROLE_GROUP[role]
     return (role, "mtp" if mtp else "main", mtp, layer, group, param)
 
 

@@ -13,19 +13,17 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import math
 import os
 import struct
-import sys
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import torch
+from conftest import load_make_fixtures
 from safetensors.torch import load_file
 
 import normscope
@@ -36,16 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 
 
-def _load_make_fixtures() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES / "make_fixtures.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_fixtures"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mf = _load_make_fixtures()
+mf = load_make_fixtures()
 
 NAMES: list[str] = mf.fixture_names()
 INIT = [n for n in NAMES if n.endswith("-init")]
