@@ -199,3 +199,14 @@ def sort_key(n: NormStats) -> tuple[int, int, float, int, str]:
         _ROLE_ORDER[n.role],
         n.name,
     )
+
+
+def relative_change(before: np.ndarray, after: np.ndarray) -> float:
+    """‖after − before‖₂/‖before‖₂ on effective gains (diff, check and series all use this)."""
+    delta = after - before
+    with np.errstate(all="ignore"):
+        norm_before = float(np.sqrt(np.dot(before, before)))
+        norm_delta = float(np.sqrt(np.dot(delta, delta)))
+    if norm_before > 0:
+        return norm_delta / norm_before
+    return 0.0 if norm_delta == 0 else math.inf

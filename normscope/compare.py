@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from normscope import __version__
+from normscope.analysis import relative_change
 from normscope.errors import AnalysisError
 from normscope.scanner import Measured, ScanOptions, measure
 from normscope.schema import (
@@ -72,11 +73,10 @@ def pair_norms(
 def compare_gains(ga: np.ndarray, gb: np.ndarray) -> tuple[float, float, tuple[Mover, ...]]:
     """Relative change ‖gb−ga‖/‖ga‖, cosine similarity and the channels that moved most."""
     delta = gb - ga
+    rel = relative_change(ga, gb)
     with np.errstate(all="ignore"):
         norm_a = float(np.sqrt(np.dot(ga, ga)))
         norm_b = float(np.sqrt(np.dot(gb, gb)))
-        norm_d = float(np.sqrt(np.dot(delta, delta)))
-        rel = norm_d / norm_a if norm_a > 0 else (0.0 if norm_d == 0 else math.inf)
         cosine = float(np.dot(ga, gb)) / (norm_a * norm_b) if norm_a and norm_b else math.nan
     moved = np.abs(delta)
     order = np.argsort(-np.nan_to_num(moved, nan=np.inf), kind="stable")[:MAX_MOVERS]

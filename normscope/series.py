@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from normscope import __version__
+from normscope.analysis import relative_change
 from normscope.discovery import Candidate, discover
 from normscope.errors import NormscopeError, SourceError
 from normscope.scanner import Measured, ScanOptions, measure
@@ -50,7 +51,7 @@ from normscope.schema import (
     Skipped,
 )
 from normscope.scope import parse_scope
-from normscope.trends import DRIFT_WINDOW, gate_violations, headline_trends, relative_change
+from normscope.trends import DRIFT_WINDOW, gate_violations, headline_trends
 
 __all__ = ["SeriesOptions", "SeriesProgress", "gate_violations", "measure_series"]
 

@@ -31,20 +31,6 @@ DRIFT_WINDOW = 5
 HEADLINE_ROLES = (Role.final, Role.mtp_embedding, Role.mtp_hidden, Role.mtp_final)
 
 
-def relative_change(before: np.ndarray, after: np.ndarray) -> float:
-    """‖after − before‖₂/‖before‖₂ exactly as `compare.compare_gains` computes it.
-
-    Without its top movers: their argsort costs more than the rest of a series' own work.
-    """
-    delta = after - before
-    with np.errstate(all="ignore"):
-        norm_before = float(np.sqrt(np.dot(before, before)))
-        norm_delta = float(np.sqrt(np.dot(delta, delta)))
-    if norm_before > 0:
-        return norm_delta / norm_before
-    return 0.0 if norm_delta == 0 else math.inf
-
-
 def fit_drift(
     steps: Sequence[int], ratios: Sequence[float], window: int = DRIFT_WINDOW
 ) -> float | None:

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from normscope import cli
 from normscope import series as series_module
+from normscope.analysis import relative_change
 from normscope.cli import app
 from normscope.compare import compare_gains
 from normscope.discovery import CONVENTIONS, discover, parse_step, why_not_checkpoint
@@ -39,7 +40,7 @@ from normscope.report import NORM_FIELDS
 from normscope.scanner import ScanOptions
 from normscope.schema import Band, Executor, Module, Order, Role, StepSource, Thresholds
 from normscope.series import SeriesOptions, SeriesProgress, measure_series
-from normscope.trends import fit_drift, project_crossing, relative_change
+from normscope.trends import fit_drift, project_crossing
 
 H = 16
 FINAL = "model.norm.weight"
