@@ -133,7 +133,7 @@ def normscope_bin() -> str:
 # Until `normscope scan` routes Hub repos to normscope.hub, the library entry point is measured.
 _LIBRARY = (
     "import sys\n"
-    "from normscope.hub import open_hub_checkpoint\n"
+    "from normscope.sources.hub import open_hub_checkpoint\n"
     "from normscope.report import render_json\n"
     "from normscope.scanner import ScanOptions, analyze_checkpoint\n"
     "ckpt = open_hub_checkpoint(sys.argv[1])\n"
@@ -236,7 +236,7 @@ def run(name: str, replica: Path, latencies: list[float], rounds: int, log=print
                 if res["rc"] != 0 and MODE["how"] == "cli" and "no such file" in res["stderr"]:
                     log(
                         "  `normscope scan org/name` does not reach the Hub yet: measuring "
-                        "normscope.hub.open_hub_checkpoint + analyze_checkpoint instead"
+                        "normscope.sources.hub.open_hub_checkpoint + analyze_checkpoint instead"
                     )
                     MODE["how"] = "library"
                     res = scan_once(hub, REPO_IDS[name])

@@ -453,7 +453,7 @@ def hub_section(quick: bool, log: Callable) -> dict:
             "reason": f"`normscope scan` of the served repo failed: {err.strip()[-300:]}",
         }
     try:
-        from normscope.hub import MAX_IN_FLIGHT as conc
+        from normscope.sources.hub import MAX_IN_FLIGHT as conc
     except ImportError:
         conc = 8
     z, h = lat["0.0"], lat["0.05"]

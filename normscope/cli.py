@@ -283,12 +283,13 @@ def _at_revision(source: str, revision: str | None) -> str:
     """Fold --revision into a Hub source (org/name@rev); a usage error where it cannot apply."""
     if revision is None:
         return source
-    from normscope.hub import with_revision
+    from normscope.errors import UsageError
+    from normscope.sources.hub import with_revision
 
     try:
         return with_revision(source, revision)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--revision") from None
+    except UsageError as exc:
+        raise typer.BadParameter(exc.message, param_hint=exc.param) from None
 
 
 def _version(value: bool) -> None:
@@ -696,8 +697,8 @@ def cache(
 ) -> None:
     """Show normscope's cache of Hub headers and norm bytes (NORMSCOPE_CACHE), or clear it."""
     with _errors():
-        from normscope import hub
         from normscope.report import human_bytes as _size
+        from normscope.sources import hub
 
         if clear:
             summary = hub.clear_cache()
@@ -724,7 +725,7 @@ def _series_hub_repo(sources: list[str], revisions: str | None) -> str | None:
     if revisions is None:
         return None
     from normscope.errors import SourceError
-    from normscope.hub import looks_like_hub, parse_hub_spec
+    from normscope.sources.hub import looks_like_hub, parse_hub_spec
 
     only = sources[0] if len(sources) == 1 else ""
     try:
@@ -740,7 +741,7 @@ def _series_hub_repo(sources: list[str], revisions: str | None) -> str | None:
 
 
 def _hub_revisions(repo_id: str, revisions: str) -> list[str]:
-    from normscope.hub import list_hub_revisions
+    from normscope.sources.hub import list_hub_revisions
 
     return [f"{repo_id}@{rev}" for rev in list_hub_revisions(repo_id, revisions)]
 
@@ -771,10 +772,6 @@ def _hub_progress(description: str, total: int) -> Any:
 
 def main() -> None:
     """Console-script entry point."""
-    if sys.stderr.isatty():
-        from normscope import hub  # stdlib only; the bar shows only for long Hub transfers
-
-        hub.set_progress(_hub_progress)
     try:
         app()
     except SystemExit:

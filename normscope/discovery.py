@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from normscope.errors import SourceError
+from normscope.naming import natural_key
 from normscope.schema import Order, Skipped, StepSource
 
 # Run-folder naming conventions (DOMAIN.md section 6), matched against the whole name.
@@ -57,10 +58,6 @@ def parse_step(name: str, loose: bool = False) -> int | None:
     return None
 
 
-def _natural_key(name: str) -> list[Any]:
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
-
-
 # What a folder that is no safetensors checkpoint holds instead.
 _OPTIMIZER = re.compile(
     r"(optimizer|scheduler|rng_state|scaler|trainer_state|.*optim_states|.*optim\b).*", re.I
@@ -78,7 +75,7 @@ def why_not_checkpoint(path: Path) -> str | None:
     if not path.is_dir():
         return "not a file or directory"
     try:
-        children = sorted(path.iterdir(), key=lambda p: _natural_key(p.name))
+        children = sorted(path.iterdir(), key=lambda p: natural_key(p.name))
     except OSError as exc:
         return f"cannot list the folder: {exc.strerror}"
     files = [p.name for p in children if p.is_file() and not p.name.startswith(".")]
@@ -178,7 +175,7 @@ def _is_run_folder(path: Path) -> bool:
 def _scan_run_folder(run: Path, warnings: list[str]) -> list[tuple[Path, int | None]]:
     found: list[tuple[Path, int | None]] = []
     ignored = []
-    for child in sorted(run.iterdir(), key=lambda p: _natural_key(p.name)):
+    for child in sorted(run.iterdir(), key=lambda p: natural_key(p.name)):
         if child.name.startswith(".") or not (child.is_dir() or child.name.endswith(_SUFFIX)):
             continue
         step = parse_step(child.name)
@@ -251,7 +248,7 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order = Order.ste
 
     def key(item: tuple[str, int | None]) -> tuple[Any, ...]:
         spec, step = item
-        natural = (_natural_key(Path(spec).name), spec)
+        natural = (natural_key(Path(spec).name), spec)
         if order is Order.mtime:
             return (_mtime(Path(spec)), *natural)
         if order is Order.natural or steps_from is StepSource.position:
@@ -277,9 +274,9 @@ def _is_hub(spec: str) -> bool:
     """True for a Hub repo spec (`org/name@revision`, `hf://...`) that is no local path."""
     if Path(spec).exists():
         return False
-    from normscope import hub  # stdlib only; huggingface_hub is imported when a repo is read
+    from normscope.sources.hub.spec import looks_like_hub  # stdlib only
 
-    return hub.looks_like_hub(spec)
+    return looks_like_hub(spec)
 
 
 def _step_of_listed(path: Path) -> int | None:

@@ -31,3 +31,12 @@ class AnalysisError(NormscopeError):
 
 class ConfigError(NormscopeError):
     """A normscope policy/config file or flag value is invalid."""
+
+
+class UsageError(NormscopeError):
+    """Options that cannot apply together or to this input (the CLI's usage-error exit 2)."""
+
+    def __init__(self, message: str, param: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.param = param
+        """The option or argument at fault, e.g. `--revision`."""

@@ -35,7 +35,7 @@ from normscope.schema import (
     Thresholds,
 )
 from normscope.scope import DEFAULT_SCOPE, parse_scope
-from normscope.sources import Checkpoint, open_checkpoint
+from normscope.sources import Checkpoint, ProgressFactory, open_checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +66,17 @@ def scan(source: str | os.PathLike[str], options: ScanOptions | None = None) -> 
     return measure(source, options).report
 
 
-def measure(source: str | os.PathLike[str], options: ScanOptions | None = None) -> Measured:
-    """Scan one checkpoint and keep the effective gain vectors next to the Report."""
+def measure(
+    source: str | os.PathLike[str],
+    options: ScanOptions | None = None,
+    progress: ProgressFactory | None = None,
+) -> Measured:
+    """Scan one checkpoint and keep the effective gain vectors next to the Report.
+
+    `progress` reports long transfers (Hub sources); None: quiet.
+    """
     started = time.perf_counter()
-    checkpoint = open_checkpoint(source)
+    checkpoint = open_checkpoint(source, progress)
     return analyze_checkpoint(checkpoint, options or ScanOptions(), started)
 
 

@@ -28,19 +28,20 @@ from hubserver import FakeHub
 from typer.testing import CliRunner, Result
 
 import normscope
-from normscope import hub as hubmod
 from normscope.cli import app
-from normscope.errors import SourceError
-from normscope.hub import (
+from normscope.errors import SourceError, UsageError
+from normscope.schema import Report
+from normscope.sources import hub as hubmod
+from normscope.sources import open_checkpoint
+from normscope.sources.hub import (
     HubSpec,
-    _coalesce,
     list_hub_revisions,
     looks_like_hub,
     parse_hub_spec,
     with_revision,
 )
-from normscope.schema import Report
-from normscope.sources import open_checkpoint
+from normscope.sources.hub import reader as hubreader
+from normscope.sources.hub import remote as hubremote
 
 runner = CliRunner()
 DS, LLAMA = "org/deepseek-mini", "org/llama-mini"
@@ -186,7 +187,7 @@ def hub(
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-stored-tokens"))
     monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agents.json"))
     monkeypatch.setenv("NORMSCOPE_CACHE", str(tmp_path / "normscope-cache"))
-    monkeypatch.setattr(hubmod, "RETRY_WAIT", 0.0)
+    monkeypatch.setattr(hubremote, "RETRY_WAIT", 0.0)
     monkeypatch.setattr(_http, "time", SimpleNamespace(sleep=lambda seconds: None))
     close_session()
     try:
@@ -274,11 +275,11 @@ def test_hf_uri_of_another_repo_type_is_an_error() -> None:
 def test_with_revision(tmp_path: Path) -> None:
     assert with_revision("org/name", "v1") == "org/name@v1"
     assert with_revision("hf://org/name@v1", "v1") == "hf://org/name@v1"
-    with pytest.raises(ValueError, match="names revision 'v1' but --revision is 'v2'"):
+    with pytest.raises(UsageError, match="names revision 'v1' but --revision is 'v2'"):
         with_revision("org/name@v1", "v2")
-    with pytest.raises(ValueError, match="is a local path"):
+    with pytest.raises(UsageError, match="is a local path"):
         with_revision(str(tmp_path), "v1")
-    with pytest.raises(ValueError, match="is not one"):
+    with pytest.raises(UsageError, match="is not one"):
         with_revision("not-a-repo", "v1")
 
 
@@ -298,13 +299,13 @@ def test_help_and_local_scans_do_not_import_huggingface_hub(llama_dir: Path) -> 
 
 def test_coalesce_merges_touching_ranges_and_small_gaps_within_budget() -> None:
     spans = {"a": [(0, 10), (10, 20), (30, 40), (1000, 1010)], "b": [(0, 5), (105, 110)]}
-    assert _coalesce(spans, budget=0) == {
+    assert hubreader.coalesce(spans, budget=0) == {
         "a": [(0, 20), (30, 40), (1000, 1010)],
         "b": [(0, 5), (105, 110)],
     }
     # Smallest gaps first: 10 bytes (a), then 100 (b); 960 is over the budget.
-    assert _coalesce(spans, budget=110) == {"a": [(0, 40), (1000, 1010)], "b": [(0, 110)]}
-    assert _coalesce(spans, budget=10_000, max_gap=50) == {
+    assert hubreader.coalesce(spans, budget=110) == {"a": [(0, 40), (1000, 1010)], "b": [(0, 110)]}
+    assert hubreader.coalesce(spans, budget=10_000, max_gap=50) == {
         "a": [(0, 40), (1000, 1010)],
         "b": [(0, 5), (105, 110)],
     }
@@ -399,7 +400,7 @@ def test_a_short_header_guess_costs_one_more_request_and_no_bytes(
     hub: FakeHub, monkeypatch: pytest.MonkeyPatch, ds_dir: Path, ds_many_dir: Path
 ) -> None:
     # Model each header entry as 2 bytes per digit of the shard size only: far too short.
-    monkeypatch.setattr(hubmod, "HEADER_ENTRY", 0)
+    monkeypatch.setattr(hubreader, "HEADER_ENTRY", 0)
     report = normscope.scan(DS)
     same_stats(report, normscope.scan(ds_dir))
     headers = _header_reads(hub, DS, ds_dir)
@@ -424,7 +425,7 @@ def test_a_short_header_guess_costs_one_more_request_and_no_bytes(
     short = [reads for reads in headers.values() if len(reads) == 2]
     # Only the guesses made before any header arrived (at most one per request in flight, and
     # rarely a calibrated one) fell short; each then cost one GET more, for exactly the rest.
-    assert 1 <= len(short) <= hubmod.MAX_IN_FLIGHT + 2, headers
+    assert 1 <= len(short) <= hubreader.MAX_IN_FLIGHT + 2, headers
     for first, rest in short:
         assert rest.startswith(f"bytes={int(first.split('-')[1]) + 1}-")
     assert all(len(reads) <= 2 for reads in headers.values())
@@ -432,20 +433,21 @@ def test_a_short_header_guess_costs_one_more_request_and_no_bytes(
 
 
 def test_header_sizer_guesses_from_the_index_then_from_the_headers_seen() -> None:
-    from normscope.hub import GAP_SHARE, HEADER_ENTRY, _File, _HeaderSizer
+    from normscope.sources.hub.reader import GAP_SHARE, HEADER_ENTRY, HeaderSizer
+    from normscope.sources.hub.spec import HubFile
 
     weight_map = {"a.weight": "s1", "bb.weight": "s1", "c.weight": "s2"}
-    sizer = _HeaderSizer(weight_map)
-    s1, s2 = _File("s1", 10_000_000, "e1"), _File("s2", 10_000_000, "e2")
+    sizer = HeaderSizer(weight_map)
+    s1, s2 = HubFile("s1", 10_000_000, "e1"), HubFile("s2", 10_000_000, "e2")
     # Before any header: names + (HEADER_ENTRY + 2 per digit of the size) per entry + 40.
     assert sizer.first_read(s1) == 8 + 17 + 2 * (HEADER_ENTRY + 16) + 40
-    assert sizer.first_read(_File("other", 10_000_000, "e3")) == 8  # not in the index: exact
-    assert _HeaderSizer(None).first_read(s1) == 8  # no index (one file): exact
-    assert sizer.first_read(_File("s1", 100, "e1")) == 100  # never past the end of the file
+    assert sizer.first_read(HubFile("other", 10_000_000, "e3")) == 8  # not in the index: exact
+    assert HeaderSizer(None).first_read(s1) == 8  # no index (one file): exact
+    assert sizer.first_read(HubFile("s1", 100, "e1")) == 100  # never past the end of the file
     # A header of 177 bytes for s1: 80 per entry beyond the names, 64 beyond the offsets' 16
     # digits; s2, a 100 MB shard, is guessed from that: 64 + 18 per entry.
     sizer.learn(s1, 177, fetched=8 + 177 + 5)
-    assert sizer.first_read(_File("s2", 100_000_000, "e2")) == 8 + 8 + 64 + 18 + 8
+    assert sizer.first_read(HubFile("s2", 100_000_000, "e2")) == 8 + 8 + 64 + 18 + 8
     assert (sizer.seen, sizer.over) == (185, 5)
     sizer.learn(s2, 98, fetched=0)  # from a cache: 74 per entry, nothing over-read
     assert sizer.per_entry == 74 and sizer.over == 5
@@ -465,7 +467,7 @@ def test_a_released_checkpoint_through_the_fake_hub(hub: FakeHub) -> None:
     assert report.io.bytes_transferred < 0.001 * report.io.bytes_total
 
 
-def test_progress_is_reported_through_the_installed_factory(
+def test_progress_is_reported_through_the_given_factory(
     hub: FakeHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[tuple[Any, ...]] = []
@@ -480,9 +482,8 @@ def test_progress_is_reported_through_the_installed_factory(
         def close(self) -> None:
             events.append(("close",))
 
-    monkeypatch.setattr(hubmod, "PROGRESS_MIN", 1)
-    monkeypatch.setattr(hubmod, "_progress_factory", Task)
-    normscope.scan(DS)
+    monkeypatch.setattr(hubreader, "PROGRESS_MIN", 1)
+    normscope.measure(DS, progress=Task)
     starts = [e for e in events if e[0] == "start"]
     assert starts[0] == ("start", "Reading shard headers", 3)
     assert starts[1][1] == "Reading norm tensors"

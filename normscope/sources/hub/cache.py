@@ -1,0 +1,215 @@
+"""normscope's cache of Hub headers and norm bytes, beside the Hugging Face cache.
+
+Layout under `<root>/models--org--name/`: `refs/<revision>` (a commit id), `manifests/<commit>.json`
+(the repo's top-level files with size and etag), `files/<etag>` (config.json, the index),
+`headers/<etag>` (8-byte length + JSON header of a shard), `ranges/<etag>/<start>-<end>` (byte
+ranges of a shard, absolute offsets). Writes are atomic and best-effort. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from normscope.sources.hub.spec import COMMIT, HubFile
+
+_SAFE_KEY = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]{0,127}")
+
+
+def cache_root() -> Path:
+    """normscope's cache folder: $NORMSCOPE_CACHE, else `normscope/` in HF's assets cache.
+
+    Mirrors huggingface_hub.constants without importing it: `$HF_ASSETS_CACHE`, default
+    `$HF_HOME/assets`, with HF_HOME defaulting to `$XDG_CACHE_HOME/huggingface` or
+    `~/.cache/huggingface`.
+    """
+    explicit = os.environ.get("NORMSCOPE_CACHE")
+    if explicit:
+        return Path(os.path.expandvars(explicit)).expanduser()
+    assets = os.environ.get("HF_ASSETS_CACHE") or os.environ.get("HUGGINGFACE_ASSETS_CACHE")
+    if not assets:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
+        assets = os.path.join(home, "assets")
+    return Path(os.path.expandvars(assets)).expanduser() / "normscope"
+
+
+def folder_name(repo_id: str) -> str:
+    return "models--" + repo_id.replace("/", "--")
+
+
+def _key(value: str) -> str:
+    """A file name for an etag or revision: itself when safe, else a hash of it."""
+    if _SAFE_KEY.fullmatch(value):
+        return value
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _ref_file(revision: str) -> str:
+    """A file name for a branch or tag (`refs/pr/1` -> `refs%2Fpr%2F1`), reversible by unquote."""
+    name = quote(revision, safe="")
+    return name if name not in (".", "..") else hashlib.sha256(name.encode()).hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class HubCache:
+    """One repo's part of the normscope cache. Writes are atomic and best-effort.
+
+    Layout under `<root>/models--org--name/`: `refs/<revision>` (a commit id),
+    `manifests/<commit>.json` (the repo's top-level files with size and etag), `files/<etag>`
+    (config.json, the index), `headers/<etag>` (8-byte length + JSON header of a shard),
+    `ranges/<etag>/<start>-<end>` (byte ranges of a shard, absolute offsets).
+    """
+
+    def __init__(self, root: Path, repo_id: str, warnings: list[str]) -> None:
+        self.root = root
+        self.dir = root / folder_name(repo_id)
+        self._warnings = warnings
+        self._failed = False
+        self._lock = threading.Lock()
+
+    def _put(self, path: Path, data: bytes) -> None:
+        try:
+            if not (self.root / "CACHEDIR.TAG").exists():
+                _write_atomic(
+                    self.root / "CACHEDIR.TAG",
+                    b"Signature: 8a477f597d28d172789f06886806bc55\n"
+                    b"# normscope cache of Hub headers and norm bytes: `normscope cache --clear`\n",
+                )
+            _write_atomic(path, data)
+        except OSError as exc:
+            with self._lock:
+                if not self._failed:
+                    self._failed = True
+                    self._warnings.append(
+                        f"cannot write the normscope cache ({exc.strerror}); nothing fetched is "
+                        f"kept for the next run ({self.root})"
+                    )
+
+    def _get(self, path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
+
+    def ref(self, revision: str) -> tuple[str, float] | None:
+        path = self.dir / "refs" / _ref_file(revision)
+        data = self._get(path)
+        if data is None or not COMMIT.fullmatch(data.decode(errors="replace").strip()):
+            return None
+        return data.decode().strip(), path.stat().st_mtime
+
+    def set_ref(self, revision: str, commit: str) -> None:
+        self._put(self.dir / "refs" / _ref_file(revision), commit.encode())
+
+    def manifest(self, commit: str) -> dict[str, HubFile] | None:
+        data = self._get(self.dir / "manifests" / f"{commit}.json")
+        if data is None:
+            return None
+        try:
+            files = [HubFile(f["name"], int(f["size"]), str(f["etag"])) for f in json.loads(data)]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return {f.name: f for f in files}
+
+    def set_manifest(self, commit: str, files: dict[str, HubFile]) -> None:
+        rows = [{"name": f.name, "size": f.size, "etag": f.etag} for f in files.values()]
+        self._put(self.dir / "manifests" / f"{commit}.json", json.dumps(rows).encode())
+
+    def blob(self, kind: str, etag: str) -> bytes | None:
+        return self._get(self.dir / kind / _key(etag)) if etag else None
+
+    def set_blob(self, kind: str, etag: str, data: bytes) -> None:
+        if etag:
+            self._put(self.dir / kind / _key(etag), data)
+
+    def ranges(self, etag: str) -> list[tuple[int, int, Path]]:
+        folder = self.dir / "ranges" / _key(etag)
+        out = []
+        with contextlib.suppress(OSError):
+            for path in folder.iterdir():
+                m = re.fullmatch(r"(\d+)-(\d+)", path.name)
+                if m:
+                    out.append((int(m.group(1)), int(m.group(2)), path))
+        return out
+
+    def set_range(self, etag: str, start: int, data: bytes) -> None:
+        if etag:
+            self._put(self.dir / "ranges" / _key(etag) / f"{start}-{start + len(data)}", data)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """What normscope keeps for one repo."""
+
+    repo_id: str
+    commits: int
+    """Commits whose file list is cached."""
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSummary:
+    """The normscope cache: where it is and what it holds (or held, after a clear)."""
+
+    root: str
+    entries: tuple[CacheEntry, ...]
+    files: int
+    bytes: int
+
+
+def cache_summary() -> CacheSummary:
+    """Describe the normscope cache (repos, files, bytes). Reads nothing over the network."""
+    root = cache_root()
+    entries = []
+    if root.is_dir():
+        for folder in sorted(root.glob("models--*")):
+            if not folder.is_dir():
+                continue
+            sizes = [p.stat().st_size for p in folder.rglob("*") if p.is_file()]
+            commits = len(list((folder / "manifests").glob("*.json")))
+            repo_id = folder.name[len("models--") :].replace("--", "/", 1)
+            entries.append(CacheEntry(repo_id, commits, len(sizes), sum(sizes)))
+    return CacheSummary(
+        str(root),
+        tuple(entries),
+        sum(e.files for e in entries),
+        sum(e.bytes for e in entries),
+    )
+
+
+def clear_cache() -> CacheSummary:
+    """Delete what normscope cached; return what was there.
+
+    Only the repo folders normscope created are removed, never the root itself: NORMSCOPE_CACHE
+    may point at a folder that holds other things. The Hugging Face cache is never touched.
+    """
+    summary = cache_summary()
+    root = Path(summary.root)
+    for entry in summary.entries:
+        shutil.rmtree(root / folder_name(entry.repo_id), ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (root / "CACHEDIR.TAG").unlink()
+    return summary

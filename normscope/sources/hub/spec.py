@@ -1,0 +1,109 @@
+"""Hub sources named by the user: `org/name`, `hf://org/name`, `hf://models/org/name`, `@revision`.
+
+Standard library only: deciding whether a source is a Hub repo never imports huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from normscope.errors import SourceError, UsageError
+
+HF_PREFIX = "hf://"
+COMMIT = re.compile(r"[0-9a-f]{40}")
+"""A full commit id: a revision that never moves."""
+_PART = r"[\w](?:[\w.-]{0,94}[\w])?"
+_REPO_ID = re.compile(rf"{_PART}/{_PART}")
+# A name ending like a file is a local path that does not exist, never a repo.
+_FILE_SUFFIXES = (".safetensors", ".json", ".bin", ".pt", ".pth", ".gguf", ".index")
+
+
+@dataclass(frozen=True, slots=True)
+class HubFile:
+    """One file of the repo at the commit: name, size and etag (sha256 for LFS, else git oid)."""
+
+    name: str
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True, slots=True)
+class HubSpec:
+    """A Hub model repo and the revision asked for (None: the default branch)."""
+
+    repo_id: str
+    revision: str | None = None
+
+    def __str__(self) -> str:
+        return self.repo_id if self.revision is None else f"{self.repo_id}@{self.revision}"
+
+
+def parse_hub_spec(spec: str) -> HubSpec | None:
+    """Parse `org/name`, `hf://org/name` or `hf://models/org/name`, each with `@revision`.
+
+    Returns None when `spec` is not shaped like a repo id; raises SourceError for an `hf://` URI
+    that names no model repo. Does not look at the file system: a local path wins, and checking
+    that is the caller's job.
+    """
+    text = spec.strip()
+    explicit = text.startswith(HF_PREFIX)
+    if explicit:
+        text = text[len(HF_PREFIX) :]
+        kind, sep, rest = text.partition("/")
+        if sep and kind in ("datasets", "spaces", "buckets", "kernels"):
+            raise SourceError(f"normscope reads model repos, not {kind} ({spec})")
+        if sep and kind == "models":
+            text = rest
+    repo_id, at, revision = text.partition("@")
+    ok = (
+        _REPO_ID.fullmatch(repo_id) is not None
+        and "--" not in repo_id
+        and ".." not in repo_id
+        and not repo_id.lower().endswith(_FILE_SUFFIXES)
+        and not (at and not revision.strip())
+    )
+    if not ok:
+        if explicit:
+            raise SourceError(f"not a Hub model repo: expected hf://org/name[@revision] ({spec})")
+        return None
+    return HubSpec(repo_id, revision.strip() or None)
+
+
+def looks_like_hub(spec: str) -> bool:
+    """True when `spec` reads as a Hub model repo (the caller has checked it is no local path)."""
+    try:
+        return spec.startswith(HF_PREFIX) or parse_hub_spec(spec) is not None
+    except SourceError:
+        return True
+
+
+def with_revision(spec: str, revision: str) -> str:
+    """Fold a `--revision` into a Hub source: `org/name` -> `org/name@revision`.
+
+    Raises UsageError naming `--revision` when `spec` is a local path or no repo id, or already
+    names another revision.
+    """
+    if not revision.strip():
+        raise UsageError("--revision is empty", param="--revision")
+    if Path(spec).exists():
+        raise UsageError(
+            f"--revision applies to Hub repos, but '{spec}' is a local path", param="--revision"
+        )
+    try:
+        hub = parse_hub_spec(spec)
+    except SourceError as exc:
+        raise UsageError(exc.message, param="--revision") from None
+    if hub is None:
+        raise UsageError(
+            f"--revision applies to Hub repos (org/name), and '{spec}' is not one",
+            param="--revision",
+        )
+    if hub.revision is not None and hub.revision != revision:
+        raise UsageError(
+            f"'{spec}' names revision '{hub.revision}' but --revision is '{revision}': give one",
+            param="--revision",
+        )
+    prefix = HF_PREFIX if spec.strip().startswith(HF_PREFIX) else ""
+    return f"{prefix}{hub.repo_id}@{revision}"

@@ -1,0 +1,108 @@
+"""Local checkpoints: a `.safetensors` file or a folder of shards, read with positioned reads.
+
+`os.pread` of exactly the ranges asked for: a shard is never mapped or read whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from normscope.errors import SourceError
+from normscope.sources.safetensors import INDEX_SUFFIX, header_length
+from normscope.sources.store import ReadCounter, ShortRead, Span
+
+
+class LocalStore:
+    """A folder (or one file of it) on a local file system."""
+
+    def __init__(self, directory: Path, only: str | None = None) -> None:
+        self.directory = directory
+        self.only = only
+        """One file's name: a single-file checkpoint (no index is looked for)."""
+        self.counter = ReadCounter()
+        self.warnings: list[str] = []
+
+    def path(self, name: str) -> str:
+        return str(self.directory / name)
+
+    def names(self, suffix: str) -> list[str]:
+        if self.only is not None:  # the one file is the shard, whatever its name
+            return [] if suffix == INDEX_SUFFIX else [self.only]
+        return [p.name for p in self.directory.glob("*" + suffix) if p.is_file()]
+
+    def size(self, name: str) -> int | None:
+        path = self.directory / name
+        return path.stat().st_size if path.is_file() else None
+
+    def fetch(self, name: str) -> bytes | None:
+        path = self.directory / name
+        if not path.is_file():
+            return None
+        data = path.read_bytes()
+        self.counter.metadata_bytes += len(data)
+        return data
+
+    def headers(self, names: Sequence[str], weight_map: Mapping[str, str] | None) -> list[bytes]:
+        return [read_header(Path(self.path(name))) for name in names]
+
+    def read(self, spans: Mapping[str, Sequence[Span]]) -> dict[tuple[str, int, int], bytes]:
+        out: dict[tuple[str, int, int], bytes] = {}
+        for shard, shard_spans in spans.items():
+            out.update(pread_spans(shard, shard, shard_spans))
+        return out
+
+    def missing_shard(self, name: str, index: str) -> SourceError:
+        return SourceError(
+            f"the index names shard '{name}' but it is missing ({index})",
+            hint="the checkpoint is incomplete: download or copy every shard",
+        )
+
+    def no_shards(self) -> SourceError:
+        hint = None
+        if any(child.is_dir() for child in self.directory.iterdir()):
+            hint = "for a folder of checkpoints, use `normscope series`"
+        return SourceError(f"no .safetensors files in directory ({self.directory})", hint=hint)
+
+
+def pread_spans(
+    path: str | os.PathLike[str], shard: str, spans: Sequence[Span]
+) -> dict[tuple[str, int, int], bytes]:
+    """Positioned reads of exactly `spans` of one local file, keyed by (shard, start, end)."""
+    out: dict[tuple[str, int, int], bytes] = {}
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise SourceError(f"cannot open shard: {exc.strerror} ({path})") from None
+    try:
+        for start, end in sorted(spans):
+            data = os.pread(fd, end - start, start)
+            if len(data) != end - start:
+                raise ShortRead(shard, start, end)
+            out[(shard, start, end)] = data
+    finally:
+        os.close(fd)
+    return out
+
+
+def read_header(path: Path, shard: str | None = None) -> bytes:
+    """The 8-byte length prefix and the JSON header of one local safetensors file.
+
+    `shard` names the file in messages (default: its path).
+    """
+    shard = str(path) if shard is None else shard
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise SourceError(f"cannot open shard: {exc.strerror} ({shard})") from None
+    try:
+        size = os.fstat(fd).st_size
+        prefix = os.pread(fd, 8, 0)
+        n = header_length(prefix, shard, size)
+        raw = os.pread(fd, n, 8)
+    finally:
+        os.close(fd)
+    if len(raw) != n:
+        raise SourceError(f"truncated safetensors header ({shard})")
+    return prefix + raw

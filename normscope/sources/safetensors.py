@@ -1,0 +1,164 @@
+"""The safetensors format: the 8-byte length, the JSON header, and its validation.
+
+NOTE: the header is parsed by hand because `safetensors.safe_open` does not expose a tensor's
+byte offsets (needed to read exactly its range and to count bytes) and its numpy framework refuses
+BF16. The checks below mirror the ones safetensors itself applies when it opens a file (header
+size limit, contiguous data_offsets that cover the data section exactly, sizes that match
+shape x dtype), so a file normscope accepts is one safetensors accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from normscope.errors import SourceError
+from normscope.schema import TensorRef
+
+# safetensors refuses headers above 100 MB (safetensors/src/tensor.rs MAX_HEADER_SIZE).
+MAX_HEADER_SIZE = 100_000_000
+
+# Size in bits of each safetensors dtype (safetensors/src/tensor.rs `Dtype::bitsize`).
+DTYPE_BITS: dict[str, int] = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E4M3": 8,
+    "F8_E5M2": 8,
+    "F8_E8M0": 8,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+    "C64": 64,
+}
+
+INDEX_SUFFIX = ".safetensors.index.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ShardHeader:
+    """One parsed safetensors file."""
+
+    path: str
+    size: int
+    """File size in bytes."""
+    header_bytes: int
+    """8 + the JSON header's length: what reading the header costs."""
+    tensors: dict[str, TensorRef]
+    metadata: dict[str, str]
+
+
+def parse_header(raw: bytes, shard: str, file_size: int) -> ShardHeader:
+    """Parse and validate the JSON header `raw` (without its 8-byte length prefix).
+
+    Raises SourceError naming the shard (and tensor) for every inconsistency safetensors itself
+    would refuse, plus a truncated data section.
+    """
+    header_len = len(raw)
+    data_len = file_size - 8 - header_len
+    if data_len < 0:
+        raise SourceError(f"truncated safetensors header ({shard})")
+    if not raw[:1] == b"{":
+        raise SourceError(f"not a safetensors file: header does not start with '{{' ({shard})")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SourceError(f"invalid safetensors header JSON: {exc} ({shard})") from None
+    if not isinstance(obj, dict):
+        raise SourceError(f"invalid safetensors header: not a JSON object ({shard})")
+    metadata = obj.pop("__metadata__", None) or {}
+    # safetensors requires a map of strings to strings (it refuses other values).
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise SourceError(
+            f"invalid safetensors header: __metadata__ is not an object of strings ({shard})"
+        )
+
+    base = 8 + header_len
+    tensors: dict[str, TensorRef] = {}
+    # NOTE: this loop runs once per tensor (92k in DeepSeek-V3): keep it lean. Files written by
+    # safetensors list tensors in data order: check the tiling on the fly, and sort (in
+    # _check_tiling) only a header in some other order.
+    position, in_order = 0, True
+    for name, info in obj.items():
+        try:
+            dtype = info["dtype"]
+            shape = tuple(info["shape"])
+            begin, end = info["data_offsets"]
+            ok = type(dtype) is str and type(begin) is int and type(end) is int
+            for d in shape:
+                if type(d) is not int or d < 0:
+                    ok = False
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise SourceError(f"invalid header entry for tensor '{name}' ({shard})")
+        if not 0 <= begin <= end:
+            raise SourceError(f"invalid data_offsets [{begin}, {end}] of tensor '{name}' ({shard})")
+        if end > data_len:
+            raise SourceError(
+                f"tensor '{name}' ends at byte {end} but the data section has {data_len} bytes: "
+                f"the file is truncated or its data_offsets are out of bounds ({shard})"
+            )
+        bits = DTYPE_BITS.get(dtype)
+        if bits is not None:
+            nbits = math.prod(shape) * bits
+            if nbits % 8 or nbits // 8 != end - begin:
+                raise SourceError(
+                    f"tensor '{name}' has shape {list(shape)} and dtype {dtype} "
+                    f"({nbits / 8:g} bytes) but data_offsets span {end - begin} bytes ({shard})"
+                )
+        if begin == position:
+            position = end
+        else:
+            in_order = False
+        tensors[name] = TensorRef(name, shard, dtype, shape, base + begin, base + end)
+    if not (in_order and position == data_len):
+        check_tiling(tensors, base, data_len, shard)
+    return ShardHeader(shard, file_size, 8 + header_len, tensors, dict(metadata))
+
+
+def check_tiling(tensors: dict[str, TensorRef], base: int, data_len: int, shard: str) -> None:
+    """Tensors must tile the data section exactly: no overlap, no gap, nothing left over."""
+    spans = sorted((ref.start - base, ref.end - base, name) for name, ref in tensors.items())
+    position, previous = 0, None
+    for begin, end, name in spans:
+        if begin < position:
+            raise SourceError(
+                f"data_offsets of tensors '{previous}' and '{name}' overlap ({shard})"
+            )
+        if begin > position:
+            raise SourceError(
+                f"gap before tensor '{name}': bytes {position}..{begin} belong to no tensor "
+                f"({shard})"
+            )
+        position, previous = end, name
+    if position != data_len:
+        raise SourceError(
+            f"the data section has {data_len} bytes but the tensors cover {position} ({shard})"
+        )
+
+
+def header_length(prefix: bytes, shard: str, file_size: int) -> int:
+    """Decode and bound-check the 8-byte little-endian header length."""
+    if len(prefix) < 8:
+        raise SourceError(f"file too short to be safetensors ({len(prefix)} bytes) ({shard})")
+    n = int.from_bytes(prefix, "little")
+    if n > MAX_HEADER_SIZE:
+        raise SourceError(f"header length {n} is absurdly large: not a safetensors file ({shard})")
+    if n > file_size - 8:
+        raise SourceError(
+            f"header length {n} is larger than the file ({file_size} bytes): truncated or not "
+            f"safetensors ({shard})"
+        )
+    return n

@@ -1,0 +1,145 @@
+"""The store interface every checkpoint source implements, and the opened `Checkpoint`.
+
+A store is where a checkpoint's files live: a local folder, a Hub repo at one commit (and, to
+come, a DCP save or an object-store prefix). It answers three questions — which files are
+there, what are the bytes of a small file, what are the bytes at these ranges of a shard — and
+counts what it reads. Everything about the safetensors layout (index, shards, headers, tiling)
+is checked once, in `layout.py`, over this interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from normscope.errors import SourceError
+from normscope.schema import TensorRef
+from normscope.sources.safetensors import ShardHeader
+
+
+@dataclass
+class ReadCounter:
+    """Bytes and read calls, counted at the one place data is read."""
+
+    bytes_read: int = 0
+    metadata_bytes: int = 0
+    reads: int = 0
+    requests: int = 0
+    """HTTP requests made (Hub sources only)."""
+    bytes_transferred: int = 0
+    """Response body bytes received over the network (Hub sources only)."""
+
+
+class ProgressTask(Protocol):
+    """One progress bar: advanced from worker threads, closed once."""
+
+    def advance(self, amount: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+ProgressFactory = Callable[[str, int], ProgressTask]
+"""`factory(description, total)`: how a caller (the CLI) shows long transfers; None: quiet."""
+
+Span = tuple[int, int]
+"""An absolute byte range [start, end) of a shard."""
+
+
+class ShortRead(SourceError):
+    """A shard ended before a span did: the file changed or is truncated."""
+
+    def __init__(self, shard: str, start: int, end: int) -> None:
+        super().__init__(
+            f"short read of bytes {start}..{end}: the file changed or is truncated ({shard})"
+        )
+        self.shard, self.start, self.end = shard, start, end
+
+
+class Store(Protocol):
+    """Where a checkpoint's files are, and how to read byte ranges of them."""
+
+    counter: ReadCounter
+    warnings: list[str]
+
+    def path(self, name: str) -> str:
+        """How a file is named in messages and in `TensorRef.shard` (a path, `org/name@rev/f`)."""
+        ...
+
+    def names(self, suffix: str) -> list[str]:
+        """Top-level file names ending in `suffix`."""
+        ...
+
+    def size(self, name: str) -> int | None:
+        """The size of a file named by the index (None: missing)."""
+        ...
+
+    def fetch(self, name: str) -> bytes | None:
+        """The whole bytes of a small file (config.json, the index); None when absent."""
+        ...
+
+    def headers(self, names: Sequence[str], weight_map: Mapping[str, str] | None) -> list[bytes]:
+        """Each shard's 8-byte length prefix and JSON header, in order."""
+        ...
+
+    def read(self, spans: Mapping[str, Sequence[Span]]) -> dict[tuple[str, int, int], bytes]:
+        """The bytes of each span, by (shard, start, end); shards named as by `path`."""
+        ...
+
+    def missing_shard(self, name: str, index: str) -> SourceError:
+        """The error for a shard the index names but the store lacks."""
+        ...
+
+    def no_shards(self) -> SourceError:
+        """The error for a store with no safetensors file."""
+        ...
+
+
+@dataclass
+class Checkpoint:
+    """An opened checkpoint: its config, its shard headers and a way to read byte ranges."""
+
+    source: str
+    config: dict[str, Any] | None
+    shards: list[ShardHeader]
+    tensors: dict[str, TensorRef]
+    store: Store
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def counter(self) -> ReadCounter:
+        """What was read so far (the store counts it)."""
+        return self.store.counter
+
+    @property
+    def bytes_total(self) -> int:
+        """Total size of the shards."""
+        return sum(s.size for s in self.shards)
+
+    def read(self, refs: Sequence[TensorRef]) -> dict[str, bytes]:
+        """Read the bytes of each tensor in `refs` (and nothing else); return them by name."""
+        spans: dict[str, list[Span]] = {}
+        for ref in refs:
+            spans.setdefault(ref.shard, []).append((ref.start, ref.end))
+        try:
+            data = self.store.read(spans)
+        except ShortRead as exc:
+            span = (exc.shard, exc.start, exc.end)
+            name = next((r.name for r in refs if (r.shard, r.start, r.end) == span), "?")
+            raise SourceError(
+                f"short read of tensor '{name}': the file changed or is truncated ({exc.shard})"
+            ) from None
+        out = {ref.name: data[(ref.shard, ref.start, ref.end)] for ref in refs}
+        self.counter.bytes_read += sum(len(v) for v in out.values())
+        self.counter.reads += len(out)
+        return out
+
+    def read_span(self, ref: TensorRef, start: int, end: int) -> bytes:
+        """Bytes [start, end) of one tensor's data, offsets relative to the tensor (row blocks)."""
+        if not 0 <= start <= end <= ref.nbytes:
+            raise ValueError(f"span {start}..{end} outside tensor '{ref.name}' ({ref.nbytes} B)")
+        key = (ref.shard, ref.start + start, ref.start + end)
+        data = self.store.read({ref.shard: [key[1:]]})[key]
+        self.counter.bytes_read += len(data)
+        self.counter.reads += 1
+        return data
