@@ -134,7 +134,7 @@ def normscope_bin() -> str:
 _LIBRARY = (
     "import sys\n"
     "from normscope.sources.hub import open_hub_checkpoint\n"
-    "from normscope.report import render_json\n"
+    "from normscope.render.common import render_json\n"
     "from normscope.scanner import ScanOptions, analyze_checkpoint\n"
     "ckpt = open_hub_checkpoint(sys.argv[1])\n"
     "sys.stdout.write(render_json(analyze_checkpoint(ckpt, ScanOptions()).report))\n"

@@ -166,18 +166,26 @@ def count_bands(norms: Iterable[NormStats]) -> BandCounts:
     return BandCounts(**counts)
 
 
-_HEADLINE_ROLES = (Role.final, Role.mtp_embedding, Role.mtp_hidden, Role.mtp_final)
+HEADLINE_ROLES = (Role.final, Role.mtp_embedding, Role.mtp_hidden, Role.mtp_final)
+"""The roles of the headline norms, in the order they are shown."""
+
+
+def is_headline(n: NormInfo | NormStats) -> bool:
+    """The norms the playbook watches by name: the main model's final norm, and each MTP
+    depth's embedding, hidden and final norms (not the MTP block's inner norms)."""
+    if n.module is Module.main:
+        return n.role is Role.final
+    return n.role in HEADLINE_ROLES
+
+
+def headline_key(n: NormInfo | NormStats) -> tuple[int, int, str]:
+    """Headline order: by MTP depth (the final norm first), then role, then name."""
+    return (n.mtp_depth or 0, HEADLINE_ROLES.index(n.role), n.name)
 
 
 def headline(norms: Sequence[NormStats]) -> tuple[Headline, ...]:
     """The final norm, then each MTP depth's embedding, hidden and final norms."""
-    rows = [
-        n
-        for n in norms
-        if (n.role is Role.final and n.module is Module.main)
-        or (n.module is Module.mtp and n.role in _HEADLINE_ROLES)
-    ]
-    rows.sort(key=lambda n: (n.mtp_depth or 0, _HEADLINE_ROLES.index(n.role), n.name))
+    rows = sorted((n for n in norms if is_headline(n)), key=headline_key)
     return tuple(Headline(n.name, n.role, n.mtp_depth, n.ratio, n.band) for n in rows)
 
 

@@ -40,3 +40,7 @@ class UsageError(NormscopeError):
         super().__init__(message, hint)
         self.param = param
         """The option or argument at fault, e.g. `--revision`."""
+
+
+class OutputError(NormscopeError):
+    """The output (an `-o` file, a plot, a report folder) cannot be written where asked."""

@@ -34,7 +34,7 @@ from normscope.schema import (
     Summary,
     Thresholds,
 )
-from normscope.scope import DEFAULT_SCOPE, parse_scope
+from normscope.scope import DEFAULT, Selector, parse_scope
 from normscope.sources import Checkpoint, ProgressFactory, open_checkpoint
 
 
@@ -45,8 +45,12 @@ class ScanOptions:
     thresholds: Thresholds = field(default_factory=Thresholds)
     parametrization: Parametrization | None = None
     """Override for every norm; None: the architecture rules decide."""
-    scope: str = DEFAULT_SCOPE
-    """Which norms `Summary.gated_out_of_band` counts (see `normscope.scope`)."""
+    scope: Selector = DEFAULT
+    """Which norms `Summary.gated_out_of_band` counts (a text is parsed: `normscope.scope`)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scope, str):  # the library's edge: parse a scope given as text
+            object.__setattr__(self, "scope", parse_scope(self.scope))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +151,9 @@ def analyze_checkpoint(
         finals = [s.dim for s in stats if s.role is Role.final]
         dims = [s.dim for s in stats]
         hidden = finals[0] if finals else max(set(dims), key=dims.count)
-    selector = parse_scope(options.scope)
+    selector = options.scope
     out_of_band = [s for s in stats if s.band.out_of_band]
-    gated = [s for s in out_of_band if selector(s)]
+    gated = selector.matching(out_of_band)
     summary = Summary(
         bands=count_bands(stats),
         out_of_band=len(out_of_band),

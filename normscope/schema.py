@@ -1,97 +1,67 @@
-"""The output schema: enums and frozen dataclasses passed between modules.
+"""The output schema: frozen dataclasses passed between modules (the enums are in `enums.py`).
 
 The field names of `NormStats` are the JSON keys, the CSV headers and the table columns, in this
 order. They are a contract with every script that reads normscope's output: changing one bumps
-`SCHEMA_VERSION` and needs a CHANGELOG entry.
+`SCHEMA_VERSION` and needs a CHANGELOG entry. `to_frame()` on each report builds a pandas
+DataFrame through `frames.py`, which imports no other normscope module.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING
+
+from normscope.enums import (
+    Band,
+    CheckName,
+    Executor,
+    Group,
+    Kind,
+    MatchedBy,
+    Module,
+    Order,
+    Parametrization,
+    Role,
+    Severity,
+    StepSource,
+    Verdict,
+)
+from normscope.scope import DEFAULT, Selector
 
 if TYPE_CHECKING:  # pandas stays off the import path of a scan
     import pandas
 
+__all__ = [
+    "Band",
+    "CheckName",
+    "Executor",
+    "Group",
+    "Kind",
+    "MatchedBy",
+    "Module",
+    "Order",
+    "Parametrization",
+    "Role",
+    "Severity",
+    "StepSource",
+    "Verdict",
+]
+
 SCHEMA_VERSION = 1
-
-
-class Role(str, Enum):
-    """What a norm does in the network (ARCHITECTURES.md naming mapped to one closed set)."""
-
-    attn_input = "attn_input"
-    mlp_input = "mlp_input"
-    attn_output = "attn_output"
-    mlp_output = "mlp_output"
-    qk = "qk"
-    latent = "latent"
-    linear_attn = "linear_attn"
-    final = "final"
-    mtp_embedding = "mtp_embedding"
-    mtp_hidden = "mtp_hidden"
-    mtp_final = "mtp_final"
-    embedding = "embedding"
-    unknown = "unknown"
-
-
-class Module(str, Enum):
-    """Which part of the model a norm belongs to."""
-
-    main = "main"
-    mtp = "mtp"
-
-
-class Group(str, Enum):
-    """Input norms feed a linear map (foldable); output norms join the residual stream."""
-
-    input = "input"
-    output = "output"
-
-
-class Kind(str, Enum):
-    """`layernorm` when the checkpoint stores a bias next to the gain, else `rmsnorm`."""
-
-    rmsnorm = "rmsnorm"
-    layernorm = "layernorm"
-
-
-class Parametrization(str, Enum):
-    """How the stored vector w maps to the effective gain: `w` or `1 + w`."""
-
-    standard = "standard"
-    offset = "offset"
-
-    @property
-    def shift(self) -> float:
-        """The constant added to the stored vector to get the effective gain."""
-        return 1.0 if self is Parametrization.offset else 0.0
-
-
-class Band(str, Enum):
-    """Health band of a norm's ratio ‖g_eff‖₂/√d (diagnostic playbook, DOMAIN.md section 3)."""
-
-    collapse = "collapse"
-    shrink = "shrink"
-    balanced = "balanced"
-    grow = "grow"
-    explosion = "explosion"
-    nonfinite = "nonfinite"
-
-    @property
-    def out_of_band(self) -> bool:
-        """True for the bands that leave the playbook's act band [low, high]."""
-        return self in (Band.collapse, Band.explosion, Band.nonfinite)
+DEFAULT_LOW = 0.4
+"""The playbook's act band [0.4, 1.8] x sqrt(d) (DOMAIN.md section 3): below, collapse..."""
+DEFAULT_HIGH = 1.8
+"""...above, explosion."""
 
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """Band edges on the ratio ‖g_eff‖₂/√d."""
 
-    low: float = 0.4
+    low: float = DEFAULT_LOW
     """Below this: collapse."""
-    high: float = 1.8
+    high: float = DEFAULT_HIGH
     """Above this: explosion."""
     balanced_low: float = 0.9
     """[balanced_low, balanced_high] is balanced; between low and balanced_low is shrink."""
@@ -298,20 +268,12 @@ class Report:
 
     def to_frame(self) -> pandas.DataFrame:
         """Return one row per norm as a pandas DataFrame (columns in schema order)."""
-        from normscope.report import to_frame
+        from normscope.frames import rows_frame
 
-        return to_frame(self.norms)
+        return rows_frame(self.norms, NormStats)
 
 
 # --- diff ----------------------------------------------------------------------------------------
-
-
-class MatchedBy(str, Enum):
-    """How a norm of checkpoint A was paired with one of checkpoint B."""
-
-    name = "name"
-    identity = "identity"
-    """Same module, MTP depth, layer, role and dim under different names (e.g. Megatron vs HF)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,35 +346,14 @@ class DiffReport:
     band_changes: int
     warnings: tuple[str, ...] = ()
 
+    def to_frame(self) -> pandas.DataFrame:
+        """Return one row per matched norm (NormDiff fields; `movers` as a JSON string)."""
+        from normscope.frames import rows_frame
+
+        return rows_frame(self.norms, NormDiff)
+
 
 # --- check ---------------------------------------------------------------------------------------
-
-
-class Severity(str, Enum):
-    """What a failed check means: `error` fails the job, `warn` is reported only, `off` skips it."""
-
-    error = "error"
-    warn = "warn"
-    off = "off"
-
-
-class CheckName(str, Enum):
-    """The checks of `normscope check`."""
-
-    finite = "finite"
-    """Every gain and bias is finite (always an error)."""
-    decodable = "decodable"
-    """Every norm found could be measured (not an unsupported dtype or empty; always an error)."""
-    band = "band"
-    """Ratio inside [low, high] (per-role overrides allowed), for norms in scope."""
-    drift = "drift"
-    """Relative change against --baseline at most --max-drift, for norms in scope."""
-    band_change = "band_change"
-    """Same band as in --baseline, for norms in scope."""
-    init = "init"
-    """Every effective gain exactly the identity and every bias exactly zero (--expect-init)."""
-    mtp = "mtp"
-    """The checkpoint holds the norms of --expect-mtp MTP depths."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,10 +382,10 @@ class Severities:
 class Policy:
     """The effective policy of a check run: defaults < config file < flags."""
 
-    low: float = 0.4
-    high: float = 1.8
-    scope: str = "final,mtp"
-    """Norms the band, drift and band_change checks look at (a `normscope.scope` expression)."""
+    low: float = DEFAULT_LOW
+    high: float = DEFAULT_HIGH
+    scope: Selector = DEFAULT
+    """Norms the band, drift and band_change checks look at (JSON: its text)."""
     max_drift: float | None = None
     """Largest allowed ‖g - g_base‖/‖g_base‖; None: no drift limit (band changes still checked)."""
     expect_init: bool = False
@@ -488,41 +429,17 @@ class CheckReport:
     """Failed findings of severity error."""
     warned: int
     """Failed findings of severity warn."""
-    verdict: str
-    """`pass` or `fail`."""
+    verdict: Verdict
     warnings: tuple[str, ...] = ()
+
+    def to_frame(self) -> pandas.DataFrame:
+        """Return one row per finding (Finding fields)."""
+        from normscope.frames import rows_frame
+
+        return rows_frame(self.findings, Finding)
 
 
 # --- series --------------------------------------------------------------------------------------
-
-
-class Order(str, Enum):
-    """How `series` orders its checkpoints."""
-
-    step = "step"
-    """By the step number parsed from the name; natural order breaks ties."""
-    natural = "natural"
-    """By name, digits compared as numbers (checkpoint-10 after checkpoint-9)."""
-    mtime = "mtime"
-    """By modification time of the checkpoint file or folder."""
-
-
-class StepSource(str, Enum):
-    """Where the `step` of each checkpoint of a series comes from."""
-
-    name = "name"
-    """Parsed from the checkpoint's name (checkpoint-500, iter_0000500, step500, ...)."""
-    position = "position"
-    """The 0-based position in the series: some name carried no step number."""
-
-
-class Executor(str, Enum):
-    """How `series` runs its scans: `auto` picks `process` when the checkpoints are big enough."""
-
-    auto = "auto"
-    serial = "serial"
-    thread = "thread"
-    process = "process"
 
 
 @dataclass(frozen=True, slots=True)
@@ -639,6 +556,6 @@ class SeriesReport:
 
     def to_frame(self) -> pandas.DataFrame:
         """Return the tidy rows: checkpoint, step, every NormStats field, rel_change."""
-        from normscope.render_series import to_series_frame
+        from normscope.frames import series_frame
 
-        return to_series_frame(self)
+        return series_frame(self.rows, NormStats)

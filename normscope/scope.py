@@ -22,12 +22,11 @@ from __future__ import annotations
 import fnmatch
 import operator
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar
 
+from normscope.enums import Group, Module, Role
 from normscope.errors import ConfigError
-from normscope.schema import Group, Module, Role
 
 DEFAULT_SCOPE = "final,mtp"
 
@@ -50,6 +49,7 @@ class Located(Protocol):
 
 
 Condition = Callable[[Located], bool]
+_L = TypeVar("_L", bound=Located)
 
 _COMPARE = {
     ">=": operator.ge,
@@ -119,15 +119,41 @@ def _condition(text: str) -> Condition:
     raise ConfigError(f"unknown scope key '{key}' in '{text}'")
 
 
-@dataclass(frozen=True)
 class Selector:
-    """A parsed scope: OR of ANDs of conditions."""
+    """A parsed scope: OR of ANDs of conditions; equal, hashed and pickled by its text.
 
-    text: str
-    terms: tuple[tuple[Condition, ...], ...]
+    Parsed once, where a scope enters (a flag, a config file, the library's defaults), and
+    passed around parsed; JSON shows its text (`__plain__`).
+    """
+
+    __slots__ = ("terms", "text")
+
+    def __init__(self, text: str, terms: tuple[tuple[Condition, ...], ...]) -> None:
+        self.text = text
+        self.terms = terms
 
     def __call__(self, n: Located) -> bool:
         return any(all(cond(n) for cond in term) for term in self.terms)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Selector) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"Selector({self.text!r})"
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        # The conditions are closures: a worker process re-parses the text instead.
+        return parse_scope, (self.text,)
+
+    def __plain__(self) -> str:
+        return self.text
+
+    def matching(self, norms: Iterable[_L]) -> list[_L]:
+        """The norms this scope selects, in order."""
+        return [n for n in norms if self(n)]
 
 
 def parse_scope(text: str) -> Selector:
@@ -141,3 +167,7 @@ def parse_scope(text: str) -> Selector:
             raise ConfigError(f"empty term in scope '{text}'")
         terms.append(tuple(_condition(part) for part in term.split("&")))
     return Selector(text, tuple(terms))
+
+
+DEFAULT = parse_scope(DEFAULT_SCOPE)
+"""The playbook's gate scope: the final norm and every MTP norm."""

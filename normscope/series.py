@@ -50,10 +50,9 @@ from normscope.schema import (
     SeriesSummary,
     Skipped,
 )
-from normscope.scope import parse_scope
-from normscope.trends import DRIFT_WINDOW, gate_violations, headline_trends
+from normscope.trends import DRIFT_WINDOW, headline_trends
 
-__all__ = ["SeriesOptions", "SeriesProgress", "gate_violations", "measure_series"]
+__all__ = ["SeriesOptions", "SeriesProgress", "measure_series"]
 
 AUTO_POOL_SECONDS = 2.5
 """`auto` starts a process pool only when the remaining scans would take longer than this.
@@ -246,7 +245,7 @@ def measure_series(
     """
     options = options or SeriesOptions()
     started = time.perf_counter()
-    selector = parse_scope(options.scan.scope)  # a bad scope fails before any file is read
+    selector = options.scan.scope
     found = discover(sources, options.order)
     if options.strict and found.skipped:
         _strict_failure(found.skipped[0])

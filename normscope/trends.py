@@ -1,6 +1,6 @@
-"""Trends of a series: relative change, drift per 1,000 steps, projected band crossing, gates.
+"""Trends of a series: relative change, drift per 1,000 steps, projected band crossing.
 
-Pure functions of ratios and steps (and of `SeriesReport` for the views and the gates): no I/O,
+Pure functions of ratios and steps (and of `SeriesReport` for the views): no I/O,
 no printing.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from normscope.analysis import headline_key, is_headline
 from normscope.schema import (
     Band,
     Module,
@@ -24,11 +25,9 @@ from normscope.schema import (
     Thresholds,
     Trend,
 )
-from normscope.scope import parse_scope
 
 DRIFT_WINDOW = 5
 """Checkpoints in the least-squares drift fit (the last ones)."""
-HEADLINE_ROLES = (Role.final, Role.mtp_embedding, Role.mtp_hidden, Role.mtp_final)
 
 
 def fit_drift(
@@ -117,12 +116,6 @@ def make_trend(
     )
 
 
-def _is_headline(n: NormStats) -> bool:
-    if n.module is Module.main:
-        return n.role is Role.final
-    return n.role in HEADLINE_ROLES
-
-
 def median_name(module: Module, role: Role) -> str:
     """The pseudo-norm name of a role's median ratio: `median(mlp_input)`, `median(mtp:qk)`."""
     return f"median({role.value})" if module is Module.main else f"median(mtp:{role.value})"
@@ -139,17 +132,14 @@ def headline_trends(
     groups: dict[tuple[Module, Role], list[list[float]]] = {}
     for row in rows:
         i, norm = index[row.checkpoint], row.norm
-        if _is_headline(norm):
+        if is_headline(norm):
             entry = norms.setdefault(norm.name, (norm, [None] * n))
             entry[1][i] = norm.ratio
         else:
             per_checkpoint = groups.setdefault((norm.module, norm.role), [[] for _ in range(n)])
             per_checkpoint[i].append(norm.ratio)
     out = []
-    order = {r: k for k, r in enumerate(HEADLINE_ROLES)}
-    for norm, ratios in sorted(
-        norms.values(), key=lambda e: (e[0].mtp_depth or 0, order[e[0].role], e[0].name)
-    ):
+    for norm, ratios in sorted(norms.values(), key=lambda e: headline_key(e[0])):
         out.append(
             make_trend(norm.name, norm.role, norm.module, norm.mtp_depth, ratios, steps, thresholds)
         )
@@ -209,29 +199,3 @@ def skipped_after_latest(report: SeriesReport) -> list[Skipped]:
     """Checkpoints named with a step beyond the latest measured one that could not be read."""
     latest = report.checkpoints[-1].step
     return [s for s in report.skipped if s.step is not None and s.step > latest]
-
-
-def gate_violations(
-    report: SeriesReport, scope: str, out_of_band: bool, max_drift: float | None
-) -> list[str]:
-    """One line per gate violation at the latest checkpoint (norms in `scope`)."""
-    selector = parse_scope(scope)
-    rows = [r for r in latest_rows(report) if selector(r.norm)]
-    out = []
-    if out_of_band:
-        out += [
-            f"{r.norm.name} is out of band at step {r.step} ({r.norm.band.value}, ratio "
-            f"{r.norm.ratio:.3f}, band [{report.summary.thresholds.low:g}, "
-            f"{report.summary.thresholds.high:g}])"
-            for r in rows
-            if r.norm.band.out_of_band
-        ]
-    if max_drift is not None and len(report.checkpoints) > 1:
-        before = report.checkpoints[-2].step
-        out += [
-            f"{r.norm.name} moved {100 * r.rel_change:.1f}% between step {before} and {r.step} "
-            f"(limit {100 * max_drift:g}%)"
-            for r in rows
-            if r.rel_change is not None and not r.rel_change <= max_drift
-        ]
-    return out

@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from normscope.cli import app
 from normscope.errors import ConfigError
-from normscope.policy import load_policy, run_checks, thresholds_for
+from normscope.gates import run_checks
+from normscope.policy import PolicyOverrides, load_policy, thresholds_for
 from normscope.scanner import measure
-from normscope.schema import CheckName, Policy, Role, Severity, Thresholds
+from normscope.schema import CheckName, Policy, Role, Severity, Thresholds, Verdict
 from normscope.scope import parse_scope
 
 if sys.version_info >= (3, 11):
@@ -189,7 +190,7 @@ def test_run_checks_findings_cover_every_check(tmp_path: Path) -> None:
     policy = Policy(expect_init=True, expect_mtp=1, max_drift=0.1)
     result = run_checks(ckpt, policy, ckpt)
     assert {f.check for f in result.findings} == set(CheckName)
-    assert result.verdict == "pass" and result.errors == 0
+    assert result.verdict is Verdict.passed and result.errors == 0
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -206,15 +207,15 @@ def test_pyproject_is_found_upward_and_flags_win(
     sub.mkdir(parents=True)
     monkeypatch.chdir(sub)
     policy = load_policy()
-    assert (policy.low, policy.high, policy.scope) == (0.2, 1.8, "final,role=qk")
+    assert (policy.low, policy.high, policy.scope.text) == (0.2, 1.8, "final,role=qk")
     assert policy.severity.band is Severity.warn
     # The role table sets only `high`: its `low` is the policy's (0.2 here), not a default.
     assert [(r.role, r.low, r.high) for r in policy.roles] == [(Role.qk, None, 5.0)]
     assert thresholds_for(policy, Role.qk) == Thresholds(low=0.2, high=5.0)
-    assert thresholds_for(load_policy(flags={"high": 3.0}), Role.final).high == 3.0
+    assert thresholds_for(load_policy(overrides=PolicyOverrides(high=3.0)), Role.final).high == 3.0
     assert policy.origin == ("defaults", str(tmp_path / "pyproject.toml"))
-    flagged = load_policy(flags={"low": 0.3, "severity": {"band": "error"}, "scope": None})
-    assert (flagged.low, flagged.scope, flagged.severity.band) == (
+    flagged = load_policy(overrides=PolicyOverrides(low=0.3, severity={"band": "error"}))
+    assert (flagged.low, flagged.scope.text, flagged.severity.band) == (
         0.3,
         "final,role=qk",
         Severity.error,

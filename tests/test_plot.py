@@ -17,7 +17,7 @@ from test_series import collapse_run, explosion_run, write_run
 from typer.testing import CliRunner
 
 from normscope.cli import app
-from normscope.plot import (
+from normscope.render.plot import (
     PlotFormat,
     figure_pixels,
     heatmap_role,

@@ -18,18 +18,14 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from normscope.report import (
+from normscope.frames import rows_frame
+from normscope.render.common import fmt, human_bytes, render_json, short_name, to_dict
+from normscope.render.scan import (
     NORM_FIELDS,
-    fmt,
-    human_bytes,
     render_csv,
-    render_json,
     render_markdown,
     render_table,
-    short_name,
     summarize_roles,
-    to_dict,
-    to_frame,
 )
 from normscope.schema import (
     Band,
@@ -353,7 +349,7 @@ def test_to_frame_columns() -> None:
     assert str(frame["layer"].dtype) == "Int64" and str(frame["mtp_depth"].dtype) == "Int64"
     assert frame["layer"].tolist()[:2] == [0, 1]
     assert frame["role"].tolist() == ["attn_input", "attn_input", "final", "mtp_embedding"]
-    assert frame.equals(to_frame(REPORT.norms))
+    assert frame.equals(rows_frame(REPORT.norms, NormStats))
 
 
 def test_empty_report_renders() -> None:

@@ -20,23 +20,21 @@ import pytest
 from conftest import llama_tensors, write_checkpoint, write_raw_safetensors
 from typer.testing import CliRunner
 
-from normscope import cli
 from normscope import series as series_module
 from normscope.analysis import relative_change
 from normscope.cli import app
+from normscope.cli import output as cli_output
 from normscope.compare import compare_gains
 from normscope.discovery import CONVENTIONS, discover, parse_step, why_not_checkpoint
 from normscope.errors import ConfigError, SourceError
-from normscope.render_series import (
-    fmt_step,
+from normscope.render.scan import NORM_FIELDS
+from normscope.render.series import (
     render_series_csv,
     render_series_json,
     render_series_markdown,
     render_series_table,
-    sample_indices,
-    sparkline,
 )
-from normscope.report import NORM_FIELDS
+from normscope.render.series_text import fmt_step, sample_indices, sparkline
 from normscope.scanner import ScanOptions
 from normscope.schema import Band, Executor, Module, Order, Role, StepSource, Thresholds
 from normscope.series import SeriesOptions, SeriesProgress, measure_series
@@ -457,7 +455,7 @@ def test_nonfinite_and_absent_norms(tmp_path: Path) -> None:
     assert data["summary"]["headline"][0]["ratios"][2] is None  # NaN is written as null
     lines = _table_lines(result, 100)
     assert any("nan" in line for line in lines)
-    from normscope.plot import PlotFormat, render_plot
+    from normscope.render.plot import PlotFormat, render_plot
 
     assert render_plot(result, PlotFormat.svg).startswith(b"<?xml")
 
@@ -696,12 +694,12 @@ def test_cli_bad_arguments_exit_2(tmp_path: Path, args: list[str]) -> None:
 
 
 def test_cli_progress_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    with cli._series_progress(quiet=False) as progress:
+    with cli_output.series_progress(quiet=False) as progress:
         assert progress is None  # pytest's stderr is no terminal
     monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
-    with cli._series_progress(quiet=True) as progress:
+    with cli_output.series_progress(quiet=True) as progress:
         assert progress is None
-    with cli._series_progress(quiet=False) as progress:
+    with cli_output.series_progress(quiet=False) as progress:
         assert progress is not None
         progress(SeriesProgress(0, 2, 0, ""))
         progress(SeriesProgress(1, 2, 1234, "a"))

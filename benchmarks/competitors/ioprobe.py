@@ -18,7 +18,7 @@ def io() -> dict:
 
 # Pre-import what `scan` imports lazily, so reading their .pyc files is not counted.
 import normscope.cli  # noqa: E402
-import normscope.report  # noqa: E402
+import normscope.render.scan  # noqa: E402
 import normscope.scanner  # noqa: E402
 
 sys.argv = ["normscope", *sys.argv[1:]]

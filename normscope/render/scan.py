@@ -1,131 +1,45 @@
-"""Renderers: Report -> JSON, CSV, Markdown strings, or rich renderables for the table view.
+"""Renderers of `normscope scan`: a Report as CSV, Markdown, or rich renderables for the table.
 
-Pure functions; `cli.py` decides where their output goes. JSON and CSV carry full precision and
-the `NormStats` field names in schema order; rounding, colour and truncation happen only in the
-table and Markdown views, which are for people and must never be parsed.
+JSON is `common.render_json`. The table shows, after the header panel and the per-role summary,
+the norms of the playbook's gate scope (the final and every MTP norm) and the out-of-band norms.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import math
 import statistics
 from collections.abc import Sequence
-from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from normscope.schema import Band, Module, NormStats, Report, Role
+from normscope.enums import Band, Module, Role
+from normscope.render.common import (
+    BAND_STYLE,
+    SEVERITY,
+    fmt,
+    frame_csv,
+    header_panel,
+    human_bytes,
+    short_name,
+    where,
+)
+from normscope.schema import NormStats, Report
+from normscope.scope import DEFAULT
 
 if TYPE_CHECKING:
-    import pandas
     from rich.console import RenderableType
 
 NORM_FIELDS = tuple(f.name for f in dataclasses.fields(NormStats))
 
 
-def _plain(value: Any) -> Any:
-    """Make dataclass output JSON-safe: enums to their values, NaN/inf to None."""
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def to_dict(report: Any) -> dict[str, Any]:
-    """A report dataclass (scan, diff or check) as plain JSON-ready data, keys in schema order."""
-    data: dict[str, Any] = _plain(dataclasses.asdict(report))
-    return data
-
-
-def render_json(report: Any) -> str:
-    """One JSON object; NaN/inf are written as null."""
-    return json.dumps(to_dict(report), indent=2, allow_nan=False) + "\n"
-
-
-def rows_frame(rows: Sequence[Any], row_type: type) -> pandas.DataFrame:
-    """One row per dataclass instance, columns in field order; nested lists as JSON strings."""
-    import pandas as pd
-
-    fields = [f.name for f in dataclasses.fields(row_type)]
-    records = []
-    for row in rows:
-        plain = to_dict(row)
-        records.append(
-            {f: json.dumps(plain[f]) if isinstance(plain[f], list) else plain[f] for f in fields}
-        )
-    frame = pd.DataFrame(records, columns=fields)
-    # Nullable integers, so that a layer index stays 3 and never becomes 3.0 next to a null.
-    ints = {f: "Int64" for f in ("layer", "mtp_depth") if f in fields}
-    return frame.astype(ints)
-
-
-def frame_csv(frame: pandas.DataFrame) -> str:
-    """CSV text of a frame: header row, no index, full float precision, empty cells for null."""
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, lineterminator="\n")
-    return buffer.getvalue()
-
-
-def to_frame(norms: Sequence[NormStats]) -> pandas.DataFrame:
-    """One row per norm, columns in schema order; `outliers` as a JSON string."""
-    return rows_frame(norms, NormStats)
-
-
 def render_csv(report: Report) -> str:
     """CSV: a header row and one row per norm, full float precision, empty cells for null."""
-    return frame_csv(to_frame(report.norms))
+    return frame_csv(report.to_frame())
 
 
 # --- views for people ---------------------------------------------------------------------------
 
-BAND_STYLE = {
-    Band.collapse: "bold red",
-    Band.shrink: "yellow",
-    Band.balanced: "green",
-    Band.grow: "yellow",
-    Band.explosion: "bold red",
-    Band.nonfinite: "bold magenta",
-}
-_SEVERITY = {
-    Band.balanced: 0,
-    Band.shrink: 1,
-    Band.grow: 1,
-    Band.collapse: 2,
-    Band.explosion: 2,
-    Band.nonfinite: 3,
-}
 MAX_OUT_OF_BAND_ROWS = 25
-
-
-def human_bytes(n: float) -> str:
-    """1234567 -> '1.2 MB' (decimal units, as disks and the Hub count)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    """Round for people; None and non-finite values shown as such."""
-    if value is None:
-        return "-"
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
-
-
-def _where(n: NormStats) -> str:
-    if n.module is Module.mtp:
-        return f"mtp{n.mtp_depth}"
-    return "-" if n.layer is None else str(n.layer)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,7 +66,7 @@ def summarize_roles(norms: Sequence[NormStats]) -> list[RoleSummary]:
         groups.items(), key=lambda kv: (kv[0][0] is Module.mtp, order.index(kv[0][1]))
     ):
         ratios = [r.ratio for r in rows if math.isfinite(r.ratio)]
-        worst = max((r.band for r in rows), key=lambda b: _SEVERITY[b])
+        worst = max((r.band for r in rows), key=lambda b: SEVERITY[b])
         out.append(
             RoleSummary(
                 module.value,
@@ -199,18 +113,6 @@ def header_lines(report: Report) -> list[tuple[str, str]]:
     ]
 
 
-NAME_WIDTH = 40
-
-
-def short_name(name: str, width: int = NAME_WIDTH) -> str:
-    """Drop the `.weight` suffix; keep the informative tail of long names."""
-    for suffix in (".weight", "_weight"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return name if len(name) <= width else "…" + name[-(width - 1) :]
-
-
 _FIXED_COLUMNS = (
     ("layer", 5),
     ("ratio", 6),
@@ -252,7 +154,7 @@ def _norm_table(title: str, rows: Sequence[NormStats], width: int) -> Renderable
         offset = n.parametrization.value == "offset"
         table.add_row(
             escape(short_name(n.name, name_width - (1 if offset else 0))) + ("¹" if offset else ""),
-            _where(n),
+            where(n),
             n.role.value,
             f"[{style}]{fmt(n.ratio)}[/]",
             f"[{style}]{n.band.value}[/]",
@@ -265,20 +167,6 @@ def _norm_table(title: str, rows: Sequence[NormStats], width: int) -> Renderable
         table.caption = "¹ offset norm: statistics of the effective gain 1 + w"
         table.caption_justify = "left"
     return table
-
-
-def header_panel(title: str, lines: Sequence[tuple[str, str]]) -> RenderableType:
-    """The framed (label, value) header of every table view; values are text, never markup."""
-    from rich.markup import escape
-    from rich.panel import Panel
-    from rich.table import Table
-
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column(overflow="fold")
-    for label, value in lines:
-        grid.add_row(label, escape(value))  # a path may hold `[...]`: text, not markup
-    return Panel(grid, title=title, expand=False)
 
 
 def render_table(report: Report, show_all: bool = False, width: int = 100) -> list[RenderableType]:
@@ -323,7 +211,7 @@ def render_table(report: Report, show_all: bool = False, width: int = 100) -> li
     if show_all:
         out.append(_norm_table("all norms", report.norms, width))
         return out
-    heads = [n for n in report.norms if _is_headline(n)]
+    heads = DEFAULT.matching(report.norms)
     if heads:
         out.append(_norm_table("final and MTP norms", heads, width))
     bad = [n for n in report.norms if n.band.out_of_band]
@@ -336,10 +224,6 @@ def render_table(report: Report, show_all: bool = False, width: int = 100) -> li
         )
         out.append(_norm_table(f"out-of-band norms{more}", shown, width))
     return out
-
-
-def _is_headline(n: NormStats) -> bool:
-    return (n.module is Module.main and n.role is Role.final) or n.module is Module.mtp
 
 
 def render_markdown(report: Report, show_all: bool = False) -> str:
@@ -360,7 +244,7 @@ def render_markdown(report: Report, show_all: bool = False) -> str:
         sections = [("All norms", list(report.norms))]
     else:
         sections = [
-            ("Final and MTP norms", [n for n in report.norms if _is_headline(n)]),
+            ("Final and MTP norms", DEFAULT.matching(report.norms)),
             ("Out-of-band norms", [n for n in report.norms if n.band.out_of_band]),
         ]
     for title, rows in sections:
@@ -376,7 +260,7 @@ def render_markdown(report: Report, show_all: bool = False) -> str:
         for n in rows:
             gain = "1+w" if n.parametrization.value == "offset" else "w"
             lines.append(
-                f"| `{n.name}` | {_where(n)} | {n.role.value} | {gain} | {n.dim} | "
+                f"| `{n.name}` | {where(n)} | {n.role.value} | {gain} | {n.dim} | "
                 f"{fmt(n.ratio)} | {n.band.value} | {fmt(n.mean)} | {fmt(n.std)} | "
                 f"{fmt(n.min)} | {fmt(n.max)} |"
             )

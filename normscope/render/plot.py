@@ -15,8 +15,18 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from normscope.enums import Module, Role
 from normscope.errors import ConfigError
-from normscope.schema import Module, Role, SeriesReport, Trend
+from normscope.render.common import short_name
+from normscope.render.series_text import (
+    drift_text,
+    fmt_step,
+    outlook,
+    ratio_text,
+    sample_indices,
+    trend_label,
+)
+from normscope.schema import SeriesReport, Trend
 
 if TYPE_CHECKING:
     import numpy as np
@@ -122,8 +132,6 @@ def _heat_matrix(report: SeriesReport, role: Role) -> tuple[list[int], np.ndarra
 
 
 def _label(t: Trend) -> str:
-    from normscope.render_series import trend_label
-    from normscope.report import short_name
 
     label = trend_label(t)
     return label if t.aggregate else f"{label} ({short_name(t.name, 32)})"
@@ -167,8 +175,6 @@ def build_figure(report: SeriesReport, role: Role | None) -> Any:
 def _draw_lines(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
     import numpy as np
     from matplotlib.ticker import FuncFormatter, MaxNLocator
-
-    from normscope.render_series import fmt_step
 
     th = report.summary.thresholds
     # Bands first, under the lines: the act band [low, high], and the balanced band lightly.
@@ -335,7 +341,6 @@ svg { max-width: 100%; height: auto; }
 
 def render_html(report: SeriesReport, svg: str) -> str:
     """A self-contained page: the SVG inline, the trend table, the ratios, the outlook."""
-    from normscope.render_series import drift_text, fmt_step, outlook, ratio_text, sample_indices
 
     e = html.escape
     svg = svg[svg.index("<svg") :]  # drop the XML declaration and DOCTYPE

@@ -5,16 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from normscope.report import (
-    BAND_STYLE,
-    fmt,
-    frame_csv,
-    header_panel,
-    render_json,
-    rows_frame,
-    short_name,
-)
-from normscope.schema import DiffReport, Module, NormDiff
+from normscope.enums import MatchedBy
+from normscope.render.common import BAND_STYLE, fmt, frame_csv, header_panel, short_name, where
+from normscope.schema import DiffReport, NormDiff
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -22,18 +15,12 @@ if TYPE_CHECKING:
 TOP_MOVERS = 15
 MAX_LISTED = 10
 
-__all__ = ["render_diff_csv", "render_diff_markdown", "render_diff_table", "render_json"]
+__all__ = ["render_diff_csv", "render_diff_markdown", "render_diff_table"]
 
 
 def render_diff_csv(result: DiffReport) -> str:
     """One row per matched norm (NormDiff fields; `movers` as a JSON string)."""
-    return frame_csv(rows_frame(result.norms, NormDiff))
-
-
-def _where(d: NormDiff) -> str:
-    if d.module is Module.mtp:
-        return f"mtp{d.mtp_depth}"
-    return "-" if d.layer is None else str(d.layer)
+    return frame_csv(result.to_frame())
 
 
 def _band(d: NormDiff) -> str:
@@ -45,7 +32,7 @@ def _pct(x: float) -> str:
 
 
 def _header(result: DiffReport) -> list[tuple[str, str]]:
-    by_identity = sum(1 for d in result.norms if d.matched_by.value == "identity")
+    by_identity = sum(1 for d in result.norms if d.matched_by is MatchedBy.identity)
     ma, mb = result.model_a, result.model_b
     return [
         ("A", result.a),
@@ -86,7 +73,7 @@ def _diff_table(title: str, rows: Sequence[NormDiff], width: int) -> RenderableT
             band = f"{d.band_a.value}→[{BAND_STYLE[d.band_b]}]{d.band_b.value}[/]"
         table.add_row(
             short_name(d.name, name_width),
-            _where(d),
+            where(d),
             d.role.value,
             fmt(d.ratio_a),
             fmt(d.ratio_b),
@@ -166,7 +153,7 @@ def render_diff_markdown(result: DiffReport, show_all: bool = False) -> str:
     for d in rows:
         band = d.band_b.value if not d.band_changed else f"{d.band_a.value} → {d.band_b.value}"
         lines.append(
-            f"| `{d.name}` | {_where(d)} | {d.role.value} | {fmt(d.ratio_a)} | "
+            f"| `{d.name}` | {where(d)} | {d.role.value} | {fmt(d.ratio_a)} | "
             f"{fmt(d.ratio_b)} | {_pct(d.rel_change)} | {fmt(d.cosine, 4)} | {band} |"
         )
     for label, names in (("Only in A", result.only_a), ("Only in B", result.only_b)):

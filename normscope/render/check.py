@@ -5,7 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
-from normscope.schema import CheckName, CheckReport, Finding, Severity
+from normscope.enums import CheckName, Severity, Verdict
+from normscope.schema import CheckReport, Finding
 
 
 def _violations(result: CheckReport) -> list[Finding]:
@@ -16,7 +17,7 @@ def verdict_line(result: CheckReport) -> str:
     """One line a tired engineer understands at 3 a.m."""
     checks = sorted({f.check.value for f in result.findings})
     norms = len({f.subject for f in result.findings if f.subject != "model"})
-    if result.verdict == "pass":
+    if result.verdict is Verdict.passed:
         head = "PASS"
         tail = f", {result.warned} warning(s)" if result.warned else ""
     else:
@@ -49,7 +50,7 @@ def render_check_text(result: CheckReport, color: bool = False) -> str:
                 lines.append(f"    fix: {fix}")
     verdict = verdict_line(result)
     if color:
-        verdict = (red if result.verdict == "fail" else "[bold green]") + verdict + end
+        verdict = (red if result.verdict is Verdict.failed else "[bold green]") + verdict + end
     lines.append(verdict)
     return "\n".join(lines) + "\n"
 
@@ -105,16 +106,16 @@ def render_github(result: CheckReport) -> str:
         title = _escape_property(f"normscope {f.check.value}: {f.subject}")
         body = f"{f.message} [limit {f.limit}]" + (f" Fix: {f.fix}" if f.fix else "")
         lines.append(f"::{level} title={title}::{_escape_data(body)}")
-    level = "error" if result.verdict == "fail" else "notice"
+    level = "error" if result.verdict is Verdict.failed else "notice"
     lines.append(f"::{level} title=normscope check::{_escape_data(verdict_line(result))}")
     return "\n".join(lines) + "\n"
 
 
 def render_step_summary(result: CheckReport) -> str:
     """Markdown for $GITHUB_STEP_SUMMARY."""
-    icon = "✅" if result.verdict == "pass" else "❌"
+    icon = "✅" if result.verdict is Verdict.passed else "❌"
     lines = [
-        f"### {icon} normscope check: {result.verdict.upper()}",
+        f"### {icon} normscope check: {result.verdict.value.upper()}",
         "",
         f"`{result.source}`" + (f" against `{result.baseline}`" if result.baseline else ""),
         "",

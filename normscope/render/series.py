@@ -9,65 +9,58 @@ the band now, the first step out of band, the drift per 1,000 steps and where it
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from normscope.report import (
+from normscope.enums import Executor, StepSource
+from normscope.render.common import (
     BAND_STYLE,
     fmt,
     frame_csv,
     header_panel,
     human_bytes,
-    rows_frame,
     short_name,
+    to_dict,
+    where,
 )
-from normscope.report import to_dict as _to_dict
-from normscope.schema import Executor, Module, NormStats, Role, SeriesReport, StepSource, Trend
+from normscope.render.series_text import (
+    drift_text,
+    fmt_step,
+    outlook,
+    projection,
+    ratio_text,
+    sample_indices,
+    sparkline,
+    step_labels,
+)
+from normscope.schema import SeriesReport, Trend
 from normscope.trends import latest_rows, norm_trends
 
 if TYPE_CHECKING:
-    import pandas
     from rich.console import RenderableType
 
 MAX_STEP_COLUMNS = 12
-SPARK = "▁▂▃▄▅▆▇█"
-SPARK_MIN_SPAN = 0.05
-"""Ratios that move less than this across a line draw flat: noise is not a trend."""
 
 __all__ = [
     "render_series_csv",
     "render_series_json",
     "render_series_markdown",
     "render_series_table",
-    "sparkline",
-    "to_series_frame",
 ]
 
 
 # --- machine formats ----------------------------------------------------------------------------
 
 
-def to_series_frame(report: SeriesReport) -> pandas.DataFrame:
-    """The tidy rows: checkpoint, step, every NormStats field (schema order), rel_change."""
-    frame = rows_frame([r.norm for r in report.rows], NormStats)
-    frame.insert(0, "checkpoint", [r.checkpoint for r in report.rows])
-    frame.insert(1, "step", np.asarray([r.step for r in report.rows], dtype=np.int64))
-    frame["rel_change"] = [math.nan if r.rel_change is None else r.rel_change for r in report.rows]
-    return frame
-
-
 def render_series_csv(report: SeriesReport) -> str:
     """CSV of the tidy rows: a header row, full float precision, empty cells for null."""
-    return frame_csv(to_series_frame(report))
+    return frame_csv(report.to_frame())
 
 
 def series_dict(report: SeriesReport) -> dict[str, Any]:
     """The report as JSON-ready data with flat rows (`norm` merged into each row)."""
-    data = _to_dict(report)
+    data = to_dict(report)
     data["rows"] = [
         {
             "checkpoint": r["checkpoint"],
@@ -83,130 +76,6 @@ def series_dict(report: SeriesReport) -> dict[str, Any]:
 def render_series_json(report: SeriesReport) -> str:
     """One JSON object: schema_version ... checkpoints, skipped, rows, summary, warnings."""
     return json.dumps(series_dict(report), indent=2, allow_nan=False) + "\n"
-
-
-# --- pieces of the views for people -------------------------------------------------------------
-
-
-def fmt_step(step: float) -> str:
-    """950 -> '950', 48000 -> '48k', 48500 -> '48.5k', 1907359 -> '1.91M'."""
-    if abs(step) < 1000:
-        return f"{step:.0f}"
-    for scale, unit in ((1e3, "k"), (1e6, "M"), (1e9, "G"), (1e12, "T")):
-        text = f"{step / scale:.3g}"
-        if "e" not in text and abs(float(text)) < 1000:
-            return text + unit
-    return f"{step:.3g}"
-
-
-def _step_labels(steps: Sequence[int]) -> list[str]:
-    """Exact step numbers when they fit 6 characters, else compact ones for every column."""
-    if all(len(str(s)) <= 6 for s in steps):
-        return [str(s) for s in steps]
-    return [fmt_step(s) for s in steps]
-
-
-def ratio_text(value: float | None) -> str:
-    """A ratio in at most 6-7 characters; '·' where the norm is absent."""
-    if value is None:
-        return "·"
-    if not math.isfinite(value):
-        return str(value)
-    if abs(value) < 10:
-        return f"{value:.3f}"
-    if abs(value) < 1000:
-        return f"{value:.1f}"
-    return f"{value:.3g}"
-
-
-def drift_text(value: float | None) -> str:
-    """Drift per 1,000 steps with its sign."""
-    if value is None:
-        return "-"
-    if value == 0 or abs(value) >= 1e-3:
-        return f"{value:+.4f}"
-    return f"{value:+.1e}"
-
-
-def sparkline(values: Sequence[float | None], width: int) -> str:
-    """A unicode sparkline of `values`, averaged into at most `width` cells.
-
-    Blank: absent; `×`: non-finite. The scale spans at least SPARK_MIN_SPAN, so noise draws flat.
-    """
-    if not values or width <= 0:
-        return ""
-    cells: list[float | None] = []
-    for bucket in np.array_split(np.arange(len(values)), min(width, len(values))):
-        present = [values[i] for i in bucket if values[i] is not None]
-        if not present:
-            cells.append(None)
-        elif not all(math.isfinite(v) for v in present if v is not None):
-            cells.append(math.nan)
-        else:
-            cells.append(float(np.mean([v for v in present if v is not None])))
-    finite = [c for c in cells if c is not None and math.isfinite(c)]
-    if not finite:
-        return "".join(" " if c is None else "×" for c in cells)
-    lo, hi = min(finite), max(finite)
-    if hi - lo < SPARK_MIN_SPAN:
-        middle = (hi + lo) / 2
-        lo, hi = middle - SPARK_MIN_SPAN / 2, middle + SPARK_MIN_SPAN / 2
-    out = []
-    for c in cells:
-        if c is None:
-            out.append(" ")
-        elif not math.isfinite(c):
-            out.append("×")
-        else:
-            out.append(SPARK[round((c - lo) / (hi - lo) * (len(SPARK) - 1))])
-    return "".join(out)
-
-
-def sample_indices(n: int, k: int) -> list[int]:
-    """k evenly spaced indices of range(n), first and last included."""
-    if n <= k:
-        return list(range(n))
-    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
-
-
-def trend_label(t: Trend) -> str:
-    """'final norm', 'MTP 1 embedding norm', or the pseudo-norm name."""
-    if t.aggregate:
-        return t.name
-    if t.role is Role.final and t.module is Module.main:
-        return "final norm"
-    return f"MTP {t.mtp_depth} {t.role.value[4:]} norm"
-
-
-def outlook(t: Trend) -> str:
-    """One sentence: where the ratio is and, if the trend holds, where it is going."""
-    label, ratio = trend_label(t), f"{t.ratio_last:.2f}"
-    if t.band_last.out_of_band:
-        since = (
-            f" (first out of band at step {fmt_step(t.first_out_of_band_step)})"
-            if t.first_out_of_band_step is not None
-            else ""
-        )
-        return f"{label}: {ratio}, {t.band_last.value} now{since}"
-    if t.projected_crossing_step is not None and t.projected_band is not None:
-        return (
-            f"{label}: {ratio} → {t.projected_band.value} at ≈ step "
-            f"{fmt_step(t.projected_crossing_step)} if the trend holds"
-        )
-    earlier = (
-        f"; was out of band at step {fmt_step(t.first_out_of_band_step)}"
-        if t.first_out_of_band_step is not None
-        else ""
-    )
-    if t.drift_per_1k_steps is None:
-        return f"{label}: {ratio} ({t.band_last.value}){earlier}"
-    return f"{label}: {ratio} ({t.band_last.value}), no band edge ahead at this drift{earlier}"
-
-
-def _projection(t: Trend) -> str:
-    if t.projected_crossing_step is None or t.projected_band is None:
-        return "-"
-    return f"{t.projected_band.value} ≈ {fmt_step(t.projected_crossing_step)}"
 
 
 def _header(report: SeriesReport) -> list[tuple[str, str]]:
@@ -306,7 +175,7 @@ def _ratio_table(report: SeriesReport, width: int) -> RenderableType:
     # space (the box's divider) and have no padding: numbers are never cut.
     for k in range(min(n, MAX_STEP_COLUMNS), 0, -1):
         picked = sample_indices(n, k)
-        labels = _step_labels([report.checkpoints[i].step for i in picked])
+        labels = step_labels([report.checkpoints[i].step for i in picked])
         widths = [
             max([len(label)] + [len(ratio_text(t.ratios[i])) for t in trends])
             for label, i in zip(labels, picked, strict=True)
@@ -344,7 +213,7 @@ def _trend_table(report: SeriesReport, width: int) -> RenderableType:
         "-" if t.first_out_of_band_step is None else fmt_step(t.first_out_of_band_step)
         for t in trends
     ]
-    projections = [_projection(t) for t in trends]
+    projections = [projection(t) for t in trends]
     drifts = [drift_text(t.drift_per_1k_steps) for t in trends]
     # name, trend, band now, left band, drift/1k, projected; one space between columns.
     fixed = (
@@ -381,12 +250,6 @@ def _trend_table(report: SeriesReport, width: int) -> RenderableType:
     return table
 
 
-def _where(n: NormStats) -> str:
-    if n.module is Module.mtp:
-        return f"mtp{n.mtp_depth}"
-    return "-" if n.layer is None else str(n.layer)
-
-
 def _all_table(report: SeriesReport, width: int) -> RenderableType:
     from rich import box
     from rich.table import Table
@@ -417,7 +280,7 @@ def _all_table(report: SeriesReport, width: int) -> RenderableType:
         change = "-" if r.rel_change is None else fmt(100 * r.rel_change, 1) + "%"
         table.add_row(
             short_name(r.norm.name, name_width),
-            _where(r.norm),
+            where(r.norm),
             r.norm.role.value,
             _styled(ratio_text(r.norm.ratio), t),
             _styled(r.norm.band.value, t),
@@ -447,7 +310,7 @@ def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
             lines.append(
                 f"| `{t.name}` | {sparkline(t.ratios, 24)} | {ratio_text(t.ratio_first)} | "
                 f"{ratio_text(t.ratio_last)} | {t.band_last.value} | {left} | "
-                f"{drift_text(t.drift_per_1k_steps)} | {_projection(t)} |"
+                f"{drift_text(t.drift_per_1k_steps)} | {projection(t)} |"
             )
         picked = sample_indices(len(report.checkpoints), MAX_STEP_COLUMNS)
         labels = [str(report.checkpoints[i].step) for i in picked]
@@ -476,7 +339,7 @@ def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
         for r in latest_rows(report):
             change = "-" if r.rel_change is None else fmt(100 * r.rel_change, 1) + "%"
             lines.append(
-                f"| `{r.norm.name}` | {_where(r.norm)} | {r.norm.role.value} | "
+                f"| `{r.norm.name}` | {where(r.norm)} | {r.norm.role.value} | "
                 f"{ratio_text(r.norm.ratio)} | {r.norm.band.value} | {change} | "
                 f"{drift_text(by_name[r.norm.name].drift_per_1k_steps)} |"
             )

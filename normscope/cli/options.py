@@ -1,0 +1,216 @@
+"""The command line's shared parameters, defined once (the huggingface_hub `_cli_utils` pattern).
+
+Each alias is a complete typer parameter: a command's signature is one line per parameter, and
+the same flag has the same help text in every command.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# The enums of the schema are the flags' choices (enums.py imports only the standard library).
+from normscope.enums import Order, Parametrization
+from normscope.schema import DEFAULT_HIGH, DEFAULT_LOW
+from normscope.scope import DEFAULT_SCOPE
+
+EXIT_HELP = """Exit codes: 0 report produced, no --fail-on check tripped; 1 a --fail-on check
+tripped (check: a violation of error severity); 2 nothing analysed (usage error, bad path or
+file, bad config, unknown architecture); 3 internal error (a bug: please report it with
+NORMSCOPE_DEBUG=1 output)."""
+
+
+class OutputFormat(str, Enum):
+    """Formats of `scan`, `diff` and `series`."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+class CheckFormat(str, Enum):
+    """Formats of `check`."""
+
+    text = "text"
+    json = "json"
+    junit = "junit"
+    github = "github"
+
+
+class FailOn(str, Enum):
+    """What makes `scan` (and `series`) exit 1."""
+
+    never = "never"
+    out_of_band = "out-of-band"
+
+
+class DiffFailOn(str, Enum):
+    """What makes `diff` exit 1."""
+
+    never = "never"
+    band_change = "band-change"
+    out_of_band = "out-of-band"
+
+
+SourceArg = Annotated[
+    str,
+    typer.Argument(
+        help="A .safetensors file, a directory of shards, or a Hub model repo "
+        "(org/name[@revision], hf://org/name).",
+        show_default=False,
+    ),
+]
+RevisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--revision",
+        help="Branch, tag or commit of Hub repo sources (same as SOURCE@REVISION).",
+        show_default=False,
+    ),
+]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option("--output", "-o", help="Write the output to this file ('-' for stdout)."),
+]
+AllOpt = Annotated[bool, typer.Option("--all", help="List every norm in the table.")]
+LowOpt = Annotated[float, typer.Option("--low", help="Ratio below which a norm has collapsed.")]
+HighOpt = Annotated[float, typer.Option("--high", help="Ratio above which a norm has exploded.")]
+ParamOpt = Annotated[
+    Parametrization | None,
+    typer.Option("--parametrization", help="Override the architecture rules for every norm."),
+]
+ScopeOpt = Annotated[
+    str,
+    typer.Option(
+        "--scope",
+        help="Norms the gate looks at: 'final,mtp' (default), 'all', 'role=qk', 'layer>=40', "
+        "'module=mtp', 'name=GLOB'; ',' is or, '&' is and.",
+    ),
+]
+MaxDriftOpt = Annotated[
+    float | None,
+    typer.Option("--max-drift", help="Largest allowed relative change ‖g−g_base‖/‖g_base‖."),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings on stderr.")]
+ScanFailOpt = Annotated[
+    FailOn, typer.Option("--fail-on", help="Exit 1 when a norm in --scope is out of band.")
+]
+
+# --- diff ---------------------------------------------------------------------------------------
+DiffA = Annotated[str, typer.Argument(help="The earlier (or base) checkpoint.", show_default=False)]
+DiffB = Annotated[
+    str, typer.Argument(help="The later (or changed) checkpoint.", show_default=False)
+]
+DiffFailOpt = Annotated[
+    DiffFailOn,
+    typer.Option("--fail-on", help="Exit 1 on a band change, or on B out of band (in scope)."),
+]
+
+# --- check --------------------------------------------------------------------------------------
+CheckSourceArg = Annotated[
+    str | None,
+    typer.Argument(help="The checkpoint to gate (a file or folder).", show_default=False),
+]
+BaselineOpt = Annotated[
+    str | None,
+    typer.Option("--baseline", help="Compare against this checkpoint (drift, band changes)."),
+]
+ExpectInitOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--expect-init/--no-expect-init",
+        help="Step 0: every gain exactly the identity, every bias zero.",
+    ),
+]
+ExpectMtpOpt = Annotated[
+    int | None,
+    typer.Option("--expect-mtp", min=0, help="The checkpoint must hold N MTP depths."),
+]
+CheckScopeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scope", help=f"Norms the band/drift checks look at (default '{DEFAULT_SCOPE}')."
+    ),
+]
+CheckLowOpt = Annotated[
+    float | None, typer.Option("--low", help=f"Band low edge (default {DEFAULT_LOW:g}).")
+]
+CheckHighOpt = Annotated[
+    float | None, typer.Option("--high", help=f"Band high edge (default {DEFAULT_HIGH:g}).")
+]
+SeverityOpt = Annotated[
+    list[str] | None,
+    typer.Option("--severity", help="CHECK=error|warn|off, e.g. band=warn (repeatable)."),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="A TOML policy file (default: [tool.normscope] in the nearest pyproject.toml).",
+    ),
+]
+ShowConfigOpt = Annotated[
+    bool, typer.Option("--show-config", help="Print the effective policy and exit.")
+]
+CheckFormatOpt = Annotated[CheckFormat, typer.Option("--format", "-f", help="Output format.")]
+
+# --- series -------------------------------------------------------------------------------------
+SeriesSources = Annotated[
+    list[str],
+    typer.Argument(
+        help="A run folder of checkpoints (checkpoint-<step>, iter_<N>, step-<N>, step<N>, "
+        "global_step<N>, <N>), or checkpoints listed in order.",
+        metavar="PATH",
+        show_default=False,
+    ),
+]
+SeriesAllOpt = Annotated[
+    bool, typer.Option("--all", help="Also list every norm's last ratio and drift.")
+]
+OrderOpt = Annotated[
+    Order,
+    typer.Option("--order", help="By the step in the name, by name, or by modification time."),
+]
+JobsOpt = Annotated[
+    int | None,
+    typer.Option("--jobs", "-j", min=1, help="Checkpoints measured at once [min(4, CPUs)]."),
+]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 2 when any checkpoint is skipped.")]
+PlotOpt = Annotated[
+    str | None,
+    typer.Option("--plot", metavar="FILE", help="Also draw the trends to FILE.png, .svg or .html."),
+]
+PlotRoleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--plot-role",
+        metavar="ROLE",
+        help="Role of the plot's layer × step heatmap [mlp_input, else attn_input].",
+    ),
+]
+SeriesFailOpt = Annotated[
+    FailOn,
+    typer.Option("--fail-on", help="Exit 1 when a norm in --scope is out of band at the end."),
+]
+SeriesDriftOpt = Annotated[
+    float | None,
+    typer.Option("--max-drift", help="Largest allowed ‖g−g_prev‖/‖g_prev‖ over the last two."),
+]
+RevisionsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--revisions",
+        help="With one Hub repo (org/name): its branches/tags to follow, a comma list or a "
+        "glob ('stage1-step*'), ordered by the step in their names.",
+    ),
+]
+
+# --- cache --------------------------------------------------------------------------------------
+ClearOpt = Annotated[
+    bool, typer.Option("--clear", help="Delete what normscope cached (not the HF cache).")
+]

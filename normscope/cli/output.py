@@ -1,0 +1,242 @@
+"""Where the command line's output goes: data to stdout or an `-o` file, the rest to stderr.
+
+stdout carries data only (the table, JSON, CSV, Markdown, JUnit); warnings, FAIL lines, errors
+and hints go to stderr through one rich console. A file is written atomically, only once the
+result exists, so a failure never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+from normscope.cli.options import OutputFormat
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from normscope.gates import GateResult
+
+
+def stderr() -> Console:
+    """The console for everything that is not data."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
+    """One `Error:` line (and a `Hint:` line), then exit."""
+    from rich.markup import escape
+
+    # NOTE: messages carry user text (paths, tensor names): escape it, or `[x]` in a path is
+    # swallowed as a style and `[/]` raises MarkupError.
+    console = stderr()
+    console.print(f"[bold red]Error:[/] {escape(message)}", markup=True)
+    if hint:
+        console.print(f"[bold]Hint:[/] {escape(hint)}")
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def errors() -> Iterator[None]:
+    """NormscopeError -> one line + exit 2 (a UsageError as typer's usage error); KeyboardInterrupt
+    -> exit 130; anything unexpected -> traceback + exit 3."""
+    from normscope.errors import NormscopeError, UsageError
+
+    try:
+        yield
+    except (typer.Exit, typer.BadParameter):
+        raise
+    except UsageError as exc:
+        raise typer.BadParameter(exc.message, param_hint=exc.param) from None
+    except NormscopeError as exc:
+        if os.environ.get("NORMSCOPE_DEBUG"):
+            traceback.print_exc()
+        fail(exc.message, exc.hint)
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    except Exception:
+        traceback.print_exc()
+        fail("internal error in normscope (a bug): please report the traceback above", code=3)
+
+
+def warn(warnings: Sequence[str], quiet: bool) -> None:
+    """One `Warning:` line each, unless quiet."""
+    if quiet or not warnings:
+        return
+    from rich.markup import escape
+
+    console = stderr()
+    for w in warnings:
+        console.print(f"[yellow]Warning:[/] {escape(w)}", markup=True)
+
+
+def check_output(output: str | None) -> None:
+    """Refuse an `-o` that can never be written, before any work is done."""
+    if output == "":
+        raise typer.BadParameter("empty file name", param_hint="--output")
+
+
+def write_output(data: str | bytes, output: str | None, what: str = "output") -> None:
+    """Write to stdout, or atomically to a file (never a half-written file on failure).
+
+    Raises OutputError when the file cannot be written.
+    """
+    from normscope.errors import OutputError
+
+    check_output(output)
+    if output is None or output == "-":
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+        else:
+            sys.stdout.write(data)
+        sys.stdout.flush()
+        return
+    target = Path(output)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise OutputError(f"output directory does not exist ({directory})")
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what}: {exc.strerror} ({target})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+        _umask_mode(tmp)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):  # e.g. -o names a directory: the user's input, exit 2
+            raise OutputError(f"cannot write {what}: {exc.strerror} ({target})") from None
+        raise
+
+
+def _umask_mode(path: str) -> None:
+    """Give a mkstemp file (created 0600) the mode a plain open() would: 0666 minus the umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
+TableBuilder = Callable[[int], Sequence[Any]]
+"""`build(width)`: the rich renderables of a table view for a terminal of that width."""
+
+
+def render(
+    format: OutputFormat,
+    output: str | None,
+    table: TableBuilder,
+    json: Callable[[], str],
+    csv: Callable[[], str],
+    markdown: Callable[[], str],
+) -> None:
+    """Render one result in `format` to stdout or `output`."""
+    if format is OutputFormat.table:
+        emit_rich(table, output)
+    elif format is OutputFormat.json:
+        write_output(json(), output)
+    elif format is OutputFormat.csv:
+        write_output(csv(), output)
+    elif format is OutputFormat.markdown:
+        write_output(markdown(), output)
+    else:  # pragma: no cover - exhaustive over OutputFormat
+        raise AssertionError(format)
+
+
+def emit_rich(build: TableBuilder, output: str | None) -> None:
+    """Print renderables to the terminal, or write them as plain 120-column text to a file."""
+    from rich.console import Console
+
+    if output in (None, "-"):
+        console = Console(highlight=False)
+        for r in build(console.width):
+            console.print(r)
+        return
+    with open(os.devnull, "w") as sink:
+        recorder = Console(record=True, width=120, color_system=None, file=sink)
+        for r in build(120):
+            recorder.print(r)
+        text = recorder.export_text()
+    write_output(text, output)
+
+
+def report_gate(result: GateResult, quiet: bool) -> None:
+    """Say what the gate could not judge, then one FAIL line per violation and exit 1."""
+    warn(result.warnings, quiet)
+    if not result.failed:
+        return
+    from rich.markup import escape
+
+    console = stderr()
+    for v in result.violations:
+        console.print(f"[bold red]FAIL:[/] {escape(v.message)}", markup=True)
+    raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def series_progress(quiet: bool) -> Iterator[Any]:
+    """A progress callback drawing a bar on stderr when it is a terminal (else None)."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from normscope.render.common import human_bytes
+
+    columns = (TextColumn("measuring"), BarColumn(), MofNCompleteColumn())
+    extra = (TextColumn("{task.fields[read]}"), TimeRemainingColumn())
+    with Progress(*columns, *extra, console=stderr(), transient=True) as bar:
+        task = bar.add_task("series", total=None, read="")
+
+        def update(event: Any) -> None:
+            read = f"{human_bytes(event.bytes_read)} read"
+            bar.update(task, total=event.total, completed=event.done, read=read)
+
+        yield update
+
+
+def transfer_progress(quiet: bool) -> Any:
+    """A factory of transient bars for long Hub transfers, on a terminal (else None)."""
+    if quiet or not sys.stderr.isatty():
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    def factory(description: str, total: int) -> Any:
+        bar = Progress(
+            TextColumn(description),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=stderr(),
+            transient=True,
+        )
+        task = bar.add_task(description, total=total)
+        bar.start()
+
+        class _Task:
+            def advance(self, amount: int) -> None:
+                bar.advance(task, amount)
+
+            def close(self) -> None:
+                bar.stop()
+
+        return _Task()
+
+    return factory

@@ -1,0 +1,146 @@
+"""Closed sets: the enums every other module speaks (values are the JSON/CSV strings).
+
+Standard library only, and no other normscope import: the bottom floor of the house.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Role(str, Enum):
+    """What a norm does in the network (ARCHITECTURES.md naming mapped to one closed set)."""
+
+    attn_input = "attn_input"
+    mlp_input = "mlp_input"
+    attn_output = "attn_output"
+    mlp_output = "mlp_output"
+    qk = "qk"
+    latent = "latent"
+    linear_attn = "linear_attn"
+    final = "final"
+    mtp_embedding = "mtp_embedding"
+    mtp_hidden = "mtp_hidden"
+    mtp_final = "mtp_final"
+    embedding = "embedding"
+    unknown = "unknown"
+
+
+class Module(str, Enum):
+    """Which part of the model a norm belongs to."""
+
+    main = "main"
+    mtp = "mtp"
+
+
+class Group(str, Enum):
+    """Input norms feed a linear map (foldable); output norms join the residual stream."""
+
+    input = "input"
+    output = "output"
+
+
+class Kind(str, Enum):
+    """`layernorm` when the checkpoint stores a bias next to the gain, else `rmsnorm`."""
+
+    rmsnorm = "rmsnorm"
+    layernorm = "layernorm"
+
+
+class Parametrization(str, Enum):
+    """How the stored vector w maps to the effective gain: `w` or `1 + w`."""
+
+    standard = "standard"
+    offset = "offset"
+
+    @property
+    def shift(self) -> float:
+        """The constant added to the stored vector to get the effective gain."""
+        return 1.0 if self is Parametrization.offset else 0.0
+
+
+class Band(str, Enum):
+    """Health band of a norm's ratio ‖g_eff‖₂/√d (diagnostic playbook, DOMAIN.md section 3)."""
+
+    collapse = "collapse"
+    shrink = "shrink"
+    balanced = "balanced"
+    grow = "grow"
+    explosion = "explosion"
+    nonfinite = "nonfinite"
+
+    @property
+    def out_of_band(self) -> bool:
+        """True for the bands that leave the playbook's act band [low, high]."""
+        return self in (Band.collapse, Band.explosion, Band.nonfinite)
+
+
+class MatchedBy(str, Enum):
+    """How a norm of checkpoint A was paired with one of checkpoint B."""
+
+    name = "name"
+    identity = "identity"
+    """Same module, MTP depth, layer, role and dim under different names (e.g. Megatron vs HF)."""
+
+
+class Severity(str, Enum):
+    """What a failed check means: `error` fails the job, `warn` is reported only, `off` skips it."""
+
+    error = "error"
+    warn = "warn"
+    off = "off"
+
+
+class CheckName(str, Enum):
+    """The checks of `normscope check`."""
+
+    finite = "finite"
+    """Every gain and bias is finite (always an error)."""
+    decodable = "decodable"
+    """Every norm found could be measured (not an unsupported dtype or empty; always an error)."""
+    band = "band"
+    """Ratio inside [low, high] (per-role overrides allowed), for norms in scope."""
+    drift = "drift"
+    """Relative change against --baseline at most --max-drift, for norms in scope."""
+    band_change = "band_change"
+    """Same band as in --baseline, for norms in scope."""
+    init = "init"
+    """Every effective gain exactly the identity and every bias exactly zero (--expect-init)."""
+    mtp = "mtp"
+    """The checkpoint holds the norms of --expect-mtp MTP depths."""
+
+
+class Order(str, Enum):
+    """How `series` orders its checkpoints."""
+
+    step = "step"
+    """By the step number parsed from the name; natural order breaks ties."""
+    natural = "natural"
+    """By name, digits compared as numbers (checkpoint-10 after checkpoint-9)."""
+    mtime = "mtime"
+    """By modification time of the checkpoint file or folder."""
+
+
+class StepSource(str, Enum):
+    """Where the `step` of each checkpoint of a series comes from."""
+
+    name = "name"
+    """Parsed from the checkpoint's name (checkpoint-500, iter_0000500, step500, ...)."""
+    position = "position"
+    """The 0-based position in the series: some name carried no step number."""
+
+
+class Executor(str, Enum):
+    """How `series` runs its scans: `auto` picks `process` when the checkpoints are big enough."""
+
+    auto = "auto"
+    serial = "serial"
+    thread = "thread"
+    process = "process"
+
+
+class Verdict(str, Enum):
+    """The outcome of `normscope check`."""
+
+    passed = "pass"
+    failed = "fail"

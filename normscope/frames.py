@@ -1,0 +1,68 @@
+"""Results as plain data and as pandas DataFrames: the machine edge of every report.
+
+`plain()` turns a report dataclass into JSON-ready data (enums to their values, NaN and
+infinities to None, keys in field order); `rows_frame()` lays rows of dataclasses out as a
+DataFrame whose columns are the field names, in order — the same names as the JSON keys and the
+CSV header. This module imports no other normscope module, so the schema's `to_frame()` methods
+and the renderers can both use it without a cycle. pandas is imported only when a frame is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready data: dataclasses to dicts (field order), enums to values, NaN/inf to None.
+
+    An object with a `text` attribute and no fields (a parsed scope selector) becomes its text.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if hasattr(value, "__plain__"):
+        return value.__plain__()
+    return value
+
+
+def rows_frame(rows: Sequence[Any], row_type: type) -> pandas.DataFrame:
+    """One row per dataclass instance, columns in field order; nested lists as JSON strings."""
+    import pandas as pd
+
+    fields = [f.name for f in dataclasses.fields(row_type)]
+    records = []
+    for row in rows:
+        data = plain(row)
+        records.append(
+            {f: json.dumps(data[f]) if isinstance(data[f], list) else data[f] for f in fields}
+        )
+    frame = pd.DataFrame(records, columns=fields)
+    # Nullable integers, so that a layer index stays 3 and never becomes 3.0 next to a null.
+    ints = {f: "Int64" for f in ("layer", "mtp_depth") if f in fields}
+    return frame.astype(ints)
+
+
+def series_frame(rows: Sequence[Any], norm_type: type) -> pandas.DataFrame:
+    """Series rows flattened: `checkpoint`, `step`, the norm's fields in order, `rel_change`."""
+    import numpy as np
+
+    frame = rows_frame([r.norm for r in rows], norm_type)
+    frame.insert(0, "checkpoint", [r.checkpoint for r in rows])
+    frame.insert(1, "step", np.asarray([r.step for r in rows], dtype=np.int64))
+    frame["rel_change"] = [math.nan if r.rel_change is None else r.rel_change for r in rows]
+    return frame

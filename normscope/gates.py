@@ -1,0 +1,430 @@
+"""Gates: a report plus a policy in, typed violations out — the one place pass/fail is decided.
+
+`scan_gate`, `diff_gate` and `series_gate` judge the `--fail-on`/`--max-drift` flags of those
+commands; `run_checks` evaluates every check of `normscope check` into `Finding`s. Each says
+when its scope matched nothing (a gate that looked at nothing must not pass silently). The CLI
+only prints what comes back and picks the exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from normscope import __version__
+from normscope.compare import diff_measured
+from normscope.enums import Band, CheckName, Module, Parametrization, Role, Severity, Verdict
+from normscope.policy import thresholds_for
+from normscope.scanner import Measured
+from normscope.schema import (
+    SCHEMA_VERSION,
+    CheckReport,
+    DiffReport,
+    Finding,
+    NormStats,
+    Policy,
+    Report,
+    SeriesReport,
+)
+from normscope.scope import DEFAULT, Selector
+from normscope.trends import latest_rows
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One tripped gate: what, on which norm (or `model`), in words."""
+
+    check: CheckName
+    subject: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """The violations of one gated command, and what the user must hear besides."""
+
+    violations: tuple[Violation, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        """True when any gate tripped (the command exits 1)."""
+        return bool(self.violations)
+
+
+def empty_scope(matched: int, scope: Selector, what: str = "the gate") -> list[str]:
+    """The warning for a gate whose scope matched no norm (else nothing)."""
+    if matched:
+        return []
+    return [
+        f"no norm matches the scope '{scope.text}': {what} looked at nothing "
+        "(this model may have no final or MTP norm identified; try --scope all)"
+    ]
+
+
+def scan_gate(report: Report, scope: Selector, out_of_band: bool) -> GateResult:
+    """`scan --fail-on out-of-band`: any norm in scope out of band."""
+    if not out_of_band:
+        return GateResult()
+    warnings = empty_scope(len(scope.matching(report.norms)), scope)
+    count, t = report.summary.gated_out_of_band, report.summary.thresholds
+    violations: tuple[Violation, ...] = ()
+    if count:
+        message = (
+            f"{count} norm(s) in scope '{report.summary.scope}' are out of band "
+            f"[{t.low:g}, {t.high:g}]"
+        )
+        violations = (Violation(CheckName.band, "model", message),)
+    return GateResult(violations, tuple(warnings))
+
+
+def diff_gate(
+    result: DiffReport,
+    scope: Selector,
+    band_change: bool = False,
+    out_of_band: bool = False,
+    max_drift: float | None = None,
+) -> GateResult:
+    """`diff --fail-on band-change|out-of-band` and `--max-drift`, over the norms in scope."""
+    if not (band_change or out_of_band or max_drift is not None):
+        return GateResult()
+    scoped = scope.matching(result.norms)
+    out: list[Violation] = []
+    if band_change:
+        out += [
+            Violation(
+                CheckName.band_change,
+                d.name,
+                f"{d.name} changed band {d.band_a.value} -> {d.band_b.value}",
+            )
+            for d in scoped
+            if d.band_changed
+        ]
+    if out_of_band:
+        out += [
+            Violation(
+                CheckName.band,
+                d.name,
+                f"{d.name} is out of band in B ({d.band_b.value}, ratio {d.ratio_b:.3f})",
+            )
+            for d in scoped
+            if d.band_b.out_of_band
+        ]
+    if max_drift is not None:
+        out += [
+            Violation(
+                CheckName.drift,
+                d.name,
+                f"{d.name} moved {100 * d.rel_change:.1f}% (limit {100 * max_drift:g}%)",
+            )
+            for d in scoped
+            if not d.rel_change <= max_drift
+        ]
+    return GateResult(tuple(out), tuple(empty_scope(len(scoped), scope)))
+
+
+def series_gate(
+    report: SeriesReport, scope: Selector, out_of_band: bool, max_drift: float | None
+) -> GateResult:
+    """`series --fail-on out-of-band` and `--max-drift`, at the latest checkpoint."""
+    if not (out_of_band or max_drift is not None):
+        return GateResult()
+    rows = [r for r in latest_rows(report) if scope(r.norm)]
+    warnings = empty_scope(len(rows), scope)
+    out: list[Violation] = []
+    t = report.summary.thresholds
+    if out_of_band:
+        out += [
+            Violation(
+                CheckName.band,
+                r.norm.name,
+                f"{r.norm.name} is out of band at step {r.step} ({r.norm.band.value}, ratio "
+                f"{r.norm.ratio:.3f}, band [{t.low:g}, {t.high:g}])",
+            )
+            for r in rows
+            if r.norm.band.out_of_band
+        ]
+    if max_drift is not None:
+        if len(report.checkpoints) < 2:
+            warnings.insert(0, "--max-drift needs two checkpoints: not checked")
+        else:
+            before = report.checkpoints[-2].step
+            out += [
+                Violation(
+                    CheckName.drift,
+                    r.norm.name,
+                    f"{r.norm.name} moved {100 * r.rel_change:.1f}% between step {before} and "
+                    f"{r.step} (limit {100 * max_drift:g}%)",
+                )
+                for r in rows
+                if r.rel_change is not None and not r.rel_change <= max_drift
+            ]
+    return GateResult(tuple(out), tuple(warnings))
+
+
+# --- normscope check ---------------------------------------------------------------------------
+
+_NONFINITE_FIX = "training diverged or the file is corrupt: resume from the last finite checkpoint"
+
+
+def _band_fix(n: NormStats, band: Band) -> str:
+    """The playbook's advice (seed 000, section 06) for a norm outside its band."""
+    if not DEFAULT(n):  # the playbook gates the final and MTP norms only
+        return (
+            "compare with earlier checkpoints (normscope series) before acting: pre-sublayer "
+            "input norms can sit far from 1 because the next linear map absorbs their scale"
+        )
+    if band is Band.collapse:
+        advice = "lower the MTP loss weight (mtp_loss_scaling_factor, e.g. 0.3 -> 0.1)"
+        if n.role is Role.final:
+            advice += (
+                f"; the final norm gates the MTP gradient into the trunk, which now arrives at "
+                f"about {n.ratio:.2f}x its intended size"
+            )
+        return advice
+    return (
+        "add an RMSNorm at the input of each MTP module (NormFormer style) to cap the scale "
+        "entering the MTP projection; see the outlier channels in normscope scan"
+    )
+
+
+def _label(n: NormStats) -> str:
+    if n.module is Module.mtp:
+        return f"MTP {n.mtp_depth} {n.role.value}"
+    if n.role is Role.final:
+        return "final norm"
+    return n.role.value + (f" (layer {n.layer})" if n.layer is not None else "")
+
+
+def run_checks(measured: Measured, policy: Policy, baseline: Measured | None = None) -> CheckReport:
+    """Evaluate every check of `policy` on one scan (and its baseline)."""
+    report = measured.report
+    sev = policy.severity
+    findings = _finite_findings(report.norms) + _decodable_findings(measured)
+    if sev.band is not Severity.off:
+        findings += _band_findings(report.norms, policy)
+    if baseline is not None:
+        findings += _drift_findings(measured, baseline, policy)
+    if policy.expect_init and sev.init is not Severity.off:
+        findings += [_init_finding(n, measured.gains[n.name], sev.init) for n in report.norms]
+    if policy.expect_mtp is not None and sev.mtp is not Severity.off:
+        findings.append(
+            _mtp_finding(report.norms, report.model.mtp_depth, policy.expect_mtp, sev.mtp)
+        )
+
+    failed = [f for f in findings if not f.passed]
+    errors = sum(1 for f in failed if f.severity is Severity.error)
+    warned = sum(1 for f in failed if f.severity is Severity.warn)
+    warnings = list(report.warnings)
+    if sev.band is not Severity.off:
+        matched = len(policy.scope.matching(report.norms))
+        warnings += empty_scope(matched, policy.scope, "the band check")
+    if baseline is not None:
+        warnings += [f"baseline: {w}" for w in baseline.report.warnings]
+    return CheckReport(
+        schema_version=SCHEMA_VERSION,
+        normscope_version=__version__,
+        source=report.source,
+        baseline=baseline.report.source if baseline is not None else None,
+        policy=policy,
+        findings=tuple(findings),
+        errors=errors,
+        warned=warned,
+        verdict=Verdict.failed if errors else Verdict.passed,
+        warnings=tuple(warnings),
+    )
+
+
+def _finite_findings(norms: Sequence[NormStats]) -> list[Finding]:
+    out = []
+    for n in norms:
+        finite = n.band is not Band.nonfinite
+        out.append(
+            Finding(
+                check=CheckName.finite,
+                subject=n.name,
+                passed=finite,
+                severity=Severity.error,
+                value=None,
+                limit="finite",
+                message="finite" if finite else f"{_label(n)} holds NaN or Inf",
+                fix=None if finite else _NONFINITE_FIX,
+            )
+        )
+    return out
+
+
+def _decodable_findings(measured: Measured) -> list[Finding]:
+    """A norm the gate cannot read must not pass silently, whatever the scope."""
+    out = [
+        Finding(
+            check=CheckName.decodable,
+            subject=name,
+            passed=False,
+            severity=Severity.error,
+            value=None,
+            limit="decodable",
+            message=f"could not be measured: {reason}",
+            fix="convert the checkpoint's norm gains to a float dtype (F32, BF16, ...)",
+        )
+        for name, reason in measured.undecoded.items()
+    ]
+    if not out:
+        out.append(
+            Finding(
+                check=CheckName.decodable,
+                subject="model",
+                passed=True,
+                severity=Severity.error,
+                value=None,
+                limit="decodable",
+                message=f"all {len(measured.report.norms)} norms measured",
+                fix=None,
+            )
+        )
+    return out
+
+
+def _band_findings(norms: Sequence[NormStats], policy: Policy) -> list[Finding]:
+    out = []
+    for n in policy.scope.matching(norms):
+        if n.band is Band.nonfinite:
+            continue
+        t = thresholds_for(policy, n.role)
+        band = t.classify(n.ratio)
+        ok = not band.out_of_band
+        if ok:
+            message = f"{_label(n)} ratio {n.ratio:.3f} ({band.value})"
+        else:
+            side, edge = ("below low", t.low) if band is Band.collapse else ("above high", t.high)
+            message = f"{_label(n)} ratio {n.ratio:.3f} is {side} {edge:g} ({band.value})"
+        out.append(
+            Finding(
+                check=CheckName.band,
+                subject=n.name,
+                passed=ok,
+                severity=policy.severity.band,
+                value=n.ratio,
+                limit=f"[{t.low:g}, {t.high:g}]",
+                message=message,
+                fix=None if ok else _band_fix(n, band),
+            )
+        )
+    return out
+
+
+def _drift_findings(measured: Measured, baseline: Measured, policy: Policy) -> list[Finding]:
+    sev = policy.severity
+    result = diff_measured(baseline, measured)
+    by_name = {n.name: n for n in measured.report.norms}
+    out = []
+    for d in policy.scope.matching(result.norms):
+        n = by_name[d.name]
+        if policy.max_drift is not None and sev.drift is not Severity.off:
+            ok = d.rel_change <= policy.max_drift
+            out.append(
+                Finding(
+                    check=CheckName.drift,
+                    subject=d.name,
+                    passed=ok,
+                    severity=sev.drift,
+                    value=d.rel_change,
+                    limit=f"<= {policy.max_drift:g}",
+                    message=f"{_label(n)} moved {100 * d.rel_change:.1f}% since the baseline"
+                    + ("" if ok else f" (limit {100 * policy.max_drift:g}%)"),
+                    fix=None
+                    if ok
+                    else "inspect the channels that moved: normscope diff BASELINE CKPT",
+                )
+            )
+        if sev.band_change is not Severity.off:
+            t = thresholds_for(policy, d.role)
+            before, after = t.classify(d.ratio_a), t.classify(d.ratio_b)
+            ok = before is after
+            if ok:
+                fix = None
+            elif after.out_of_band:
+                fix = _band_fix(n, after)
+            else:
+                fix = "a band change inside the act band: watch the trend (normscope series)"
+            change = "" if ok else f" -> {after.value} (ratio {d.ratio_a:.3f} -> {d.ratio_b:.3f})"
+            out.append(
+                Finding(
+                    check=CheckName.band_change,
+                    subject=d.name,
+                    passed=ok,
+                    severity=sev.band_change,
+                    value=d.ratio_b,
+                    limit=f"== {before.value}",
+                    message=f"{_label(n)} band {before.value}{change}",
+                    fix=fix,
+                )
+            )
+    return out
+
+
+def _init_finding(n: NormStats, gain: np.ndarray, severity: Severity) -> Finding:
+    if n.identity:
+        return Finding(
+            check=CheckName.init,
+            subject=n.name,
+            passed=True,
+            severity=severity,
+            value=0.0,
+            limit="== identity",
+            message=f"{_label(n)} is the identity",
+            fix=None,
+        )
+    with np.errstate(all="ignore"):
+        deviation = np.abs(gain - 1.0)
+    worst = int(np.nanargmax(deviation)) if np.isfinite(deviation).any() else 0
+    value = float(deviation[worst])
+    bias = "" if n.bias_abs_max in (None, 0.0) else f"; bias max |b| = {n.bias_abs_max:.3g}"
+    stored = "1 + w" if n.parametrization is Parametrization.offset else "w"
+    return Finding(
+        check=CheckName.init,
+        subject=n.name,
+        passed=False,
+        severity=severity,
+        value=value,
+        limit="== identity",
+        message=f"{_label(n)} is not the identity: max |g - 1| = {value:.3g} at channel "
+        f"{worst}{bias}",
+        fix=f"at step 0 every effective gain ({stored}) must be exactly 1 and every bias 0: "
+        "check the init code, or whether this checkpoint was saved after an optimizer step",
+    )
+
+
+_MTP_ROLES = (Role.mtp_embedding, Role.mtp_hidden, Role.mtp_final)
+
+
+def _mtp_finding(
+    norms: Sequence[NormStats], depth: int, expected: int, severity: Severity
+) -> Finding:
+    missing = []
+    # Qwen3-Next/3.5 share one set of embedding/hidden/final norms across depths.
+    shared = {n.role for n in norms if n.module is Module.mtp and n.mtp_depth == 1}
+    for k in range(1, expected + 1):
+        have = {n.role for n in norms if n.module is Module.mtp and n.mtp_depth == k}
+        lacking = [r.value for r in _MTP_ROLES if r not in have and r not in shared]
+        if lacking or not have:
+            missing.append(f"depth {k}: " + (", ".join(lacking) if lacking else "no norms"))
+    ok = depth == expected and not missing
+    message = f"MTP depth {depth}" + ("" if ok else f", expected {expected}")
+    if missing:
+        message += " (missing " + "; ".join(missing) + ")"
+    return Finding(
+        check=CheckName.mtp,
+        subject="model",
+        passed=ok,
+        severity=severity,
+        value=float(depth),
+        limit=f"== {expected}",
+        message=message,
+        fix=None
+        if ok
+        else "the MTP weights are not in this checkpoint: Hugging Face re-saves drop "
+        "them (_keys_to_ignore_on_load_unexpected); export from the training framework instead",
+    )

@@ -1,0 +1,107 @@
+"""What every renderer shares: JSON and CSV text, rounding, colours, names that fit, the header.
+
+Pure functions; `cli.py` decides where their output goes. JSON and CSV carry full precision and
+the schema's field names in order; rounding, colour and truncation happen only in the views for
+people (tables, Markdown, HTML), which must never be parsed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from normscope.enums import Band, Module
+from normscope.frames import plain
+from normscope.naming import where as _where_text
+
+if TYPE_CHECKING:
+    import pandas
+    from rich.console import RenderableType
+
+
+def to_dict(report: Any) -> dict[str, Any]:
+    """A report dataclass (scan, diff, check, series) as plain JSON-ready data, keys in order."""
+    data: dict[str, Any] = plain(report)
+    return data
+
+
+def render_json(report: Any) -> str:
+    """One JSON object; NaN/inf are written as null."""
+    return json.dumps(to_dict(report), indent=2, allow_nan=False) + "\n"
+
+
+def frame_csv(frame: pandas.DataFrame) -> str:
+    """CSV text of a frame: header row, no index, full float precision, empty cells for null."""
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, lineterminator="\n")
+    return buffer.getvalue()
+
+
+BAND_STYLE = {
+    Band.collapse: "bold red",
+    Band.shrink: "yellow",
+    Band.balanced: "green",
+    Band.grow: "yellow",
+    Band.explosion: "bold red",
+    Band.nonfinite: "bold magenta",
+}
+SEVERITY = {
+    Band.balanced: 0,
+    Band.shrink: 1,
+    Band.grow: 1,
+    Band.collapse: 2,
+    Band.explosion: 2,
+    Band.nonfinite: 3,
+}
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as disks and the Hub count)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """Round for people; None and non-finite values shown as such."""
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.{digits}f}" if abs(value) < 1e4 else f"{value:.3g}"
+
+
+def where(n: Any) -> str:
+    """The `layer` column of a norm (or a diff row): `mtp1`, the layer index, or `-`."""
+    return _where_text(n.module is Module.mtp, n.mtp_depth, n.layer)
+
+
+NAME_WIDTH = 40
+
+
+def short_name(name: str, width: int = NAME_WIDTH) -> str:
+    """Drop the `.weight` suffix; keep the informative tail of long names."""
+    for suffix in (".weight", "_weight"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def header_panel(title: str, lines: Sequence[tuple[str, str]]) -> RenderableType:
+    """The framed (label, value) header of every table view; values are text, never markup."""
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    for label, value in lines:
+        grid.add_row(label, escape(value))  # a path may hold `[...]`: text, not markup
+    return Panel(grid, title=title, expand=False)

@@ -1,0 +1,138 @@
+"""Texts of the series views, shared by the tables, Markdown and the plot: steps, ratios,
+drift, sparklines, trend labels and the one-sentence outlook. Pure; no rich, no matplotlib.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from normscope.enums import Module, Role
+from normscope.schema import Trend
+
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_MIN_SPAN = 0.05
+"""Ratios that move less than this across a line draw flat: noise is not a trend."""
+
+
+def fmt_step(step: float) -> str:
+    """950 -> '950', 48000 -> '48k', 48500 -> '48.5k', 1907359 -> '1.91M'."""
+    if abs(step) < 1000:
+        return f"{step:.0f}"
+    for scale, unit in ((1e3, "k"), (1e6, "M"), (1e9, "G"), (1e12, "T")):
+        text = f"{step / scale:.3g}"
+        if "e" not in text and abs(float(text)) < 1000:
+            return text + unit
+    return f"{step:.3g}"
+
+
+def step_labels(steps: Sequence[int]) -> list[str]:
+    """Exact step numbers when they fit 6 characters, else compact ones for every column."""
+    if all(len(str(s)) <= 6 for s in steps):
+        return [str(s) for s in steps]
+    return [fmt_step(s) for s in steps]
+
+
+def ratio_text(value: float | None) -> str:
+    """A ratio in at most 6-7 characters; '·' where the norm is absent."""
+    if value is None:
+        return "·"
+    if not math.isfinite(value):
+        return str(value)
+    if abs(value) < 10:
+        return f"{value:.3f}"
+    if abs(value) < 1000:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def drift_text(value: float | None) -> str:
+    """Drift per 1,000 steps with its sign."""
+    if value is None:
+        return "-"
+    if value == 0 or abs(value) >= 1e-3:
+        return f"{value:+.4f}"
+    return f"{value:+.1e}"
+
+
+def sparkline(values: Sequence[float | None], width: int) -> str:
+    """A unicode sparkline of `values`, averaged into at most `width` cells.
+
+    Blank: absent; `×`: non-finite. The scale spans at least SPARK_MIN_SPAN, so noise draws flat.
+    """
+    if not values or width <= 0:
+        return ""
+    cells: list[float | None] = []
+    for bucket in np.array_split(np.arange(len(values)), min(width, len(values))):
+        present = [values[i] for i in bucket if values[i] is not None]
+        if not present:
+            cells.append(None)
+        elif not all(math.isfinite(v) for v in present if v is not None):
+            cells.append(math.nan)
+        else:
+            cells.append(float(np.mean([v for v in present if v is not None])))
+    finite = [c for c in cells if c is not None and math.isfinite(c)]
+    if not finite:
+        return "".join(" " if c is None else "×" for c in cells)
+    lo, hi = min(finite), max(finite)
+    if hi - lo < SPARK_MIN_SPAN:
+        middle = (hi + lo) / 2
+        lo, hi = middle - SPARK_MIN_SPAN / 2, middle + SPARK_MIN_SPAN / 2
+    out = []
+    for c in cells:
+        if c is None:
+            out.append(" ")
+        elif not math.isfinite(c):
+            out.append("×")
+        else:
+            out.append(SPARK[round((c - lo) / (hi - lo) * (len(SPARK) - 1))])
+    return "".join(out)
+
+
+def sample_indices(n: int, k: int) -> list[int]:
+    """k evenly spaced indices of range(n), first and last included."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def trend_label(t: Trend) -> str:
+    """'final norm', 'MTP 1 embedding norm', or the pseudo-norm name."""
+    if t.aggregate:
+        return t.name
+    if t.role is Role.final and t.module is Module.main:
+        return "final norm"
+    return f"MTP {t.mtp_depth} {t.role.value[4:]} norm"
+
+
+def outlook(t: Trend) -> str:
+    """One sentence: where the ratio is and, if the trend holds, where it is going."""
+    label, ratio = trend_label(t), f"{t.ratio_last:.2f}"
+    if t.band_last.out_of_band:
+        since = (
+            f" (first out of band at step {fmt_step(t.first_out_of_band_step)})"
+            if t.first_out_of_band_step is not None
+            else ""
+        )
+        return f"{label}: {ratio}, {t.band_last.value} now{since}"
+    if t.projected_crossing_step is not None and t.projected_band is not None:
+        return (
+            f"{label}: {ratio} → {t.projected_band.value} at ≈ step "
+            f"{fmt_step(t.projected_crossing_step)} if the trend holds"
+        )
+    earlier = (
+        f"; was out of band at step {fmt_step(t.first_out_of_band_step)}"
+        if t.first_out_of_band_step is not None
+        else ""
+    )
+    if t.drift_per_1k_steps is None:
+        return f"{label}: {ratio} ({t.band_last.value}){earlier}"
+    return f"{label}: {ratio} ({t.band_last.value}), no band edge ahead at this drift{earlier}"
+
+
+def projection(t: Trend) -> str:
+    if t.projected_crossing_step is None or t.projected_band is None:
+        return "-"
+    return f"{t.projected_band.value} ≈ {fmt_step(t.projected_crossing_step)}"
