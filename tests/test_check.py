@@ -270,9 +270,21 @@ def test_bad_config_is_exit_2_naming_the_key(
 
 
 def test_cannot_check_is_exit_2(tmp_path: Path) -> None:
-    assert _check(str(tmp_path / "missing")).exit_code == 2
-    assert _check().exit_code == 2
-    assert _check("--config", str(tmp_path / "nope.toml"), "--show-config").exit_code == 2
+    def error_lines(*args: str) -> list[str]:
+        result = _check(*args)
+        assert result.exit_code == 2, result.stderr
+        assert result.stdout == "" and "Traceback" not in result.stderr
+        return [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+
+    missing = tmp_path / "missing"
+    assert error_lines(str(missing)) == [f"Error: no such file or directory ({missing})"]
+    assert error_lines() == [
+        "Error: Invalid value for SOURCE: a checkpoint is required (or --show-config)"
+    ]
+    nope = tmp_path / "nope.toml"
+    assert error_lines("--config", str(nope), "--show-config") == [
+        f"Error: config file not found ({nope})"
+    ]
 
 
 # --- formats -------------------------------------------------------------------------------------

@@ -199,12 +199,16 @@ def test_usage_errors_exit_2(args: tuple[str, ...], says: str, llama_dir: Path) 
 def test_missing_source_is_a_usage_error() -> None:
     result = invoke("scan")
     assert result.exit_code == 2
+    assert result.stdout == ""
+    assert error_lines(result) == ["Error: Missing argument 'source'."]
     assert "Traceback" not in result.stderr
 
 
 def test_unknown_command_is_a_usage_error() -> None:
     result = invoke("scna")
     assert result.exit_code == 2
+    assert result.stdout == ""
+    assert error_lines(result) == ["Error: No such command 'scna'. Did you mean 'scan'?"]
 
 
 # --- exit 3: internal error -----------------------------------------------------------------------

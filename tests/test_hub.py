@@ -17,7 +17,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -168,7 +167,7 @@ def hub(
     (test_env_vars_in_a_fresh_process checks the environment route). Backoff waits are zeroed.
     """
     from huggingface_hub import constants
-    from huggingface_hub.utils import _http, close_session
+    from huggingface_hub.utils import close_session
 
     server = FakeHub().start()
     server.add_repo(DS, ds_dir, tags=("v1",))
@@ -188,7 +187,6 @@ def hub(
     monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agents.json"))
     monkeypatch.setenv("NORMSCOPE_CACHE", str(tmp_path / "normscope-cache"))
     monkeypatch.setattr(hubremote, "RETRY_WAIT", 0.0)
-    monkeypatch.setattr(_http, "time", SimpleNamespace(sleep=lambda seconds: None))
     close_session()
     try:
         yield server
@@ -696,6 +694,8 @@ def test_server_errors_are_retried_by_the_library(hub: FakeHub, llama_dir_hub: P
     hub.fail("GET hub:/api/models", 502, times=1)
     report = normscope.scan(LLAMA)
     same_stats(report, normscope.scan(llama_dir_hub))
+    # Each failure was answered and then retried (RETRY_WAIT is 0 in the `hub` fixture).
+    assert sorted(s.status for s in hub.served if s.status >= 500) == [502, 503, 503]
     hubmod.clear_cache()
     hub.fail("GET cdn:/blobs/", 503)
     result = invoke("scan", LLAMA)
@@ -747,12 +747,12 @@ def test_a_server_that_ignores_range_is_refused(
 
 def test_unreachable_hub_without_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from huggingface_hub import constants
-    from huggingface_hub.utils import _http, close_session
+    from huggingface_hub.utils import close_session
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agents.json"))
-    monkeypatch.setattr(_http, "time", SimpleNamespace(sleep=lambda seconds: None))
+    monkeypatch.setattr(hubremote, "RETRY_WAIT", 0.0)
     monkeypatch.setenv("NORMSCOPE_CACHE", str(tmp_path / "cache"))
     close_session()
     assert_clean_failure(invoke("scan", LLAMA), "cannot reach the Hub", "HF_ENDPOINT")
