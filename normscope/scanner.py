@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,7 @@ from normscope.schema import (
     SCHEMA_VERSION,
     IOStats,
     ModelInfo,
+    NormInfo,
     NormStats,
     Parametrization,
     Report,
@@ -92,78 +94,128 @@ def analyze_checkpoint(
     warnings = list(checkpoint.warnings)
     cls = classify(checkpoint.tensors, checkpoint.config, options.parametrization)
     warnings.extend(cls.warnings)
+    measured = _measure_norms(checkpoint, cls.norms, options.thresholds, warnings)
+    if not measured.stats:
+        raise ArchError(
+            f"none of the {len(cls.norms)} norm tensors could be decoded ({checkpoint.source})"
+        )
+    stats = sorted(measured.stats, key=sort_key)
+    facts = read_config(checkpoint.config)
+    model = ModelInfo(
+        facts.model_type, cls.family, _hidden_size(facts.hidden_size, stats), cls.num_layers,
+        cls.mtp_depth,
+    )  # fmt: skip
+    report = Report(
+        schema_version=SCHEMA_VERSION,
+        normscope_version=__version__,
+        source=checkpoint.source,
+        model=model,
+        io=_io_stats(checkpoint, started),
+        norms=tuple(stats),
+        summary=_summary(stats, options),
+        warnings=tuple(warnings),
+    )
+    return Measured(report, measured.gains, measured.undecoded)
 
+
+@dataclass
+class _Measurements:
+    """What reading and measuring the norms gave: statistics, gains, the norms left out."""
+
+    stats: list[NormStats] = field(default_factory=list)
+    gains: dict[str, np.ndarray] = field(default_factory=dict)
+    undecoded: dict[str, str] = field(default_factory=dict)
+
+
+def _measure_norms(
+    checkpoint: Checkpoint,
+    norms: Sequence[NormInfo],
+    thresholds: Thresholds,
+    warnings: list[str],
+) -> _Measurements:
+    """Read the bytes of every norm (and bias) at once, then measure each norm."""
     wanted = []
-    for info in cls.norms:
+    for info in norms:
         wanted.append(checkpoint.tensors[info.name])
         if info.bias_name is not None:
             wanted.append(checkpoint.tensors[info.bias_name])
-    readable = [r for r in wanted if r.dtype in SUPPORTED_DTYPES]
-    data = checkpoint.read(readable)
-
-    stats: list[NormStats] = []
-    gains: dict[str, np.ndarray] = {}
-    undecoded: dict[str, str] = {}
+    data = checkpoint.read([r for r in wanted if r.dtype in SUPPORTED_DTYPES])
+    out = _Measurements()
     doubts: list[tuple[str, str]] = []
-    for info in cls.norms:
+    for info in norms:
         ref = checkpoint.tensors[info.name]
         gain = decode(ref.dtype, data[info.name]) if info.name in data else None
-        bias = None
-        if info.bias_name is not None:
-            bias_ref = checkpoint.tensors[info.bias_name]
-            bias = decode(bias_ref.dtype, data[info.bias_name]) if info.bias_name in data else None
-            if bias is None or bias.size != ref.numel:
-                warnings.append(
-                    f"bias '{info.bias_name}' ignored: dtype {bias_ref.dtype}, shape "
-                    f"{list(bias_ref.shape)} does not fit the gain"
-                )
-                bias = None
         if gain is None:
-            undecoded[info.name] = (
+            out.undecoded[info.name] = (
                 f"dtype {ref.dtype} is not a float format normscope decodes "
                 f"({', '.join(SUPPORTED_DTYPES)})"
             )
         elif gain.size == 0:
-            undecoded[info.name] = "empty tensor"
-        if gain is None or info.name in undecoded:
-            warnings.append(f"skipped '{info.name}': {undecoded[info.name]}")
+            out.undecoded[info.name] = "empty tensor"
+        if gain is None or info.name in out.undecoded:
+            warnings.append(f"skipped '{info.name}': {out.undecoded[info.name]}")
             continue
+        bias = _bias(checkpoint, info, ref.numel, data, warnings)
         doubt = parametrization_doubt(info, gain)
         if doubt:
             doubts.append((info.name, doubt))
-        row = compute_stats(info, gain, bias, options.thresholds)
-        stats.append(row)
-        gains[row.name] = gain.reshape(-1) + info.parametrization.shift
+        row = compute_stats(info, gain, bias, thresholds)
+        out.stats.append(row)
+        out.gains[row.name] = gain.reshape(-1) + info.parametrization.shift
     if doubts:
         warnings.append(
             f"{len(doubts)} norm(s) look mis-parametrized, e.g. '{doubts[0][0]}' is "
             f"{doubts[0][1]} Pass --parametrization to override"
         )
-    if not stats:
-        raise ArchError(
-            f"none of the {len(cls.norms)} norm tensors could be decoded ({checkpoint.source})"
-        )
-    stats.sort(key=sort_key)
+    return out
 
-    facts = read_config(checkpoint.config)
-    hidden = facts.hidden_size
-    if hidden is None:
-        finals = [s.dim for s in stats if s.role is Role.final]
-        dims = [s.dim for s in stats]
-        hidden = finals[0] if finals else max(set(dims), key=dims.count)
-    selector = options.scope
+
+def _bias(
+    checkpoint: Checkpoint,
+    info: NormInfo,
+    numel: int,
+    data: dict[str, bytes],
+    warnings: list[str],
+) -> np.ndarray | None:
+    """The LayerNorm bias of a norm, when it has one that fits its gain."""
+    if info.bias_name is None:
+        return None
+    bias_ref = checkpoint.tensors[info.bias_name]
+    raw = data.get(info.bias_name)
+    bias = decode(bias_ref.dtype, raw) if raw is not None else None
+    if bias is None or bias.size != numel:
+        warnings.append(
+            f"bias '{info.bias_name}' ignored: dtype {bias_ref.dtype}, shape "
+            f"{list(bias_ref.shape)} does not fit the gain"
+        )
+        return None
+    return bias
+
+
+def _hidden_size(configured: int | None, stats: Sequence[NormStats]) -> int:
+    """The config's hidden size, else the final norm's width, else the commonest width."""
+    if configured is not None:
+        return configured
+    finals = [s.dim for s in stats if s.role is Role.final]
+    dims = [s.dim for s in stats]
+    return finals[0] if finals else max(set(dims), key=dims.count)
+
+
+def _summary(stats: Sequence[NormStats], options: ScanOptions) -> Summary:
     out_of_band = [s for s in stats if s.band.out_of_band]
-    gated = selector.matching(out_of_band)
-    summary = Summary(
+    return Summary(
         bands=count_bands(stats),
         out_of_band=len(out_of_band),
-        scope=selector.text,
-        gated_out_of_band=len(gated),
+        scope=options.scope.text,
+        gated_out_of_band=len(options.scope.matching(out_of_band)),
         headline=headline(stats),
         thresholds=options.thresholds,
     )
+
+
+def _io_stats(checkpoint: Checkpoint, started: float) -> IOStats:
     counter = checkpoint.counter
-    io = IOStats(
+    return IOStats(
         bytes_read=counter.bytes_read,
         bytes_total=checkpoint.bytes_total,
         metadata_bytes=counter.metadata_bytes,
@@ -172,15 +224,3 @@ def analyze_checkpoint(
         requests=counter.requests,
         bytes_transferred=counter.bytes_transferred,
     )
-    model = ModelInfo(facts.model_type, cls.family, hidden, cls.num_layers, cls.mtp_depth)
-    report = Report(
-        schema_version=SCHEMA_VERSION,
-        normscope_version=__version__,
-        source=checkpoint.source,
-        model=model,
-        io=io,
-        norms=tuple(stats),
-        summary=summary,
-        warnings=tuple(warnings),
-    )
-    return Measured(report, gains, undecoded)
