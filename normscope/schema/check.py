@@ -1,0 +1,96 @@
+"""The schema of `normscope check`: the effective policy, each finding, the verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from normscope.enums import CheckName, Parametrization, Role, Severity, Verdict
+from normscope.schema.scan import DEFAULT_HIGH, DEFAULT_LOW
+from normscope.scope import DEFAULT, Selector
+
+if TYPE_CHECKING:
+    import pandas
+
+
+@dataclass(frozen=True, slots=True)
+class RoleBand:
+    """A per-role band, e.g. a wider one for QK norms."""
+
+    role: Role
+    low: float | None
+    """None: the policy's `low`."""
+    high: float | None
+    """None: the policy's `high`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Severities:
+    """Severity of each configurable check (`finite` is always an error)."""
+
+    band: Severity = Severity.error
+    drift: Severity = Severity.error
+    band_change: Severity = Severity.error
+    init: Severity = Severity.error
+    mtp: Severity = Severity.error
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The effective policy of a check run: defaults < config file < flags."""
+
+    low: float = DEFAULT_LOW
+    high: float = DEFAULT_HIGH
+    scope: Selector = DEFAULT
+    """Norms the band, drift and band_change checks look at (JSON: its text)."""
+    max_drift: float | None = None
+    """Largest allowed ‖g - g_base‖/‖g_base‖; None: no drift limit (band changes still checked)."""
+    expect_init: bool = False
+    expect_mtp: int | None = None
+    parametrization: Parametrization | None = None
+    severity: Severities = field(default_factory=Severities)
+    roles: tuple[RoleBand, ...] = ()
+    origin: tuple[str, ...] = ("defaults",)
+    """Where the settings came from, in precedence order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One evaluated (check, subject): passed, or a violation with its evidence."""
+
+    check: CheckName
+    subject: str
+    """The tensor name, or `model` for checks about the whole checkpoint."""
+    passed: bool
+    severity: Severity
+    value: float | None
+    """The measured number (ratio, relative change, max |g - 1|, MTP depth)."""
+    limit: str
+    """The threshold it was held to, in words: `[0.4, 1.8]`, `<= 0.15`, `== 1`."""
+    message: str
+    fix: str | None
+    """What the playbook suggests doing, for violations."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """The result of `normscope check`."""
+
+    schema_version: int
+    normscope_version: str
+    source: str
+    baseline: str | None
+    policy: Policy
+    findings: tuple[Finding, ...]
+    errors: int
+    """Failed findings of severity error."""
+    warned: int
+    """Failed findings of severity warn."""
+    verdict: Verdict
+    warnings: tuple[str, ...] = ()
+
+    def to_frame(self) -> pandas.DataFrame:
+        """Return one row per finding (Finding fields)."""
+        from normscope.frames import rows_frame
+
+        return rows_frame(self.findings, Finding)

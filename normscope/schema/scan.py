@@ -1,0 +1,241 @@
+"""The schema of a scan: where a tensor lives, what a norm is, its statistics, the Report.
+
+The field names of `NormStats` are the JSON keys, the CSV headers and the table columns, in this
+order. They are a contract with every script that reads normscope's output: changing one bumps
+`SCHEMA_VERSION` and needs a CHANGELOG entry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from normscope.enums import Band, Group, Kind, Module, Parametrization, Role
+
+if TYPE_CHECKING:  # pandas stays off the import path of a scan
+    import pandas
+
+SCHEMA_VERSION = 1
+DEFAULT_LOW = 0.4
+"""The playbook's act band [0.4, 1.8] x sqrt(d) (DOMAIN.md section 3): below, collapse..."""
+DEFAULT_HIGH = 1.8
+"""...above, explosion."""
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Band edges on the ratio ‖g_eff‖₂/√d."""
+
+    low: float = DEFAULT_LOW
+    """Below this: collapse."""
+    high: float = DEFAULT_HIGH
+    """Above this: explosion."""
+    balanced_low: float = 0.9
+    """[balanced_low, balanced_high] is balanced; between low and balanced_low is shrink."""
+    balanced_high: float = 1.12
+    """Between balanced_high and high is grow."""
+
+    def classify(self, ratio: float) -> Band:
+        """Return the band of one ratio; NaN and infinities are `nonfinite`."""
+        if not math.isfinite(ratio):
+            return Band.nonfinite
+        if ratio < self.low:
+            return Band.collapse
+        if ratio > self.high:
+            return Band.explosion
+        if ratio < self.balanced_low:
+            return Band.shrink
+        if ratio > self.balanced_high:
+            return Band.grow
+        return Band.balanced
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRef:
+    """Where one tensor's bytes live: a shard and an absolute byte range in it."""
+
+    name: str
+    """Tensor name, verbatim from the safetensors header."""
+    shard: str
+    """Path (or Hub file name) of the shard holding it."""
+    dtype: str
+    """safetensors dtype string: F32, BF16, F8_E4M3, ..."""
+    shape: tuple[int, ...]
+    """Tensor shape from the header."""
+    start: int
+    """Absolute offset of the first byte in the shard file."""
+    end: int
+    """Absolute offset one past the last byte."""
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the tensor's data in bytes."""
+        return self.end - self.start
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class NormInfo:
+    """What the architecture rules say one norm is; no numbers."""
+
+    name: str
+    """The gain tensor's name, verbatim."""
+    module: Module
+    mtp_depth: int | None
+    """1-based MTP depth for MTP norms, else None."""
+    layer: int | None
+    """Trunk layer index for main-model layer norms; None for final, embedding and MTP norms."""
+    role: Role
+    group: Group | None
+    parametrization: Parametrization
+    bias_name: str | None = None
+    """The LayerNorm bias tensor's name, when the checkpoint stores one."""
+    rule: str = ""
+    """Which rule matched (family:pattern), for debugging and tests."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outlier:
+    """One channel far from the vector's median."""
+
+    index: int
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class NormStats:
+    """One norm: classification and statistics of its effective gain (a JSON object, a CSV row)."""
+
+    name: str
+    """Gain tensor name, verbatim."""
+    module: Module
+    """`main` or `mtp`."""
+    mtp_depth: int | None
+    """1-based MTP depth, or null."""
+    layer: int | None
+    """Trunk layer index for main-model layer norms, else null."""
+    role: Role
+    group: Group | None
+    """`input` (foldable into the next linear map), `output` (joins the residual), or null."""
+    kind: Kind
+    parametrization: Parametrization
+    dim: int
+    """Number of entries of the gain vector (all of them, for 2-D per-head gains)."""
+    l2: float
+    """‖g_eff‖₂."""
+    ratio: float
+    """l2 / √dim: 1.0 at initialization."""
+    mean: float
+    std: float
+    """Population standard deviation of g_eff."""
+    min: float
+    max: float
+    negative: int
+    """Number of entries of g_eff below zero."""
+    outliers: tuple[Outlier, ...]
+    """Up to 5 channels with the largest |g_eff - median|, largest first; empty when all equal."""
+    bias_l2: float | None
+    """‖β‖₂ of the LayerNorm bias, or null when there is none."""
+    bias_abs_max: float | None
+    identity: bool
+    """True when g_eff is exactly all ones and the bias (if any) exactly zero."""
+    band: Band
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the config and the tensors say about the model."""
+
+    model_type: str | None
+    """config.json's model_type (null without a config)."""
+    family: str
+    """The normscope rule table used (`generic` when none fits)."""
+    hidden_size: int | None
+    """From config.json, else the final norm's length."""
+    num_layers: int | None
+    mtp_depth: int
+    """Number of MTP depths whose norms are in the checkpoint (0 when none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IOStats:
+    """What was read to produce the report (and, for a Hub repo, transferred)."""
+
+    bytes_read: int
+    """Bytes read from safetensors files: headers plus the byte ranges of the analysed tensors."""
+    bytes_total: int
+    """Size of all safetensors shards of the checkpoint."""
+    metadata_bytes: int
+    """Bytes of config.json and the shard index read besides the shards."""
+    files: int
+    """Number of safetensors shards."""
+    seconds: float
+    """Wall time of the scan."""
+    requests: int = 0
+    """HTTP requests made to the Hub (redirects included); 0 for local files and cache hits."""
+    bytes_transferred: int = 0
+    """Response body bytes received from the Hub: the API answer, config/index, header and norm
+    ranges (plus coalesced gaps); 0 for local files and cache hits."""
+
+
+@dataclass(frozen=True, slots=True)
+class BandCounts:
+    """How many norms fall in each band."""
+
+    collapse: int = 0
+    shrink: int = 0
+    balanced: int = 0
+    grow: int = 0
+    explosion: int = 0
+    nonfinite: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Headline:
+    """A headline norm: the final norm and each MTP depth's embedding/hidden/final norms."""
+
+    name: str
+    role: Role
+    mtp_depth: int | None
+    ratio: float
+    band: Band
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Counts over all norms and the gate's verdict inputs."""
+
+    bands: BandCounts
+    out_of_band: int
+    """Norms (any scope) whose band is collapse, explosion or nonfinite."""
+    scope: str
+    """The gate scope used for `gated_out_of_band` (a `normscope.scope` expression)."""
+    gated_out_of_band: int
+    """Norms in the gate scope that are out of band: what `--fail-on out-of-band` looks at."""
+    headline: tuple[Headline, ...]
+    thresholds: Thresholds
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """The result of one scan."""
+
+    schema_version: int
+    normscope_version: str
+    source: str
+    model: ModelInfo
+    io: IOStats
+    norms: tuple[NormStats, ...]
+    summary: Summary
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_frame(self) -> pandas.DataFrame:
+        """Return one row per norm as a pandas DataFrame (columns in schema order)."""
+        from normscope.frames import rows_frame
+
+        return rows_frame(self.norms, NormStats)

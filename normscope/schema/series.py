@@ -1,0 +1,131 @@
+"""The schema of `normscope series`: checkpoints of one run, tidy rows, trends, the summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from normscope.enums import Band, Executor, Module, Order, Role, StepSource
+from normscope.schema.scan import ModelInfo, NormStats, Thresholds
+
+if TYPE_CHECKING:
+    import pandas
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesCheckpoint:
+    """One measured checkpoint of a series."""
+
+    path: str
+    step: int
+    bytes_read: int
+    """Header, metadata and norm bytes read from this checkpoint."""
+    seconds: float
+    """Wall time of its scan."""
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A checkpoint (or a folder named like one) left out of a series, and why."""
+
+    path: str
+    step: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    """One norm at one checkpoint; JSON and CSV flatten it: checkpoint, step, NormStats fields."""
+
+    checkpoint: str
+    """The checkpoint's path."""
+    step: int
+    norm: NormStats
+    rel_change: float | None
+    """‖g − g_prev‖₂/‖g_prev‖₂ against the previous checkpoint of the series; null for the first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """A headline norm followed across the series (or a role's median ratio, `aggregate`)."""
+
+    name: str
+    """Tensor name, or `median(ROLE)` / `median(mtp:ROLE)` for a role's median ratio."""
+    role: Role
+    module: Module
+    ratio_first: float
+    ratio_last: float
+    band_last: Band
+    first_out_of_band_step: int | None
+    """The first step at which the ratio was collapse, explosion or nonfinite; null if never."""
+    drift_per_1k_steps: float | None
+    """Least-squares slope of ratio vs step over the last min(n, 5) checkpoints, × 1000."""
+    projected_crossing_step: int | None
+    """Where a steady drift at that rate crosses the low or high band edge; null when the ratio
+    is flat, already out of band, or the crossing lies further ahead than 3x the span of steps
+    observed (an extrapolation with no information in it)."""
+    projected_band: Band | None
+    """`collapse` or `explosion`: the band that crossing leads into."""
+    mtp_depth: int | None
+    aggregate: bool
+    """True for a role's median ratio (a pseudo-norm)."""
+    count: int
+    """Norms behind the number: 1, or the size of the role at the last checkpoint."""
+    ratios: tuple[float | None, ...]
+    """The ratio at each checkpoint, aligned with `SeriesReport.checkpoints` (null: absent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSummary:
+    """Trends of the headline norms and the gate inputs of the latest checkpoint."""
+
+    thresholds: Thresholds
+    scope: str
+    """The gate scope (a `normscope.scope` expression)."""
+    window: int
+    """Checkpoints in the drift fit: min(n, 5)."""
+    latest_step: int
+    gated_out_of_band: int
+    """Norms in scope that are out of band at the latest checkpoint."""
+    headline: tuple[Trend, ...]
+    """The final norm, each MTP norm, then each (module, role)'s median ratio."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesIO:
+    """What a series cost."""
+
+    bytes_read: int
+    seconds: float
+    executor: Executor
+    """`serial`, `thread` or `process`: what actually ran."""
+    jobs: int
+    """Workers of the pool (1 when serial)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesReport:
+    """The result of `normscope series`: one training run's norms, checkpoint by checkpoint."""
+
+    schema_version: int
+    normscope_version: str
+    source: tuple[str, ...]
+    """The arguments: one run folder, or the checkpoints listed."""
+    model: ModelInfo
+    """Of the latest checkpoint."""
+    steps_from: StepSource
+    order: Order
+    checkpoints: tuple[SeriesCheckpoint, ...]
+    """Measured checkpoints, in series order."""
+    skipped: tuple[Skipped, ...]
+    rows: tuple[SeriesRow, ...]
+    """One per (checkpoint, norm), in series order, norms in scan order."""
+    summary: SeriesSummary
+    io: SeriesIO
+    warnings: tuple[str, ...] = ()
+
+    def to_frame(self) -> pandas.DataFrame:
+        """Return the tidy rows: checkpoint, step, every NormStats field, rel_change."""
+        from normscope.frames import series_frame
+
+        return series_frame(self.rows, NormStats)
