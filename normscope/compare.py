@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from normscope import __version__
 from normscope.analysis import relative_change
 from normscope.errors import AnalysisError
 from normscope.scanner import Measured, ScanOptions, measure
@@ -27,6 +26,7 @@ from normscope.schema import (
     Role,
     RoleDrift,
 )
+from normscope.version import __version__
 
 MAX_MOVERS = 5
 

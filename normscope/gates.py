@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from normscope import __version__
 from normscope.compare import diff_measured
 from normscope.enums import Band, CheckName, Module, Parametrization, Role, Severity, Verdict
 from normscope.policy import thresholds_for
@@ -30,6 +29,7 @@ from normscope.schema import (
 )
 from normscope.scope import DEFAULT, Selector
 from normscope.trends import latest_rows
+from normscope.version import __version__
 
 
 @dataclass(frozen=True, slots=True)

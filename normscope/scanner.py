@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from normscope import __version__
 from normscope.analysis import (
     SUPPORTED_DTYPES,
     compute_stats,
@@ -38,6 +37,7 @@ from normscope.schema import (
 )
 from normscope.scope import DEFAULT, Selector, parse_scope
 from normscope.sources import Checkpoint, ProgressFactory, open_checkpoint
+from normscope.version import __version__
 
 
 @dataclass(frozen=True, slots=True)

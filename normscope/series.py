@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from normscope import __version__
 from normscope.analysis import relative_change
 from normscope.discovery import Candidate, discover
 from normscope.errors import NormscopeError, SourceError
@@ -51,6 +50,7 @@ from normscope.schema import (
     Skipped,
 )
 from normscope.trends import DRIFT_WINDOW, headline_trends
+from normscope.version import __version__
 
 __all__ = ["SeriesOptions", "SeriesProgress", "measure_series"]
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from normscope import __version__
 from normscope.cli import output as out
 from normscope.cli.options import (
     EXIT_HELP,
@@ -63,6 +62,7 @@ from normscope.cli.options import (
 from normscope.enums import Order, Parametrization
 from normscope.schema import DEFAULT_HIGH, DEFAULT_LOW
 from normscope.scope import DEFAULT_SCOPE
+from normscope.version import __version__
 
 if TYPE_CHECKING:
     from normscope.scanner import ScanOptions
