@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from normscope.schema import Band, Group, Module, Role
+from normscope.enums import Band, Group, Module, Role
 
 
 class Topic(str, Enum):

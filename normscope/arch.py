@@ -459,6 +459,14 @@ FAMILIES: tuple[Family, ...] = (
 
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 
+
+def expects_final(family: str) -> bool:
+    """Whether models of a family end in a final norm: any family whose rules name one (post-LN
+    encoders such as BERT have none); an unknown family is assumed to be a decoder that does."""
+    rules = FAMILY_BY_NAME.get(family)
+    return rules is None or any(r.role is Role.final for r in rules.rules)
+
+
 # Names that look like a norm's gain to the generic fallback: a last component naming a norm.
 _NORMISH = re.compile(r"(?i)(norm|^ln(_\w+|\d+)?$|^layer_norm)")
 _LAYER_IN_NAME = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.")

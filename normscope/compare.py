@@ -115,6 +115,8 @@ def diff_measured(a: Measured, b: Measured) -> DiffReport:
                 band_b=nb.band,
                 band_changed=na.band is not nb.band,
                 movers=movers,
+                anomaly_a=na.anomaly,
+                anomaly_b=nb.anomaly,
             )
         )
     rows.sort(key=lambda d: (-_finite_or_inf(d.rel_change), d.name))

@@ -108,6 +108,8 @@ class CheckName(str, Enum):
     """Every effective gain exactly the identity and every bias exactly zero (--expect-init)."""
     mtp = "mtp"
     """The checkpoint holds the norms of --expect-mtp MTP depths."""
+    anomaly = "anomaly"
+    """No norm left its peers (the same norm in other layers; default severity: warn)."""
 
 
 class Order(str, Enum):

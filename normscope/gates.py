@@ -8,13 +8,18 @@ only prints what comes back and picks the exit code.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from normscope.advice import anomaly_advice, band_advice
 from normscope.compare import diff_measured
 from normscope.enums import Band, CheckName, Module, Parametrization, Role, Severity, Verdict
+from normscope.errors import ArchError
+from normscope.peers import peer_key
 from normscope.policy import thresholds_for
 from normscope.scanner import Measured
 from normscope.schema import (
@@ -27,7 +32,7 @@ from normscope.schema import (
     Report,
     SeriesReport,
 )
-from normscope.scope import DEFAULT, Selector
+from normscope.scope import Selector
 from normscope.trends import latest_rows
 from normscope.version import __version__
 
@@ -166,29 +171,6 @@ def series_gate(
 
 # --- normscope check ---------------------------------------------------------------------------
 
-_NONFINITE_FIX = "training diverged or the file is corrupt: resume from the last finite checkpoint"
-
-
-def _band_fix(n: NormStats, band: Band) -> str:
-    """The playbook's advice (seed 000, section 06) for a norm outside its band."""
-    if not DEFAULT(n):  # the playbook gates the final and MTP norms only
-        return (
-            "compare with earlier checkpoints (normscope series) before acting: pre-sublayer "
-            "input norms can sit far from 1 because the next linear map absorbs their scale"
-        )
-    if band is Band.collapse:
-        advice = "lower the MTP loss weight (mtp_loss_scaling_factor, e.g. 0.3 -> 0.1)"
-        if n.role is Role.final:
-            advice += (
-                f"; the final norm gates the MTP gradient into the trunk, which now arrives at "
-                f"about {n.ratio:.2f}x its intended size"
-            )
-        return advice
-    return (
-        "add an RMSNorm at the input of each MTP module (NormFormer style) to cap the scale "
-        "entering the MTP projection; see the outlier channels in normscope scan"
-    )
-
 
 def _label(n: NormStats) -> str:
     if n.module is Module.mtp:
@@ -198,13 +180,58 @@ def _label(n: NormStats) -> str:
     return n.role.value + (f" (layer {n.layer})" if n.layer is not None else "")
 
 
+def _fix(n: NormStats, band: Band, has_mtp: bool) -> str | None:
+    """The advice that fits this norm, its band and the model (`normscope.advice`)."""
+    advice = band_advice(n, band, has_mtp=has_mtp)
+    return None if advice is None else advice.text
+
+
+def require_understood(measured: Measured, policy: Policy) -> None:
+    """Fail closed: refuse to judge a checkpoint whose architecture normscope did not read.
+
+    Raises ArchError (exit 2) when the architecture has a final norm but none was identified, or
+    when more than `policy.max_unknown` of the norms matched no rule — unless `allow_unknown`.
+    """
+    if policy.allow_unknown:
+        return
+    norms = measured.report.norms
+    unread = [n for n in measured.unread if n not in measured.undecoded]
+    no_final = measured.missing_final
+    share = len(unread) / len(norms) if norms else 1.0
+    if not no_final and share <= policy.max_unknown:
+        return
+    reasons = []
+    if no_final:
+        reasons.append("no final norm was identified")
+    if share > policy.max_unknown:
+        example = ", ".join(f"'{n}'" for n in unread[:3]) + (" ..." if len(unread) > 3 else "")
+        reasons.append(
+            f"{len(unread)} of {len(norms)} norms ({100 * share:.0f}%, limit "
+            f"{100 * policy.max_unknown:g}%) match no architecture rule: {example}"
+        )
+    raise ArchError(
+        f"normscope did not understand this checkpoint's architecture "
+        f"({measured.report.model.model_type or 'no model_type'}, rules: "
+        f"{measured.report.model.family}): {'; '.join(reasons)} ({measured.report.source})",
+        hint="teach normscope the names with --rules FILE.toml (README: adding an "
+        "architecture), or pass --allow-unknown to judge only what was read",
+    )
+
+
 def run_checks(measured: Measured, policy: Policy, baseline: Measured | None = None) -> CheckReport:
-    """Evaluate every check of `policy` on one scan (and its baseline)."""
+    """Evaluate every check of `policy` on one scan (and its baseline).
+
+    Raises ArchError when the architecture was not understood (`require_understood`).
+    """
+    require_understood(measured, policy)
     report = measured.report
     sev = policy.severity
+    has_mtp = report.model.mtp_depth > 0
     findings = _finite_findings(report.norms) + _decodable_findings(measured)
     if sev.band is not Severity.off:
-        findings += _band_findings(report.norms, policy)
+        findings += _band_findings(report.norms, policy, has_mtp)
+    if sev.anomaly is not Severity.off:
+        findings += _anomaly_findings(report.norms, sev.anomaly)
     if baseline is not None:
         findings += _drift_findings(measured, baseline, policy)
     if policy.expect_init and sev.init is not Severity.off:
@@ -250,7 +277,7 @@ def _finite_findings(norms: Sequence[NormStats]) -> list[Finding]:
                 value=None,
                 limit="finite",
                 message="finite" if finite else f"{_label(n)} holds NaN or Inf",
-                fix=None if finite else _NONFINITE_FIX,
+                fix=None if finite else _fix(n, Band.nonfinite, has_mtp=False),
             )
         )
     return out
@@ -287,7 +314,32 @@ def _decodable_findings(measured: Measured) -> list[Finding]:
     return out
 
 
-def _band_findings(norms: Sequence[NormStats], policy: Policy) -> list[Finding]:
+def _anomaly_findings(norms: Sequence[NormStats], severity: Severity) -> list[Finding]:
+    """One finding per norm with a peer verdict: passed, or it left its peers."""
+    groups = Counter(peer_key(n) for n in norms if math.isfinite(n.ratio) and n.ratio > 0)
+    out = []
+    for n in norms:
+        if n.anomaly is None or n.peer_median is None:
+            continue
+        peers = groups[peer_key(n)] - (1 if math.isfinite(n.ratio) and n.ratio > 0 else 0)
+        fold = n.ratio / n.peer_median if n.peer_median else math.inf
+        message = f"{_label(n)} ratio {n.ratio:.3f}, peer median {n.peer_median:.3f}"
+        out.append(
+            Finding(
+                check=CheckName.anomaly,
+                subject=n.name,
+                passed=not n.anomaly,
+                severity=severity,
+                value=fold,
+                limit="peers",
+                message=message + (" (left its peers)" if n.anomaly else ""),
+                fix=anomaly_advice(n, n.peer_median, peers=peers).text if n.anomaly else None,
+            )
+        )
+    return out
+
+
+def _band_findings(norms: Sequence[NormStats], policy: Policy, has_mtp: bool) -> list[Finding]:
     out = []
     for n in policy.scope.matching(norms):
         if n.band is Band.nonfinite:
@@ -309,7 +361,7 @@ def _band_findings(norms: Sequence[NormStats], policy: Policy) -> list[Finding]:
                 value=n.ratio,
                 limit=f"[{t.low:g}, {t.high:g}]",
                 message=message,
-                fix=None if ok else _band_fix(n, band),
+                fix=None if ok else _fix(n, band, has_mtp),
             )
         )
     return out
@@ -346,7 +398,7 @@ def _drift_findings(measured: Measured, baseline: Measured, policy: Policy) -> l
             if ok:
                 fix = None
             elif after.out_of_band:
-                fix = _band_fix(n, after)
+                fix = _fix(n, after, measured.report.model.mtp_depth > 0)
             else:
                 fix = "a band change inside the act band: watch the trend (normscope series)"
             change = "" if ok else f" -> {after.value} (ratio {d.ratio_a:.3f} -> {d.ratio_b:.3f})"

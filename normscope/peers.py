@@ -32,33 +32,11 @@ from typing import Protocol
 
 import numpy as np
 
-from normscope.schema import Module, Role
+from normscope.enums import Module, Role
+from normscope.schema import PeerRule
 
 # NOTE: 1.4826 = 1 / Phi^-1(3/4) makes the MAD a consistent estimator of a normal sigma.
 _MAD_SCALE = 1.4826
-
-
-@dataclass(frozen=True, slots=True)
-class PeerRule:
-    """Thresholds of the anomaly rule (policy settings; the policy embeds one of these)."""
-
-    factor: float = 2.0
-    """A ratio at least this many times above or below its peer median is an anomaly."""
-    mad_k: float = 3.5
-    """Robust outlier: more than mad_k x 1.4826 x MAD of the peers' log ratios from their median."""
-    min_factor: float = 1.25
-    """...and at least this many times away from the peer median (ignores BF16-level noise)."""
-    min_peers: int = 4
-    """Fewest OTHER peers (the norm itself not counted) with a usable ratio for a verdict."""
-
-    def __post_init__(self) -> None:
-        if not (self.factor > 1 and self.min_factor > 1 and self.mad_k > 0):
-            raise ValueError(
-                f"need factor > 1, min_factor > 1 and mad_k > 0, got factor={self.factor}, "
-                f"min_factor={self.min_factor}, mad_k={self.mad_k}"
-            )
-        if self.min_peers < 2:
-            raise ValueError(f"need min_peers >= 2 (a median needs company), got {self.min_peers}")
 
 
 class PeerSubject(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 
 from normscope.enums import Parametrization, Role, Severity
 from normscope.errors import ConfigError, UsageError
-from normscope.schema import Policy, RoleBand, Severities, Thresholds
+from normscope.schema import PeerRule, Policy, RoleBand, Severities, Thresholds
 from normscope.scope import parse_scope
 
 if sys.version_info >= (3, 11):
@@ -26,6 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+# The keys of [tool.normscope] besides `rules` (read by `arch` for every command).
 _KEYS = {
     "low",
     "high",
@@ -36,7 +37,12 @@ _KEYS = {
     "parametrization",
     "severity",
     "roles",
+    "anomaly",
+    "max_unknown",
+    "allow_unknown",
 }
+_SHARED_KEYS = {"rules"}
+"""Keys of the same table that other parts of normscope read (the architecture rules)."""
 
 
 def find_pyproject(start: Path) -> Path | None:
@@ -95,38 +101,85 @@ def _apply(policy: Policy, table: Mapping[str, Any], where: str, prefix: str) ->
     changes: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}"
+        if key in _SHARED_KEYS:
+            continue
         if key not in _KEYS:
             raise ConfigError(
                 f"unknown key '{name}' ({where})", hint=f"known keys: {', '.join(sorted(_KEYS))}"
             )
-        if key in ("low", "high") or key == "max_drift":
-            changes[key] = _number(name, value, where)
-        elif key == "scope":
-            if isinstance(value, list):
-                value = ",".join(str(v) for v in value)
-            if not isinstance(value, str):
-                raise ConfigError(f"{name} must be a string or a list ({where})")
-            changes[key] = parse_scope(value)
-        elif key == "expect_init":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{name} must be true or false, not {value!r} ({where})")
-            changes[key] = value
-        elif key == "expect_mtp":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be a whole number >= 0, not {value!r} ({where})")
-            changes[key] = value
-        elif key == "parametrization":
-            try:
-                changes[key] = Parametrization(value)
-            except ValueError:
-                raise ConfigError(
-                    f"{name} must be standard or offset, not {value!r} ({where})"
-                ) from None
-        elif key == "severity":
-            changes[key] = _severities(policy.severity, value, where, name)
-        elif key == "roles":
-            changes[key] = _roles(value, where, name)
+        changes[key] = _VALIDATE[key](policy, name, value, where)
     return dataclasses.replace(policy, **changes)
+
+
+def _scope(policy: Policy, name: str, value: Any, where: str) -> Any:
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string or a list ({where})")
+    return parse_scope(value)
+
+
+def _flag(policy: Policy, name: str, value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, not {value!r} ({where})")
+    return value
+
+
+def _count(policy: Policy, name: str, value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a whole number >= 0, not {value!r} ({where})")
+    return value
+
+
+def _parametrization(policy: Policy, name: str, value: Any, where: str) -> Parametrization:
+    try:
+        return Parametrization(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be standard or offset, not {value!r} ({where})") from None
+
+
+def _share(policy: Policy, name: str, value: Any, where: str) -> float:
+    share = _number(name, value, where)
+    if share > 1:
+        raise ConfigError(f"{name} is a share of the norms: at most 1, not {value!r} ({where})")
+    return share
+
+
+def _anomaly(policy: Policy, name: str, value: Any, where: str) -> PeerRule:
+    """`[tool.normscope.anomaly]`: factor, mad_k, min_factor, min_peers (`normscope.peers`)."""
+    known = {f.name for f in dataclasses.fields(PeerRule)}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a table of {', '.join(sorted(known))} ({where})")
+    changes: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in known:
+            raise ConfigError(
+                f"unknown key '{name}.{key}' ({where})", hint=f"known: {', '.join(sorted(known))}"
+            )
+        if key == "min_peers":
+            changes[key] = _count(policy, f"{name}.{key}", item, where)
+        else:
+            changes[key] = _number(f"{name}.{key}", item, where)
+    try:
+        return dataclasses.replace(policy.anomaly, **changes)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc} ({where})") from None
+
+
+_VALIDATE: dict[str, Any] = {
+    "low": lambda policy, name, value, where: _number(name, value, where),
+    "high": lambda policy, name, value, where: _number(name, value, where),
+    "max_drift": lambda policy, name, value, where: _number(name, value, where),
+    "scope": _scope,
+    "expect_init": _flag,
+    "expect_mtp": _count,
+    "parametrization": _parametrization,
+    "severity": lambda policy, name, value, where: _severities(policy.severity, value, where, name),
+    "roles": lambda policy, name, value, where: _roles(value, where, name),
+    "anomaly": _anomaly,
+    "max_unknown": _share,
+    "allow_unknown": _flag,
+}
 
 
 def _severities(current: Severities, value: Any, where: str, name: str) -> Severities:
@@ -175,6 +228,7 @@ class PolicyOverrides:
     parametrization: Parametrization | None = None
     severity: Mapping[str, str] | None = None
     """CHECK -> error|warn|off, from repeated `--severity CHECK=LEVEL`."""
+    allow_unknown: bool | None = None
 
     def given(self) -> dict[str, Any]:
         """The settings given, as config keys and values."""
@@ -265,6 +319,11 @@ def policy_toml(policy: Policy) -> str:
         lines.append(f"expect_mtp = {policy.expect_mtp}")
     if policy.parametrization is not None:
         lines.append(f"parametrization = {value(policy.parametrization.value)}")
+    lines.append(f"max_unknown = {value(policy.max_unknown)}")
+    lines.append(f"allow_unknown = {value(policy.allow_unknown)}")
+    lines += ["", "[tool.normscope.anomaly]"]
+    for f in dataclasses.fields(PeerRule):
+        lines.append(f"{f.name} = {value(getattr(policy.anomaly, f.name))}")
     lines += ["", "[tool.normscope.severity]"]
     for f in dataclasses.fields(Severities):
         lines.append(f"{f.name} = {value(getattr(policy.severity, f.name).value)}")

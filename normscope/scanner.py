@@ -5,6 +5,7 @@ This is the library entry point behind `normscope.scan(path)` and `normscope sca
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -21,8 +22,9 @@ from normscope.analysis import (
     parametrization_doubt,
     sort_key,
 )
-from normscope.arch import classify, read_config
+from normscope.arch import classify, expects_final, read_config
 from normscope.errors import ArchError
+from normscope.peers import find_anomalies
 from normscope.schema import (
     SCHEMA_VERSION,
     IOStats,
@@ -30,6 +32,7 @@ from normscope.schema import (
     NormInfo,
     NormStats,
     Parametrization,
+    PeerRule,
     Report,
     Role,
     Summary,
@@ -49,6 +52,8 @@ class ScanOptions:
     """Override for every norm; None: the architecture rules decide."""
     scope: Selector = DEFAULT
     """Which norms `Summary.gated_out_of_band` counts (a text is parsed: `normscope.scope`)."""
+    peers: PeerRule = field(default_factory=PeerRule)
+    """The anomaly rule: when a norm has left its peers (`normscope.peers`)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.scope, str):  # the library's edge: parse a scope given as text
@@ -65,6 +70,11 @@ class Measured:
     undecoded: dict[str, str] = field(default_factory=dict)
     """Norms found but not measured (unsupported dtype, empty), with the reason: a gate must
     not vouch for them (`check` fails them)."""
+    unread: tuple[str, ...] = ()
+    """Norm-looking tensors no architecture rule understood (measured with role `unknown`)."""
+    missing_final: bool = False
+    """The architecture has a final norm (decoders do; post-LN encoders like BERT not) but none
+    was identified among the tensors."""
 
 
 def scan(source: str | os.PathLike[str], options: ScanOptions | None = None) -> Report:
@@ -99,7 +109,7 @@ def analyze_checkpoint(
         raise ArchError(
             f"none of the {len(cls.norms)} norm tensors could be decoded ({checkpoint.source})"
         )
-    stats = sorted(measured.stats, key=sort_key)
+    stats = _with_peers(sorted(measured.stats, key=sort_key), options.peers)
     facts = read_config(checkpoint.config)
     model = ModelInfo(
         facts.model_type, cls.family, _hidden_size(facts.hidden_size, stats), cls.num_layers,
@@ -115,7 +125,9 @@ def analyze_checkpoint(
         summary=_summary(stats, options),
         warnings=tuple(warnings),
     )
-    return Measured(report, measured.gains, measured.undecoded)
+    unread = tuple(n.name for n in cls.norms if n.rule == "generic")
+    missing_final = expects_final(cls.family) and not any(n.role is Role.final for n in cls.norms)
+    return Measured(report, measured.gains, measured.undecoded, unread, missing_final)
 
 
 @dataclass
@@ -192,6 +204,17 @@ def _bias(
     return bias
 
 
+def _with_peers(stats: list[NormStats], rule: PeerRule) -> list[NormStats]:
+    """Each norm with its peer median and anomaly verdict."""
+    verdicts = find_anomalies(stats, rule)
+    return [
+        dataclasses.replace(
+            n, peer_median=verdicts[n.name].peer_median, anomaly=verdicts[n.name].anomaly
+        )
+        for n in stats
+    ]
+
+
 def _hidden_size(configured: int | None, stats: Sequence[NormStats]) -> int:
     """The config's hidden size, else the final norm's width, else the commonest width."""
     if configured is not None:
@@ -210,6 +233,7 @@ def _summary(stats: Sequence[NormStats], options: ScanOptions) -> Summary:
         gated_out_of_band=len(options.scope.matching(out_of_band)),
         headline=headline(stats),
         thresholds=options.thresholds,
+        anomalies=sum(1 for s in stats if s.anomaly),
     )
 
 

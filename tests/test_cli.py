@@ -283,7 +283,11 @@ def test_format_csv(llama_dir: Path) -> None:
     assert result.exit_code == 0
     frame = pd.read_csv(io.StringIO(result.stdout))
     assert len(frame) == 5
-    assert frame.columns[0] == "name" and frame.columns[-1] == "band"
+    assert frame.columns[0] == "name" and list(frame.columns[-3:]) == [
+        "band",
+        "peer_median",
+        "anomaly",
+    ]
     assert (frame["ratio"] == 1.0).all()
 
 

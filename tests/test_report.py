@@ -68,6 +68,8 @@ EXPECTED_NORM_FIELDS = [
     "bias_abs_max",
     "identity",
     "band",
+    "peer_median",
+    "anomaly",
 ]
 NAN, INF = math.nan, math.inf
 
@@ -241,6 +243,8 @@ def test_json_norm_exact() -> None:
         "bias_abs_max": 0.25,
         "identity": False,
         "band": "grow",
+        "peer_median": None,
+        "anomaly": None,
     }
 
 
@@ -300,18 +304,18 @@ def test_csv_header_and_rows() -> None:
     assert lines[2] == (
         "model.layers.1.input_layernorm.weight,main,,1,attn_input,input,rmsnorm,standard,4,"
         '0.5,0.25,0.25,0.0625,0.125,0.375,0,"[{""index"": 3, ""value"": 0.375}, '
-        '{""index"": 0, ""value"": 0.125}]",,,False,collapse'
+        '{""index"": 0, ""value"": 0.125}]",,,False,collapse,,'
     )
     assert lines[3] == (
         "model.norm.weight,main,,,final,input,layernorm,standard,4,3.0,1.5,"
         f"{1 / 3!r},{math.pi!r},-0.5,2.75,1,"
         '"[{""index"": 1, ""value"": 2.75}]",'
-        f"{0.1 + 0.2!r},0.25,False,grow"
+        f"{0.1 + 0.2!r},0.25,False,grow,,"
     )
     # Nonfinite numbers are empty cells, like null in JSON.
     assert lines[4] == (
         "mtp.layers.0.enorm.weight,mtp,1,,mtp_embedding,input,rmsnorm,offset,4,,,,,,,1,"
-        '"[{""index"": 2, ""value"": null}, {""index"": 3, ""value"": null}]",,,False,nonfinite'
+        '"[{""index"": 2, ""value"": null}, {""index"": 3, ""value"": null}]",,,False,nonfinite,,'
     )
 
 

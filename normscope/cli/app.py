@@ -18,6 +18,7 @@ from normscope.cli import output as out
 from normscope.cli.options import (
     EXIT_HELP,
     AllOpt,
+    AllowUnknownOpt,
     BaselineOpt,
     CheckFormat,
     CheckFormatOpt,
@@ -149,10 +150,10 @@ def scan(
         out.render(
             format,
             output,
-            table=lambda width: view.render_table(result, show_all, width),
+            table=lambda width: view.render_table(result, show_all, width, options.scope),
             json=lambda: common.render_json(result),
             csv=lambda: view.render_csv(result),
-            markdown=lambda: view.render_markdown(result, show_all),
+            markdown=lambda: view.render_markdown(result, show_all, options.scope),
         )
         out.report_gate(scan_gate(result, options.scope, fail_on is FailOn.out_of_band), quiet)
 
@@ -217,11 +218,13 @@ def check(
     severity: SeverityOpt = None,
     config: ConfigOpt = None,
     show_config: ShowConfigOpt = False,
+    allow_unknown: AllowUnknownOpt = None,
     format: CheckFormatOpt = CheckFormat.text,
     output: OutputOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Gate CI on norm health: bands, drift against a baseline, init identity, MTP presence."""
+    """Gate CI on norm health: bands, anomalies, drift against a baseline, init identity, MTP
+    presence. A checkpoint whose architecture normscope did not understand is refused (exit 2)."""
     with out.errors():
         from normscope.gates import run_checks
         from normscope.policy import PolicyOverrides, load_policy, parse_severities, policy_toml
@@ -230,7 +233,7 @@ def check(
 
         overrides = PolicyOverrides(
             low, high, scope, max_drift, expect_init, expect_mtp, parametrization,
-            parse_severities(severity),
+            parse_severities(severity), allow_unknown,
         )  # fmt: skip
         policy = load_policy(config, overrides)
         if show_config:
@@ -241,7 +244,10 @@ def check(
                 "a checkpoint is required (or --show-config)", param_hint="SOURCE"
             )
         options = ScanOptions(
-            Thresholds(low=policy.low, high=policy.high), policy.parametrization, policy.scope
+            Thresholds(low=policy.low, high=policy.high),
+            policy.parametrization,
+            policy.scope,
+            peers=policy.anomaly,
         )
         progress = out.transfer_progress(quiet)
         measured = measure(source, options, progress)

@@ -157,6 +157,15 @@ ConfigOpt = Annotated[
 ShowConfigOpt = Annotated[
     bool, typer.Option("--show-config", help="Print the effective policy and exit.")
 ]
+AllowUnknownOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--allow-unknown/--no-allow-unknown",
+        help="Judge what could be read even when normscope did not understand the architecture "
+        "(no final norm found, or more than max_unknown of the norms matched no rule); without "
+        "it such a checkpoint is refused with exit 2.",
+    ),
+]
 CheckFormatOpt = Annotated[CheckFormat, typer.Option("--format", "-f", help="Output format.")]
 
 # --- series -------------------------------------------------------------------------------------

@@ -90,6 +90,7 @@ def render_diff_table(
 ) -> list[RenderableType]:
     """Header, per-role drift, biggest movers, band transitions, one-sided norms."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     out: list[RenderableType] = [
@@ -126,6 +127,7 @@ def render_diff_table(
         changed = [d for d in result.norms if d.band_changed]
         if changed:
             out.append(_diff_table("band transitions", changed, width))
+    out.extend(escape(line) for line in anomaly_lines(result))
     for label, names in (("only in A", result.only_a), ("only in B", result.only_b)):
         if names:
             shown = list(names) if show_all else list(names[:MAX_LISTED])
@@ -156,7 +158,21 @@ def render_diff_markdown(result: DiffReport, show_all: bool = False) -> str:
             f"| `{d.name}` | {where(d)} | {d.role.value} | {fmt(d.ratio_a)} | "
             f"{fmt(d.ratio_b)} | {_pct(d.rel_change)} | {fmt(d.cosine, 4)} | {band} |"
         )
+    changes = anomaly_lines(result)
+    if changes:
+        lines += ["", "#### Peer anomalies", ""] + [f"- {line}" for line in changes]
     for label, names in (("Only in A", result.only_a), ("Only in B", result.only_b)):
         if names:
             lines += ["", f"**{label}**: " + ", ".join(f"`{n}`" for n in names)]
     return "\n".join(lines) + "\n"
+
+
+def anomaly_lines(result: DiffReport) -> list[str]:
+    """One line per norm that left its peers between A and B (or came back to them)."""
+    out = []
+    for d in result.norms:
+        if d.anomaly_b and not d.anomaly_a:
+            out.append(f"became an anomaly in B: {d.name} (ratio {fmt(d.ratio_b)}, left its peers)")
+        elif d.anomaly_a and d.anomaly_b is False:
+            out.append(f"back among its peers in B: {d.name} (ratio {fmt(d.ratio_b)})")
+    return out

@@ -24,7 +24,7 @@ from normscope.render.common import (
     where,
 )
 from normscope.schema import NormStats, Report
-from normscope.scope import DEFAULT
+from normscope.scope import DEFAULT, Selector
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -81,7 +81,17 @@ def summarize_roles(norms: Sequence[NormStats]) -> list[RoleSummary]:
     return out
 
 
-def _headline_text(report: Report) -> str:
+def norm_label(n: NormStats) -> str:
+    """`final norm`, `MTP 1 embedding`, `layer 10 mlp_output`: a norm in a few words."""
+    if n.module is Module.mtp:
+        role = n.role.value[4:] if n.role.value.startswith("mtp_") else n.role.value
+        return f"MTP {n.mtp_depth} {role}"
+    if n.role is Role.final:
+        return "final norm"
+    return f"layer {n.layer} {n.role.value}" if n.layer is not None else n.role.value
+
+
+def _watched_text(report: Report) -> str:
     parts = []
     for h in report.summary.headline:
         label = "final norm" if h.mtp_depth is None else f"MTP {h.mtp_depth} {h.role.value[4:]}"
@@ -89,7 +99,38 @@ def _headline_text(report: Report) -> str:
     return "; ".join(parts) if parts else "no final or MTP norm identified"
 
 
-def header_lines(report: Report) -> list[tuple[str, str]]:
+def _distance(n: NormStats) -> float:
+    """How far a ratio is from 1 on a log scale (non-finite: farthest of all)."""
+    if not math.isfinite(n.ratio) or n.ratio <= 0:
+        return math.inf
+    return abs(math.log(n.ratio))
+
+
+def headline_text(report: Report, scope: Selector = DEFAULT) -> str:
+    """What the numbers mean, in one line: the worst gated norm, the anomalies, the next step."""
+    gated = scope.matching(report.norms)
+    bad = [n for n in gated if n.band.out_of_band]
+    anomalies = report.summary.anomalies
+    if bad:
+        worst = max(bad, key=_distance)
+        parts = [
+            f"{len(bad)} of {len(gated)} gated norm(s) out of band, worst {norm_label(worst)} "
+            f"{fmt(worst.ratio)} ({worst.band.value})"
+        ]
+    elif gated:
+        parts = [f"the {len(gated)} gated norm(s) are in band"]
+    else:
+        parts = [f"no norm in the gate scope '{scope.text}'"]
+    parts.append(
+        f"{anomalies} anomal{'y' if anomalies == 1 else 'ies'} (a layer that left its peers)"
+        if anomalies
+        else "no anomaly"
+    )
+    parts.append("next: normscope check for advice" if bad or anomalies else "healthy")
+    return "; ".join(parts)
+
+
+def header_lines(report: Report, scope: Selector = DEFAULT) -> list[tuple[str, str]]:
     """The facts of the header panel as (label, value) pairs."""
     m, i = report.model, report.io
     share = 100.0 * i.bytes_read / i.bytes_total if i.bytes_total else 0.0
@@ -103,7 +144,8 @@ def header_lines(report: Report) -> list[tuple[str, str]]:
             f"{m.num_layers if m.num_layers is not None else '?'} layers, "
             f"MTP depth {m.mtp_depth}",
         ),
-        ("headline", _headline_text(report)),
+        ("headline", headline_text(report, scope)),
+        ("watched", _watched_text(report)),
         ("norms", f"{len(report.norms)}: {band_text}"),
         (
             "read",
@@ -169,13 +211,17 @@ def _norm_table(title: str, rows: Sequence[NormStats], width: int) -> Renderable
     return table
 
 
-def render_table(report: Report, show_all: bool = False, width: int = 100) -> list[RenderableType]:
-    """The people view: header panel, per-role summary, headline norms, out-of-band norms."""
+def render_table(
+    report: Report, show_all: bool = False, width: int = 100, scope: Selector = DEFAULT
+) -> list[RenderableType]:
+    """The people view: header panel, per-role summary, the final and MTP norms, the gated
+    norms out of band, what lies outside the gate scope (summarised), the anomalies."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     out: list[RenderableType] = [
-        header_panel(f"normscope {report.normscope_version}", header_lines(report))
+        header_panel(f"normscope {report.normscope_version}", header_lines(report, scope))
     ]
 
     roles = Table(
@@ -211,25 +257,118 @@ def render_table(report: Report, show_all: bool = False, width: int = 100) -> li
     if show_all:
         out.append(_norm_table("all norms", report.norms, width))
         return out
-    heads = DEFAULT.matching(report.norms)
-    if heads:
-        out.append(_norm_table("final and MTP norms", heads, width))
-    bad = [n for n in report.norms if n.band.out_of_band]
-    if bad:
+    sections = sections_of(report, scope)
+    if sections.watched:
+        out.append(_norm_table("final and MTP norms", sections.watched, width))
+    if sections.gated_bad:
+        bad = sections.gated_bad
         shown = bad[:MAX_OUT_OF_BAND_ROWS]
         more = (
             f" (first {len(shown)} of {len(bad)}; --all lists every norm)"
             if len(bad) > len(shown)
             else ""
         )
-        out.append(_norm_table(f"out-of-band norms{more}", shown, width))
+        out.append(_norm_table(f"out-of-band norms in scope '{scope.text}'{more}", shown, width))
+    if sections.outside:
+        out.append("[bold]out of band outside the gate scope[/] (not alarms; --all lists them)")
+        out += [f"  {escape(line)}" for line in sections.outside]
+    if sections.anomalies:
+        out.append(_anomaly_table(sections.anomalies, width))
     return out
 
 
-def render_markdown(report: Report, show_all: bool = False) -> str:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sections:
+    """What the scan views list, each norm in one place only."""
+
+    watched: list[NormStats]
+    """The final and every MTP norm (the playbook's gate scope)."""
+    gated_bad: list[NormStats]
+    """Out-of-band norms of the gate scope not already watched (with a wider --scope)."""
+    outside: list[str]
+    """Out-of-band norms outside the gate scope, one summary line per (module, role, band)."""
+    anomalies: list[NormStats]
+    """Norms that left their peers, not already listed."""
+
+
+# What an out-of-band norm outside the gate scope usually means, by group (seed 001 / DOMAIN 5).
+_OUTSIDE = {
+    "input": "typical of trained pre-norm models: the next linear map absorbs their scale",
+    "output": "output norms scale what joins the residual stream: compare with earlier "
+    "checkpoints (normscope series)",
+    None: "their placement is unknown: compare with earlier checkpoints (normscope series)",
+}
+
+
+def sections_of(report: Report, scope: Selector = DEFAULT) -> Sections:
+    """Split a report's norms into the views' sections (no norm in two of them)."""
+    watched = DEFAULT.matching(report.norms)
+    listed = {n.name for n in watched}
+    gated_bad = [n for n in scope.matching(report.norms) if n.band.out_of_band]
+    gated_bad = [n for n in gated_bad if n.name not in listed]
+    listed |= {n.name for n in gated_bad}
+    groups: dict[tuple[Module, Role, Band], list[NormStats]] = {}
+    for n in report.norms:
+        if n.band.out_of_band and not scope(n):
+            groups.setdefault((n.module, n.role, n.band), []).append(n)
+    outside = []
+    for (module, role, band), rows in groups.items():
+        where_text = "" if module is Module.main else "MTP "
+        why = _OUTSIDE[rows[0].group.value if rows[0].group else None]
+        outside.append(f"{where_text}{role.value}: {len(rows)} in {band.value} — {why}")
+    anomalies = [n for n in report.norms if n.anomaly and n.name not in listed]
+    return Sections(watched, gated_bad, outside, anomalies)
+
+
+def _anomaly_table(rows: Sequence[NormStats], width: int) -> RenderableType:
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    role_width = max([len(n.role.value) for n in rows] + [4])
+    fixed = 5 + role_width + 6 + 11 + 7 + 9 + 6
+    name_width = max(12, min(60, width - fixed - 1))
+    table = Table(
+        title="anomalies (a norm that left its peers in other layers)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=0,
+        show_edge=False,
+        pad_edge=False,
+    )
+    table.add_column("name", no_wrap=True, max_width=name_width)
+    table.add_column("layer", justify="right", no_wrap=True, min_width=5)
+    table.add_column("role", no_wrap=True, min_width=role_width)
+    table.add_column("ratio", justify="right", no_wrap=True, min_width=6)
+    table.add_column("peer median", justify="right", no_wrap=True, min_width=11)
+    table.add_column("× peers", justify="right", no_wrap=True, min_width=7)
+    table.add_column("band", no_wrap=True, min_width=9)
+    for n in rows:
+        table.add_row(
+            escape(short_name(n.name, name_width)),
+            where(n),
+            n.role.value,
+            fmt(n.ratio),
+            fmt(n.peer_median),
+            _fold(n),
+            f"[{BAND_STYLE[n.band]}]{n.band.value}[/]",
+        )
+    return table
+
+
+def _fold(n: NormStats) -> str:
+    """`×3.1` above the peers, `÷8.1` below them."""
+    if n.peer_median is None or not n.peer_median or not math.isfinite(n.ratio) or n.ratio <= 0:
+        return "-"
+    if n.ratio >= n.peer_median:
+        return f"×{n.ratio / n.peer_median:.1f}"
+    return f"÷{n.peer_median / n.ratio:.1f}"
+
+
+def render_markdown(report: Report, show_all: bool = False, scope: Selector = DEFAULT) -> str:
     """Markdown for PR comments and job summaries: header, per-role summary, norm rows."""
     lines = [f"### normscope {report.normscope_version}", ""]
-    lines += [f"- **{label}**: {value}" for label, value in header_lines(report)]
+    lines += [f"- **{label}**: {value}" for label, value in header_lines(report, scope)]
     lines += [
         "",
         "| module | role | count | ratio min | median | max | worst band |",
@@ -240,12 +379,13 @@ def render_markdown(report: Report, show_all: bool = False) -> str:
             f"| {r.module} | {r.role} | {r.count} | {fmt(r.ratio_min)} | "
             f"{fmt(r.ratio_median)} | {fmt(r.ratio_max)} | {r.worst.value} |"
         )
+    parts = sections_of(report, scope)
     if show_all:
         sections = [("All norms", list(report.norms))]
     else:
         sections = [
-            ("Final and MTP norms", DEFAULT.matching(report.norms)),
-            ("Out-of-band norms", [n for n in report.norms if n.band.out_of_band]),
+            ("Final and MTP norms", parts.watched),
+            (f"Out-of-band norms in scope '{scope.text}'", parts.gated_bad),
         ]
     for title, rows in sections:
         if not rows:
@@ -264,6 +404,22 @@ def render_markdown(report: Report, show_all: bool = False) -> str:
                 f"{fmt(n.ratio)} | {n.band.value} | {fmt(n.mean)} | {fmt(n.std)} | "
                 f"{fmt(n.min)} | {fmt(n.max)} |"
             )
+    if not show_all and parts.outside:
+        lines += ["", "#### Out of band outside the gate scope (not alarms)", ""]
+        lines += [f"- {line}" for line in parts.outside]
+    if not show_all and parts.anomalies:
+        lines += [
+            "",
+            "#### Anomalies (a norm that left its peers in other layers)",
+            "",
+            "| name | layer | role | ratio | peer median | × peers | band |",
+            "|---|--:|---|--:|--:|--:|---|",
+        ]
+        lines += [
+            f"| `{n.name}` | {where(n)} | {n.role.value} | {fmt(n.ratio)} | "
+            f"{fmt(n.peer_median)} | {_fold(n)} | {n.band.value} |"
+            for n in parts.anomalies
+        ]
     if report.warnings:
         lines += ["", "#### Warnings", ""] + [f"- {w}" for w in report.warnings]
     return "\n".join(lines) + "\n"

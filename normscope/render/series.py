@@ -78,6 +78,23 @@ def render_series_json(report: SeriesReport) -> str:
     return json.dumps(series_dict(report), indent=2, allow_nan=False) + "\n"
 
 
+def anomaly_outlook(report: SeriesReport) -> list[str]:
+    """One sentence per norm that has left its peers at the latest checkpoint, and since when."""
+    since: dict[str, int] = {}
+    for row in report.rows:  # series order: the start of each norm's current anomalous streak
+        if row.norm.anomaly:
+            since.setdefault(row.norm.name, row.step)
+        else:
+            since.pop(row.norm.name, None)
+    return [
+        f"{row.norm.name}: {ratio_text(row.norm.ratio)} against a peer median of "
+        f"{ratio_text(row.norm.peer_median)}, an anomaly since step "
+        f"{fmt_step(since[row.norm.name])}"
+        for row in latest_rows(report)
+        if row.norm.anomaly and row.norm.peer_median is not None
+    ]
+
+
 def _header(report: SeriesReport) -> list[tuple[str, str]]:
     m, s, io = report.model, report.summary, report.io
     sources = ", ".join(report.source[:3])
@@ -135,7 +152,7 @@ def render_series_table(
     trends = report.summary.headline
     if trends:
         out += [_ratio_table(report, width), _trend_table(report, width)]
-        lines = [outlook(t) for t in trends if not t.aggregate]
+        lines = [outlook(t) for t in trends if not t.aggregate] + anomaly_outlook(report)
         if lines:
             out.append("[bold]outlook[/]")
             out += [f"  {escape(line)}" for line in lines]
@@ -324,7 +341,7 @@ def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
         for t in trends:
             cells = " | ".join(ratio_text(t.ratios[i]) for i in picked)
             lines.append(f"| `{t.name}` | {cells} |")
-        sentences = [outlook(t) for t in trends if not t.aggregate]
+        sentences = [outlook(t) for t in trends if not t.aggregate] + anomaly_outlook(report)
         if sentences:
             lines += ["", "#### Outlook", ""] + [f"- {s}" for s in sentences]
     if show_all:

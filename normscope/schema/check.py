@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from normscope.enums import CheckName, Parametrization, Role, Severity, Verdict
-from normscope.schema.scan import DEFAULT_HIGH, DEFAULT_LOW
+from normscope.schema.scan import DEFAULT_HIGH, DEFAULT_LOW, PeerRule
 from normscope.scope import DEFAULT, Selector
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ class Severities:
     band_change: Severity = Severity.error
     init: Severity = Severity.error
     mtp: Severity = Severity.error
+    anomaly: Severity = Severity.warn
+    """A layer that left its peers is reported; it fails the job only when set to error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,13 @@ class Policy:
     parametrization: Parametrization | None = None
     severity: Severities = field(default_factory=Severities)
     roles: tuple[RoleBand, ...] = ()
+    anomaly: PeerRule = field(default_factory=PeerRule)
+    """When a norm counts as having left its peers (`normscope.peers`)."""
+    max_unknown: float = 0.1
+    """Largest share of norms normscope may fail to understand (role unknown by no rule)
+    before `check` refuses to judge the checkpoint (exit 2), unless `allow_unknown`."""
+    allow_unknown: bool = False
+    """Judge what could be read even when the architecture was not understood."""
     origin: tuple[str, ...] = ("defaults",)
     """Where the settings came from, in precedence order."""
 

@@ -49,6 +49,10 @@ class NormDiff:
     band_changed: bool
     movers: tuple[Mover, ...]
     """Up to 5 channels with the largest |g_B - g_A|, largest first."""
+    anomaly_a: bool | None = None
+    """The norm's peer verdict in A (see `NormStats.anomaly`)."""
+    anomaly_b: bool | None = None
+    """...and in B: `anomaly_b and not anomaly_a` is a norm that left its peers in between."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ from normscope.enums import Band, Group, Kind, Module, Parametrization, Role
 if TYPE_CHECKING:  # pandas stays off the import path of a scan
     import pandas
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: NormStats.peer_median/anomaly, Summary.anomalies, NormDiff.anomaly_a/b (issue #11)."""
 DEFAULT_LOW = 0.4
 """The playbook's act band [0.4, 1.8] x sqrt(d) (DOMAIN.md section 3): below, collapse..."""
 DEFAULT_HIGH = 1.8
@@ -49,6 +50,29 @@ class Thresholds:
         if ratio > self.balanced_high:
             return Band.grow
         return Band.balanced
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRule:
+    """Thresholds of the anomaly rule (policy settings; the policy embeds one of these)."""
+
+    factor: float = 2.0
+    """A ratio at least this many times above or below its peer median is an anomaly."""
+    mad_k: float = 3.5
+    """Robust outlier: more than mad_k x 1.4826 x MAD of the peers' log ratios from their median."""
+    min_factor: float = 1.25
+    """...and at least this many times away from the peer median (ignores BF16-level noise)."""
+    min_peers: int = 4
+    """Fewest OTHER peers (the norm itself not counted) with a usable ratio for a verdict."""
+
+    def __post_init__(self) -> None:
+        if not (self.factor > 1 and self.min_factor > 1 and self.mad_k > 0):
+            raise ValueError(
+                f"need factor > 1, min_factor > 1 and mad_k > 0, got factor={self.factor}, "
+                f"min_factor={self.min_factor}, mad_k={self.mad_k}"
+            )
+        if self.min_peers < 2:
+            raise ValueError(f"need min_peers >= 2 (a median needs company), got {self.min_peers}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +169,11 @@ class NormStats:
     identity: bool
     """True when g_eff is exactly all ones and the bias (if any) exactly zero."""
     band: Band
+    peer_median: float | None = None
+    """Median ratio of this norm's peers (same module, MTP depth, role and name, other layers;
+    leave-one-out); null with fewer than `min_peers` of them (`normscope.peers`)."""
+    anomaly: bool | None = None
+    """True when the ratio left its peers (see `normscope.peers`); null without enough peers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +248,8 @@ class Summary:
     """Norms in the gate scope that are out of band: what `--fail-on out-of-band` looks at."""
     headline: tuple[Headline, ...]
     thresholds: Thresholds
+    anomalies: int = 0
+    """Norms whose ratio left their peers (`NormStats.anomaly`)."""
 
 
 @dataclass(frozen=True, slots=True)
