@@ -21,7 +21,7 @@ from normscope.analysis import (
     parametrization_doubt,
     sort_key,
 )
-from normscope.arch import classify, read_config
+from normscope.arch import RuleSet, classify, read_config
 from normscope.errors import ArchError
 from normscope.schema import (
     SCHEMA_VERSION,
@@ -47,6 +47,8 @@ class ScanOptions:
     """Override for every norm; None: the architecture rules decide."""
     scope: str = DEFAULT_SCOPE
     """Which norms `Summary.gated_out_of_band` counts (see `normscope.scope`)."""
+    rules: RuleSet = field(default_factory=RuleSet)
+    """User architecture rules (`normscope.arch.load_rules`), tried before the built-in ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,9 @@ def analyze_checkpoint(
     """Classify, read and measure the norms of an opened checkpoint."""
     started = time.perf_counter() if started is None else started
     warnings = list(checkpoint.warnings)
-    cls = classify(checkpoint.tensors, checkpoint.config, options.parametrization)
+    cls = classify(
+        checkpoint.tensors, checkpoint.config, options.parametrization, rules=options.rules
+    )
     warnings.extend(cls.warnings)
 
     wanted = []
