@@ -17,7 +17,6 @@ from normscope.arch.config import ConfigFacts
 from normscope.arch.families import FAMILIES
 from normscope.arch.rules import Family, Hit, NormRule, RuleIndex, RuleSet
 from normscope.arch.vocab import (
-    BLOCK_WORDS,
     LEAF_WRAPPERS,
     MTP_BLOCK_CONTAINERS,
     MTP_MARKERS,
@@ -25,6 +24,7 @@ from normscope.arch.vocab import (
     IndexTooLong,
     Site,
     SiteCache,
+    container_words,
     mtp_local,
 )
 from normscope.schema import Group, Module, NormInfo, Parametrization, Role, TensorRef
@@ -103,6 +103,9 @@ class Tables:
         self.families: tuple[Family, ...] = (*user, *FAMILIES)
         self.index = RuleIndex(self.families)
         self.vocab_index = RuleIndex(VOCABULARIES)
+        self.block_words, self.mtp_words = container_words(
+            [r.pattern for f in (*self.families, *VOCABULARIES) for r in f.rules]
+        )
         self.keys = self.index.keys() | self.vocab_index.keys()
         heads = self.index.wild_heads() | self.vocab_index.wild_heads()
         self._wild = re.compile("|".join(re.escape(h) for h in sorted(heads))) if heads else None
@@ -161,7 +164,7 @@ def parse_all(
     weights: Sequence[tuple[str, str]], tables: Tables, warnings: list[str], skipped: list[str]
 ) -> list[Parsed]:
     out = []
-    cache = SiteCache()
+    cache = SiteCache(tables.block_words, tables.mtp_words)
     for name, base in weights:
         if not tables.may_be_norm(base):
             continue
@@ -328,9 +331,7 @@ def resolve(p: Parsed, ctx: Context) -> NormInfo | None:
             depth = p.index - ctx.mtp_base + 1
         else:
             depth = (p.index or 0) + 1 if hit is not None and hit.index_kind else 1
-    elif (
-        not site.vision and site.block is not None and site.block.rsplit(".", 1)[-1] in BLOCK_WORDS
-    ):
+    elif not site.vision and site.block is not None:
         layer = p.index
 
     # Parametrization, per tensor.

@@ -98,15 +98,18 @@ class SiteCache:
     """`parse_site` for many names: names that differ only in their numbers share one parse
     (`model.layers.#.mlp.experts.#.norm`), so a header costs two C-level regex passes per name."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, block_words: frozenset[str] = BLOCK_WORDS, mtp_words: frozenset[str] = frozenset()
+    ) -> None:
         self._memo: dict[str, tuple[Site, int]] = {}
+        self._words = (block_words, mtp_words)
 
     def parse(self, base: str) -> tuple[Site, int | None]:
         """The name's structure (its `index` field is not this name's) and its index."""
         key = _NUMBER.sub("#", base)
         found = self._memo.get(key)
         if found is None:
-            found = self._memo[key] = _parse(key.replace("#", "0"))
+            found = self._memo[key] = _parse(key.replace("#", "0"), *self._words)
         site, ordinal = found
         if ordinal < 0 or site.index is None:
             return site, None
@@ -123,7 +126,22 @@ def _too_long(base: str, number: str) -> str:
     )
 
 
-def _parse(base: str) -> tuple[Site, int]:
+def container_words(patterns: list[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """Block and MTP container words: the built-in ones plus the word before `{L}` / `{M}` in
+    any of `patterns` (a user rule `stack.{L}.x` makes `stack` a block container)."""
+    blocks = set(BLOCK_WORDS)
+    mtps = set()
+    for p in patterns:
+        blocks.update(re.findall(r"(?:^|[.(|])([A-Za-z0-9_\-]+)\.\{L\}", p))
+        for word in re.findall(r"(?:^|[.(|])([A-Za-z0-9_\-]+)\.\{M\}", p):
+            if word not in BLOCK_WORDS and not word.startswith("mtp"):
+                mtps.add(word)
+    return frozenset(blocks - mtps), frozenset(mtps)
+
+
+def _parse(
+    base: str, block_words: frozenset[str] = BLOCK_WORDS, mtp_words: frozenset[str] = frozenset()
+) -> tuple[Site, int]:
     """The Site and the ordinal of the index among the name's number components (-1: none)."""
     parts = base.split(".")
     start = 0
@@ -143,7 +161,9 @@ def _parse(base: str) -> tuple[Site, int]:
     prev = ""
     for part in parts[start:]:
         if part.isdigit() and part.isascii():
-            if index is None and (prev in BLOCK_WORDS or prev.startswith("mtp")):
+            if index is None and (
+                prev in block_words or prev.startswith("mtp") or prev in mtp_words
+            ):
                 if len(part) > MAX_INDEX_DIGITS:
                     raise IndexTooLong(_too_long(base, part))
                 index, at, ordinal = int(part), len(out), numbers
@@ -163,10 +183,11 @@ def _parse(base: str) -> tuple[Site, int]:
     mtp = False
     block: str | None = None
     local = template
-    if first == "mtp" or (first.startswith("mtp_") and at == 1):
+    if first == "mtp" or ((first.startswith("mtp_") or first in mtp_words) and at == 1):
         mtp = True
         if at == 1:  # mtp.K.x, mtp_layers.K.x, mtp_emb_norm.K
-            rest = out[2:] if first == "mtp" or first in MTP_BLOCK_WORDS else [first, *out[2:]]
+            whole = first == "mtp" or first in MTP_BLOCK_WORDS or first in mtp_words
+            rest = out[2:] if whole else [first, *out[2:]]
         elif at == 2 and out[1] in BLOCK_WORDS:  # mtp.layers.K.x
             rest = out[3:]
         else:  # mtp.norm, mtp.pre_fc_norm_embedding: the one module, depth 1
@@ -174,7 +195,7 @@ def _parse(base: str) -> tuple[Site, int]:
         while len(rest) > 1 and rest[0] in INNER_BLOCKS:
             rest = rest[1:]
         local = ".".join(rest)
-    elif at >= 1 and out[at - 1] in BLOCK_WORDS:
+    elif at >= 1 and out[at - 1] in block_words:
         block = ".".join(out[:at])
         local = ".".join(out[at + 1 :])
     site = Site(
