@@ -22,7 +22,7 @@ from normscope.analysis import (
     parametrization_doubt,
     sort_key,
 )
-from normscope.arch import classify, expects_final, read_config
+from normscope.arch import RuleSet, classify, read_config
 from normscope.errors import ArchError
 from normscope.peers import find_anomalies
 from normscope.schema import (
@@ -54,6 +54,8 @@ class ScanOptions:
     """Which norms `Summary.gated_out_of_band` counts (a text is parsed: `normscope.scope`)."""
     peers: PeerRule = field(default_factory=PeerRule)
     """The anomaly rule: when a norm has left its peers (`normscope.peers`)."""
+    rules: RuleSet = field(default_factory=RuleSet)
+    """User architecture rules (`normscope.arch.load_rules`), tried before the built-in ones."""
 
     def __post_init__(self) -> None:
         if isinstance(self.scope, str):  # the library's edge: parse a scope given as text
@@ -102,7 +104,9 @@ def analyze_checkpoint(
     """Classify, read and measure the norms of an opened checkpoint."""
     started = time.perf_counter() if started is None else started
     warnings = list(checkpoint.warnings)
-    cls = classify(checkpoint.tensors, checkpoint.config, options.parametrization)
+    cls = classify(
+        checkpoint.tensors, checkpoint.config, options.parametrization, rules=options.rules
+    )
     warnings.extend(cls.warnings)
     measured = _measure_norms(checkpoint, cls.norms, options.thresholds, warnings)
     if not measured.stats:
@@ -125,8 +129,8 @@ def analyze_checkpoint(
         summary=_summary(stats, options),
         warnings=tuple(warnings),
     )
-    unread = tuple(n.name for n in cls.norms if n.rule == "generic")
-    missing_final = expects_final(cls.family) and not any(n.role is Role.final for n in cls.norms)
+    unread = tuple(cls.unknown)
+    missing_final = cls.expects_final_norm and not any(n.role is Role.final for n in cls.norms)
     return Measured(report, measured.gains, measured.undecoded, unread, missing_final)
 
 

@@ -721,8 +721,9 @@ def test_non_norm_1d_tensors_are_never_norms(model_type: str | None) -> None:
     assert not any("match no" in w for w in c.warnings)
 
 
-def test_longcat_doubled_sublayers_and_per_head_norms_are_measured_not_dropped() -> None:
-    # LongCat `input_layernorm.{0,1}` and StableLM `q_layernorm.norms.{h}` end in an index.
+def test_longcat_doubled_sublayers_and_per_head_norms_are_read_not_unknown() -> None:
+    # LongCat `input_layernorm.{0,1}` and StableLM `q_layernorm.norms.{h}` end in an index: the
+    # index is structure (trap 18). Issue #10 changed this from role `unknown` (the bug).
     names = {
         "model.layers.0.input_layernorm.0.weight": (H,),
         "model.layers.0.input_layernorm.1.weight": (H,),
@@ -732,9 +733,13 @@ def test_longcat_doubled_sublayers_and_per_head_norms_are_measured_not_dropped()
     c = classify(names, {"model_type": "longcat_flash"})
     got = by_name(c)
     assert set(got) == set(names)
-    info = got["model.layers.0.input_layernorm.1.weight"]
-    assert (info.role, info.layer, info.group) == (Role.unknown, 0, None)
-    assert any("match no" in w for w in c.warnings)
+    assert facts(got["model.layers.0.input_layernorm.1.weight"]) == E("attn_input", 0)
+    assert facts(got["model.layers.0.input_layernorm.0.weight"]) == E("attn_input", 0)
+    # StableLM naming inside a LongCat table: read by the Hugging Face vocabulary, with a warning.
+    assert facts(got["model.layers.0.self_attn.q_layernorm.norms.3.weight"]) == E("qk", 0)
+    assert got["model.layers.0.self_attn.q_layernorm.norms.3.weight"].vocabulary == "hf"
+    assert any("naming vocabulary 'hf'" in w for w in c.warnings)
+    assert c.unknown == []
 
 
 def test_unknown_architecture_generic_fallback() -> None:

@@ -120,7 +120,16 @@ class NormInfo:
     bias_name: str | None = None
     """The LayerNorm bias tensor's name, when the checkpoint stores one."""
     rule: str = ""
-    """Which rule matched (family:pattern), for debugging and tests."""
+    """Which rule matched (family:pattern, vocab:name:pattern, vision, width or generic)."""
+    consumers: tuple[str, ...] = ()
+    """Patterns (rule syntax, indices filled in, prefix prepended) of the linear maps that read
+    this norm's output, when its rule names them: what folding γ away needs."""
+    producers: tuple[str, ...] = ()
+    """Patterns of the tensors whose output this norm normalises, when its rule names them."""
+    vocabulary: str | None = None
+    """The naming vocabulary that read this norm, when no family rule lists it."""
+    recognised: bool = True
+    """False when no rule, vocabulary or width placed the norm (role `unknown`, not understood)."""
 
 
 @dataclass(frozen=True, slots=True)
