@@ -44,6 +44,7 @@ from normscope.schema import (
     Summary,
     Thresholds,
 )
+from normscope.scope import parse_scope
 
 # The JSON/CSV contract of issue #2, written out rather than read from the code.
 EXPECTED_NORM_FIELDS = [
@@ -371,7 +372,9 @@ EXPECTED_MARKDOWN = "\n".join(
         "",
         "- **source**: /ckpt/tiny",
         "- **model**: llama (rules: llama), hidden 4, 2 layers, MTP depth 1",
-        "- **headline**: final norm 1.500 (grow); MTP 1 embedding nan (nonfinite)",
+        "- **headline**: 1 of 2 gated norm(s) out of band, worst MTP 1 embedding nan "
+        "(nonfinite); no anomaly; next: normscope check for advice",
+        "- **watched**: final norm 1.500 (grow); MTP 1 embedding nan (nonfinite)",
         "- **norms**: 4: 1 collapse, 1 balanced, 1 grow, 1 nonfinite",
         "- **read**: 1.2 kB of 5.0 MB (0.02468%) from 2 file(s) in 0.25 s",
         "",
@@ -390,14 +393,10 @@ EXPECTED_MARKDOWN = "\n".join(
         "| `mtp.layers.0.enorm.weight` | mtp1 | mtp_embedding | 1+w | 4 | "
         "nan | nonfinite | nan | nan | -inf | inf |",
         "",
-        "#### Out-of-band norms",
+        "#### Out of band outside the gate scope (not alarms)",
         "",
-        "| name | layer | role | gain | dim | ratio | band | mean | std | min | max |",
-        "|---|--:|---|---|--:|--:|---|--:|--:|--:|--:|",
-        "| `model.layers.1.input_layernorm.weight` | 1 | attn_input | w | 4 | "
-        "0.250 | collapse | 0.250 | 0.062 | 0.125 | 0.375 |",
-        "| `mtp.layers.0.enorm.weight` | mtp1 | mtp_embedding | 1+w | 4 | "
-        "nan | nonfinite | nan | nan | -inf | inf |",
+        "- attn_input: 1 in collapse — typical of trained pre-norm models: the next linear map "
+        "absorbs their scale",
         "",
         "#### Warnings",
         "",
@@ -471,7 +470,7 @@ def test_table_role_summary() -> None:
 def test_table_headline_and_out_of_band_rows() -> None:
     text = table_text(REPORT)
     assert "final and MTP norms" in text
-    assert "out-of-band norms" in text
+    assert "out of band outside the gate scope" in text
     final = _line_with(text, "model.norm")
     assert final.split() == [
         "model.norm",
@@ -484,16 +483,13 @@ def test_table_headline_and_out_of_band_rows() -> None:
         "-0.500",
         "2.750",
     ]
-    assert _line_with(text, "model.layers.1.input_layernorm").split()[1:5] == [
-        "1",
-        "attn_input",
-        "0.250",
-        "collapse",
-    ]
+    # An out-of-band trunk norm outside the gate scope is summarised per role, not listed.
+    assert "attn_input: 1 in collapse — typical of trained pre-norm models" in text
+    assert "model.layers.1.input_layernorm" not in text
     # A healthy trunk norm is neither a headline nor out of band: not listed by default.
     assert "model.layers.0.input_layernorm" not in text
-    # The MTP norm appears twice: headline and out of band.
-    assert text.count("mtp.layers.0.enorm") == 2
+    # The MTP norm appears once: a norm listed in one table is not repeated in the next.
+    assert text.count("mtp.layers.0.enorm") == 1
     assert "offset norm" in text  # the footnote for 1 + w
     assert "\x1b" not in text
 
@@ -515,9 +511,16 @@ def test_table_fits_width() -> None:
         )
         for i in range(61)
     )
-    text = table_text(make_report(norms=long_names + (FINAL,)), width=100)
+    report = make_report(norms=long_names + (FINAL,))
+    text = table_text(report, width=100)
     assert max(len(line) for line in text.splitlines()) <= 100
-    assert "first 25 of 61" in text
+    assert "attn_input: 61 in explosion" in text  # outside the gate scope: one summary line
+    wide = render_table(report, False, 100, parse_scope("all"))
+    console = Console(record=True, width=100, color_system=None, file=open(os.devnull, "w"))  # noqa: SIM115
+    for renderable in wide:
+        console.print(renderable)
+    console.file.close()
+    assert "first 25 of 61" in console.export_text()
 
 
 def test_table_text_with_brackets_is_not_markup() -> None:

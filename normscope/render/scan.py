@@ -217,7 +217,6 @@ def render_table(
     """The people view: header panel, per-role summary, the final and MTP norms, the gated
     norms out of band, what lies outside the gate scope (summarised), the anomalies."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
 
     out: list[RenderableType] = [
@@ -270,8 +269,11 @@ def render_table(
         )
         out.append(_norm_table(f"out-of-band norms in scope '{scope.text}'{more}", shown, width))
     if sections.outside:
+        from rich.padding import Padding
+        from rich.text import Text
+
         out.append("[bold]out of band outside the gate scope[/] (not alarms; --all lists them)")
-        out += [f"  {escape(line)}" for line in sections.outside]
+        out += [Padding(Text(line), (0, 0, 0, 2)) for line in sections.outside]
     if sections.anomalies:
         out.append(_anomaly_table(sections.anomalies, width))
     return out
