@@ -216,7 +216,8 @@ def _convert(md: Any) -> DcpMetadata:
         raise TypeError(f"the pickle holds a {type(md).__name__}, not DCP Metadata")
     storage: dict[tuple[str, tuple[int, ...] | None], Any] = {}
     for index, info in dict(md.storage_data).items():
-        offset = None if index.offset is None else _ints(index.offset)
+        offset = getattr(index, "offset", None)
+        offset = None if offset is None else _ints(offset)
         storage[(index.fqn, offset)] = info
     tensors: dict[str, TensorEntry] = {}
     objects: dict[str, BytesEntry] = {}
