@@ -224,12 +224,20 @@ def write_megatron(
 
     put("embedding.word_embeddings.weight", _matrix(gen, V, H))
     if stacked:
-        put("decoder.layers.self_attention.linear_qkv.layer_norm_weight",
-            _gain(gen, L, H, scale=scale), per_layer, norm=True)  # fmt: skip
+        put(
+            "decoder.layers.self_attention.linear_qkv.layer_norm_weight",
+            _gain(gen, L, H, scale=scale),
+            per_layer,
+            norm=True,
+        )
         put("decoder.layers.self_attention.linear_qkv.weight", _matrix(gen, L, 3 * H, H), per_layer)
         put("decoder.layers.self_attention.linear_proj.weight", _matrix(gen, L, H, H), per_layer)
-        put("decoder.layers.mlp.linear_fc1.layer_norm_weight",
-            _gain(gen, L, H, scale=scale), halves, norm=True)  # fmt: skip
+        put(
+            "decoder.layers.mlp.linear_fc1.layer_norm_weight",
+            _gain(gen, L, H, scale=scale),
+            halves,
+            norm=True,
+        )
         put("decoder.layers.mlp.linear_fc1.weight", _matrix(gen, L, 2 * FFN, H), per_layer)
         put("decoder.layers.mlp.linear_fc2.weight", _matrix(gen, L, H, FFN), per_layer)
     else:
@@ -237,11 +245,17 @@ def write_megatron(
             p = f"decoder.layers.{i}."
             put(p + "input_layernorm.weight", _gain(gen, H, scale=scale), norm=True)
             put(p + "self_attention.linear_q_down_proj.weight", _matrix(gen, 24, H))
-            put(p + "self_attention.linear_q_up_proj.layer_norm_weight",
-                _gain(gen, 24, scale=scale), norm=True)  # fmt: skip
+            put(
+                p + "self_attention.linear_q_up_proj.layer_norm_weight",
+                _gain(gen, 24, scale=scale),
+                norm=True,
+            )
             put(p + "self_attention.linear_q_up_proj.weight", _matrix(gen, 3 * H, 24))
-            put(p + "self_attention.linear_kv_up_proj.layer_norm_weight",
-                _gain(gen, 16, scale=scale), norm=True)  # fmt: skip
+            put(
+                p + "self_attention.linear_kv_up_proj.layer_norm_weight",
+                _gain(gen, 16, scale=scale),
+                norm=True,
+            )
             put(p + "self_attention.linear_kv_up_proj.weight", _matrix(gen, 2 * H, 16))
             put(p + "pre_mlp_layernorm.weight", _gain(gen, H, scale=scale), halves, norm=True)
             put(p + "mlp.linear_fc1.weight", _matrix(gen, 2 * FFN, H))

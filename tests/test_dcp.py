@@ -139,8 +139,11 @@ def test_bytes_read_are_the_metadata_and_the_norm_chunks(saves: dict[str, Save])
     keys = set()
     for norm in report.norms:
         parts = norm.name.split(".")
-        keys.add(norm.name if norm.name in metadata.state_dict_metadata else
-                 ".".join(parts[:2] + parts[3:]))  # fmt: skip
+        keys.add(
+            norm.name
+            if norm.name in metadata.state_dict_metadata
+            else ".".join(parts[:2] + parts[3:])
+        )
     norm_chunks = sum(
         info.length for index, info in metadata.storage_data.items() if index.fqn in keys
     )
