@@ -4,8 +4,11 @@ Pure of printing and of tensor I/O (it lists folders, never opens a shard). A ru
 checkpoints are found by the conventions of DOMAIN.md section 6: `checkpoint-<step>` (HF
 Trainer), `iter_<NNNNNNN>` (Megatron), `step-<N>` (torchtitan), `step<N>[-unsharded]` (OLMo),
 `global_step<N>` (DeepSpeed), a bare `<N>` (nanotron), Hub revision names such as
-`stage1-step1907359-tokens4001B`. Folders named like checkpoints that hold no safetensors
-checkpoint (optimizer state only, DCP shards, pickles, nothing) are skipped with the reason.
+`stage1-step1907359-tokens4001B`. A checkpoint is a safetensors file or folder, or a PyTorch
+DCP save (`.metadata` + `.distcp`: Megatron torch_dist, torchtitan, OLMo-core's
+`model_and_optim/`). Folders named like checkpoints that hold neither (optimizer state only, a
+DCP save still being written, pickles, nothing) are skipped with the reason. A Megatron save
+dir (`iter_*` folders, `release/`, `latest_checkpointed_iteration.txt`) is a run folder.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 from normscope.errors import SourceError
 from normscope.naming import natural_key
 from normscope.schema import Order, Skipped, StepSource
+from normscope.sources.dcp import TRACKER, find_dcp_dir, unfinished_dcp_dir
 
 # Run-folder naming conventions (DOMAIN.md section 6), matched against the whole name.
 CONVENTIONS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -67,7 +71,7 @@ _PICKLE_WEIGHTS = re.compile(r".*\.(bin|pt|pth|ckpt)", re.I)
 
 
 def why_not_checkpoint(path: Path) -> str | None:
-    """None when `path` holds a safetensors checkpoint, else the reason it is skipped."""
+    """None when `path` holds a safetensors or DCP checkpoint, else the reason it is skipped."""
     if not path.exists():
         return "no such file or directory"
     if path.is_file():
@@ -84,12 +88,20 @@ def why_not_checkpoint(path: Path) -> str | None:
         return None
     if not files and not dirs and not any(p.name == ".metadata" for p in children):
         return "empty folder"
-    dcp = _find(path, "*.distcp", 2) or _find(path, ".metadata", 2)
-    if dcp is not None:
-        where = "" if dcp.parent == path else f" in '{dcp.parent.relative_to(path)}'"
+    if find_dcp_dir(path) is not None:
+        return None
+    unfinished = unfinished_dcp_dir(path)
+    if unfinished is not None:
+        where = "" if unfinished == path else f" in '{unfinished.relative_to(path)}'"
         return (
-            f"PyTorch DCP shards{where} (torch_dist: .metadata + .distcp), not safetensors; "
-            "DCP is not supported yet: export the weights to safetensors first"
+            f"PyTorch DCP save{where} without .metadata yet: still being written (torch "
+            "writes .metadata last), or interrupted"
+        )
+    dcp = _find(path, "*.distcp", 3) or _find(path, ".metadata", 3)
+    if dcp is not None:
+        return (
+            f"no checkpoint at the top level, but a PyTorch DCP save in "
+            f"'{dcp.parent.relative_to(path)}': pass that folder"
         )
     if any(d.name.startswith("mp_rank_") for d in dirs):
         return "Megatron legacy torch checkpoint (mp_rank_*/model_optim_rng.pt), not safetensors"
@@ -159,9 +171,11 @@ def _mtime(path: Path) -> float:
 
 
 def _is_run_folder(path: Path) -> bool:
-    """A folder whose children are named like checkpoints."""
+    """A folder whose children are named like checkpoints, or a Megatron save dir."""
     if not path.is_dir():
         return False
+    if (path / TRACKER).is_file():
+        return True
     try:
         return any(
             parse_step(p.name) is not None and (p.is_dir() or p.name.endswith(_SUFFIX))
@@ -188,12 +202,30 @@ def _scan_run_folder(run: Path, warnings: list[str]) -> list[tuple[Path, int | N
             f"ignored {len(ignored)} checkpoint folder(s) without a step number in the name: "
             f"{_listing(ignored)} (list checkpoints explicitly to include them) ({run})"
         )
+    tracked = _tracked_iteration(run)
+    if tracked is not None and tracked not in {step for _, step in found}:
+        warnings.append(
+            f"{TRACKER} names iteration {tracked} but no iter_* folder has that number ({run})"
+        )
     if any(p.name.endswith(_SUFFIX) for p in run.iterdir() if p.is_file()):
         warnings.append(
             f"the run folder itself holds a checkpoint; it has no step and is not part of the "
             f"series (list it explicitly to include it) ({run})"
         )
     return found
+
+
+def _tracked_iteration(run: Path) -> int | None:
+    """The iteration in Megatron's tracker file (None: no file, `release`, or unreadable).
+
+    Megatron rewrites it after each save has finished (training/checkpointing.py), so a newer
+    `iter_*` folder without `.metadata` is a save in progress.
+    """
+    try:
+        text = (run / TRACKER).read_text(encoding="utf-8", errors="replace")[:64].strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def discover(sources: Sequence[str | os.PathLike[str]], order: Order = Order.step) -> Discovery:

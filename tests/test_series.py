@@ -235,8 +235,13 @@ def test_explicit_hub_revisions_take_the_step_of_the_revision() -> None:
     [
         (lambda p: p.mkdir(), "empty folder"),
         (lambda p: _files(p, "optimizer.pt", "scheduler.pt", "trainer_state.json"), "optimizer"),
-        (lambda p: _files(p, ".metadata", "__0_0.distcp", "__1_0.distcp"), "DCP shards (torch"),
-        (lambda p: _files(p, "config.yaml", "model_and_optim/.metadata"), "in 'model_and_optim'"),
+        # DCP saves are checkpoints (tests/test_dcp.py); one without .metadata is being written.
+        (lambda p: _files(p, "__0_0.distcp", "__1_0.distcp"), "DCP save without .metadata yet"),
+        (
+            lambda p: _files(p, "config.yaml", "model_and_optim/__0_0.distcp"),
+            "DCP save in 'model_and_optim' without .metadata",
+        ),
+        (lambda p: _files(p, "a/b/.metadata", "a/b/__0_0.distcp"), "DCP save in 'a/b': pass"),
         (lambda p: _files(p, "pytorch_model.bin", "config.json"), "PyTorch pickle weights"),
         (lambda p: _files(p, "mp_rank_00_model_states.pt"), "DeepSpeed"),
         (lambda p: _files(p, "mp_rank_00/model_optim_rng.pt"), "Megatron legacy"),

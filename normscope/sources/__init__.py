@@ -1,19 +1,22 @@
 """Checkpoint sources: find the shards, parse their headers, read only the byte ranges asked for.
 
 `open_checkpoint(spec)` opens a `.safetensors` file, a folder of shards (with or without
-`model.safetensors.index.json`, usually with a `config.json` beside it) or a Hugging Face Hub
-model repo, and returns a `Checkpoint` whose `read` fetches exactly the tensors asked for.
+`model.safetensors.index.json`, usually with a `config.json` beside it), a PyTorch DCP save
+(Megatron torch_dist `iter_*/`, torchtitan `step-*/`, OLMo-core `step*/model_and_optim/`) or a
+Hugging Face Hub model repo, and returns a `Checkpoint` whose `read` fetches exactly the tensors
+asked for.
 
 Rooms: `store.py` (the interface every source implements, and `Checkpoint`), `safetensors.py`
 (the header format and its validation), `layout.py` (config, index, shards: one check for every
 store), `local.py` (positioned reads of local files), `hub/` (the Hub: spec, cache, remote,
-reader).
+reader), `dcp/` (DCP saves: restricted unpickling of `.metadata`, chunks read one by one).
 
 What runs where, and why: a scan needs the headers (a few MB even for a 688 GB checkpoint) and
 the norm vectors (a millionth of the bytes). So headers are parsed here and tensors read with
 positioned reads (or ranged GETs), every byte counted. A shard is never mapped or read whole,
-and torch is never imported: `import torch` alone costs about 1 s here, five times the whole
-useful work of a scan of a 160-shard DeepSeek-V3-sized layout.
+and torch is never imported for safetensors: `import torch` alone costs about 1 s here, five
+times the whole useful work of a scan of a 160-shard DeepSeek-V3-sized layout. Only a DCP
+source needs torch (`normscope[torch]`), to load its chunks with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 from pathlib import Path
 
 from normscope.errors import SourceError
+from normscope.sources import dcp
 from normscope.sources.layout import merge_shards, open_layout
 from normscope.sources.local import LocalStore
 from normscope.sources.safetensors import MAX_HEADER_SIZE, ShardHeader, parse_header
@@ -47,7 +51,9 @@ def open_checkpoint(
 
     Reads headers only; tensor data is read later with `Checkpoint.read`. A string that is no
     existing path but reads as a Hub repo (`org/name[@rev]`, `hf://...`) opens that repo;
-    `progress` then reports long transfers.
+    `progress` then reports long transfers. A folder without `.safetensors` that holds a DCP
+    save (`.metadata` + `.distcp`, or OLMo-core's `model_and_optim/`), or a `.metadata` file,
+    opens as a DCP checkpoint (`normscope.sources.dcp`).
     """
     path = Path(spec)
     if isinstance(spec, str) and not path.exists():
@@ -57,9 +63,22 @@ def open_checkpoint(
             return hub.open_hub_checkpoint(spec, progress)
     if not path.exists():
         raise SourceError(f"no such file or directory ({path})")
+    if path.is_file() and path.name == dcp.METADATA:
+        return dcp.open_dcp_checkpoint(path.parent, str(spec))
     if path.is_file():
         store = LocalStore(path.parent, only=path.name)
     elif path.is_dir():
+        if not any(path.glob("*.safetensors")):
+            folder = dcp.find_dcp_dir(path)
+            if folder is not None:
+                return dcp.open_dcp_checkpoint(folder, str(spec))
+            unfinished = dcp.unfinished_dcp_dir(path)
+            if unfinished is not None:
+                raise SourceError(
+                    f"PyTorch DCP save without its .metadata: still being written, or "
+                    f"interrupted ({unfinished})",
+                    hint="wait for the save to finish (torch writes .metadata last)",
+                )
         store = LocalStore(path)
     else:
         raise SourceError(f"not a file or directory ({path})")
