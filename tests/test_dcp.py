@@ -30,6 +30,7 @@ from dcp_fixtures import (
 )
 from typer.testing import CliRunner
 
+import normscope
 from normscope.cli import app
 from normscope.compare import diff
 from normscope.discovery import discover, why_not_checkpoint
@@ -423,3 +424,18 @@ def test_names(fqn: str, stacked: bool, optimizer: bool) -> None:
     assert is_optimizer_state(fqn) is optimizer
     if stacked:
         assert stacked_name(fqn, 7) == "decoder.layers.7.mlp.linear_fc1.layer_norm_weight"
+
+
+def test_the_saved_layernorm_1p_setting_decides_the_parametrization(
+    saves: dict[str, Save], tmp_path: Path
+) -> None:
+    """The arch rules read the signal the DCP source found: gains are w, or 1 + w."""
+    standard = normscope.measure(saves["per_layer"].path)
+    assert {n.parametrization.value for n in standard.report.norms} == {"standard"}
+    copy = tmp_path / "iter_0000100"
+    shutil.copytree(saves["per_layer"].path, copy)
+    (copy / "run_config.yaml").write_text("model:\n  layernorm_zero_centered_gamma: true\n")
+    offset = normscope.measure(copy)
+    assert {n.parametrization.value for n in offset.report.norms} == {"offset"}
+    for name, gain in standard.gains.items():  # the same stored w, read as 1 + w
+        np.testing.assert_array_equal(offset.gains[name], gain + 1.0)
