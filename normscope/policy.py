@@ -14,12 +14,15 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from normscope.enums import Parametrization, Role, Severity
 from normscope.errors import ConfigError, UsageError
 from normscope.schema import PeerRule, Policy, RoleBand, Severities, Thresholds
 from normscope.scope import parse_scope
+
+if TYPE_CHECKING:
+    from normscope.arch import RuleSet
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,6 +46,29 @@ _KEYS = {
 }
 _SHARED_KEYS = {"rules"}
 """Keys of the same table that other parts of normscope read (the architecture rules)."""
+
+
+def user_rules(
+    rules_file: Path | None = None, config: Path | None = None, start: Path | None = None
+) -> RuleSet:
+    """The user's architecture rules, for every command: the `rules` table of `config` (or of
+    `[tool.normscope]` in the nearest pyproject.toml), then `--rules FILE`, which is tried first.
+
+    Raises ConfigError naming the file and the bad key.
+    """
+    from normscope.arch import RuleSet, load_rules, rules_from_pyproject
+
+    rules = RuleSet()
+    found = config if config is not None else find_pyproject(start or Path.cwd())
+    if found is not None and found.is_file():
+        table = _tool_table(_read_toml(found), found, required=config is not None) or {}
+        if "rules" in table:
+            rules = rules_from_pyproject(table["rules"], f"{found} [tool.normscope.rules]")
+    if rules_file is not None:
+        if not rules_file.is_file():
+            raise ConfigError(f"rules file not found ({rules_file})")
+        rules = rules.merged(load_rules(rules_file))
+    return rules
 
 
 def find_pyproject(start: Path) -> Path | None:

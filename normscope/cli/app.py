@@ -49,6 +49,7 @@ from normscope.cli.options import (
     QuietOpt,
     RevisionOpt,
     RevisionsOpt,
+    RulesOpt,
     ScanFailOpt,
     ScopeOpt,
     SeriesAllOpt,
@@ -96,16 +97,24 @@ def _root(
 
 
 def _scan_options(
-    low: float, high: float, parametrization: Parametrization | None, scope: str
+    low: float,
+    high: float,
+    parametrization: Parametrization | None,
+    scope: str,
+    rules: Path | None,
 ) -> ScanOptions:
-    """The options of one scan, validated: a bad band or scope fails before any file is read."""
+    """The options of one scan, validated: a bad band, scope or rules file fails before any
+    checkpoint is read."""
+    from normscope.policy import user_rules
     from normscope.scanner import ScanOptions
     from normscope.schema import Thresholds
     from normscope.scope import parse_scope
 
     if not 0 < low < high:
         raise typer.BadParameter("need 0 < --low < --high", param_hint="--low/--high")
-    return ScanOptions(Thresholds(low=low, high=high), parametrization, parse_scope(scope))
+    return ScanOptions(
+        Thresholds(low=low, high=high), parametrization, parse_scope(scope), rules=user_rules(rules)
+    )
 
 
 def _at_revision(source: str, revision: str | None) -> str:
@@ -133,6 +142,7 @@ def scan(
     parametrization: ParamOpt = None,
     fail_on: ScanFailOpt = FailOn.never,
     scope: ScopeOpt = DEFAULT_SCOPE,
+    rules: RulesOpt = None,
     quiet: QuietOpt = False,
     revision: RevisionOpt = None,
 ) -> None:
@@ -143,7 +153,7 @@ def scan(
         from normscope.render import scan as view
         from normscope.scanner import measure
 
-        options = _scan_options(low, high, parametrization, scope)
+        options = _scan_options(low, high, parametrization, scope, rules)
         source = _at_revision(source, revision)
         result = measure(source, options, out.transfer_progress(quiet)).report
         out.warn(result.warnings, quiet)
@@ -171,6 +181,7 @@ def diff(
     fail_on: DiffFailOpt = DiffFailOn.never,
     max_drift: MaxDriftOpt = None,
     scope: ScopeOpt = DEFAULT_SCOPE,
+    rules: RulesOpt = None,
     quiet: QuietOpt = False,
     revision: RevisionOpt = None,
 ) -> None:
@@ -182,7 +193,7 @@ def diff(
         from normscope.render import common
         from normscope.render import diff as view
 
-        options = _scan_options(low, high, parametrization, scope)
+        options = _scan_options(low, high, parametrization, scope, rules)
         a, b = _at_revision(a, revision), _at_revision(b, revision)
         result = run_diff(a, b, options)
         out.warn(result.warnings, quiet)
@@ -219,6 +230,7 @@ def check(
     config: ConfigOpt = None,
     show_config: ShowConfigOpt = False,
     allow_unknown: AllowUnknownOpt = None,
+    rules: RulesOpt = None,
     format: CheckFormatOpt = CheckFormat.text,
     output: OutputOpt = None,
     quiet: QuietOpt = False,
@@ -227,7 +239,13 @@ def check(
     presence. A checkpoint whose architecture normscope did not understand is refused (exit 2)."""
     with out.errors():
         from normscope.gates import run_checks
-        from normscope.policy import PolicyOverrides, load_policy, parse_severities, policy_toml
+        from normscope.policy import (
+            PolicyOverrides,
+            load_policy,
+            parse_severities,
+            policy_toml,
+            user_rules,
+        )
         from normscope.scanner import ScanOptions, measure
         from normscope.schema import Thresholds
 
@@ -248,6 +266,7 @@ def check(
             policy.parametrization,
             policy.scope,
             peers=policy.anomaly,
+            rules=user_rules(rules, config),
         )
         progress = out.transfer_progress(quiet)
         measured = measure(source, options, progress)
@@ -308,6 +327,7 @@ def series(
     fail_on: SeriesFailOpt = FailOn.never,
     max_drift: SeriesDriftOpt = None,
     scope: ScopeOpt = DEFAULT_SCOPE,
+    rules: RulesOpt = None,
     quiet: QuietOpt = False,
     revisions: RevisionsOpt = None,
 ) -> None:
@@ -319,7 +339,7 @@ def series(
         from normscope.render import series as view
         from normscope.series import SeriesOptions, measure_series
 
-        options = _scan_options(low, high, parametrization, scope)
+        options = _scan_options(low, high, parametrization, scope, rules)
         role = plotting.parse_role(plot_role) if plot_role else None
         plot_format = plotting.plot_format(plot) if plot else None
         if plot:  # fail before measuring: no matplotlib, or nowhere to write

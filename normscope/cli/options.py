@@ -96,6 +96,15 @@ MaxDriftOpt = Annotated[
     float | None,
     typer.Option("--max-drift", help="Largest allowed relative change ‖g−g_base‖/‖g_base‖."),
 ]
+RulesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--rules",
+        metavar="FILE.toml",
+        help="Architecture rules for names normscope does not know (README: adding an "
+        "architecture); tried before the built-in rules and [tool.normscope.rules].",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings on stderr.")]
 ScanFailOpt = Annotated[
     FailOn, typer.Option("--fail-on", help="Exit 1 when a norm in --scope is out of band.")
