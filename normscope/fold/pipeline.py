@@ -105,7 +105,7 @@ def block_bytes(max_memory: int, device: torch.device) -> int:
     if max_memory < MIN_MEMORY:
         raise ValueError(f"--max-memory must be at least {MIN_MEMORY // MiB} MB")
     slots = DEPTH + 2 + (2 if device.type == "cuda" else 0)
-    return max(1 << 16, min(MAX_BLOCK, (max_memory - RESERVE) // slots))
+    return min(MAX_BLOCK, (max_memory - RESERVE) // slots)
 
 
 def row_blocks(ref: TensorRef, limit: int) -> list[tuple[int, int]]:
