@@ -1,4 +1,4 @@
-"""Benchmark `normscope fold` against the straightforward script, in one run (ratios, not absolutes).
+"""Benchmark `normscope fold` against the straightforward script, in one run (ratios count).
 
     python benchmarks/fold_bench.py                  # CPU (and CUDA when torch sees one)
     python benchmarks/fold_bench.py --deepseek       # + the sparse DeepSeek-V3 replica, --experts 8
@@ -149,13 +149,9 @@ print(json.dumps(dict(imports=t1 - t0, work=r.io.seconds, whole_call=t2 - t1,
 
 
 def run(kind: str, ckpt: Path, **kw: object) -> dict[str, float]:
-    code = CHILD[kind].format(
-        root=str(ROOT), ckpt=str(ckpt), names=consumers(), hwm=HWM, **kw
-    )
+    code = CHILD[kind].format(root=str(ROOT), ckpt=str(ckpt), names=consumers(), hwm=HWM, **kw)
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     result["process"] = time.perf_counter() - started
     return result
@@ -176,8 +172,12 @@ def main() -> int:
     args = parser.parse_args()
     # Built in a child: the parent stays small while the contenders run.
     subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE)!r}); "
-         f"import fold_bench; fold_bench.build(fold_bench.CKPT)"],
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(HERE)!r}); "
+            f"import fold_bench; fold_bench.build(fold_bench.CKPT)",
+        ],
         check=True,
     )
     ckpt = CKPT
@@ -209,7 +209,9 @@ def main() -> int:
     except ImportError:
         pass
     print(f"consumer bytes: {gb:.3f} GB in {fold['consumers']} matrices")
-    print(f"{'contender':48} {'imports s':>9} {'own s':>7} {'process s':>9} {'GB/s':>6} {'RSS MB':>7}")
+    print(
+        f"{'contender':48} {'imports s':>9} {'own s':>7} {'process s':>9} {'GB/s':>6} {'RSS MB':>7}"
+    )
     for label, r in rows:
         rate = gb / r["work"] if r["work"] else 0.0
         print(

@@ -32,12 +32,12 @@ from normscope.fold import (
     TorchMissing,
     fold,
     parse_memory,
+    pipeline,
     render_fold_csv,
     render_fold_json,
     render_fold_markdown,
     render_fold_table,
 )
-from normscope.fold import pipeline
 from normscope.fold.consumers import ExpertChoice
 from normscope.fold.metrics import spearman, top_count
 
@@ -61,7 +61,9 @@ class Maker:
         self.out[name] = w.to(dtype)
 
     def fp8(self, name: str, rows: int, cols: int) -> None:
-        w = torch.randn(rows, cols, generator=self.gen) * (torch.rand(cols, generator=self.gen) + 0.5)
+        w = torch.randn(rows, cols, generator=self.gen) * (
+            torch.rand(cols, generator=self.gen) + 0.5
+        )
         self.out[name] = w.to(torch.float8_e4m3fn)
         blocks = (-(-rows // 128), -(-cols // 128))
         self.out[name + "_scale_inv"] = torch.rand(*blocks, generator=self.gen) * 0.02 + 0.001
@@ -322,10 +324,15 @@ def test_deepseek_mla_fp8_moe_mtp(tmp_path: Path) -> None:
     assert_matches(
         n["model.layers.0.post_attention_layernorm.weight"],
         t,
-        [("model.layers.0.mlp.gate_proj.weight", None), ("model.layers.0.mlp.up_proj.weight", None)],
+        [
+            ("model.layers.0.mlp.gate_proj.weight", None),
+            ("model.layers.0.mlp.up_proj.weight", None),
+        ],
     )
     # MTP: [embedding | hidden] halves of eh_proj; the MTP head; the balance on both norms.
-    e = assert_matches(n["model.layers.3.enorm.weight"], t, [("model.layers.3.eh_proj.weight", (0, 128))])
+    e = assert_matches(
+        n["model.layers.3.enorm.weight"], t, [("model.layers.3.eh_proj.weight", (0, 128))]
+    )
     h = assert_matches(
         n["model.layers.3.hnorm.weight"], t, [("model.layers.3.eh_proj.weight", (128, 256))]
     )
@@ -333,7 +340,9 @@ def test_deepseek_mla_fp8_moe_mtp(tmp_path: Path) -> None:
     assert n["model.layers.3.enorm.weight"].input_balance == pytest.approx(balance, rel=1e-6)
     assert n["model.layers.3.hnorm.weight"].input_balance == pytest.approx(balance, rel=1e-6)
     assert_matches(
-        n["model.layers.3.shared_head.norm.weight"], t, [("model.layers.3.shared_head.head.weight", None)]
+        n["model.layers.3.shared_head.norm.weight"],
+        t,
+        [("model.layers.3.shared_head.head.weight", None)],
     )
     assert_matches(n["model.norm.weight"], t, [("lm_head.weight", None)])
 
@@ -364,8 +373,12 @@ def test_experts_all_and_shared(tmp_path: Path) -> None:
 def test_split_e_h_projections(tmp_path: Path) -> None:
     d = write(tmp_path, "ds-split", deepseek, split=True)
     t, n = _load(d), by_name(fold(d, CPU))
-    e = assert_matches(n["model.layers.3.enorm.weight"], t, [("model.layers.3.e_proj.weight", None)])
-    h = assert_matches(n["model.layers.3.hnorm.weight"], t, [("model.layers.3.h_proj.weight", None)])
+    e = assert_matches(
+        n["model.layers.3.enorm.weight"], t, [("model.layers.3.e_proj.weight", None)]
+    )
+    h = assert_matches(
+        n["model.layers.3.hnorm.weight"], t, [("model.layers.3.h_proj.weight", None)]
+    )
     assert n["model.layers.3.enorm.weight"].input_balance == pytest.approx(
         math.log2(e["frob"] / h["frob"]), rel=1e-6
     )
@@ -485,10 +498,15 @@ def test_real_minilm_layernorm_into_the_next_dense_layer() -> None:
     for i in range(6):
         p = f"encoder.layer.{i}"
         assert_matches(
-            n[f"{p}.attention.output.LayerNorm.weight"], t, [(f"{p}.intermediate.dense.weight", None)]
+            n[f"{p}.attention.output.LayerNorm.weight"],
+            t,
+            [(f"{p}.intermediate.dense.weight", None)],
         )
         after = (
-            [(f"encoder.layer.{i + 1}.attention.self.{x}.weight", None) for x in ("query", "key", "value")]
+            [
+                (f"encoder.layer.{i + 1}.attention.self.{x}.weight", None)
+                for x in ("query", "key", "value")
+            ]
             if i < 5
             else [("pooler.dense.weight", None)]
         )
@@ -571,9 +589,9 @@ def test_hub_fold_reads_only_the_consumer_ranges(
 
 
 def _start_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, directory: Path) -> Any:
+    from hubserver import FakeHub
     from huggingface_hub import constants
     from huggingface_hub.utils import close_session
-    from hubserver import FakeHub
 
     from normscope.sources.hub import remote as hubremote
 
@@ -582,7 +600,9 @@ def _start_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, directory: Path)
     endpoint = server.endpoint
     monkeypatch.setattr(constants, "ENDPOINT", endpoint)
     monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        endpoint + "/{repo_id}/resolve/{revision}/{filename}",
     )
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

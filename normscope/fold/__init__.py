@@ -40,7 +40,12 @@ from normscope.schema import Band, BandCounts, IOStats, Parametrization, Role, T
 from normscope.scope import DEFAULT_SCOPE
 
 if TYPE_CHECKING:
-    from normscope.fold.pipeline import ProgressCallback
+    import numpy as np
+    import torch
+
+    from normscope.fold.metrics import NormMetrics
+    from normscope.fold.pipeline import LoadStats, ProgressCallback, Task
+    from normscope.schema import NormStats, Report
     from normscope.sources import Checkpoint
 
 __all__ = [
@@ -147,22 +152,21 @@ def fold(
 
     tasks, skipped = _tasks(plans, checkpoint.tensors)
     planned = sum(t.ref.nbytes + (t.scale.nbytes if t.scale else 0) for t in tasks)
-    reduced: dict[str, object] = {}
     from normscope.fold.pipeline import LoadStats
 
+    reduced: dict[str, torch.Tensor] = {}
     load_stats = LoadStats(block_bytes=block_bytes(options.max_memory, device))
     if not options.dry_run and tasks:
-        reduced_t, load_stats = load(checkpoint, tasks, device, options.max_memory, progress)
-        reduced = dict(reduced_t)
+        reduced, load_stats = load(checkpoint, tasks, device, options.max_memory, progress)
     rows, warnings = _rows(plans, stats, measured.gains, reduced, skipped, options)
+    where = device.type if device.index is None else f"{device.type}:{device.index}"
     return _report(
         checkpoint,
         scan,
-        cls.family,
         rows,
         warnings,
         options,
-        device.type if device.index is None else f"{device.type}:{device.index}",
+        where,
         tasks,
         planned,
         skipped,
@@ -199,7 +203,7 @@ def _undecodable(ref: TensorRef, tensors: Mapping[str, TensorRef]) -> str | None
 
 def _tasks(
     plans: Sequence[Plan], tensors: Mapping[str, TensorRef]
-) -> tuple[list[object], dict[str, str]]:
+) -> tuple[list[Task], dict[str, str]]:
     from normscope.fold.pipeline import Task
 
     tasks: dict[str, Task] = {}
@@ -220,7 +224,7 @@ def _tasks(
     return list(ordered), skipped
 
 
-def _pooled(plan: Plan, reduced: Mapping[str, object], dim: int) -> object | None:
+def _pooled(plan: Plan, reduced: Mapping[str, torch.Tensor], dim: int) -> torch.Tensor | None:
     """c² of one norm: every part's reduced vector (its span), per-head parts summed per channel."""
     import torch
 
@@ -228,7 +232,7 @@ def _pooled(plan: Plan, reduced: Mapping[str, object], dim: int) -> object | Non
     used = 0
     for part in (*plan.consumers, *plan.producers):
         vec = reduced.get(part.tensor)
-        if not isinstance(vec, torch.Tensor):
+        if vec is None:
             continue
         if part.span is not None:
             vec = vec[part.span[0] : part.span[1]]
@@ -239,15 +243,15 @@ def _pooled(plan: Plan, reduced: Mapping[str, object], dim: int) -> object | Non
 
 def _rows(
     plans: Sequence[Plan],
-    stats: Mapping[str, object],
-    gains: Mapping[str, object],
-    reduced: Mapping[str, object],
+    stats: Mapping[str, NormStats],
+    gains: Mapping[str, np.ndarray],
+    reduced: Mapping[str, torch.Tensor],
     skipped: Mapping[str, str],
     options: FoldOptions,
 ) -> tuple[list[FoldNorm], list[str]]:
     import torch
 
-    from normscope.fold.metrics import NormMetrics, norm_metrics
+    from normscope.fold.metrics import norm_metrics
 
     metrics: dict[str, NormMetrics] = {}
     rows: list[FoldNorm] = []
@@ -268,7 +272,7 @@ def _rows(
         elif options.dry_run:
             status, reason = FoldStatus.planned, None
         else:
-            csq = _pooled(plan, reduced, n.dim)  # type: ignore[attr-defined]
+            csq = _pooled(plan, reduced, n.dim)
             if csq is None:
                 status = FoldStatus.skipped
                 reason = "; ".join(
@@ -276,8 +280,8 @@ def _rows(
                 )
                 reasons.setdefault(reason, []).append(info.name)
             else:
-                gain = torch.from_numpy(gains[info.name]).reshape(-1)  # type: ignore[call-overload]
-                result = norm_metrics(gain, csq)  # type: ignore[arg-type]
+                gain = torch.from_numpy(gains[info.name]).reshape(-1)
+                result = norm_metrics(gain, csq)
                 metrics[info.name] = result
                 reason = None
                 partial = [p.tensor for p in parts if p.tensor in skipped]
@@ -292,8 +296,8 @@ def _rows(
                 layer=info.layer,
                 role=info.role,
                 parametrization=info.parametrization,
-                dim=n.dim,  # type: ignore[attr-defined]
-                ratio=n.ratio,  # type: ignore[attr-defined]
+                dim=n.dim,
+                ratio=n.ratio,
                 group=info.group,
                 status=status,
                 consumers=tuple(p.tensor for p in plan.consumers),
@@ -321,7 +325,7 @@ def _rows(
     return rows, warnings
 
 
-def _with_balance(rows: list[FoldNorm], metrics: Mapping[str, object]) -> list[FoldNorm]:
+def _with_balance(rows: list[FoldNorm], metrics: Mapping[str, NormMetrics]) -> list[FoldNorm]:
     """log2(‖W_e·diag γ_e‖_F / ‖W_h·diag γ_h‖_F) on both MTP input norms of each depth."""
     by_depth: dict[int | None, dict[Role, FoldNorm]] = {}
     for r in rows:
@@ -332,8 +336,7 @@ def _with_balance(rows: list[FoldNorm], metrics: Mapping[str, object]) -> list[F
         e, h = pair.get(Role.mtp_embedding), pair.get(Role.mtp_hidden)
         if e is None or h is None:
             continue
-        fe = metrics[e.name].folded_sq  # type: ignore[attr-defined]
-        fh = metrics[h.name].folded_sq  # type: ignore[attr-defined]
+        fe, fh = metrics[e.name].folded_sq, metrics[h.name].folded_sq
         value = 0.5 * math.log2(fe / fh) if fe > 0 and fh > 0 else math.nan
         balance[e.name] = balance[h.name] = finite_or_none(value)
     if not balance:
@@ -348,23 +351,20 @@ def _with_balance(rows: list[FoldNorm], metrics: Mapping[str, object]) -> list[F
 
 def _report(
     checkpoint: Checkpoint,
-    scan: object,
-    family: str,
+    scan: Report,
     rows: list[FoldNorm],
     warnings: list[str],
     options: FoldOptions,
     device: str,
-    tasks: Sequence[object],
+    tasks: Sequence[Task],
     planned: int,
     skipped: Mapping[str, str],
-    load: object,
+    load: LoadStats,
     started: float,
 ) -> FoldReport:
     from normscope import __version__
-    from normscope.fold.pipeline import LoadStats
     from normscope.scope import parse_scope
 
-    assert isinstance(load, LoadStats)
     selector = parse_scope(options.scope)
     counts = count_statuses(rows)
     bands = dict.fromkeys((b.value for b in Band), 0)
@@ -411,11 +411,11 @@ def _report(
         schema_version=FOLD_SCHEMA_VERSION,
         normscope_version=__version__,
         source=checkpoint.source,
-        model=scan.model,  # type: ignore[attr-defined]
+        model=scan.model,
         io=io,
         plan=plan,
         norms=tuple(rows),
-        summary=scan.summary,  # type: ignore[attr-defined]
+        summary=scan.summary,
         fold_summary=summary,
-        warnings=tuple(scan.warnings) + tuple(warnings),  # type: ignore[attr-defined]
+        warnings=tuple(scan.warnings) + tuple(warnings),
     )

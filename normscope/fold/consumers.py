@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from normscope.schema import Module, NormInfo, Role, TensorRef
+from normscope.schema import NormInfo, Role, TensorRef
 
 
 class Axis(str, Enum):
@@ -223,7 +223,7 @@ def _plan(
         target = base[: -len(".layer_norm")] + ".weight"
         if target in tensors:
             return Plan(info, consumers=(Part(target, cons_axis),))
-    role = info.role
+    role: Role = info.role
     if role is Role.unknown:
         role = _LEAF_ROLE.get(leaf, role)
         if leaf in ("q_norm", "kv_norm") and not any(

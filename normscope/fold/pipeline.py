@@ -14,6 +14,7 @@ kernels of block k. On the CPU the block's bytes are viewed in place (no copy).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -132,6 +133,16 @@ def _scale_tensor(data: bytes, ref: TensorRef, device: torch.device) -> torch.Te
 _STOP = object()
 
 
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """Rows [row0, row0 + n) of one task's matrix, as read (and its scale, with the first)."""
+
+    task: Task
+    row0: int
+    data: bytes
+    scale: bytes | None
+
+
 def load(
     checkpoint: Checkpoint,
     tasks: Sequence[Task],
@@ -154,12 +165,11 @@ def load(
             stats.peak_buffered_bytes = max(stats.peak_buffered_bytes, held[0])
 
     def put(item: object) -> bool:
+        """Queue an item, unless the calling thread has stopped listening."""
         while not stop.is_set():
-            try:
+            with contextlib.suppress(queue.Full):
                 q.put(item, timeout=0.1)
                 return True
-            except queue.Full:
-                continue
         return False
 
     def reader() -> None:
@@ -176,7 +186,7 @@ def load(
                 started = time.perf_counter()
                 data = checkpoint.read_span(task.ref, r0 * row_bytes, r1 * row_bytes)
                 stats.read_seconds += time.perf_counter() - started
-                if not put((task, r0, data, scale)):
+                if not put(_Block(task, r0, data, scale)):
                     return
             put(_STOP)
         except BaseException as exc:  # handed to the calling thread, which raises it
@@ -209,12 +219,13 @@ def load(
                 break
             if isinstance(item, BaseException):
                 raise item
-            task, r0, data, scale_bytes = item  # type: ignore[misc]
+            assert isinstance(item, _Block)
+            task, r0, data, scale_bytes = item.task, item.row0, item.data, item.scale
             t0 = time.perf_counter()
             name = task.ref.name
             if name not in reducers:
                 scale = None
-                if scale_bytes is not None:
+                if scale_bytes is not None and task.scale is not None:
                     scale = _scale_tensor(scale_bytes, task.scale, device)
                 reducers[name] = Reducer(
                     task.ref.dtype,
