@@ -708,3 +708,68 @@ def test_cuda_equals_cpu(tmp_path: Path) -> None:
         if a.folded_ratio is not None:
             assert a.folded_ratio == pytest.approx(b.folded_ratio, rel=1e-5)
             assert a.top_share == pytest.approx(b.top_share, rel=1e-5)
+
+
+# --- the command body cli.py will register --------------------------------------------------------
+
+
+def _cli() -> Any:
+    import typer
+
+    from normscope.fold.cli_command import fold_command
+
+    app = typer.Typer()
+    app.command("fold")(fold_command)
+    app.command("other")(lambda: None)  # two commands: `fold` stays a subcommand
+    return app
+
+
+def test_fold_command_json_dry_run_and_exit_codes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    d = write(tmp_path, "ds", deepseek)
+    runner = CliRunner()
+    result = runner.invoke(_cli(), ["fold", str(d), "--device", "cpu", "-f", "json", "-q"])
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["fold_summary"]["folded"] > 0
+    result = runner.invoke(_cli(), ["fold", str(d), "--device", "cpu", "--dry-run"])
+    assert result.exit_code == 0
+    assert result.stdout.split()[0] == str(data["plan"]["bytes_planned"])
+    result = runner.invoke(_cli(), ["fold", str(d), "--device", "cpu", "-f", "table", "--all"])
+    assert result.exit_code == 0 and "enorm" in result.stdout
+    result = runner.invoke(
+        _cli(),
+        [
+            "fold",
+            str(d),
+            "--device",
+            "cpu",
+            "-q",
+            "--fail-on",
+            "out-of-band",
+            "--scope",
+            "all",
+            "--low",
+            "0.99",
+            "--high",
+            "1.0",
+        ],
+    )
+    assert result.exit_code == 1 and "FAIL" in result.stderr
+    result = runner.invoke(_cli(), ["fold", str(tmp_path / "nope"), "--device", "cpu"])
+    assert result.exit_code == 2 and "Error:" in result.stderr
+    result = runner.invoke(_cli(), ["fold", str(d), "--max-memory", "1kB"])
+    assert result.exit_code == 2 and "max-memory" in result.stderr.lower() + result.stdout
+
+
+def test_fold_command_without_torch_exits_2_with_the_install_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    d = write(tmp_path, "llama", llama)
+    monkeypatch.setitem(sys.modules, "torch", None)
+    result = CliRunner().invoke(_cli(), ["fold", str(d)])
+    assert result.exit_code == 2
+    assert 'pip install "normscope[torch]"' in result.stderr
