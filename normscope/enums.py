@@ -146,3 +146,18 @@ class Verdict(str, Enum):
 
     passed = "pass"
     failed = "fail"
+
+
+class FoldStatus(str, Enum):
+    """What happened to one norm."""
+
+    folded = "folded"
+    """Consumers (or producers) read and reduced: the metrics are set."""
+    not_applicable = "not_applicable"
+    """QK norms: their output feeds no linear map."""
+    no_consumer = "no_consumer"
+    """No matrix found that reads (or writes) this norm; `reason` says what was looked for."""
+    skipped = "skipped"
+    """Matrices found but not decodable (bnb, MLX, GPTQ, FP4...); `reason` says which."""
+    planned = "planned"
+    """Dry run: the consumers are listed, nothing was read."""

@@ -32,6 +32,7 @@ from normscope.schema import (
     Report,
     SeriesReport,
 )
+from normscope.schema.fold import FoldReport
 from normscope.scope import Selector
 from normscope.trends import latest_rows
 from normscope.version import __version__
@@ -167,6 +168,16 @@ def series_gate(
                 if r.rel_change is not None and not r.rel_change <= max_drift
             ]
     return GateResult(tuple(out), tuple(warnings))
+
+
+def fold_gate(result: FoldReport, out_of_band: bool) -> GateResult:
+    """`fold --fail-on out-of-band`: any folded norm in scope out of band."""
+    gated = result.fold_summary.gated_out_of_band
+    if not (out_of_band and gated):
+        return GateResult()
+    scope = result.summary.scope
+    message = f"{gated} folded norm(s) in scope '{scope}' are out of band"
+    return GateResult((Violation(CheckName.band, "model", message),))
 
 
 # --- normscope check ---------------------------------------------------------------------------

@@ -77,6 +77,8 @@ class Measured:
     missing_final: bool = False
     """The architecture has a final norm (decoders do; post-LN encoders like BERT not) but none
     was identified among the tensors."""
+    infos: tuple[NormInfo, ...] = ()
+    """What the architecture rules said of every norm found (fold reads its consumers)."""
 
 
 def scan(source: str | os.PathLike[str], options: ScanOptions | None = None) -> Report:
@@ -131,7 +133,9 @@ def analyze_checkpoint(
     )
     unread = tuple(cls.unknown)
     missing_final = cls.expects_final_norm and not any(n.role is Role.final for n in cls.norms)
-    return Measured(report, measured.gains, measured.undecoded, unread, missing_final)
+    return Measured(
+        report, measured.gains, measured.undecoded, unread, missing_final, tuple(cls.norms)
+    )
 
 
 @dataclass

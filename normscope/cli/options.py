@@ -232,3 +232,32 @@ RevisionsOpt = Annotated[
 ClearOpt = Annotated[
     bool, typer.Option("--clear", help="Delete what normscope cached (not the HF cache).")
 ]
+
+# --- fold ---------------------------------------------------------------------------------------
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="auto (CUDA when torch sees one), cpu, cuda or cuda:N.")
+]
+MaxMemoryOpt = Annotated[
+    str,
+    typer.Option(
+        "--max-memory",
+        help="Budget for matrix blocks in flight (e.g. 256MB, 2GB); larger matrices are read "
+        "in row blocks.",
+    ),
+]
+ExpertsOpt = Annotated[
+    str,
+    typer.Option(
+        "--experts",
+        help="MoE: 'shared' (router + shared experts), 'all', or N routed experts per layer "
+        "spread over the range (reported as a sample).",
+    ),
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print only how many bytes a fold would read; read none.")
+]
+FoldAllOpt = Annotated[bool, typer.Option("--all", help="List every folded norm.")]
+FoldFailOpt = Annotated[
+    FailOn,
+    typer.Option("--fail-on", help="Exit 1 when a folded norm in --scope is out of band."),
+]

@@ -240,3 +240,36 @@ def transfer_progress(quiet: bool) -> Any:
         return _Task()
 
     return factory
+
+
+@contextlib.contextmanager
+def fold_progress(quiet: bool) -> Iterator[Any]:
+    """A bar with bytes/s on stderr, fed by fold's loader (None when quiet)."""
+    if quiet:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stderr(),
+        transient=True,
+    )
+    task = bar.add_task("Folding", total=None)
+
+    def update(event: object) -> None:
+        done, total = getattr(event, "bytes_done", 0), getattr(event, "bytes_total", None)
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update

@@ -1,0 +1,461 @@
+"""Which matrices read each norm's output (consumers), or write its input (producers).
+
+Resolution is by name structure and role, not by family tables: a norm's block prefix (the name
+up to its own leaf) plus the leaf names each role feeds across the naming vocabularies seen in
+ARCHITECTURES.md (HF transformers, DeepSeek's official inference names, Megatron-Core and
+Transformer Engine, GPT-2 Conv1D, BERT post-LN). A rule field a future `NormInfo.consumers` /
+`NormInfo.producers` may carry (tensor names or globs) wins over the generic resolution.
+
+Pure: tensor names and shapes in, `Plan`s out; no I/O, no torch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fnmatch
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from normscope.schema import NormInfo, Role, TensorRef
+
+
+class Axis(str, Enum):
+    """Which axis of a stored 2-D matrix indexes the norm's channels."""
+
+    cols = "cols"
+    """A linear layer reading the norm (W[out, in]), or a Conv1D writing it (GPT-2 c_proj)."""
+    rows = "rows"
+    """A linear layer writing the norm's input (producers), or a Conv1D reading it (GPT-2)."""
+
+
+class Half(str, Enum):
+    """Which input of an MTP projection a column range belongs to."""
+
+    embedding = "embedding"
+    hidden = "hidden"
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One matrix (or a column range of it) that reads or writes one norm's channels."""
+
+    tensor: str
+    axis: Axis
+    span: tuple[int, int] | None = None
+    """Range of the reduced vector that belongs to this norm (MTP halves); None: all of it."""
+    half: Half | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one norm is folded against."""
+
+    info: NormInfo
+    consumers: tuple[Part, ...] = ()
+    producers: tuple[Part, ...] = ()
+    not_applicable: bool = False
+    reason: str | None = None
+    """Why nothing was found (or why it does not apply)."""
+    experts_sampled: int | None = None
+    experts_total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertChoice:
+    """`shared` (router + shared experts only), `all`, or N routed experts spread evenly."""
+
+    mode: str = "sample"
+    count: int = 8
+
+    @classmethod
+    def parse(cls, text: str | int) -> ExpertChoice:
+        """'shared', 'all' or a positive integer."""
+        if isinstance(text, int) or str(text).isdigit():
+            n = int(text)
+            if n < 1:
+                raise ValueError("--experts takes shared, all or a positive integer")
+            return cls("sample", n)
+        if text in ("shared", "all"):
+            return cls(str(text), 0)
+        raise ValueError(f"--experts takes shared, all or a positive integer, not '{text}'")
+
+    def pick(self, total: int) -> list[int]:
+        """Expert indices to read out of `total`: evenly spread over the whole range."""
+        if self.mode == "all":
+            return list(range(total))
+        if self.mode == "shared" or total == 0:
+            return []
+        n = min(self.count, total)
+        if n == 1:
+            return [0]
+        return sorted({round(k * (total - 1) / (n - 1)) for k in range(n)})
+
+
+# --- leaf vocabularies -----------------------------------------------------------------------
+_ATTN_MOD = r"(?:self_attn|attn|attention|self_attention|linear_attn|mixer)"
+_ATTN_LEAF = (
+    r"(?:q_proj|k_proj|v_proj|qkv_proj|query_key_value|W_pack|wqkv|c_attn|q_a_proj"
+    r"|kv_a_proj_with_mqa|wq|wk|wv|wq_a|wkv_a|linear_qkv|linear_q_proj|linear_q_down_proj"
+    r"|linear_kv_down_proj|in_proj|in_proj_qkvz|in_proj_ba|in_proj_qkv|in_proj_z|in_proj_a"
+    r"|in_proj_b|g_proj|query|key|value)"
+)
+# DeepSeek-V3.2's sparse-attention indexer reads the normed hidden state too (wk, weights_proj).
+_ATTN = re.compile(
+    rf"^{_ATTN_MOD}\.(?:{_ATTN_LEAF}|indexer\.(?:wk|weights_proj))\.weight$|"
+    r"^attention\.self\.(?:query|key|value)\.weight$"
+)
+_MLP_MOD = r"(?:mlp|feed_forward|ffn|block_sparse_moe)"
+_MLP_LEAF = r"(?:gate_proj|up_proj|gate_up_proj|c_fc|fc1|dense_h_to_4h|w1|w3|linear_fc1)"
+_MLP_DENSE = re.compile(
+    rf"^{_MLP_MOD}\.(?:shared_experts?\.)?{_MLP_LEAF}\.weight$|^intermediate\.dense\.weight$"
+)
+_ROUTER = re.compile(rf"^{_MLP_MOD}\.(?:gate|router|shared_expert_gate)\.weight$")
+_EXPERT = re.compile(
+    rf"^(?P<group>{_MLP_MOD}\.experts\.(?:local_experts\.)?)(?P<e>\d+)\.{_MLP_LEAF}\.weight$"
+    rf"|^(?P<tgroup>{_MLP_MOD}\.experts\.linear_fc1\.weight)(?P<te>\d+)$"
+)
+_ATTN_OUT = re.compile(rf"^{_ATTN_MOD}\.(?:o_proj|dense|c_proj|wo|linear_proj|out_proj)\.weight$")
+_MLP_OUT_LEAF = r"(?:down_proj|c_proj|fc2|dense_4h_to_h|w2|linear_fc2)"
+_MLP_OUT = re.compile(rf"^{_MLP_MOD}\.(?:shared_experts?\.)?{_MLP_OUT_LEAF}\.weight$")
+_EXPERT_OUT = re.compile(
+    rf"^(?P<group>{_MLP_MOD}\.experts\.(?:local_experts\.)?)(?P<e>\d+)\.{_MLP_OUT_LEAF}\.weight$"
+)
+# Latent norms (MLA): the up-projection reading the compressed latent, in each vocabulary.
+_LATENT = {
+    "q_a_layernorm": ("q_b_proj",),
+    "kv_a_layernorm": ("kv_b_proj",),
+    "q_norm": ("wq_b",),  # DeepSeek official inference naming
+    "kv_norm": ("wkv_b",),
+    "q_layernorm": ("linear_q_up_proj",),  # Megatron MLA, unfused
+    "kv_layernorm": ("linear_kv_up_proj",),
+}
+_HEADS = ("lm_head", "output", "head", "output_layer", "embed_out")
+_TIED = ("embed_tokens", "wte", "embedding.word_embeddings", "tok_embeddings", "embed")
+_MTP_PROJ = ("eh_proj", "fc", "input_proj")
+# Names that say which role an unclassified norm plays (DeepSeek official `attn_norm`/`ffn_norm`).
+_LEAF_ROLE = {
+    "attn_norm": Role.attn_input,
+    "attention_norm": Role.attn_input,
+    "ffn_norm": Role.mlp_input,
+    "mlp_norm": Role.mlp_input,
+}
+# MiMo concatenates [hidden | embedding] (vllm mimo_mtp.py @0bb55d6); every other family the
+# other way round (ARCHITECTURES.md 18.11).
+HIDDEN_FIRST_FAMILIES = frozenset({"mimo"})
+_CONV1D_FAMILIES = frozenset({"gpt2"})
+
+
+@dataclass
+class _Names:
+    """The checkpoint's tensor names, sorted once for prefix look-ups (92k names in DeepSeek-V3)."""
+
+    tensors: Mapping[str, TensorRef]
+    ordered: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ordered = sorted(self.tensors)
+
+    def under(self, prefix: str) -> list[str]:
+        """Names starting with `prefix`, by bisection."""
+        lo = bisect.bisect_left(self.ordered, prefix)
+        hi = bisect.bisect_left(self.ordered, prefix + "\U0010ffff")
+        return self.ordered[lo:hi]
+
+
+def _base(name: str) -> str:
+    for suffix in (".layer_norm_weight", ".weight"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _parent(base: str) -> str:
+    return base.rsplit(".", 1)[0] + "." if "." in base else ""
+
+
+def _ancestors(prefix: str) -> list[str]:
+    """'a.b.c.' -> ['a.b.c.', 'a.b.', 'a.', '']."""
+    parts = prefix.rstrip(".").split(".") if prefix else []
+    return [".".join(parts[:k]) + "." if k else "" for k in range(len(parts), -1, -1)]
+
+
+def plan_all(
+    norms: Sequence[NormInfo],
+    tensors: Mapping[str, TensorRef],
+    family: str,
+    experts: ExpertChoice,
+) -> list[Plan]:
+    """A `Plan` for every norm: its consumers (input norms) or producers (output norms)."""
+    names = _Names(tensors)
+    conv1d = family in _CONV1D_FAMILIES
+    blocks_with_mlp_norm = {_parent(_base(n.name)) for n in norms if n.role is Role.mlp_input}
+    out = []
+    for info in norms:
+        plan = _plan(info, names, family, experts, conv1d, blocks_with_mlp_norm)
+        out.append(_checked(plan, tensors, conv1d))
+    return out
+
+
+def _plan(
+    info: NormInfo,
+    names: _Names,
+    family: str,
+    experts: ExpertChoice,
+    conv1d: bool,
+    blocks_with_mlp_norm: set[str],
+) -> Plan:
+    tensors = names.tensors
+    base = _base(info.name)
+    parent = _parent(base)
+    leaf = base.rsplit(".", 1)[-1]
+    cons_axis = Axis.rows if conv1d else Axis.cols
+    prod_axis = Axis.cols if conv1d else Axis.rows
+
+    declared = _declared(info, names, parent)
+    if declared is not None:
+        return declared
+    if info.role is Role.qk:
+        return Plan(info, not_applicable=True, reason="QK norms feed no linear map")
+    if info.name.endswith(".layer_norm_weight"):  # Transformer Engine: the norm is fused in
+        target = base[: -len(".layer_norm")] + ".weight"
+        if target in tensors:
+            return Plan(info, consumers=(Part(target, cons_axis),))
+    role: Role = info.role
+    if role is Role.unknown:
+        role = _LEAF_ROLE.get(leaf, role)
+        if leaf in ("q_norm", "kv_norm") and not any(
+            parent + c + ".weight" in tensors for c in _LATENT[leaf]
+        ):
+            role = Role.unknown
+        elif leaf in ("q_norm", "kv_norm"):
+            role = Role.latent
+    if family == "bert" or base.endswith("LayerNorm"):
+        bert = _bert(info, base, tensors)
+        if bert is not None:
+            return bert
+    if role in (Role.attn_input, Role.mlp_input):
+        rel = [n[len(parent) :] for n in names.under(parent)]
+        parts = [Part(parent + r, cons_axis) for r in rel if _wants(role, r)]
+        if role is Role.attn_input and parent not in blocks_with_mlp_norm:
+            # Parallel block (Phi-2, Cohere, GPT-J): one norm feeds attention and MLP.
+            parts += [Part(parent + r, cons_axis) for r in rel if _wants(Role.mlp_input, r)]
+        sample: tuple[int, int] | None = None
+        if role is Role.mlp_input or parent not in blocks_with_mlp_norm:
+            routed, sample = _experts(parent, rel, experts, _EXPERT)
+            parts += [Part(n, cons_axis) for n in routed]
+        return Plan(
+            info,
+            consumers=tuple(parts),
+            reason=None if parts else f"no attention/MLP weights under '{parent}'",
+            experts_sampled=sample[0] if sample else None,
+            experts_total=sample[1] if sample else None,
+        )
+    if role is Role.latent:
+        for c in _LATENT.get(leaf, ()):
+            if parent + c + ".weight" in tensors:
+                return Plan(info, consumers=(Part(parent + c + ".weight", Axis.cols),))
+        return Plan(info, reason=f"no up-projection beside '{base}'")
+    if role is Role.linear_attn:
+        for c in ("out_proj", "linear_proj", "o_proj"):
+            if parent + c + ".weight" in tensors:
+                return Plan(info, consumers=(Part(parent + c + ".weight", Axis.cols),))
+        return Plan(info, reason=f"no out_proj beside '{base}'")
+    if role in (Role.final, Role.mtp_final):
+        return _head(info, base, parent, tensors, cons_axis)
+    if role in (Role.mtp_embedding, Role.mtp_hidden):
+        return _mtp_input(info, base, parent, tensors, family)
+    if role in (Role.attn_output, Role.mlp_output):
+        rel = [n[len(parent) :] for n in names.under(parent)]
+        pattern = _ATTN_OUT if role is Role.attn_output else _MLP_OUT
+        parts = [Part(parent + r, prod_axis) for r in rel if pattern.match(r)]
+        sample = None
+        if role is Role.mlp_output:
+            routed, sample = _experts(parent, rel, experts, _EXPERT_OUT)
+            parts += [Part(n, prod_axis) for n in routed]
+        return Plan(
+            info,
+            producers=tuple(parts),
+            reason=None if parts else f"no output projection under '{parent}'",
+            experts_sampled=sample[0] if sample else None,
+            experts_total=sample[1] if sample else None,
+        )
+    return Plan(info, reason=f"role '{info.role.value}' has no known consumer")
+
+
+def _wants(role: Role, rel: str) -> bool:
+    if role is Role.attn_input:
+        return bool(_ATTN.match(rel))
+    return bool(_MLP_DENSE.match(rel) or _ROUTER.match(rel))
+
+
+def _experts(
+    parent: str, rel: Sequence[str], choice: ExpertChoice, pattern: re.Pattern[str]
+) -> tuple[list[str], tuple[int, int] | None]:
+    """Routed-expert matrices under `parent`, sampled; (names, (sampled, total)) or no sample."""
+    by_expert: dict[tuple[str, int], list[str]] = {}
+    for r in rel:
+        m = pattern.match(r)
+        if m is None:
+            continue
+        group = m.group("group") or m.groupdict().get("tgroup") or ""
+        e = m.group("e") if m.group("e") is not None else m.groupdict().get("te")
+        by_expert.setdefault((group, int(e or 0)), []).append(parent + r)
+    if not by_expert:
+        return [], None
+    groups = sorted({g for g, _ in by_expert})
+    total = max(sum(1 for g2, _ in by_expert if g2 == g) for g in groups)
+    chosen = set(choice.pick(total))
+    picked = sorted(n for (g, e), ns in by_expert.items() if e in chosen for n in ns)
+    return picked, (len(chosen), total)
+
+
+def _declared(info: NormInfo, names: _Names, parent: str) -> Plan | None:
+    """Consumers/producers the architecture rules name (a future NormInfo field), if any."""
+    found: dict[str, list[str]] = {}
+    for field_name in ("consumers", "producers"):
+        patterns = getattr(info, field_name, ()) or ()
+        hits: list[str] = []
+        for pattern in patterns:
+            for candidate in (pattern, parent + pattern):
+                matched = sorted(fnmatch.filter(names.tensors, candidate))
+                if matched:
+                    hits += [m for m in matched if m not in hits]
+                    break
+        found[field_name] = hits
+    if not found["consumers"] and not found["producers"]:
+        return None
+    return Plan(
+        info,
+        consumers=tuple(Part(n, Axis.cols) for n in found["consumers"]),
+        producers=tuple(Part(n, Axis.rows) for n in found["producers"]),
+    )
+
+
+def _head(
+    info: NormInfo, base: str, parent: str, tensors: Mapping[str, TensorRef], axis: Axis
+) -> Plan:
+    """The output head reading a final norm: its own (MTP shared_head.head), else the model's."""
+    if info.role is Role.mtp_final:
+        for c in ("head", "output"):
+            if parent + c + ".weight" in tensors:
+                return Plan(info, consumers=(Part(parent + c + ".weight", Axis.cols),))
+    for names in (_HEADS, _TIED):  # an untied head first, then the tied embedding
+        for prefix in _ancestors(parent):
+            for c in names:
+                if prefix + c + ".weight" in tensors:
+                    # Conv1D models store Linear-shaped heads and embeddings: always columns.
+                    return Plan(info, consumers=(Part(prefix + c + ".weight", Axis.cols),))
+    del axis
+    return Plan(info, reason=f"no output head (lm_head or tied embeddings) for '{base}'")
+
+
+def _mtp_input(
+    info: NormInfo, base: str, parent: str, tensors: Mapping[str, TensorRef], family: str
+) -> Plan:
+    """The half of the MTP input projection that reads enorm's (or hnorm's) output."""
+    half = Half.embedding if info.role is Role.mtp_embedding else Half.hidden
+    prefixes = [parent]
+    if base.endswith(".m"):  # LongCat `enorm.m`
+        prefixes.append(_parent(parent.rstrip(".")))
+    for prefix in prefixes:
+        split = prefix + ("e_proj" if half is Half.embedding else "h_proj") + ".weight"
+        if split in tensors:
+            return Plan(info, consumers=(Part(split, Axis.cols, half=half),))
+        for c in _MTP_PROJ:
+            name = prefix + c + ".weight"
+            ref = tensors.get(name)
+            if ref is None or len(ref.shape) != 2:
+                continue
+            cols = ref.shape[1]
+            first = Half.hidden if family in HIDDEN_FIRST_FAMILIES else Half.embedding
+            span = (0, cols // 2) if half is first else (cols // 2, cols)
+            return Plan(info, consumers=(Part(name, Axis.cols, span=span, half=half),))
+    # ERNIE-4.5: model.mtp_emb_norm.{k} -> model.mtp_linear_proj.{k} (cat [emb, hidden]).
+    m = re.match(r"^(.*)mtp_(?:emb|hidden)_norm\.(\d+)$", base)
+    if m:
+        name = f"{m.group(1)}mtp_linear_proj.{m.group(2)}.weight"
+        ref = tensors.get(name)
+        if ref is not None and len(ref.shape) == 2:
+            cols = ref.shape[1]
+            span = (0, cols // 2) if half is Half.embedding else (cols // 2, cols)
+            return Plan(info, consumers=(Part(name, Axis.cols, span=span, half=half),))
+    return Plan(info, reason=f"no MTP input projection (eh_proj, fc, input_proj) for '{base}'")
+
+
+_BERT_LAYER = re.compile(
+    r"^(?P<pre>.*?)encoder\.layer\.(?P<i>\d+)\.(?P<what>attention\.output|output)\.LayerNorm$"
+)
+
+
+def _bert(info: NormInfo, base: str, tensors: Mapping[str, TensorRef]) -> Plan | None:
+    """Post-LN (BERT): the LayerNorm's output is the residual stream the next dense layers read."""
+
+    def qkv(pre: str, i: int) -> list[str]:
+        return [
+            f"{pre}encoder.layer.{i}.attention.self.{p}.weight"
+            for p in ("query", "key", "value")
+            if f"{pre}encoder.layer.{i}.attention.self.{p}.weight" in tensors
+        ]
+
+    if base.endswith("embeddings.LayerNorm"):
+        pre = base[: -len("embeddings.LayerNorm")]
+        found = qkv(pre, 0)
+    else:
+        m = _BERT_LAYER.match(base)
+        if m is None:
+            return None
+        pre, i = m.group("pre"), int(m.group("i"))
+        if m.group("what") == "attention.output":
+            found = [
+                n for n in (f"{pre}encoder.layer.{i}.intermediate.dense.weight",) if n in tensors
+            ]
+        else:
+            found = qkv(pre, i + 1) or [n for n in (f"{pre}pooler.dense.weight",) if n in tensors]
+    if not found:
+        return Plan(info, reason=f"no next dense layer after '{base}'")
+    return Plan(info, consumers=tuple(Part(n, Axis.cols) for n in found))
+
+
+def _checked(plan: Plan, tensors: Mapping[str, TensorRef], conv1d: bool) -> Plan:
+    """Drop parts whose shape does not fit the norm's width (and say so)."""
+    if plan.not_applicable:
+        return plan
+    ref = tensors.get(plan.info.name)
+    dim = math.prod(ref.shape) if ref is not None else 0
+    kept_c = [p for p in plan.consumers if fits(p, tensors[p.tensor], dim)]
+    kept_p = [p for p in plan.producers if fits(p, tensors[p.tensor], dim)]
+    dropped = [p.tensor for p in (*plan.consumers, *plan.producers) if p not in (*kept_c, *kept_p)]
+    reason = plan.reason
+    if dropped and not kept_c and not kept_p:
+        reason = f"matrices found do not fit width {dim}: {', '.join(dropped[:3])}"
+    return Plan(
+        plan.info,
+        tuple(kept_c),
+        tuple(kept_p),
+        plan.not_applicable,
+        reason,
+        plan.experts_sampled,
+        plan.experts_total,
+    )
+
+
+def axis_length(part: Part, ref: TensorRef) -> int:
+    """Length of the reduced vector of `ref` along the part's axis (3-D: per expert)."""
+    shape = ref.shape
+    if len(shape) == 3:
+        return shape[2] if part.axis is Axis.cols else shape[1]
+    if len(shape) != 2:
+        return 0
+    return shape[1] if part.axis is Axis.cols else shape[0]
+
+
+def fits(part: Part, ref: TensorRef, dim: int) -> bool:
+    """The part's channels are the norm's, or whole heads of it (a per-head shared norm)."""
+    if dim <= 0:
+        return False
+    start, end = part.span or (0, axis_length(part, ref))
+    length = end - start
+    return length > 0 and length % dim == 0

@@ -1,0 +1,149 @@
+"""Renderers of `normscope fold`: a FoldReport as JSON, CSV, Markdown or a rich table."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from normscope.enums import FoldStatus, Module, Role
+from normscope.render.common import (
+    BAND_STYLE,
+    fmt,
+    frame_csv,
+    header_panel,
+    human_bytes,
+    render_json,
+    short_name,
+    where,
+)
+from normscope.schema.fold import FoldNorm, FoldReport
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+
+def render_fold_json(report: FoldReport) -> str:
+    """One JSON object, keys in field order, NaN/inf as null."""
+    return render_json(report)
+
+
+def render_fold_csv(report: FoldReport) -> str:
+    """A header row and one row per norm (consumers/producers as JSON lists)."""
+    return frame_csv(report.to_frame())
+
+
+def _band(n: FoldNorm) -> str:
+    return n.folded_band.value if n.folded_band is not None else "-"
+
+
+def _consumer_text(n: FoldNorm) -> str:
+    names = n.consumers or n.producers
+    text = ", ".join(sorted({short_name(c, 200).rsplit(".", 1)[-1] for c in names}))
+    if n.producers:
+        text = "producers: " + text
+    if n.experts_sampled is not None:
+        text += f" (+{n.experts_sampled}/{n.experts_total} experts)"
+    return text
+
+
+def header_lines(report: FoldReport) -> list[tuple[str, str]]:
+    """The facts of the header panel."""
+    m, p, s = report.model, report.plan, report.fold_summary
+    bands = ", ".join(f"{v} {k}" for k, v in dataclasses.asdict(s.folded_bands).items() if v)
+    return [
+        ("source", report.source),
+        (
+            "model",
+            f"{m.model_type or '?'} (rules: {m.family}), hidden {m.hidden_size or '?'}, "
+            f"MTP depth {m.mtp_depth}",
+        ),
+        (
+            "norms",
+            f"{s.folded} folded ({bands or 'none'}), {s.not_applicable} not applicable, "
+            f"{s.no_consumer} without consumer, {s.skipped} skipped",
+        ),
+        (
+            "read",
+            f"{human_bytes(p.bytes_planned)} of matrices ({p.tensors} tensors) on {p.device}, "
+            f"{report.io.seconds:.2f} s, budget {human_bytes(p.max_memory)}, "
+            f"peak {human_bytes(p.peak_buffered_bytes)} buffered",
+        ),
+    ]
+
+
+_COLUMNS = ("layer", "role", "ratio", "folded", "band", "comp", "top1%", "max/med", "balance")
+
+
+def _row(n: FoldNorm) -> list[str]:
+    return [
+        where(n),
+        n.role.value,
+        fmt(n.ratio),
+        fmt(n.folded_ratio),
+        _band(n),
+        fmt(n.compensation, 2),
+        fmt(n.top_share),
+        fmt(n.max_over_median, 1),
+        fmt(n.input_balance, 2),
+    ]
+
+
+def _selected(report: FoldReport, show_all: bool) -> list[FoldNorm]:
+    folded = [n for n in report.norms if n.status is FoldStatus.folded]
+    if show_all:
+        return folded
+    return [
+        n
+        for n in folded
+        if n.module is Module.mtp
+        or n.role is Role.final
+        or (n.folded_band is not None and n.folded_band.out_of_band)
+    ]
+
+
+def render_fold_table(
+    report: FoldReport, show_all: bool = False, width: int = 120
+) -> list[RenderableType]:
+    """Header panel, then the final/MTP norms and the out-of-band ones (all with show_all)."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    out: list[RenderableType] = [
+        header_panel(f"normscope {report.normscope_version} fold", header_lines(report))
+    ]
+    rows = _selected(report, show_all)
+    if not rows:
+        return out
+    title = "folded norms" if show_all else "final, MTP and out-of-band folded norms"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    name_width = max(16, min(50, width - 78))
+    table.add_column("name", no_wrap=True, max_width=name_width)
+    for col in _COLUMNS:
+        table.add_column(col, justify="left" if col in ("role", "band") else "right")
+    for n in rows:
+        cells = _row(n)
+        if n.folded_band is not None:
+            style = BAND_STYLE[n.folded_band]
+            cells[4] = f"[{style}]{cells[4]}[/]"
+        table.add_row(escape(short_name(n.name, name_width)), *cells)
+    out.append(table)
+    return out
+
+
+def render_fold_markdown(report: FoldReport, show_all: bool = False) -> str:
+    """Markdown: header facts and one row per selected folded norm, with its consumers."""
+    lines = [f"### normscope {report.normscope_version} fold", ""]
+    lines += [f"- **{label}**: {value}" for label, value in header_lines(report)]
+    rows = _selected(report, show_all)
+    if rows:
+        lines += [
+            "",
+            "| name | " + " | ".join(_COLUMNS) + " | consumers |",
+            "|---|--:|---|--:|--:|---|--:|--:|--:|--:|---|",
+        ]
+        for n in rows:
+            lines.append(f"| `{n.name}` | " + " | ".join(_row(n)) + f" | {_consumer_text(n)} |")
+    if report.warnings:
+        lines += ["", "#### Warnings", ""] + [f"- {w}" for w in report.warnings]
+    return "\n".join(lines) + "\n"
