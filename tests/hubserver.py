@@ -236,8 +236,16 @@ class FakeHub:
             self.log.append(served)
 
     def reset_log(self) -> None:
+        """Forget what was served, once the requests still being answered are done (else a
+        late request of the previous step lands in the next step's log)."""
+        self._wait_idle()
         with self._lock:
             self.log.clear()
+
+    def _wait_idle(self, seconds: float = 5) -> None:
+        deadline = time.monotonic() + seconds
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     @property
     def served(self) -> list[Served]:
@@ -246,9 +254,7 @@ class FakeHub:
         Waits (up to 5 s) for requests still being answered: a client that gave up early may
         return before the server has finished writing.
         """
-        deadline = time.monotonic() + 5
-        while self.active and time.monotonic() < deadline:
-            time.sleep(0.01)
+        self._wait_idle()
         with self._lock:
             return [s for s in self.log if s.path not in HOUSEKEEPING]
 
