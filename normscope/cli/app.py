@@ -27,11 +27,13 @@ from normscope.cli.options import (
     CheckScopeOpt,
     CheckSourceArg,
     ClearOpt,
+    ClusterOpt,
     ConfigOpt,
     DiffA,
     DiffB,
     DiffFailOn,
     DiffFailOpt,
+    ExecutorOpt,
     ExpectInitOpt,
     ExpectMtpOpt,
     FailOn,
@@ -53,6 +55,7 @@ from normscope.cli.options import (
     ScopeOpt,
     SeriesAllOpt,
     SeriesDriftOpt,
+    SeriesExecutor,
     SeriesFailOpt,
     SeriesSources,
     SeverityOpt,
@@ -68,6 +71,7 @@ from normscope.version import __version__
 if TYPE_CHECKING:
     from normscope.scanner import ScanOptions
     from normscope.schema import CheckReport, SeriesReport
+    from normscope.series import SeriesOptions
 
 app = typer.Typer(
     name="normscope",
@@ -299,6 +303,8 @@ def series(
     show_all: SeriesAllOpt = False,
     order: OrderOpt = Order.step,
     jobs: JobsOpt = None,
+    executor: ExecutorOpt = SeriesExecutor.local,
+    cluster: ClusterOpt = None,
     strict: StrictOpt = False,
     plot: PlotOpt = None,
     plot_role: PlotRoleOpt = None,
@@ -317,9 +323,10 @@ def series(
         from normscope.gates import series_gate
         from normscope.render import plot as plotting
         from normscope.render import series as view
-        from normscope.series import SeriesOptions, measure_series
+        from normscope.series import measure_series
 
         options = _scan_options(low, high, parametrization, scope)
+        series_options = _series_options(options, order, jobs, strict, executor, cluster)
         role = plotting.parse_role(plot_role) if plot_role else None
         plot_format = plotting.plot_format(plot) if plot else None
         if plot:  # fail before measuring: no matplotlib, or nowhere to write
@@ -329,7 +336,6 @@ def series(
         if revisions is not None:
             sources = _hub_revisions(sources, revisions)
         with out.series_progress(quiet) as progress:
-            series_options = SeriesOptions(options, order, jobs, strict=strict)
             result = measure_series(sources, series_options, progress)
         out.warn(result.warnings, quiet)
         gated = fail_on is FailOn.out_of_band or max_drift is not None
@@ -348,6 +354,27 @@ def series(
             out.write_output(plotting.render_plot(result, plot_format, role), plot, "the plot")
         gate = series_gate(result, options.scope, fail_on is FailOn.out_of_band, max_drift)
         out.report_gate(gate, quiet)
+
+
+def _series_options(
+    scan: ScanOptions,
+    order: Order,
+    jobs: int | None,
+    strict: bool,
+    executor: SeriesExecutor,
+    address: str | None,
+) -> SeriesOptions:
+    """`--executor local` lets `auto` choose a loop or a pool; `dask` (or `--cluster`) a cluster."""
+    from normscope.enums import Executor
+    from normscope.executors import ClusterSpec
+    from normscope.series import SeriesOptions
+
+    if address is not None and not address.strip():
+        raise typer.BadParameter("empty address", param_hint="--cluster")
+    on_cluster = executor is SeriesExecutor.dask or address is not None
+    kind = Executor.dask if on_cluster else Executor.auto
+    spec = ClusterSpec(address) if on_cluster else None
+    return SeriesOptions(scan, order, jobs, kind, strict=strict, cluster=spec)
 
 
 def _refuse_stale_latest(result: SeriesReport, gated: bool) -> None:
