@@ -36,7 +36,6 @@ __all__ = ["ADDRESS_ENV", "Cluster", "ClusterSpec", "Lost", "cluster"]
 
 ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"
 """Dask's own variable for the scheduler to connect to (`dask.config` key `scheduler-address`)."""
-CONNECT_TIMEOUT = "10s"
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
@@ -52,6 +51,8 @@ class ClusterSpec:
     """Worker processes of a local cluster (one thread each); None: min(4, CPUs)."""
     retries: int = 2
     """Times a unit whose worker was lost is submitted again before it is reported `Lost`."""
+    connect_timeout: float = 10.0
+    """Seconds to wait for an existing scheduler to answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,19 @@ def _lost_reason(exc: BaseException, attempts: int) -> str:
 
 
 @contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """The engine's own log lines (a worker restarted, a task failed) are not normscope's output:
+    the outcome reaches the report. Restored on exit."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
+@contextlib.contextmanager
 def cluster(spec: ClusterSpec) -> Iterator[Cluster[Any, Any]]:
     """Connect to the scheduler of `spec` (or `$DASK_SCHEDULER_ADDRESS`), or start a local
     cluster that is shut down on exit. Raises UsageError when the engine is not installed or the
@@ -143,13 +157,21 @@ def cluster(spec: ClusterSpec) -> Iterator[Cluster[Any, Any]]:
     # The client resubmits units whose worker died (`map_ordered`), so the local scheduler fails
     # them at the first death instead of retrying on its own; an existing cluster keeps its
     # `distributed.scheduler.allowed-failures` (the retries multiply).
-    settings = {"distributed.scheduler.allowed-failures": 0, "distributed.admin.tick.limit": "60s"}
+    # NOTE: worker-saturation 1.0: a worker holds only the units it runs, the rest wait at the
+    # scheduler; with dask's default (1.1) a 1-thread worker also holds a queued unit, which
+    # dies with the worker and is charged a loss that another unit caused.
+    settings = {
+        "distributed.scheduler.allowed-failures": 0,
+        "distributed.scheduler.worker-saturation": 1.0,
+        "distributed.admin.tick.limit": "60s",
+    }
     with contextlib.ExitStack() as stack:
         stack.enter_context(dask.config.set(settings))
+        stack.enter_context(_quiet("distributed"))
         if address:
             try:
                 client = stack.enter_context(
-                    Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+                    Client(address, timeout=spec.connect_timeout, set_as_default=False)
                 )
             except (OSError, TimeoutError) as exc:
                 raise UsageError(
