@@ -98,8 +98,13 @@ def main() -> int:
         _wait_for(endpoint)
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         s3.create_bucket(Bucket="bench")
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.count):
@@ -109,19 +114,52 @@ def main() -> int:
                     s3.upload_file(str(f), "bench", f"run/{folder.name}/{f.name}")
         sched_port = _free_port()
         bin_dir = Path(sys.executable).parent
-        procs.append(subprocess.Popen(
-            [str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(sched_port),
-             "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(bin_dir / "dask"),
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(sched_port),
+                    "--no-dashboard",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         address = f"tcp://127.0.0.1:{sched_port}"
-        procs.append(subprocess.Popen(
-            [str(bin_dir / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
-             "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(bin_dir / "dask"),
+                    "worker",
+                    address,
+                    "--nworkers",
+                    "2",
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         time.sleep(4)
         base = [sys.executable, "-m", "normscope", "series", "s3://bench/run", "-f", "json", "-q"]
         cases = {
             "local (auto)": base + ["--executor", "local"],
             "local -j 1 (one loop)": base + ["--executor", "local", "-j", "1"],
-            "dask -j 2 (local cluster started in the command)": base + ["--executor", "dask", "-j", "2"],
+            "dask -j 2 (local cluster started in the command)": [
+                *base,
+                "--executor",
+                "dask",
+                "-j",
+                "2",
+            ],
             "dask --cluster (2 workers already running)": base + ["--cluster", address],
         }
         times: dict[str, list[float]] = {name: [] for name in cases}
@@ -131,12 +169,16 @@ def main() -> int:
                 seconds, reports[name] = timed(argv, env)
                 times[name].append(seconds)
         first = next(iter(reports.values()))
-        print(f"{args.count} checkpoints, {len(first['rows']) // args.count} norms each, "
-              f"{first['io']['bytes_read'] / 1e6:.2f} MB read; {args.rounds} rounds, cold cache")
+        print(
+            f"{args.count} checkpoints, {len(first['rows']) // args.count} norms each, "
+            f"{first['io']['bytes_read'] / 1e6:.2f} MB read; {args.rounds} rounds, cold cache"
+        )
         for name, ts in times.items():
             io = reports[name]["io"]
-            print(f"  {name:52} median {statistics.median(ts):6.2f} s  (min {min(ts):.2f}; "
-                  f"executor {io['executor']}, jobs {io['jobs']}, in-report {io['seconds']:.2f} s)")
+            print(
+                f"  {name:52} median {statistics.median(ts):6.2f} s  (min {min(ts):.2f}; "
+                f"executor {io['executor']}, jobs {io['jobs']}, in-report {io['seconds']:.2f} s)"
+            )
         same = {json.dumps(r["rows"]) for r in reports.values()}
         print(f"  rows identical across executors: {len(same) == 1}")
     finally:

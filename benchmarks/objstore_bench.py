@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
-import urllib.request
 import statistics
+import subprocess
 import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -133,20 +133,22 @@ def _wait_for(endpoint: str) -> None:
     for _ in range(100):
         try:
             urllib.request.urlopen(endpoint, timeout=1).close()
-            return
-        except OSError:
+        except OSError:  # noqa: PERF203 - polling until the server answers
             time.sleep(0.1)
+        else:
+            return
     raise SystemExit(f"moto server did not start at {endpoint}")
 
 
 def cold(name: str, endpoint: str) -> float:
     """One fresh interpreter: import, client, headers + norms (what one `scan` pays)."""
     code = (
-        "import sys, time; t = time.perf_counter(); sys.path.insert(0, %r); "
+        f"import sys, time; t = time.perf_counter(); sys.path.insert(0, {str(HERE)!r}); "
         "import objstore_bench as b; "
-        "b.CLIENTS[%r](%r, b.HEADERS) + b.CLIENTS[%r](%r, b.NORMS); "
+        f"b.CLIENTS[{name!r}]({endpoint!r}, b.HEADERS); "
+        f"b.CLIENTS[{name!r}]({endpoint!r}, b.NORMS); "
         "print(time.perf_counter() - t)"
-    ) % (str(HERE), name, endpoint, name, endpoint)
+    )
     env = dict(os.environ, BENCH_PATTERN=str(HERE / "out" / "objstore_pattern.json"))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -179,8 +181,10 @@ def main() -> int:
         json.dumps({"headers": headers, "norms": norms})
     )
     want = sum(e - s for _, s, e in headers + norms)
-    print(f"{len(headers)} headers + {len(norms)} norm ranges = {len(headers) + len(norms)} "
-          f"requests, {want / 1e6:.2f} MB; {IN_FLIGHT} in flight; {ROUNDS} rounds")
+    print(
+        f"{len(headers)} headers + {len(norms)} norm ranges = {len(headers) + len(norms)} "
+        f"requests, {want / 1e6:.2f} MB; {IN_FLIGHT} in flight; {ROUNDS} rounds"
+    )
     times: dict[str, list[float]] = {name: [] for name in CLIENTS}
     for _ in range(ROUNDS):
         for name, client in CLIENTS.items():
@@ -189,12 +193,16 @@ def main() -> int:
             times[name].append(time.perf_counter() - started)
             assert got == want, (name, got, want)
     for name, ts in times.items():
-        print(f"{name:18} median {statistics.median(ts):.3f} s  min {min(ts):.3f} s  "
-              f"({(len(headers) + len(norms)) / statistics.median(ts):.0f} requests/s)")
+        print(
+            f"{name:18} median {statistics.median(ts):.3f} s  min {min(ts):.3f} s  "
+            f"({(len(headers) + len(norms)) / statistics.median(ts):.0f} requests/s)"
+        )
     for name in CLIENTS:
         runs = sorted(cold(name, endpoint) for _ in range(3))
-        print(f"{name:18} cold (fresh interpreter: import + client + all ranges): "
-              f"median {runs[1]:.3f} s")
+        print(
+            f"{name:18} cold (fresh interpreter: import + client + all ranges): "
+            f"median {runs[1]:.3f} s"
+        )
     server.terminate()
     server.wait()
     return 0
