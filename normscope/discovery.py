@@ -239,10 +239,17 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order = Order.ste
     warnings: list[str] = []
     specs = [os.fspath(s) for s in sources]
     first = Path(specs[0])
-    if len(specs) == 1 and _is_run_folder(first):
+    run_url = _run_prefix(specs[0], warnings) if len(specs) == 1 and _is_url(specs[0]) else None
+    if run_url is not None:
+        entries, loose = run_url, False
+    elif len(specs) == 1 and _is_run_folder(first):
         entries = [(str(p), step) for p, step in _scan_run_folder(first, warnings)]
         loose = False
-    elif len(specs) == 1 and why_not_checkpoint(first) is not None and not _is_hub(specs[0]):
+    elif (
+        len(specs) == 1
+        and not (_is_hub(specs[0]) or _is_url(specs[0]))
+        and why_not_checkpoint(first) is not None
+    ):
         if not first.exists():
             raise SourceError(f"no such file or directory ({first})")
         raise SourceError(
@@ -262,7 +269,8 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order = Order.ste
     skipped: list[Skipped] = []
     usable: list[tuple[str, int | None]] = []
     for spec, step in entries:
-        reason = None if loose and _is_hub(spec) else why_not_checkpoint(Path(spec))
+        remote = _is_hub(spec) or _is_url(spec)  # read (or skipped) when measured
+        reason = None if remote else why_not_checkpoint(Path(spec))
         if reason is None:
             usable.append((spec, step))
         else:
@@ -300,6 +308,48 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order = Order.ste
         seen[value] = spec
         candidates.append(Candidate(spec, value, _mtime(Path(spec))))
     return Discovery(tuple(candidates), tuple(skipped), steps_from, tuple(warnings))
+
+
+def _is_url(spec: str) -> bool:
+    """True for an object-store URL (`s3://`, `gs://`, `az://`, `file://`)."""
+    if "://" not in spec:
+        return False
+    from normscope.sources.objstore import looks_like_url
+
+    return looks_like_url(spec)
+
+
+def _run_prefix(url: str, warnings: list[str]) -> list[tuple[str, int | None]] | None:
+    """The checkpoints under an object-store prefix named by the conventions (one LIST), or
+    None when the prefix is itself a checkpoint (it holds `.safetensors` objects, or is one)."""
+    from normscope.sources.objstore import list_prefix
+
+    url = url.rstrip("/")
+    if url.endswith(_SUFFIX):
+        return None
+    dirs, objects = list_prefix(url)
+    if any(o.name.endswith(_SUFFIX) and parse_step(o.name) is None for o in objects):
+        return None
+    named = [(d, parse_step(d)) for d in dirs] + [
+        (o.name, parse_step(o.name)) for o in objects if o.name.endswith(_SUFFIX)
+    ]
+    found = sorted(((n, s) for n, s in named if s is not None), key=lambda i: natural_key(i[0]))
+    if not found:
+        if not dirs and not objects:
+            raise SourceError(f"no objects under the prefix ({url}/)")
+        raise SourceError(
+            f"no checkpoints under {url}/: no .safetensors objects, and no sub-prefix named "
+            f"like a checkpoint ({_listing([d + '/' for d in dirs] + [o.name for o in objects])})",
+            hint="a run prefix holds checkpoint-<step>/, iter_<N>/, step-<N>/, step<N>/ ...; "
+            "or list the checkpoints explicitly",
+        )
+    ignored = [d for d in dirs if parse_step(d) is None]
+    if ignored:
+        warnings.append(
+            f"ignored {len(ignored)} sub-prefix(es) without a step number in the name: "
+            f"{_listing(ignored)} ({url}/)"
+        )
+    return [(f"{url}/{name}", step) for name, step in found]
 
 
 def _is_hub(spec: str) -> bool:

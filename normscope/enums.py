@@ -133,12 +133,14 @@ class StepSource(str, Enum):
 
 
 class Executor(str, Enum):
-    """How `series` runs its scans: `auto` picks `process` when the checkpoints are big enough."""
+    """How `series` runs its scans: `auto` picks `process` when the checkpoints are big enough;
+    `dask` runs them on a Dask cluster (`normscope.executors`)."""
 
     auto = "auto"
     serial = "serial"
     thread = "thread"
     process = "process"
+    dask = "dask"
 
 
 class Verdict(str, Enum):

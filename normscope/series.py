@@ -15,6 +15,7 @@ rest would outlast its start-up: 200 tiny checkpoints take 0.1 s in one loop.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import time
@@ -35,6 +36,7 @@ import numpy as np
 from normscope.analysis import relative_change
 from normscope.discovery import Candidate, discover
 from normscope.errors import NormscopeError, SourceError
+from normscope.executors import ClusterSpec, Lost, cluster
 from normscope.scanner import Measured, ScanOptions, measure
 from normscope.schema import (
     SCHEMA_VERSION,
@@ -73,6 +75,9 @@ class SeriesOptions:
     executor: Executor = Executor.auto
     strict: bool = False
     """Raise SourceError on the first skipped checkpoint instead of warning."""
+    cluster: ClusterSpec | None = None
+    """Where `Executor.dask` runs (None: `$DASK_SCHEDULER_ADDRESS`, else a local cluster of
+    `jobs` workers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +170,9 @@ def _outcomes(
     """Yield one outcome per path, in order; record the executor used in `used`."""
     jobs = max(1, options.jobs or default_jobs())
     kind = options.executor
+    if kind is Executor.dask:
+        yield from _on_cluster(paths, options, jobs, used)
+        return
     start = 0
     if kind is Executor.auto:
         # Measure inline while deciding. The first scan pays one-off costs (imports, regex
@@ -201,6 +209,23 @@ def _outcomes(
     finally:
         # Also on an error or a --strict abort: drop what has not started.
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _on_cluster(
+    paths: Sequence[str], options: SeriesOptions, jobs: int, used: list[tuple[Executor, int]]
+) -> Generator[_Outcome, None, None]:
+    """Each checkpoint a unit of work on a Dask cluster; a lost one becomes a skip reason."""
+    spec = options.cluster or ClusterSpec()
+    if spec.address is None and spec.workers is None:
+        spec = ClusterSpec(None, jobs, spec.retries)
+    unit = functools.partial(_measure_one, options=options.scan)
+    with cluster(spec) as engine:
+        used.append((Executor.dask, engine.slots))
+        for result in engine.map_ordered(unit, paths):
+            if isinstance(result, Lost):
+                yield _Outcome(None, f"on the cluster, {result.reason}", 0.0)
+            else:
+                yield result
 
 
 @dataclass

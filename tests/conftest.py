@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from s3server import s3, s3_server  # noqa: F401  (fixtures: the loopback S3 server)
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -37,7 +37,7 @@ FLOORS: dict[str, int] = {
     "normscope.policy": 5,
     "normscope.series": 6,
     "normscope.fold": 6,
-    "normscope.executors": 6,
+    "normscope.executors": 5,
     "normscope.gates": 7,
     "normscope.render": 8,
     "normscope.cli": 9,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from normscope.cli import output as out
+from normscope.cli import runs
 from normscope.cli.options import (
     EXIT_HELP,
     AllOpt,
@@ -27,6 +28,7 @@ from normscope.cli.options import (
     CheckScopeOpt,
     CheckSourceArg,
     ClearOpt,
+    ClusterOpt,
     ConfigOpt,
     DeviceOpt,
     DiffA,
@@ -34,6 +36,7 @@ from normscope.cli.options import (
     DiffFailOn,
     DiffFailOpt,
     DryRunOpt,
+    ExecutorOpt,
     ExpectInitOpt,
     ExpectMtpOpt,
     ExpertsOpt,
@@ -60,6 +63,7 @@ from normscope.cli.options import (
     ScopeOpt,
     SeriesAllOpt,
     SeriesDriftOpt,
+    SeriesExecutor,
     SeriesFailOpt,
     SeriesSources,
     SeverityOpt,
@@ -74,7 +78,7 @@ from normscope.version import __version__
 
 if TYPE_CHECKING:
     from normscope.scanner import ScanOptions
-    from normscope.schema import CheckReport, SeriesReport
+    from normscope.schema import CheckReport
 
 app = typer.Typer(
     name="normscope",
@@ -324,6 +328,8 @@ def series(
     show_all: SeriesAllOpt = False,
     order: OrderOpt = Order.step,
     jobs: JobsOpt = None,
+    executor: ExecutorOpt = SeriesExecutor.local,
+    cluster: ClusterOpt = None,
     strict: StrictOpt = False,
     plot: PlotOpt = None,
     plot_role: PlotRoleOpt = None,
@@ -343,9 +349,10 @@ def series(
         from normscope.gates import series_gate
         from normscope.render import plot as plotting
         from normscope.render import series as view
-        from normscope.series import SeriesOptions, measure_series
+        from normscope.series import measure_series
 
         options = _scan_options(low, high, parametrization, scope, rules)
+        series_options = runs.series_options(options, order, jobs, strict, executor, cluster)
         role = plotting.parse_role(plot_role) if plot_role else None
         plot_format = plotting.plot_format(plot) if plot else None
         if plot:  # fail before measuring: no matplotlib, or nowhere to write
@@ -353,13 +360,12 @@ def series(
             if not Path(plot).resolve().parent.is_dir():
                 out.fail(f"output directory does not exist ({Path(plot).parent})")
         if revisions is not None:
-            sources = _hub_revisions(sources, revisions)
+            sources = runs.hub_revisions(sources, revisions)
         with out.series_progress(quiet) as progress:
-            series_options = SeriesOptions(options, order, jobs, strict=strict)
             result = measure_series(sources, series_options, progress)
         out.warn(result.warnings, quiet)
         gated = fail_on is FailOn.out_of_band or max_drift is not None
-        _refuse_stale_latest(result, gated)
+        runs.refuse_stale_latest(result, gated)
         out.render(
             format,
             output,
@@ -374,38 +380,6 @@ def series(
             out.write_output(plotting.render_plot(result, plot_format, role), plot, "the plot")
         gate = series_gate(result, options.scope, fail_on is FailOn.out_of_band, max_drift)
         out.report_gate(gate, quiet)
-
-
-def _refuse_stale_latest(result: SeriesReport, gated: bool) -> None:
-    """A gate on "the latest checkpoint" must not quietly judge an older one."""
-    from normscope.trends import skipped_after_latest
-
-    late = skipped_after_latest(result) if gated else []
-    if late:
-        out.fail(
-            f"the latest checkpoint could not be read: {late[-1].reason} ({late[-1].path}); "
-            f"the gate would judge step {result.checkpoints[-1].step} instead",
-            hint="fix or remove the broken checkpoint, or name the checkpoints to follow",
-        )
-
-
-def _hub_revisions(sources: list[str], revisions: str) -> list[str]:
-    """`series --revisions`: the revisions of exactly one Hub repo, as `org/name@rev` sources."""
-    from normscope.errors import SourceError
-    from normscope.sources.hub import list_hub_revisions
-    from normscope.sources.hub.spec import looks_like_hub, parse_hub_spec
-
-    only = sources[0] if len(sources) == 1 else ""
-    try:
-        spec = parse_hub_spec(only) if looks_like_hub(only) and not Path(only).exists() else None
-    except SourceError:
-        spec = None
-    if spec is None or spec.revision is not None:
-        raise typer.BadParameter(
-            "needs exactly one Hub repo (org/name, without @revision) as SOURCES",
-            param_hint="--revisions",
-        )
-    return [f"{spec.repo_id}@{rev}" for rev in list_hub_revisions(spec.repo_id, revisions)]
 
 
 @app.command(epilog=EXIT_HELP)

@@ -48,6 +48,13 @@ class FailOn(str, Enum):
     out_of_band = "out-of-band"
 
 
+class SeriesExecutor(str, Enum):
+    """Where `series` measures its checkpoints."""
+
+    local = "local"
+    dask = "dask"
+
+
 class DiffFailOn(str, Enum):
     """What makes `diff` exit 1."""
 
@@ -59,8 +66,9 @@ class DiffFailOn(str, Enum):
 SourceArg = Annotated[
     str,
     typer.Argument(
-        help="A .safetensors file, a directory of shards, or a Hub model repo "
-        "(org/name[@revision], hf://org/name).",
+        help="A .safetensors file, a directory of shards, a Hub model repo "
+        "(org/name[@revision], hf://org/name), or an object-store URL (s3://, gs://, az://, "
+        "file://).",
         show_default=False,
     ),
 ]
@@ -181,8 +189,9 @@ CheckFormatOpt = Annotated[CheckFormat, typer.Option("--format", "-f", help="Out
 SeriesSources = Annotated[
     list[str],
     typer.Argument(
-        help="A run folder of checkpoints (checkpoint-<step>, iter_<N>, step-<N>, step<N>, "
-        "global_step<N>, <N>), or checkpoints listed in order.",
+        help="A run folder (or object-store prefix, s3://bucket/run) of checkpoints "
+        "(checkpoint-<step>, iter_<N>, step-<N>, step<N>, global_step<N>, <N>), or checkpoints "
+        "listed in order.",
         metavar="PATH",
         show_default=False,
     ),
@@ -197,6 +206,24 @@ OrderOpt = Annotated[
 JobsOpt = Annotated[
     int | None,
     typer.Option("--jobs", "-j", min=1, help="Checkpoints measured at once [min(4, CPUs)]."),
+]
+ExecutorOpt = Annotated[
+    SeriesExecutor,
+    typer.Option(
+        "--executor",
+        help="local: this machine (one loop or a process pool); dask: each checkpoint a unit of "
+        "work on a Dask cluster (--cluster, else $DASK_SCHEDULER_ADDRESS, else a local one of "
+        "--jobs workers). Needs normscope[dask].",
+    ),
+]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        metavar="ADDRESS",
+        help="The Dask scheduler to run on (tcp://host:8786); implies --executor dask.",
+        show_default=False,
+    ),
 ]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 2 when any checkpoint is skipped.")]
 PlotOpt = Annotated[

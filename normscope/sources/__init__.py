@@ -3,7 +3,8 @@
 `open_checkpoint(spec)` opens a `.safetensors` file, a folder of shards (with or without
 `model.safetensors.index.json`, usually with a `config.json` beside it), a PyTorch DCP save
 (Megatron torch_dist `iter_*/`, torchtitan `step-*/`, OLMo-core `step*/model_and_optim/`) or a
-Hugging Face Hub model repo, and returns a `Checkpoint` whose `read` fetches exactly the tensors
+Hugging Face Hub model repo, or a prefix in an object store (`s3://`, `gs://`, `az://`,
+`file://`: `objstore.py`), and returns a `Checkpoint` whose `read` fetches exactly the tensors
 asked for.
 
 Rooms: `store.py` (the interface every source implements, and `Checkpoint`), `safetensors.py`
@@ -53,8 +54,14 @@ def open_checkpoint(
     existing path but reads as a Hub repo (`org/name[@rev]`, `hf://...`) opens that repo;
     `progress` then reports long transfers. A folder without `.safetensors` that holds a DCP
     save (`.metadata` + `.distcp`, or OLMo-core's `model_and_optim/`), or a `.metadata` file,
-    opens as a DCP checkpoint (`normscope.sources.dcp`).
+    opens as a DCP checkpoint (`normscope.sources.dcp`). An object-store URL opens that prefix
+    (or that `.safetensors` object) with ranged GETs (`normscope.sources.objstore`).
     """
+    if isinstance(spec, str) and "://" in spec:
+        from normscope.sources import objstore  # obstore only when an object is really read
+
+        if objstore.looks_like_url(spec):
+            return objstore.open_object_checkpoint(spec, progress)
     path = Path(spec)
     if isinstance(spec, str) and not path.exists():
         from normscope.sources import hub  # stdlib only until a Hub source is really opened
