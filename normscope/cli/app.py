@@ -59,6 +59,7 @@ from normscope.cli.options import (
     ShowConfigOpt,
     SourceArg,
     StrictOpt,
+    WideOpt,
 )
 from normscope.enums import Order, Parametrization
 from normscope.schema import DEFAULT_HIGH, DEFAULT_LOW
@@ -135,6 +136,7 @@ def scan(
     scope: ScopeOpt = DEFAULT_SCOPE,
     quiet: QuietOpt = False,
     revision: RevisionOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Report every norm gain of one checkpoint: statistics, band, role and parametrization."""
     with out.errors():
@@ -150,10 +152,11 @@ def scan(
         out.render(
             format,
             output,
-            table=lambda width: view.render_table(result, show_all, width, options.scope),
+            table=lambda width: view.render_table(result, show_all, width, options.scope, wide),
             json=lambda: common.render_json(result),
             csv=lambda: view.render_csv(result),
             markdown=lambda: view.render_markdown(result, show_all, options.scope),
+            wide=wide,
         )
         out.report_gate(scan_gate(result, options.scope, fail_on is FailOn.out_of_band), quiet)
 
@@ -173,6 +176,7 @@ def diff(
     scope: ScopeOpt = DEFAULT_SCOPE,
     quiet: QuietOpt = False,
     revision: RevisionOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Compare the norms of two checkpoints: drift, cosine, band changes, channels that moved."""
     _nonnegative(max_drift, "--max-drift")
@@ -189,10 +193,11 @@ def diff(
         out.render(
             format,
             output,
-            table=lambda width: view.render_diff_table(result, show_all, width),
+            table=lambda width: view.render_diff_table(result, show_all, width, wide),
             json=lambda: common.render_json(result),
             csv=lambda: view.render_diff_csv(result),
             markdown=lambda: view.render_diff_markdown(result, show_all),
+            wide=wide,
         )
         gate = diff_gate(
             result,
@@ -310,6 +315,7 @@ def series(
     scope: ScopeOpt = DEFAULT_SCOPE,
     quiet: QuietOpt = False,
     revisions: RevisionsOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Follow a training run: every norm across its checkpoints, drift, and where it heads."""
     _nonnegative(max_drift, "--max-drift")
@@ -337,10 +343,11 @@ def series(
         out.render(
             format,
             output,
-            table=lambda width: view.render_series_table(result, show_all, width),
+            table=lambda width: view.render_series_table(result, show_all, width, wide),
             json=lambda: view.render_series_json(result),
             csv=lambda: view.render_series_csv(result),
             markdown=lambda: view.render_series_markdown(result, show_all),
+            wide=wide,
         )
         if plot and plot_format:
             if role is not None and plotting.heatmap_role(result, role) is None:

@@ -78,6 +78,14 @@ OutputOpt = Annotated[
     typer.Option("--output", "-o", help="Write the output to this file ('-' for stdout)."),
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="List every norm in the table.")]
+WideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wide",
+        help="Tables: full tensor names and every column, however wide (the width otherwise "
+        "follows the terminal or $COLUMNS; pipes and -o files get 80 and 120).",
+    ),
+]
 LowOpt = Annotated[float, typer.Option("--low", help="Ratio below which a norm has collapsed.")]
 HighOpt = Annotated[float, typer.Option("--high", help="Ratio above which a norm has exploded.")]
 ParamOpt = Annotated[
