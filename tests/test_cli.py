@@ -200,7 +200,7 @@ def test_missing_source_is_a_usage_error() -> None:
     result = invoke("scan")
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert error_lines(result) == ["Error: Missing argument 'source'."]
+    assert error_lines(result) == ["Error: Missing argument 'SOURCE'."]
     assert "Traceback" not in result.stderr
 
 

@@ -68,7 +68,10 @@ def test_hub_id_that_is_a_local_folder_says_which_it_used(
     never_the_hub(monkeypatch)
     shutil.copytree(TRAINED, tmp_path / "org" / "llama")
     monkeypatch.chdir(tmp_path)
-    checkpoint = open_checkpoint("org/llama")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert open_checkpoint("org/llama").warnings == []  # only a folder: nothing to say
+    (tmp_path / "hub" / "models--org--llama").mkdir(parents=True)
+    checkpoint = open_checkpoint("org/llama")  # the HF cache holds the repo too: say which
     assert any("read the local folder" in w and "hf://org/llama" in w for w in checkpoint.warnings)
 
 

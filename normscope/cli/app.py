@@ -27,6 +27,7 @@ from normscope.cli.options import (
     CheckScopeOpt,
     CheckSourceArg,
     ClearOpt,
+    Command,
     ConfigOpt,
     DiffA,
     DiffB,
@@ -123,7 +124,7 @@ def _nonnegative(value: float | None, param: str) -> None:
         raise typer.BadParameter("must be >= 0", param_hint=param)
 
 
-@app.command(epilog=EXIT_HELP)
+@app.command(epilog=EXIT_HELP, cls=Command)
 def scan(
     source: SourceArg,
     format: FormatOpt = OutputFormat.table,
@@ -161,7 +162,7 @@ def scan(
         out.report_gate(scan_gate(result, options.scope, fail_on is FailOn.out_of_band), quiet)
 
 
-@app.command(epilog=EXIT_HELP)
+@app.command(epilog=EXIT_HELP, cls=Command)
 def diff(
     a: DiffA,
     b: DiffB,
@@ -209,7 +210,7 @@ def diff(
         out.report_gate(gate, quiet)
 
 
-@app.command(epilog=EXIT_HELP)
+@app.command(epilog=EXIT_HELP, cls=Command)
 def check(
     source: CheckSourceArg = None,
     baseline: BaselineOpt = None,
@@ -227,6 +228,7 @@ def check(
     format: CheckFormatOpt = CheckFormat.text,
     output: OutputOpt = None,
     quiet: QuietOpt = False,
+    revision: RevisionOpt = None,
 ) -> None:
     """Gate CI on norm health: bands, anomalies, drift against a baseline, init identity, MTP
     presence. A checkpoint whose architecture normscope did not understand is refused (exit 2)."""
@@ -255,7 +257,7 @@ def check(
             peers=policy.anomaly,
         )
         progress = out.transfer_progress(quiet)
-        measured = measure(source, options, progress)
+        measured = measure(_at_revision(source, revision), options, progress)
         base = measure(baseline, options, progress) if baseline is not None else None
         result = run_checks(measured, policy, base)
         out.warn(result.warnings, quiet)
@@ -296,13 +298,13 @@ def _render_check(result: CheckReport, format: CheckFormat, output: str | None) 
         raise typer.Exit(1)
 
 
-@app.command(epilog=EXIT_HELP)
+@app.command(epilog=EXIT_HELP, cls=Command)
 def series(
     sources: SeriesSources,
     format: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     show_all: SeriesAllOpt = False,
-    order: OrderOpt = Order.step,
+    order: OrderOpt = None,
     jobs: JobsOpt = None,
     strict: StrictOpt = False,
     plot: PlotOpt = None,
@@ -334,6 +336,7 @@ def series(
                 out.fail(f"output directory does not exist ({Path(plot).parent})")
         if revisions is not None:
             sources = _hub_revisions(sources, revisions)
+            order = order or Order.step  # revisions are ordered by the step in their names
         with out.series_progress(quiet) as progress:
             series_options = SeriesOptions(options, order, jobs, strict=strict)
             result = measure_series(sources, series_options, progress)
@@ -389,7 +392,7 @@ def _hub_revisions(sources: list[str], revisions: str) -> list[str]:
     return [f"{spec.repo_id}@{rev}" for rev in list_hub_revisions(spec.repo_id, revisions)]
 
 
-@app.command(epilog=EXIT_HELP)
+@app.command(epilog=EXIT_HELP, cls=Command)
 def cache(clear: ClearOpt = False) -> None:
     """Show normscope's cache of Hub headers and norm bytes (NORMSCOPE_CACHE), or clear it."""
     with out.errors():

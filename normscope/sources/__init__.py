@@ -99,15 +99,28 @@ def open_checkpoint(
     else:
         raise SourceError(f"not a file or directory ({path})")
     checkpoint = open_layout(store, str(spec))
-    if isinstance(spec, str) and not spec.startswith((".", "/", "~")):
-        from normscope.sources.hub.spec import parse_hub_spec
-
-        if "/" in spec and parse_hub_spec(spec) is not None:  # `org/name` that is also a folder
-            checkpoint.warnings.append(
-                f"'{spec}' is a local folder and a Hub repo id: read the local folder "
-                f"(for the Hub write hf://{spec})"
-            )
+    if isinstance(spec, str) and _cached_hub_repo(spec):  # `org/name`: a folder and a repo
+        checkpoint.warnings.append(
+            f"'{spec}' is a local folder and a Hub repo in the HF cache: read the local folder "
+            f"(for the Hub write hf://{spec})"
+        )
     return checkpoint
+
+
+def _cached_hub_repo(spec: str) -> bool:
+    """True when `spec` reads as a repo id that the local Hugging Face cache also holds."""
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        return False
+    from normscope.sources.hub.spec import parse_hub_spec
+
+    hub = parse_hub_spec(spec)
+    if hub is None:
+        return False
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache", "huggingface"
+    )
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")
+    return Path(cache, "models--" + hub.repo_id.replace("/", "--")).is_dir()
 
 
 def _refuse_ambiguous(spec: str) -> None:
