@@ -143,6 +143,7 @@ def scan(
     with out.errors():
         from normscope.gates import scan_gate
         from normscope.render import common
+        from normscope.render import html as html_view
         from normscope.render import scan as view
         from normscope.scanner import measure
 
@@ -157,6 +158,7 @@ def scan(
             json=lambda: common.render_json(result),
             csv=lambda: view.render_csv(result),
             markdown=lambda: view.render_markdown(result, show_all, options.scope),
+            html=lambda: html_view.render_scan_html(result, options.scope),
             wide=wide,
         )
         out.report_gate(scan_gate(result, options.scope, fail_on is FailOn.out_of_band), quiet)
@@ -186,6 +188,7 @@ def diff(
         from normscope.gates import diff_gate
         from normscope.render import common
         from normscope.render import diff as view
+        from normscope.render import html as html_view
 
         options = _scan_options(low, high, parametrization, scope)
         a, b = _at_revision(a, revision), _at_revision(b, revision)
@@ -198,6 +201,7 @@ def diff(
             json=lambda: common.render_json(result),
             csv=lambda: view.render_diff_csv(result),
             markdown=lambda: view.render_diff_markdown(result, show_all),
+            html=lambda: html_view.render_diff_html(result),
             wide=wide,
         )
         gate = diff_gate(
@@ -281,6 +285,10 @@ def _render_check(result: CheckReport, format: CheckFormat, output: str | None) 
         out.write_output(render_json(result), output)
     elif format is CheckFormat.junit:
         out.write_output(view.render_junit(result), output)
+    elif format is CheckFormat.html:
+        from normscope.render.html import render_check_html
+
+        out.write_output(render_check_html(result), output)
     elif format is CheckFormat.github:
         out.write_output(view.render_github(result), output)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -323,6 +331,7 @@ def series(
     _nonnegative(max_drift, "--max-drift")
     with out.errors():
         from normscope.gates import series_gate
+        from normscope.render import html as html_view
         from normscope.render import plot as plotting
         from normscope.render import series as view
         from normscope.series import SeriesOptions, measure_series
@@ -350,6 +359,7 @@ def series(
             json=lambda: view.render_series_json(result),
             csv=lambda: view.render_series_csv(result),
             markdown=lambda: view.render_series_markdown(result, show_all),
+            html=lambda: html_view.render_series_html(result),
             wide=wide,
         )
         if plot and plot_format:

@@ -32,6 +32,7 @@ class OutputFormat(str, Enum):
     json = "json"
     csv = "csv"
     markdown = "markdown"
+    html = "html"
 
 
 class CheckFormat(str, Enum):
@@ -41,6 +42,7 @@ class CheckFormat(str, Enum):
     json = "json"
     junit = "junit"
     github = "github"
+    html = "html"
 
 
 class FailOn(str, Enum):

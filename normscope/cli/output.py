@@ -145,6 +145,7 @@ def render(
     json: Callable[[], str],
     csv: Callable[[], str],
     markdown: Callable[[], str],
+    html: Callable[[], str],
     wide: bool = False,
 ) -> None:
     """Render one result in `format` to stdout or `output`."""
@@ -156,6 +157,8 @@ def render(
         write_output(csv(), output)
     elif format is OutputFormat.markdown:
         write_output(markdown(), output)
+    elif format is OutputFormat.html:
+        write_output(html(), output)
     else:  # pragma: no cover - exhaustive over OutputFormat
         raise AssertionError(format)
 

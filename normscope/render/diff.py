@@ -48,7 +48,7 @@ def _pct(x: float) -> str:
     return fmt(100 * x, 1) + "%"
 
 
-def _header(result: DiffReport) -> list[tuple[str, str]]:
+def header_lines(result: DiffReport) -> list[tuple[str, str]]:
     by_identity = sum(1 for d in result.norms if d.matched_by is MatchedBy.identity)
     ma, mb = result.model_a, result.model_b
     return [
@@ -138,7 +138,7 @@ def render_diff_table(
     from rich.table import Table
 
     out: list[RenderableType] = [
-        header_panel(f"normscope diff {result.normscope_version}", _header(result))
+        header_panel(f"normscope diff {result.normscope_version}", header_lines(result))
     ]
     roles = Table(
         title="relative change per role",
@@ -193,7 +193,7 @@ def render_diff_table(
 def render_diff_markdown(result: DiffReport, show_all: bool = False) -> str:
     """Markdown: header, per-role drift and the movers (or every row with show_all)."""
     lines = [f"### normscope diff {result.normscope_version}", ""]
-    lines += [f"- **{label}**: {value}" for label, value in _header(result)]
+    lines += [f"- **{label}**: {value}" for label, value in header_lines(result)]
     lines += ["", "| module | role | count | median change | max change |", "|---|---|--:|--:|--:|"]
     lines += [
         f"| {r.module.value} | {r.role.value} | {r.count} | {_pct(r.rel_change_median)} | "

@@ -98,7 +98,7 @@ def anomaly_outlook(report: SeriesReport) -> list[str]:
     ]
 
 
-def _header(report: SeriesReport) -> list[tuple[str, str]]:
+def header_lines(report: SeriesReport) -> list[tuple[str, str]]:
     m, s, io = report.model, report.summary, report.io
     sources = ", ".join(report.source[:3])
     if len(report.source) > 3:
@@ -150,7 +150,7 @@ def render_series_table(
     from rich.table import Table
 
     out: list[RenderableType] = [
-        header_panel(f"normscope series {report.normscope_version}", _header(report))
+        header_panel(f"normscope series {report.normscope_version}", header_lines(report))
     ]
     trends = report.summary.headline
     if trends:
@@ -326,7 +326,7 @@ def _all_table(report: SeriesReport, width: int, wide: bool = False) -> Renderab
 def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
     """Markdown for PR comments and job summaries."""
     lines = [f"### normscope series {report.normscope_version}", ""]
-    lines += [f"- **{label}**: {value}" for label, value in _header(report)]
+    lines += [f"- **{label}**: {value}" for label, value in header_lines(report)]
     trends = report.summary.headline
     if trends:
         lines += [

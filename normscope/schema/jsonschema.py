@@ -67,7 +67,7 @@ def _type(hint: Any, defs: dict[str, Any]) -> dict[str, Any]:
 
 def _object(cls: type, defs: dict[str, Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = [f.name for f in dataclasses.fields(cls)]
     return {
         "type": "object",
         "properties": {name: _type(hints[name], defs) for name in fields},
