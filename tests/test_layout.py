@@ -36,6 +36,7 @@ FLOORS: dict[str, int] = {
     "normscope.discovery": 5,
     "normscope.policy": 5,
     "normscope.series": 6,
+    "normscope.events": 6,  # TensorBoard event files: losses in (series --events), scalars out
     "normscope.fold": 6,
     "normscope.executors": 6,
     "normscope.gates": 7,

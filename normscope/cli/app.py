@@ -33,6 +33,7 @@ from normscope.cli.options import (
     DiffB,
     DiffFailOn,
     DiffFailOpt,
+    EventsOpt,
     ExpectInitOpt,
     ExpectMtpOpt,
     FailOn,
@@ -40,7 +41,9 @@ from normscope.cli.options import (
     HighOpt,
     JobsOpt,
     LowOpt,
+    MainTagOpt,
     MaxDriftOpt,
+    MtpTagOpt,
     OrderOpt,
     OutputFormat,
     OutputOpt,
@@ -60,6 +63,7 @@ from normscope.cli.options import (
     ShowConfigOpt,
     SourceArg,
     StrictOpt,
+    TensorboardOpt,
     WideOpt,
 )
 from normscope.enums import Order, Parametrization
@@ -326,29 +330,28 @@ def series(
     quiet: QuietOpt = False,
     revisions: RevisionsOpt = None,
     wide: WideOpt = False,
+    events: EventsOpt = None,
+    main_tag: MainTagOpt = None,
+    mtp_tag: MtpTagOpt = None,
+    tensorboard: TensorboardOpt = None,
 ) -> None:
     """Follow a training run: every norm across its checkpoints, drift, and where it heads."""
     _nonnegative(max_drift, "--max-drift")
     with out.errors():
         from normscope.gates import series_gate
         from normscope.render import html as html_view
-        from normscope.render import plot as plotting
         from normscope.render import series as view
         from normscope.series import SeriesOptions, measure_series
 
         options = _scan_options(low, high, parametrization, scope)
-        role = plotting.parse_role(plot_role) if plot_role else None
-        plot_format = plotting.plot_format(plot) if plot else None
-        if plot:  # fail before measuring: no matplotlib, or nowhere to write
-            plotting.require_matplotlib()
-            if not Path(plot).resolve().parent.is_dir():
-                out.fail(f"output directory does not exist ({Path(plot).parent})")
+        plotting = _check_plot(plot, plot_role)
         if revisions is not None:
             sources = _hub_revisions(sources, revisions)
             order = order or Order.step  # revisions are ordered by the step in their names
         with out.series_progress(quiet) as progress:
             series_options = SeriesOptions(options, order, jobs, strict=strict)
             result = measure_series(sources, series_options, progress)
+        result = _with_trinity(result, events, main_tag, mtp_tag) if events else result
         out.warn(result.warnings, quiet)
         gated = fail_on is FailOn.out_of_band or max_drift is not None
         _refuse_stale_latest(result, gated)
@@ -362,12 +365,58 @@ def series(
             html=lambda: html_view.render_series_html(result),
             wide=wide,
         )
-        if plot and plot_format:
-            if role is not None and plotting.heatmap_role(result, role) is None:
-                out.warn([f"no layer norms of role {role.value}: the plot has no heatmap"], quiet)
-            out.write_output(plotting.render_plot(result, plot_format, role), plot, "the plot")
+        if plot and plotting is not None:
+            _write_plot(result, plot, plot_role, quiet)
+        _write_tensorboard(result, tensorboard)
         gate = series_gate(result, options.scope, fail_on is FailOn.out_of_band, max_drift)
         out.report_gate(gate, quiet)
+
+
+def _check_plot(plot: str | None, plot_role: str | None) -> object | None:
+    """Fail before measuring: a bad role, no matplotlib, or nowhere to write the plot."""
+    from normscope.render import plot as plotting
+
+    if plot_role:
+        plotting.parse_role(plot_role)
+    if not plot:
+        return None
+    plotting.plot_format(plot)
+    plotting.require_matplotlib()
+    if not Path(plot).resolve().parent.is_dir():
+        out.fail(f"output directory does not exist ({Path(plot).parent})")
+    return plotting
+
+
+def _write_plot(result: SeriesReport, plot: str, plot_role: str | None, quiet: bool) -> None:
+    from normscope.render import plot as plotting
+
+    role = plotting.parse_role(plot_role) if plot_role else None
+    if role is not None and plotting.heatmap_role(result, role) is None:
+        out.warn([f"no layer norms of role {role.value}: the plot has no heatmap"], quiet)
+    data = plotting.render_plot(result, plotting.plot_format(plot), role)
+    out.write_output(data, plot, "the plot")
+
+
+def _write_tensorboard(result: SeriesReport, outdir: str | None) -> None:
+    """`--tensorboard OUTDIR`: the norm series as TensorBoard scalars."""
+    if outdir is not None:
+        from normscope.events import write_scalars
+
+        write_scalars(result, outdir)
+
+
+def _with_trinity(
+    result: SeriesReport, events: str, main_tag: str | None, mtp_tag: str | None
+) -> SeriesReport:
+    """`--events`: the losses joined to the checkpoints (the playbook's stability trinity)."""
+    import dataclasses
+
+    from normscope import events as tb
+
+    main = [t.strip() for t in main_tag.split(",")] if main_tag else tb.MAIN_TAGS
+    mtp = [t.strip() for t in mtp_tag.split(",")] if mtp_tag else tb.MTP_TAGS
+    trinity, warnings = tb.trinity(result, events, main, mtp)
+    return dataclasses.replace(result, trinity=trinity, warnings=(*result.warnings, *warnings))
 
 
 def _refuse_stale_latest(result: SeriesReport, gated: bool) -> None:

@@ -269,6 +269,41 @@ RevisionsOpt = Annotated[
     ),
 ]
 
+EventsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--events",
+        metavar="TB_LOGDIR",
+        help="The run's TensorBoard logs: show the main and MTP losses, their gap and the final "
+        "norm's ratio side by side (the playbook's stability trinity). Needs "
+        "normscope[tensorboard].",
+    ),
+]
+MainTagOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--main-tag",
+        metavar="TAGS",
+        help="Tag(s) of the main loss, first found wins [lm loss, lm_loss, train/loss, loss...].",
+    ),
+]
+MtpTagOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mtp-tag",
+        metavar="TAGS",
+        help="Tag(s) of the MTP loss, first found wins [mtp_1 loss, mtp_1_loss, mtp_loss...].",
+    ),
+]
+TensorboardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tensorboard",
+        metavar="OUTDIR",
+        help="Also write every norm's ratio by step and the band edges as TensorBoard scalars.",
+    ),
+]
+
 # --- cache --------------------------------------------------------------------------------------
 ClearOpt = Annotated[
     bool, typer.Option("--clear", help="Delete what normscope cached (not the HF cache).")

@@ -320,28 +320,60 @@ def _drift(value: float | None) -> Cell:
     return (drift_text(value), value if value is not None else math.nan, "num")
 
 
-def render_series_html(report: SeriesReport, extra: Sequence[str] = ()) -> str:
+def render_series_html(report: SeriesReport) -> str:
     from normscope.render.series import header_lines
     from normscope.render.series_text import projection
 
     steps = [c.step for c in report.checkpoints]
-    thresholds = report.summary.thresholds
-    sections = list(extra)
-    for i, t in enumerate(report.summary.headline):
-        label = display_name(t, with_layer=True)
-        sections.append(
-            trend_svg(
-                f"trend-{i}", f"{label}: ratio by step", steps, [(label, t.ratios)], thresholds
-            )
-        )
     rows = [
         [text(t.name, "name"), num(t.ratio_first), num(t.ratio_last), band(t.band_last),
          text("-" if t.first_out_of_band_step is None else str(t.first_out_of_band_step)),
-         _drift(t.drift_per_1k_steps),
-         text(projection(t))]
+         _drift(t.drift_per_1k_steps), text(projection(t))]
         for t in report.summary.headline
     ]  # fmt: skip
-    sections.insert(len(extra), _table("trends", "trends", ["norm", "first", "last", "band now",
-                    "left band", "drift/1k", "projected"], rows))  # fmt: skip
+    headers = ["norm", "first", "last", "band now", "left band", "drift/1k", "projected"]
+    sections = [*_trinity_sections(report), _table("trends", "trends", headers, rows)]
+    for i, t in enumerate(report.summary.headline):
+        label = display_name(t, with_layer=True)
+        title = f"{label}: ratio by step"
+        lines = [(label, t.ratios)]
+        sections.append(trend_svg(f"trend-{i}", title, steps, lines, report.summary.thresholds))
     sections += _warnings(report.warnings)
     return _page(f"normscope series {report.normscope_version}", header_lines(report), sections)
+
+
+def _trinity_sections(report: SeriesReport) -> list[str]:
+    """The three signals side by side: the losses, their gap, the final norm against its band."""
+    from normscope.render.series import loss_text, trinity_lines
+
+    tri = report.trinity
+    if tri is None:
+        return []
+    steps = [r.step for r in tri.rows]
+    rows = [
+        [num(r.step, 0), (loss_text(r.main_loss), _nan(r.main_loss), "num"),
+         (loss_text(r.mtp_loss), _nan(r.mtp_loss), "num"), num(r.gap, 4), num(r.final_ratio),
+         band(r.final_band) if r.final_band is not None else text("-")]
+        for r in tri.rows
+    ]  # fmt: skip
+    trends = "".join(
+        f"<li>{escape(k)}: {escape(v)} per 1k steps</li>" for k, v in trinity_lines(report)
+    )
+    return [
+        "<h2>stability trinity (playbook §04)</h2><div style=\"display:flex;flex-wrap:wrap\">"
+        + trend_svg("trinity-loss", "main and MTP loss", steps,
+                    [("main loss", [r.main_loss for r in tri.rows]),
+                     ("MTP loss", [r.mtp_loss for r in tri.rows])], None)
+        + trend_svg("trinity-gap", "gap (MTP − main)", steps, [("gap", [r.gap for r in tri.rows])],
+                    None)
+        + trend_svg("trinity-ratio", "final norm ratio and its band", steps,
+                    [("final ratio", [r.final_ratio for r in tri.rows])],
+                    report.summary.thresholds)
+        + f"</div><ul>{trends}</ul>",
+        _table("trinity", "trinity by checkpoint", ["step", "main loss", "MTP loss", "gap",
+               "final ratio", "band"], rows),
+    ]  # fmt: skip
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value

@@ -159,6 +159,8 @@ def render_series_table(
         if lines:
             out.append("[bold]outlook[/]")
             out += [f"  {escape(line)}" for line in lines]
+    if report.trinity is not None:
+        out.append(_trinity_table(report))
     if show_all:
         out.append(_all_table(report, width, wide))
     if report.skipped:
@@ -278,6 +280,56 @@ def _trend_table(report: SeriesReport, width: int, wide: bool = False) -> Render
     return table
 
 
+def loss_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def trinity_lines(report: SeriesReport) -> list[tuple[str, str]]:
+    """The trinity's trends in words: (signal, drift per 1k steps)."""
+    tri = report.trinity
+    assert tri is not None
+    return [
+        (f"main loss ({tri.main_tag or 'not logged'})", drift_text(tri.main_trend)),
+        (f"MTP loss ({tri.mtp_tag or 'not logged'})", drift_text(tri.mtp_trend)),
+        ("gap (MTP − main)", drift_text(tri.gap_trend)),
+        ("final norm ratio", drift_text(tri.ratio_trend)),
+    ]
+
+
+def _trinity_table(report: SeriesReport) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+
+    tri = report.trinity
+    assert tri is not None
+    trends = "; ".join(f"{k} {v}" for k, v in trinity_lines(report))
+    table = Table(
+        title="stability trinity (playbook §04): losses from TensorBoard, the final norm",
+        caption=f"drift/1k: {trends}",
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
+    )
+    for col in ("step", "main loss", "MTP loss", "gap", "final ratio"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("band", no_wrap=True)
+    for r in tri.rows:
+        band = (
+            "-" if r.final_band is None else f"[{BAND_STYLE[r.final_band]}]{r.final_band.value}[/]"
+        )
+        table.add_row(
+            fmt_step(r.step),
+            loss_text(r.main_loss),
+            loss_text(r.mtp_loss),
+            "-" if r.gap is None else f"{r.gap:+.4f}",
+            ratio_text(r.final_ratio),
+            band,
+        )
+    return table
+
+
 def _all_table(report: SeriesReport, width: int, wide: bool = False) -> RenderableType:
     from rich import box
     from rich.table import Table
@@ -356,6 +408,21 @@ def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
         sentences = [outlook(t) for t in trends if not t.aggregate] + anomaly_outlook(report)
         if sentences:
             lines += ["", "#### Outlook", ""] + [f"- {s}" for s in sentences]
+    if report.trinity is not None:
+        lines += [
+            "",
+            "#### Stability trinity (playbook §04)",
+            "",
+            "| step | main loss | MTP loss | gap | final ratio | band |",
+            "|--:|--:|--:|--:|--:|---|",
+        ]
+        lines += [
+            f"| {r.step} | {loss_text(r.main_loss)} | {loss_text(r.mtp_loss)} | "
+            f"{'-' if r.gap is None else f'{r.gap:+.4f}'} | {ratio_text(r.final_ratio)} | "
+            f"{'-' if r.final_band is None else r.final_band.value} |"
+            for r in report.trinity.rows
+        ]
+        lines += ["", *(f"- {k}: {v} per 1k steps" for k, v in trinity_lines(report))]
     if show_all:
         by_name = {t.name: t for t in norm_trends(report)}
         lines += [
