@@ -1,23 +1,26 @@
 """normscope: are the normalization scale vectors in this checkpoint healthy?
 
-Offline analysis of RMSNorm/LayerNorm gains in safetensors checkpoints, main model and
-Multi-Token-Prediction modules alike. `scan(path)` returns a `Report`; `diff(a, b)` compares two
-checkpoints; the `normscope` command line renders them.
+Offline analysis of RMSNorm/LayerNorm gains in safetensors checkpoints (and DCP saves and PyTorch
+state dicts), main model and Multi-Token-Prediction modules alike. The API mirrors the commands:
+`scan(source)` returns a `Report`, `diff(a, b)` a `DiffReport`, `series(run)` a `SeriesReport`,
+`check(source)` a `CheckReport`, each with keyword options named as the flags and `to_frame()`.
 
 The public names are imported lazily, so that `normscope --help` does not pay for numpy.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+import sys as _sys
+import types as _types
+import typing as _typing
 
 from normscope.version import __version__
 
-if TYPE_CHECKING:
-    from normscope.compare import diff
+if _typing.TYPE_CHECKING:
+    from normscope.api import check, diff, scan, series
+    from normscope.enums import Order, Parametrization
     from normscope.errors import NormscopeError
-    from normscope.scanner import Measured, ScanOptions, measure, scan
+    from normscope.scanner import Measured, ScanOptions, measure
     from normscope.schema import (
         CheckReport,
         DiffReport,
@@ -30,19 +33,23 @@ if TYPE_CHECKING:
     from normscope.series import measure_series
 
 _LAZY = {
-    "diff": "normscope.compare",
+    "check": "normscope.api",
+    "diff": "normscope.api",
+    "scan": "normscope.api",
+    "series": "normscope.api",
+    "Order": "normscope.enums",
+    "Parametrization": "normscope.enums",
     "NormscopeError": "normscope.errors",
     "Measured": "normscope.scanner",
     "ScanOptions": "normscope.scanner",
     "measure": "normscope.scanner",
-    "scan": "normscope.scanner",
+    "CheckReport": "normscope.schema",
     "DiffReport": "normscope.schema",
     "NormStats": "normscope.schema",
     "PeerRule": "normscope.schema",
     "Report": "normscope.schema",
-    "Thresholds": "normscope.schema",
-    "CheckReport": "normscope.schema",
     "SeriesReport": "normscope.schema",
+    "Thresholds": "normscope.schema",
     "measure_series": "normscope.series",
 }
 
@@ -52,22 +59,46 @@ __all__ = [
     "Measured",
     "NormStats",
     "NormscopeError",
+    "Order",
+    "Parametrization",
     "PeerRule",
     "Report",
     "ScanOptions",
     "SeriesReport",
     "Thresholds",
     "__version__",
+    "check",
     "diff",
     "measure",
     "measure_series",
     "scan",
+    "series",
 ]
 
 
-def __getattr__(name: str) -> Any:
+class _Face(_types.ModuleType):
+    """The package object: `import normscope.series` (the module measuring a run) must not
+    replace the public function `normscope.series`, as a submodule import otherwise would."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _SHADOWED and isinstance(value, _types.ModuleType):
+            return  # the submodule stays reachable as sys.modules["normscope.series"]
+        super().__setattr__(name, value)
+
+
+_SHADOWED = frozenset({"series"})
+_sys.modules[__name__].__class__ = _Face
+
+
+def __getattr__(name: str) -> object:
     if name in _LAZY:
-        value = getattr(import_module(_LAZY[name]), name)
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'normscope' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -161,6 +161,8 @@ class Discovery:
     skipped: tuple[Skipped, ...]
     steps_from: StepSource
     warnings: tuple[str, ...]
+    order: Order = Order.step
+    """The order applied (`given` for an explicit list unless told otherwise)."""
 
 
 def _mtime(path: Path) -> float:
@@ -228,8 +230,10 @@ def _tracked_iteration(run: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def discover(sources: Sequence[str | os.PathLike[str]], order: Order = Order.step) -> Discovery:
+def discover(sources: Sequence[str | os.PathLike[str]], order: Order | None = None) -> Discovery:
     """Find and order the checkpoints of a series: one run folder, or an explicit list.
+
+    `order` None: a run folder by step, an explicit list as given (`Order.given`).
 
     An explicit list may name Hub revisions (`org/name@step1000`): their step is parsed from
     the revision, and `scan` reads them as it reads one Hub checkpoint.
@@ -276,6 +280,10 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order = Order.ste
         else:
             skipped.append(Skipped(spec, step, reason))
 
+    if order is None:
+        order = Order.given if loose else Order.step
+    elif order is Order.given and not loose:
+        order = Order.step  # a run folder has no order of its own
     steps_from = StepSource.name
     if loose and any(step is None for _, step in usable):
         steps_from = StepSource.position
@@ -296,7 +304,14 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order = Order.ste
         return (step, *natural)
 
     # Sorting keeps the given order of an explicit list whose steps are positions.
-    if not (order is Order.step and steps_from is StepSource.position):
+    if order is Order.given:
+        steps = [step for _, step in usable if step is not None and steps_from is StepSource.name]
+        if steps != sorted(steps):
+            warnings.append(
+                "the checkpoints are kept in the order given, which is not the order of the steps "
+                "in their names: pass --order step to sort them"
+            )
+    elif not (order is Order.step and steps_from is StepSource.position):
         usable.sort(key=key)
     candidates: list[Candidate] = []
     seen: dict[int, str] = {}
@@ -307,7 +322,7 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order = Order.ste
             continue
         seen[value] = spec
         candidates.append(Candidate(spec, value, _mtime(Path(spec))))
-    return Discovery(tuple(candidates), tuple(skipped), steps_from, tuple(warnings))
+    return Discovery(tuple(candidates), tuple(skipped), steps_from, tuple(warnings), order)
 
 
 def _is_url(spec: str) -> bool:

@@ -121,6 +121,8 @@ class Order(str, Enum):
     """By name, digits compared as numbers (checkpoint-10 after checkpoint-9)."""
     mtime = "mtime"
     """By modification time of the checkpoint file or folder."""
+    given = "given"
+    """As listed (checkpoints named one by one); the default for an explicit list."""
 
 
 class StepSource(str, Enum):

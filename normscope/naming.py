@@ -35,3 +35,75 @@ def where(module_is_mtp: bool, mtp_depth: int | None, layer: int | None) -> str:
     if module_is_mtp:
         return f"mtp{mtp_depth}"
     return "-" if layer is None else str(layer)
+
+
+_WRAPPERS = frozenset(
+    {"model", "language_model", "transformer", "encoder", "decoder", "layers", "layer", "h"}
+    | {"blocks", "block", "backbone", "module", "base_model", "decoder_layers", "encoder_layers"}
+)
+
+
+def strip_weight(name: str) -> str:
+    """`model.norm.weight` -> `model.norm`: the gain's suffix says nothing in a norm table."""
+    for suffix in (".weight", "_weight", ".scale"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _tower(parts: list[str]) -> str:
+    """`vision` for `vision_tower.vision_model.encoder`; '' when only wrappers lead the name."""
+    for part in parts:
+        if part not in _WRAPPERS and not part.isdigit():
+            for suffix in ("_tower", "_model", "_encoder", "_decoder"):
+                if part.endswith(suffix) and len(part) > len(suffix):
+                    return part[: -len(suffix)]
+            return part
+    return ""
+
+
+def structural_name(
+    name: str, mtp_depth: int | None, layer: int | None, with_layer: bool = False
+) -> str:
+    """A norm's name for the table views, read from its structure: the leaf after the layer.
+
+    `model.layers.3.input_layernorm.weight` at layer 3 is `input_layernorm` (the layer has its own
+    column), `model.layers.61.shared_head.norm.weight` of MTP depth 1 is `shared_head.norm`, a
+    layer of another tower (`vision_tower.vision_model.encoder.layers.3.layer_norm1`) is
+    `vision L3 layer_norm1`. `with_layer` prefixes `mtp1 `/`L3 ` for views without a layer column.
+    Names with no layer index are kept whole (less the `.weight` suffix).
+    """
+    base = strip_weight(name)
+    parts = base.split(".")
+    wanted = str(layer) if layer is not None and mtp_depth is None else None
+    index = next(
+        (
+            i
+            for i, part in enumerate(parts[:-1])
+            if i > 0 and (part == wanted if wanted is not None else part.isdigit())
+        ),
+        None,
+    )
+    if index is None:
+        return base
+    leaf = ".".join(parts[index + 1 :])
+    if mtp_depth is not None:
+        return f"mtp{mtp_depth} {leaf}" if with_layer else leaf
+    if layer is not None:
+        return f"L{layer} {leaf}" if with_layer else leaf
+    tower = _tower(parts[:index])
+    return f"{tower} L{parts[index]} {leaf}".lstrip()
+
+
+def fit_name(text: str, width: int) -> str:
+    """Cut a name that does not fit at its start, never in the middle: the end informs.
+
+    Whole dotted parts go first (`…kv_a_layernorm`), then characters (`…t_attention_layernorm`).
+    """
+    if len(text) <= width:
+        return text
+    parts = text.split(".")
+    while len(parts) > 1 and len(".".join(parts)) + 1 > width:
+        parts = parts[1:]
+    tail = ".".join(parts)
+    return "…" + tail if len(tail) + 1 <= width else "…" + text[-(width - 1) :]

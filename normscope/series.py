@@ -69,7 +69,8 @@ class SeriesOptions:
     """Everything a series can be told."""
 
     scan: ScanOptions = field(default_factory=ScanOptions)
-    order: Order = Order.step
+    order: Order | None = None
+    """None: a run folder by step, an explicit list as given."""
     jobs: int | None = None
     """Pool size; None: min(4, usable CPUs)."""
     executor: Executor = Executor.auto
@@ -326,7 +327,7 @@ def measure_series(
         source=tuple(str(s) for s in sources),
         model=got.models[-1],
         steps_from=found.steps_from,
-        order=options.order,
+        order=found.order,
         checkpoints=tuple(got.checkpoints),
         skipped=tuple(got.skipped),
         rows=tuple(got.rows),

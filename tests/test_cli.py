@@ -200,7 +200,7 @@ def test_missing_source_is_a_usage_error() -> None:
     result = invoke("scan")
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert error_lines(result) == ["Error: Missing argument 'source'."]
+    assert error_lines(result) == ["Error: Missing argument 'SOURCE'."]
     assert "Traceback" not in result.stderr
 
 
@@ -261,6 +261,8 @@ def test_format_table_all(llama_dir: Path) -> None:
     result = invoke("scan", llama_dir, "--all")
     assert result.exit_code == 0
     assert "all norms" in result.stdout
+    assert "post_attention_layernorm" in result.stdout  # the leaf; the layer has its column
+    result = invoke("scan", llama_dir, "--all", "--wide")
     for name in ("model.layers.0.input_layernorm", "model.layers.1.post_attention_layernorm"):
         assert name in result.stdout
 

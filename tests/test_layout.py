@@ -36,9 +36,11 @@ FLOORS: dict[str, int] = {
     "normscope.discovery": 5,
     "normscope.policy": 5,
     "normscope.series": 6,
+    "normscope.events": 6,  # TensorBoard event files: losses in (series --events), scalars out
     "normscope.fold": 6,
     "normscope.executors": 5,
     "normscope.gates": 7,
+    "normscope.api": 8,  # the Python API: one function per command (gates for check)
     "normscope.render": 8,
     "normscope.cli": 9,
     "normscope.__main__": 10,

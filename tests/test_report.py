@@ -422,10 +422,10 @@ def test_markdown_all_lists_every_norm() -> None:
 # --- table ----------------------------------------------------------------------------------------
 
 
-def table_text(report: Report, show_all: bool = False, width: int = 100) -> str:
+def table_text(report: Report, show_all: bool = False, width: int = 100, wide: bool = False) -> str:
     console = Console(record=True, width=width, color_system=None, file=open(os.devnull, "w"))  # noqa: SIM115
     try:
-        for renderable in render_table(report, show_all, width):
+        for renderable in render_table(report, show_all, width, wide=wide):
             console.print(renderable)
         # Trailing spaces are padding, not content: keep them out of the golden files.
         return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"
@@ -488,17 +488,20 @@ def test_table_headline_and_out_of_band_rows() -> None:
     assert "model.layers.1.input_layernorm" not in text
     # A healthy trunk norm is neither a headline nor out of band: not listed by default.
     assert "model.layers.0.input_layernorm" not in text
-    # The MTP norm appears once: a norm listed in one table is not repeated in the next.
-    assert text.count("mtp.layers.0.enorm") == 1
+    # The MTP norm appears once: a norm listed in one table is not repeated in the next. The
+    # table names it by its leaf (the layer column says mtp1); --wide by its whole name.
+    assert text.count("enorm") == 1
+    assert table_text(REPORT, width=200, wide=True).count("mtp.layers.0.enorm") == 1
     assert "offset norm" in text  # the footnote for 1 + w
     assert "\x1b" not in text
 
 
 def test_table_all_lists_every_norm() -> None:
-    text = table_text(REPORT, show_all=True)
+    text = table_text(REPORT, show_all=True, width=300, wide=True)
     assert "all norms" in text
     for n in REPORT.norms:
-        assert text.count(short_name(n.name)) == 1, n.name
+        name = short_name(n.name, 200)
+        assert text.count(name + " ") + text.count(name + "¹") == 1, n.name
 
 
 def test_table_fits_width() -> None:
@@ -576,9 +579,11 @@ def test_fmt(value: float | None, text: str) -> None:
 
 def test_short_name() -> None:
     assert short_name("model.norm.weight") == "model.norm"
+    # A cut drops whole dotted parts from the start (the end informs), then characters.
     assert short_name("decoder.layers.0.self_attention.linear_qkv.layer_norm_weight") == (
-        "decoder.layers.0.self_attention.linear_qkv.layer_norm"[-39:].join(["…", ""])
+        "…0.self_attention.linear_qkv.layer_norm"
     )
+    assert short_name("post_attention_layernorm", 12) == "…n_layernorm"
     assert short_name("a" * 50, 10) == "…" + "a" * 9
 
 

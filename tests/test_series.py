@@ -7,6 +7,7 @@ ratio per step, so every expected number can be computed by hand.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import math
@@ -20,7 +21,6 @@ import pytest
 from conftest import llama_tensors, write_checkpoint, write_raw_safetensors
 from typer.testing import CliRunner
 
-from normscope import series as series_module
 from normscope.analysis import relative_change
 from normscope.cli import app
 from normscope.cli import output as cli_output
@@ -39,6 +39,8 @@ from normscope.scanner import ScanOptions
 from normscope.schema import Band, Executor, Module, Order, Role, StepSource, Thresholds
 from normscope.series import SeriesOptions, SeriesProgress, measure_series
 from normscope.trends import fit_drift, project_crossing
+
+series_module = importlib.import_module("normscope.series")  # normscope.series: the function
 
 H = 16
 FINAL = "model.norm.weight"
@@ -198,10 +200,15 @@ def test_discovery_ignores_unnamed_folders_with_a_warning(tmp_path: Path) -> Non
     assert any("without a step number" in w and "final" in w for w in found.warnings)
 
 
-def test_explicit_list_sorted_by_step_and_positions_keep_order(tmp_path: Path) -> None:
+def test_explicit_list_keeps_the_given_order_or_sorts_by_step(tmp_path: Path) -> None:
     paths = [_fake_checkpoint(tmp_path / n) for n in ("ckpt-1000", "ckpt-500", "ckpt-1500")]
-    found = discover(paths)
+    found = discover(paths)  # README: "an explicit list, in that order"
+    assert [c.step for c in found.candidates] == [1000, 500, 1500]
+    assert found.order is Order.given
+    assert any("--order step" in w for w in found.warnings)
+    found = discover(paths, Order.step)
     assert [c.step for c in found.candidates] == [500, 1000, 1500]
+    assert not any("--order step" in w for w in found.warnings)
     plain = [_fake_checkpoint(tmp_path / n) for n in ("zeta", "alpha", "mid")]
     found = discover(plain)
     assert found.steps_from is StepSource.position
@@ -219,13 +226,15 @@ def test_explicit_list_sorted_by_step_and_positions_keep_order(tmp_path: Path) -
 def test_explicit_file_takes_the_step_of_its_folder(tmp_path: Path) -> None:
     path = _fake_checkpoint(tmp_path / "checkpoint-700") / "model.safetensors"
     other = _fake_checkpoint(tmp_path / "checkpoint-900") / "model.safetensors"
-    assert [c.step for c in discover([other, path]).candidates] == [700, 900]
+    assert [c.step for c in discover([other, path], Order.step).candidates] == [700, 900]
+    assert [c.step for c in discover([other, path]).candidates] == [900, 700]
 
 
 def test_explicit_hub_revisions_take_the_step_of_the_revision() -> None:
     repo = "allenai/OLMo-2-0425-1B"
     revisions = ["stage1-step1907359-tokens4001B", "stage1-step11931-tokens50B"]
-    found = discover([f"{repo}@{r}" for r in revisions] + ["EleutherAI/pythia-70m@step3000"])
+    specs = [f"{repo}@{r}" for r in revisions] + ["EleutherAI/pythia-70m@step3000"]
+    found = discover(specs, Order.step)
     assert [c.step for c in found.candidates] == [3000, 11931, 1907359]
     assert found.candidates[1].path == f"{repo}@{revisions[1]}" and not found.skipped
 
@@ -623,10 +632,14 @@ def test_cli_quiet(tmp_path: Path) -> None:
 def test_cli_explicit_list(tmp_path: Path) -> None:
     run = collapse_run(tmp_path / "run", n=3)
     paths = [str(run / f"checkpoint-{s}") for s in (2000, 0, 1000)]
-    result = runner.invoke(app, ["series", *paths, "-f", "json"])
+    result = runner.invoke(app, ["series", *paths, "-f", "json", "--order", "step"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert [c["step"] for c in data["checkpoints"]] == [0, 1000, 2000]
+    given = runner.invoke(app, ["series", *paths, "-f", "json"])  # in the order given
+    assert [c["step"] for c in json.loads(given.stdout)["checkpoints"]] == [2000, 0, 1000]
+    assert json.loads(given.stdout)["order"] == "given"
+    assert "--order step" in given.stderr
 
 
 def test_cli_gate_out_of_band(tmp_path: Path) -> None:

@@ -226,6 +226,24 @@ def test_check_formats(golden: Golden, workdir: Path, label: str, fmt: str) -> N
     assert result.exit_code == CHECK_EXIT[label]
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("label", ["fail_band", "fail_drift"])
+def test_check_text_widths(golden: Golden, workdir: Path, label: str, width: int) -> None:
+    """check's text is lines, not a table: the same at every width (and never cut)."""
+    args = ["check", *CHECK_CASES[label]]
+    check_view(golden, workdir, f"check_{label}_text_w{width}", args, width)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["scan", "fixtures/deepseek-v3-mtp"], ["diff", *DIFF_PAIRS["deepseek_v3"]], SERIES],
+    ids=["scan", "diff", "series"],
+)
+def test_wide(golden: Golden, workdir: Path, args: list[str]) -> None:
+    """`--wide` at 80 columns: full names, every column."""
+    check_view(golden, workdir, f"{args[0]}_wide_w80", [*args, "--wide"], 80)
+
+
 @pytest.mark.parametrize("label", CHECK_CASES)
 def test_check_github(golden: Golden, workdir: Path, label: str) -> None:
     """`-f github`: the annotations on stdout and what is appended to $GITHUB_STEP_SUMMARY."""

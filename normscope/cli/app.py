@@ -29,6 +29,7 @@ from normscope.cli.options import (
     CheckSourceArg,
     ClearOpt,
     ClusterOpt,
+    Command,
     ConfigOpt,
     DeviceOpt,
     DiffA,
@@ -36,6 +37,7 @@ from normscope.cli.options import (
     DiffFailOn,
     DiffFailOpt,
     DryRunOpt,
+    EventsOpt,
     ExecutorOpt,
     ExpectInitOpt,
     ExpectMtpOpt,
@@ -47,8 +49,10 @@ from normscope.cli.options import (
     HighOpt,
     JobsOpt,
     LowOpt,
+    MainTagOpt,
     MaxDriftOpt,
     MaxMemoryOpt,
+    MtpTagOpt,
     OrderOpt,
     OutputFormat,
     OutputOpt,
@@ -70,6 +74,8 @@ from normscope.cli.options import (
     ShowConfigOpt,
     SourceArg,
     StrictOpt,
+    TensorboardOpt,
+    WideOpt,
 )
 from normscope.enums import Order, Parametrization
 from normscope.schema import DEFAULT_HIGH, DEFAULT_LOW
@@ -141,7 +147,7 @@ def _nonnegative(value: float | None, param: str) -> None:
         raise typer.BadParameter("must be >= 0", param_hint=param)
 
 
-@app.command(epilog=EXIT_HELP)
+@app.command(epilog=EXIT_HELP, cls=Command)
 def scan(
     source: SourceArg,
     format: FormatOpt = OutputFormat.table,
@@ -155,11 +161,13 @@ def scan(
     rules: RulesOpt = None,
     quiet: QuietOpt = False,
     revision: RevisionOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Report every norm gain of one checkpoint: statistics, band, role and parametrization."""
     with out.errors():
         from normscope.gates import scan_gate
         from normscope.render import common
+        from normscope.render import html as html_view
         from normscope.render import scan as view
         from normscope.scanner import measure
 
@@ -170,15 +178,17 @@ def scan(
         out.render(
             format,
             output,
-            table=lambda width: view.render_table(result, show_all, width, options.scope),
+            table=lambda width: view.render_table(result, show_all, width, options.scope, wide),
             json=lambda: common.render_json(result),
             csv=lambda: view.render_csv(result),
             markdown=lambda: view.render_markdown(result, show_all, options.scope),
+            html=lambda: html_view.render_scan_html(result, options.scope),
+            wide=wide,
         )
         out.report_gate(scan_gate(result, options.scope, fail_on is FailOn.out_of_band), quiet)
 
 
-@app.command(epilog=EXIT_HELP)
+@app.command(epilog=EXIT_HELP, cls=Command)
 def diff(
     a: DiffA,
     b: DiffB,
@@ -194,6 +204,7 @@ def diff(
     rules: RulesOpt = None,
     quiet: QuietOpt = False,
     revision: RevisionOpt = None,
+    wide: WideOpt = False,
 ) -> None:
     """Compare the norms of two checkpoints: drift, cosine, band changes, channels that moved."""
     _nonnegative(max_drift, "--max-drift")
@@ -202,6 +213,7 @@ def diff(
         from normscope.gates import diff_gate
         from normscope.render import common
         from normscope.render import diff as view
+        from normscope.render import html as html_view
 
         options = _scan_options(low, high, parametrization, scope, rules)
         a, b = _at_revision(a, revision), _at_revision(b, revision)
@@ -210,10 +222,12 @@ def diff(
         out.render(
             format,
             output,
-            table=lambda width: view.render_diff_table(result, show_all, width),
+            table=lambda width: view.render_diff_table(result, show_all, width, wide),
             json=lambda: common.render_json(result),
             csv=lambda: view.render_diff_csv(result),
             markdown=lambda: view.render_diff_markdown(result, show_all),
+            html=lambda: html_view.render_diff_html(result),
+            wide=wide,
         )
         gate = diff_gate(
             result,
@@ -225,7 +239,7 @@ def diff(
         out.report_gate(gate, quiet)
 
 
-@app.command(epilog=EXIT_HELP)
+@app.command(epilog=EXIT_HELP, cls=Command)
 def check(
     source: CheckSourceArg = None,
     baseline: BaselineOpt = None,
@@ -244,6 +258,7 @@ def check(
     format: CheckFormatOpt = CheckFormat.text,
     output: OutputOpt = None,
     quiet: QuietOpt = False,
+    revision: RevisionOpt = None,
 ) -> None:
     """Gate CI on norm health: bands, anomalies, drift against a baseline, init identity, MTP
     presence. A checkpoint whose architecture normscope did not understand is refused (exit 2)."""
@@ -279,7 +294,7 @@ def check(
             rules=user_rules(rules, config),
         )
         progress = out.transfer_progress(quiet)
-        measured = measure(source, options, progress)
+        measured = measure(_at_revision(source, revision), options, progress)
         base = measure(baseline, options, progress) if baseline is not None else None
         result = run_checks(measured, policy, base)
         out.warn(result.warnings, quiet)
@@ -303,6 +318,10 @@ def _render_check(result: CheckReport, format: CheckFormat, output: str | None) 
         out.write_output(render_json(result), output)
     elif format is CheckFormat.junit:
         out.write_output(view.render_junit(result), output)
+    elif format is CheckFormat.html:
+        from normscope.render.html import render_check_html
+
+        out.write_output(render_check_html(result), output)
     elif format is CheckFormat.github:
         out.write_output(view.render_github(result), output)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -320,13 +339,13 @@ def _render_check(result: CheckReport, format: CheckFormat, output: str | None) 
         raise typer.Exit(1)
 
 
-@app.command(epilog=EXIT_HELP)
+@app.command(epilog=EXIT_HELP, cls=Command)
 def series(
     sources: SeriesSources,
     format: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     show_all: SeriesAllOpt = False,
-    order: OrderOpt = Order.step,
+    order: OrderOpt = None,
     jobs: JobsOpt = None,
     executor: ExecutorOpt = SeriesExecutor.local,
     cluster: ClusterOpt = None,
@@ -342,47 +361,39 @@ def series(
     rules: RulesOpt = None,
     quiet: QuietOpt = False,
     revisions: RevisionsOpt = None,
+    wide: WideOpt = False,
+    events: EventsOpt = None,
+    main_tag: MainTagOpt = None,
+    mtp_tag: MtpTagOpt = None,
+    tensorboard: TensorboardOpt = None,
 ) -> None:
     """Follow a training run: every norm across its checkpoints, drift, and where it heads."""
     _nonnegative(max_drift, "--max-drift")
     with out.errors():
         from normscope.gates import series_gate
-        from normscope.render import plot as plotting
-        from normscope.render import series as view
         from normscope.series import measure_series
 
         options = _scan_options(low, high, parametrization, scope, rules)
-        series_options = runs.series_options(options, order, jobs, strict, executor, cluster)
-        role = plotting.parse_role(plot_role) if plot_role else None
-        plot_format = plotting.plot_format(plot) if plot else None
-        if plot:  # fail before measuring: no matplotlib, or nowhere to write
-            plotting.require_matplotlib()
-            if not Path(plot).resolve().parent.is_dir():
-                out.fail(f"output directory does not exist ({Path(plot).parent})")
+        plotting = runs.check_plot(plot, plot_role)
         if revisions is not None:
             sources = runs.hub_revisions(sources, revisions)
+            order = order or Order.step  # revisions are ordered by the step in their names
+        series_options = runs.series_options(options, order, jobs, strict, executor, cluster)
         with out.series_progress(quiet) as progress:
             result = measure_series(sources, series_options, progress)
+        result = runs.with_trinity(result, events, main_tag, mtp_tag) if events else result
         out.warn(result.warnings, quiet)
-        gated = fail_on is FailOn.out_of_band or max_drift is not None
-        runs.refuse_stale_latest(result, gated)
-        out.render(
-            format,
-            output,
-            table=lambda width: view.render_series_table(result, show_all, width),
-            json=lambda: view.render_series_json(result),
-            csv=lambda: view.render_series_csv(result),
-            markdown=lambda: view.render_series_markdown(result, show_all),
+        runs.refuse_stale_latest(result, fail_on is FailOn.out_of_band or max_drift is not None)
+        runs.render_series(result, format, output, show_all, wide)
+        if plot and plotting is not None:
+            runs.write_plot(result, plot, plot_role, quiet)
+        runs.write_tensorboard(result, tensorboard)
+        out.report_gate(
+            series_gate(result, options.scope, fail_on is FailOn.out_of_band, max_drift), quiet
         )
-        if plot and plot_format:
-            if role is not None and plotting.heatmap_role(result, role) is None:
-                out.warn([f"no layer norms of role {role.value}: the plot has no heatmap"], quiet)
-            out.write_output(plotting.render_plot(result, plot_format, role), plot, "the plot")
-        gate = series_gate(result, options.scope, fail_on is FailOn.out_of_band, max_drift)
-        out.report_gate(gate, quiet)
 
 
-@app.command(epilog=EXIT_HELP)
+@app.command(epilog=EXIT_HELP, cls=Command)
 def fold(
     source: SourceArg,
     format: FormatOpt = OutputFormat.table,
@@ -409,6 +420,7 @@ def fold(
         from normscope.fold import fold as run_fold
         from normscope.gates import fold_gate
         from normscope.render import fold as view
+        from normscope.render import html as html_view
         from normscope.render.common import human_bytes
 
         scan = _scan_options(low, high, parametrization, scope, rules)
@@ -435,11 +447,12 @@ def fold(
             json=lambda: view.render_fold_json(result),
             csv=lambda: view.render_fold_csv(result),
             markdown=lambda: view.render_fold_markdown(result, show_all),
+            html=lambda: html_view.render_fold_html(result),
         )
         out.report_gate(fold_gate(result, fail_on is FailOn.out_of_band), quiet)
 
 
-@app.command(epilog=EXIT_HELP)
+@app.command(epilog=EXIT_HELP, cls=Command)
 def cache(clear: ClearOpt = False) -> None:
     """Show normscope's cache of Hub headers and norm bytes (NORMSCOPE_CACHE), or clear it."""
     with out.errors():

@@ -6,11 +6,13 @@ the same flag has the same help text in every command.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 # The enums of the schema are the flags' choices (enums.py imports only the standard library).
 from normscope.enums import Order, Parametrization
@@ -30,6 +32,7 @@ class OutputFormat(str, Enum):
     json = "json"
     csv = "csv"
     markdown = "markdown"
+    html = "html"
 
 
 class CheckFormat(str, Enum):
@@ -39,6 +42,7 @@ class CheckFormat(str, Enum):
     json = "json"
     junit = "junit"
     github = "github"
+    html = "html"
 
 
 class FailOn(str, Enum):
@@ -66,7 +70,8 @@ class DiffFailOn(str, Enum):
 SourceArg = Annotated[
     str,
     typer.Argument(
-        help="A .safetensors file, a directory of shards, a Hub model repo "
+        metavar="SOURCE",
+        help="A .safetensors file, a directory of shards, a DCP save, a Hub model repo "
         "(org/name[@revision], hf://org/name), or an object-store URL (s3://, gs://, az://, "
         "file://).",
         show_default=False,
@@ -76,6 +81,7 @@ RevisionOpt = Annotated[
     str | None,
     typer.Option(
         "--revision",
+        metavar="REV",
         help="Branch, tag or commit of Hub repo sources (same as SOURCE@REVISION).",
         show_default=False,
     ),
@@ -83,11 +89,25 @@ RevisionOpt = Annotated[
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 OutputOpt = Annotated[
     str | None,
-    typer.Option("--output", "-o", help="Write the output to this file ('-' for stdout)."),
+    typer.Option(
+        "--output", "-o", metavar="FILE", help="Write the output to this file ('-' for stdout)."
+    ),
 ]
 AllOpt = Annotated[bool, typer.Option("--all", help="List every norm in the table.")]
-LowOpt = Annotated[float, typer.Option("--low", help="Ratio below which a norm has collapsed.")]
-HighOpt = Annotated[float, typer.Option("--high", help="Ratio above which a norm has exploded.")]
+WideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--wide",
+        help="Tables: full tensor names and every column, however wide (the width otherwise "
+        "follows the terminal or $COLUMNS; pipes and -o files get 80 and 120).",
+    ),
+]
+LowOpt = Annotated[
+    float, typer.Option("--low", metavar="RATIO", help="Ratio below which a norm has collapsed.")
+]
+HighOpt = Annotated[
+    float, typer.Option("--high", metavar="RATIO", help="Ratio above which a norm has exploded.")
+]
 ParamOpt = Annotated[
     Parametrization | None,
     typer.Option("--parametrization", help="Override the architecture rules for every norm."),
@@ -96,13 +116,16 @@ ScopeOpt = Annotated[
     str,
     typer.Option(
         "--scope",
+        metavar="SCOPE",
         help="Norms the gate looks at: 'final,mtp' (default), 'all', 'role=qk', 'layer>=40', "
         "'module=mtp', 'name=GLOB'; ',' is or, '&' is and.",
     ),
 ]
 MaxDriftOpt = Annotated[
     float | None,
-    typer.Option("--max-drift", help="Largest allowed relative change ‖g−g_base‖/‖g_base‖."),
+    typer.Option(
+        "--max-drift", metavar="X", help="Largest allowed relative change ‖g−g_base‖/‖g_base‖."
+    ),
 ]
 RulesOpt = Annotated[
     Path | None,
@@ -119,9 +142,11 @@ ScanFailOpt = Annotated[
 ]
 
 # --- diff ---------------------------------------------------------------------------------------
-DiffA = Annotated[str, typer.Argument(help="The earlier (or base) checkpoint.", show_default=False)]
+DiffA = Annotated[
+    str, typer.Argument(metavar="A", help="The earlier (or base) checkpoint.", show_default=False)
+]
 DiffB = Annotated[
-    str, typer.Argument(help="The later (or changed) checkpoint.", show_default=False)
+    str, typer.Argument(metavar="B", help="The later (or changed) checkpoint.", show_default=False)
 ]
 DiffFailOpt = Annotated[
     DiffFailOn,
@@ -131,11 +156,17 @@ DiffFailOpt = Annotated[
 # --- check --------------------------------------------------------------------------------------
 CheckSourceArg = Annotated[
     str | None,
-    typer.Argument(help="The checkpoint to gate (a file or folder).", show_default=False),
+    typer.Argument(
+        metavar="SOURCE",
+        help="The checkpoint to gate (a file, folder, DCP save or Hub repo).",
+        show_default=False,
+    ),
 ]
 BaselineOpt = Annotated[
     str | None,
-    typer.Option("--baseline", help="Compare against this checkpoint (drift, band changes)."),
+    typer.Option(
+        "--baseline", metavar="CKPT", help="Compare against this checkpoint (drift, band changes)."
+    ),
 ]
 ExpectInitOpt = Annotated[
     bool | None,
@@ -146,28 +177,37 @@ ExpectInitOpt = Annotated[
 ]
 ExpectMtpOpt = Annotated[
     int | None,
-    typer.Option("--expect-mtp", min=0, help="The checkpoint must hold N MTP depths."),
+    typer.Option("--expect-mtp", metavar="N", min=0, help="The checkpoint must hold N MTP depths."),
 ]
 CheckScopeOpt = Annotated[
     str | None,
     typer.Option(
-        "--scope", help=f"Norms the band/drift checks look at (default '{DEFAULT_SCOPE}')."
+        "--scope",
+        metavar="SCOPE",
+        help=f"Norms the band/drift checks look at (default '{DEFAULT_SCOPE}').",
     ),
 ]
 CheckLowOpt = Annotated[
-    float | None, typer.Option("--low", help=f"Band low edge (default {DEFAULT_LOW:g}).")
+    float | None,
+    typer.Option("--low", metavar="RATIO", help=f"Band low edge (default {DEFAULT_LOW:g})."),
 ]
 CheckHighOpt = Annotated[
-    float | None, typer.Option("--high", help=f"Band high edge (default {DEFAULT_HIGH:g}).")
+    float | None,
+    typer.Option("--high", metavar="RATIO", help=f"Band high edge (default {DEFAULT_HIGH:g})."),
 ]
 SeverityOpt = Annotated[
     list[str] | None,
-    typer.Option("--severity", help="CHECK=error|warn|off, e.g. band=warn (repeatable)."),
+    typer.Option(
+        "--severity",
+        metavar="CHECK=LEVEL",
+        help="CHECK=error|warn|off, e.g. band=warn (repeatable).",
+    ),
 ]
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
         "--config",
+        metavar="FILE",
         help="A TOML policy file (default: [tool.normscope] in the nearest pyproject.toml).",
     ),
 ]
@@ -200,12 +240,19 @@ SeriesAllOpt = Annotated[
     bool, typer.Option("--all", help="Also list every norm's last ratio and drift.")
 ]
 OrderOpt = Annotated[
-    Order,
-    typer.Option("--order", help="By the step in the name, by name, or by modification time."),
+    Order | None,
+    typer.Option(
+        "--order",
+        help="By the step in the name, by name, by modification time, or as given [a run "
+        "folder: step; checkpoints listed: as given].",
+        show_default=False,
+    ),
 ]
 JobsOpt = Annotated[
     int | None,
-    typer.Option("--jobs", "-j", min=1, help="Checkpoints measured at once [min(4, CPUs)]."),
+    typer.Option(
+        "--jobs", "-j", metavar="N", min=1, help="Checkpoints measured at once [min(4, CPUs)]."
+    ),
 ]
 ExecutorOpt = Annotated[
     SeriesExecutor,
@@ -244,14 +291,52 @@ SeriesFailOpt = Annotated[
 ]
 SeriesDriftOpt = Annotated[
     float | None,
-    typer.Option("--max-drift", help="Largest allowed ‖g−g_prev‖/‖g_prev‖ over the last two."),
+    typer.Option(
+        "--max-drift", metavar="X", help="Largest allowed ‖g−g_prev‖/‖g_prev‖ over the last two."
+    ),
 ]
 RevisionsOpt = Annotated[
     str | None,
     typer.Option(
         "--revisions",
+        metavar="REVS",
         help="With one Hub repo (org/name): its branches/tags to follow, a comma list or a "
         "glob ('stage1-step*'), ordered by the step in their names.",
+    ),
+]
+
+EventsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--events",
+        metavar="TB_LOGDIR",
+        help="The run's TensorBoard logs: show the main and MTP losses, their gap and the final "
+        "norm's ratio side by side (the playbook's stability trinity). Needs "
+        "normscope[tensorboard].",
+    ),
+]
+MainTagOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--main-tag",
+        metavar="TAGS",
+        help="Tag(s) of the main loss, first found wins [lm loss, lm_loss, train/loss, loss...].",
+    ),
+]
+MtpTagOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mtp-tag",
+        metavar="TAGS",
+        help="Tag(s) of the MTP loss, first found wins [mtp_1 loss, mtp_1_loss, mtp_loss...].",
+    ),
+]
+TensorboardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tensorboard",
+        metavar="OUTDIR",
+        help="Also write every norm's ratio by step and the band edges as TensorBoard scalars.",
     ),
 ]
 
@@ -288,3 +373,26 @@ FoldFailOpt = Annotated[
     FailOn,
     typer.Option("--fail-on", help="Exit 1 when a folded norm in --scope is out of band."),
 ]
+
+# --- help text ----------------------------------------------------------------------------------
+_BRACED = re.compile(r"\{([A-Z][A-Z_]*)\}")
+_ARG_TYPE = re.compile(r"^(\s+\[?[A-Z][A-Z_]*\]?(?:\.\.\.)?) <[a-z_\[\]]+>", re.MULTILINE)
+
+
+def clean_help(text: str) -> str:
+    """Typer's plain help writes `{SOURCE}` and `SOURCE <str>`: say `SOURCE`, as man pages do."""
+    return _ARG_TYPE.sub(r"\1", _BRACED.sub(r"\1", text))
+
+
+class Command(TyperCommand):
+    """Every command's class: its help and usage lines without typer's type annotations."""
+
+    def get_help(self, ctx: Any) -> str:
+        return clean_help(super().get_help(ctx))
+
+    def get_usage(self, ctx: Any) -> str:
+        return clean_help(super().get_usage(ctx))
+
+    def format_usage(self, ctx: Any, formatter: Any) -> None:
+        super().format_usage(ctx, formatter)
+        formatter.buffer[:] = [clean_help(piece) for piece in formatter.buffer]

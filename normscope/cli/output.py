@@ -134,6 +134,10 @@ TableBuilder = Callable[[int], Sequence[Any]]
 """`build(width)`: the rich renderables of a table view for a terminal of that width."""
 
 
+WIDE = 10_000
+"""The console width of `--wide`: no table is ever narrowed."""
+
+
 def render(
     format: OutputFormat,
     output: str | None,
@@ -141,32 +145,38 @@ def render(
     json: Callable[[], str],
     csv: Callable[[], str],
     markdown: Callable[[], str],
+    html: Callable[[], str],
+    wide: bool = False,
 ) -> None:
     """Render one result in `format` to stdout or `output`."""
     if format is OutputFormat.table:
-        emit_rich(table, output)
+        emit_rich(table, output, wide)
     elif format is OutputFormat.json:
         write_output(json(), output)
     elif format is OutputFormat.csv:
         write_output(csv(), output)
     elif format is OutputFormat.markdown:
         write_output(markdown(), output)
+    elif format is OutputFormat.html:
+        write_output(html(), output)
     else:  # pragma: no cover - exhaustive over OutputFormat
         raise AssertionError(format)
 
 
-def emit_rich(build: TableBuilder, output: str | None) -> None:
-    """Print renderables to the terminal, or write them as plain 120-column text to a file."""
+def emit_rich(build: TableBuilder, output: str | None, wide: bool = False) -> None:
+    """Print renderables to the terminal (its width, or $COLUMNS; 80 in a pipe), or write them as
+    plain 120-column text to a file; `wide`: as wide as the tables need."""
     from rich.console import Console
 
     if output in (None, "-"):
-        console = Console(highlight=False)
+        console = Console(highlight=False, width=WIDE if wide else None)
         for r in build(console.width):
             console.print(r)
         return
+    width = WIDE if wide else 120
     with open(os.devnull, "w") as sink:
-        recorder = Console(record=True, width=120, color_system=None, file=sink)
-        for r in build(120):
+        recorder = Console(record=True, width=width, color_system=None, file=sink)
+        for r in build(width):
             recorder.print(r)
         text = recorder.export_text()
     write_output(text, output)

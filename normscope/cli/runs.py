@@ -1,5 +1,6 @@
 """What `normscope series` decides before and after measuring: the executor, the sources of
-`--revisions`, and the refusal to gate a run whose newest checkpoint could not be read."""
+`--revisions`, the plot and TensorBoard outputs, the losses of `--events`, and the refusal to
+gate a run whose newest checkpoint could not be read."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from normscope.cli import output as out
-from normscope.cli.options import SeriesExecutor
+from normscope.cli.options import OutputFormat, SeriesExecutor
 from normscope.enums import Order
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 def series_options(
     scan: ScanOptions,
-    order: Order,
+    order: Order | None,
     jobs: int | None,
     strict: bool,
     executor: SeriesExecutor,
@@ -69,3 +70,69 @@ def hub_revisions(sources: list[str], revisions: str) -> list[str]:
             param_hint="--revisions",
         )
     return [f"{spec.repo_id}@{rev}" for rev in list_hub_revisions(spec.repo_id, revisions)]
+
+
+def check_plot(plot: str | None, plot_role: str | None) -> object | None:
+    """Fail before measuring: a bad role, no matplotlib, or nowhere to write the plot."""
+    from normscope.render import plot as plotting
+
+    if plot_role:
+        plotting.parse_role(plot_role)
+    if not plot:
+        return None
+    plotting.plot_format(plot)
+    plotting.require_matplotlib()
+    if not Path(plot).resolve().parent.is_dir():
+        out.fail(f"output directory does not exist ({Path(plot).parent})")
+    return plotting
+
+
+def write_plot(result: SeriesReport, plot: str, plot_role: str | None, quiet: bool) -> None:
+    from normscope.render import plot as plotting
+
+    role = plotting.parse_role(plot_role) if plot_role else None
+    if role is not None and plotting.heatmap_role(result, role) is None:
+        out.warn([f"no layer norms of role {role.value}: the plot has no heatmap"], quiet)
+    data = plotting.render_plot(result, plotting.plot_format(plot), role)
+    out.write_output(data, plot, "the plot")
+
+
+def write_tensorboard(result: SeriesReport, outdir: str | None) -> None:
+    """`--tensorboard OUTDIR`: the norm series as TensorBoard scalars."""
+    if outdir is not None:
+        from normscope.events import write_scalars
+
+        write_scalars(result, outdir)
+
+
+def with_trinity(
+    result: SeriesReport, events: str, main_tag: str | None, mtp_tag: str | None
+) -> SeriesReport:
+    """`--events`: the losses joined to the checkpoints (the playbook's stability trinity)."""
+    import dataclasses
+
+    from normscope import events as tb
+
+    main = [t.strip() for t in main_tag.split(",")] if main_tag else tb.MAIN_TAGS
+    mtp = [t.strip() for t in mtp_tag.split(",")] if mtp_tag else tb.MTP_TAGS
+    trinity, warnings = tb.trinity(result, events, main, mtp)
+    return dataclasses.replace(result, trinity=trinity, warnings=(*result.warnings, *warnings))
+
+
+def render_series(
+    result: SeriesReport, format: OutputFormat, output: str | None, show_all: bool, wide: bool
+) -> None:
+    """The series report in `format`, to stdout or `output`."""
+    from normscope.render import html as html_view
+    from normscope.render import series as view
+
+    out.render(
+        format,
+        output,
+        table=lambda width: view.render_series_table(result, show_all, width, wide),
+        json=lambda: view.render_series_json(result),
+        csv=lambda: view.render_series_csv(result),
+        markdown=lambda: view.render_series_markdown(result, show_all),
+        html=lambda: html_view.render_series_html(result),
+        wide=wide,
+    )

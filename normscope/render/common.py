@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from normscope.enums import Band, Module
 from normscope.frames import plain
+from normscope.naming import fit_name, strip_weight, structural_name
 from normscope.naming import where as _where_text
 
 if TYPE_CHECKING:
@@ -84,13 +85,29 @@ def where(n: Any) -> str:
 NAME_WIDTH = 40
 
 
+def display_name(n: Any, wide: bool = False, with_layer: bool = False) -> str:
+    """A norm (or diff row, or trend) as the table views name it: the leaf after the layer
+    (`input_layernorm`, `shared_head.norm`, `vision L3 layer_norm1`), or the whole name (less
+    `.weight`) with `--wide`. JSON, CSV and Markdown always carry the full name."""
+    if wide or getattr(n, "aggregate", False):
+        return strip_weight(n.name) if not getattr(n, "aggregate", False) else n.name
+    depth = n.mtp_depth if n.module is Module.mtp else None
+    return structural_name(n.name, depth, getattr(n, "layer", None), with_layer)
+
+
+def name_column_width(names: Sequence[str], room: int, wide: bool = False) -> int:
+    """The name column: as wide as the longest name, at most what the other columns leave."""
+    longest = max((len(x) for x in names), default=4)
+    return max(longest, 4) if wide else max(8, min(longest, room))
+
+
 def short_name(name: str, width: int = NAME_WIDTH) -> str:
     """Drop the `.weight` suffix; keep the informative tail of long names."""
     for suffix in (".weight", "_weight"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
             break
-    return name if len(name) <= width else "…" + name[-(width - 1) :]
+    return fit_name(name, width)
 
 
 def header_panel(title: str, lines: Sequence[tuple[str, str]]) -> RenderableType:

@@ -6,11 +6,28 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from normscope.enums import MatchedBy
-from normscope.render.common import BAND_STYLE, fmt, frame_csv, header_panel, short_name, where
+from normscope.naming import fit_name
+from normscope.render.common import (
+    BAND_STYLE,
+    display_name,
+    fmt,
+    frame_csv,
+    header_panel,
+    name_column_width,
+    where,
+)
 from normscope.schema import DiffReport, NormDiff
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
+
+
+def escape(text: str) -> str:
+    """Text, never markup (a name may hold `[...]`)."""
+    from rich.markup import escape as _escape
+
+    return _escape(text)
+
 
 TOP_MOVERS = 15
 MAX_LISTED = 10
@@ -31,7 +48,7 @@ def _pct(x: float) -> str:
     return fmt(100 * x, 1) + "%"
 
 
-def _header(result: DiffReport) -> list[tuple[str, str]]:
+def header_lines(result: DiffReport) -> list[tuple[str, str]]:
     by_identity = sum(1 for d in result.norms if d.matched_by is MatchedBy.identity)
     ma, mb = result.model_a, result.model_b
     return [
@@ -48,53 +65,80 @@ def _header(result: DiffReport) -> list[tuple[str, str]]:
     ]
 
 
-def _diff_table(title: str, rows: Sequence[NormDiff], width: int) -> RenderableType:
+_NARROW_DROPS = ("Δratio", "cosine")
+"""Columns a narrow terminal gives up before a name is cut (JSON/CSV and --wide keep them)."""
+
+
+def _diff_table(
+    title: str, rows: Sequence[NormDiff], width: int, wide: bool = False
+) -> RenderableType:
     from rich import box
     from rich.table import Table
 
     role_width = max([len(d.role.value) for d in rows] + [4])
     band_width = max([len(_band(d)) for d in rows] + [4])
-    # Numbers are never cut: the name column gets what the other columns leave.
-    fixed = 49 + role_width + band_width  # fixed columns and their 8 one-space dividers
-    name_width = max(8, min(60, width - fixed))
+    names = [display_name(d, wide) for d in rows]
+    cells = {
+        "ratio A": [fmt(d.ratio_a) for d in rows],
+        "ratio B": [fmt(d.ratio_b) for d in rows],
+        "Δratio": [f"{d.delta_ratio:+.3f}" for d in rows],
+        "change": [_pct(d.rel_change) for d in rows],
+        "cosine": [fmt(d.cosine, 4) for d in rows],
+    }
+    widths = {k: max(len(k), *map(len, v)) for k, v in cells.items()}
+
+    def room(columns: Sequence[str]) -> int:  # what the name column may take; 1-space dividers
+        fixed = 5 + role_width + band_width + sum(widths[c] for c in columns)
+        return width - fixed - (len(columns) + 3)
+
+    # Numbers and the band are never cut: when the names do not fit, Δratio and cosine go first.
+    columns = list(cells)
+    headers = {c: c for c in cells}
+    if not wide and max(map(len, names), default=0) > room(columns):
+        columns = [c for c in columns if c not in _NARROW_DROPS]
+        headers |= {"ratio A": "A", "ratio B": "B"}  # the ratios' own width: 5 characters
+        widths |= {c: max(map(len, cells[c]), default=1) for c in ("ratio A", "ratio B")}
+    name_width = name_column_width(names, room(columns), wide)
     table = Table(
         title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False
     )
-    table.add_column("name", no_wrap=True, max_width=name_width)
+    table.add_column("name", no_wrap=True, min_width=name_width, max_width=name_width)
     table.add_column("layer", justify="right", no_wrap=True, min_width=5)
     table.add_column("role", no_wrap=True, min_width=role_width)
-    widths = (("ratio A", 7), ("ratio B", 7), ("Δratio", 7), ("change", 7), ("cosine", 7))
-    for col, col_width in widths:
-        table.add_column(col, justify="right", no_wrap=True, min_width=col_width)
+    for col in columns:
+        table.add_column(headers[col], justify="right", no_wrap=True, min_width=widths[col])
     table.add_column("band", no_wrap=True, min_width=band_width)
-    for d in rows:
-        band = _band(d)
+    for i, (d, name) in enumerate(zip(rows, names, strict=True)):
+        band = escape(_band(d))
         if d.band_changed:
             band = f"{d.band_a.value}→[{BAND_STYLE[d.band_b]}]{d.band_b.value}[/]"
         table.add_row(
-            short_name(d.name, name_width),
+            escape(fit_name(name, name_width)),
             where(d),
             d.role.value,
-            fmt(d.ratio_a),
-            fmt(d.ratio_b),
-            f"{d.delta_ratio:+.3f}",
-            _pct(d.rel_change),
-            fmt(d.cosine, 4),
+            *(cells[col][i] for col in columns),
             band,
         )
+    if len(columns) < len(cells):
+        table.caption = "A, B: ratio ‖g‖/√d; Δratio, cosine: --wide or -f json"
+        table.caption_justify = "left"
     return table
 
 
+def moved(result: DiffReport) -> list[NormDiff]:
+    """Matched norms that moved at all (largest relative change first)."""
+    return [d for d in result.norms if d.rel_change > 0 or d.band_changed]
+
+
 def render_diff_table(
-    result: DiffReport, show_all: bool = False, width: int = 100
+    result: DiffReport, show_all: bool = False, width: int = 100, wide: bool = False
 ) -> list[RenderableType]:
-    """Header, per-role drift, biggest movers, band transitions, one-sided norms."""
+    """Header, per-role drift, biggest movers, band transitions not among them, one-sided norms."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
 
     out: list[RenderableType] = [
-        header_panel(f"normscope diff {result.normscope_version}", _header(result))
+        header_panel(f"normscope diff {result.normscope_version}", header_lines(result))
     ]
     roles = Table(
         title="relative change per role",
@@ -115,38 +159,48 @@ def render_diff_table(
         )
     out.append(roles)
     if show_all:
-        out.append(_diff_table("all matched norms", result.norms, width))
+        out.append(_diff_table("all matched norms", result.norms, width, wide))
     else:
-        top = result.norms[:TOP_MOVERS]
-        more = (
-            f" (top {len(top)} of {len(result.norms)}; --all for every norm)"
-            if len(result.norms) > len(top)
-            else ""
-        )
-        out.append(_diff_table(f"biggest movers{more}", top, width))
-        changed = [d for d in result.norms if d.band_changed]
+        movers = moved(result)
+        top = movers[:TOP_MOVERS]
+        if top:
+            more = (
+                f" (top {len(top)} of {len(movers)}; --all for every norm)"
+                if len(movers) > len(top)
+                else ""
+            )
+            out.append(_diff_table(f"biggest movers{more}", top, width, wide))
+        else:
+            out.append("no norm moved: the gains of A and B are identical")
+        listed = {d.name for d in top}
+        changed = [d for d in result.norms if d.band_changed and d.name not in listed]
         if changed:
-            out.append(_diff_table("band transitions", changed, width))
+            out.append(_diff_table("band transitions (not among the movers)", changed, width, wide))
+        elif result.band_changes:
+            out.append(
+                f"band transitions: all {result.band_changes} are among the movers above "
+                "(band column)"
+            )
     out.extend(escape(line) for line in anomaly_lines(result))
     for label, names in (("only in A", result.only_a), ("only in B", result.only_b)):
         if names:
             shown = list(names) if show_all else list(names[:MAX_LISTED])
             extra = "" if len(shown) == len(names) else f" … and {len(names) - len(shown)} more"
-            out.append(f"[bold]{label}[/] ({len(names)}): " + ", ".join(shown) + extra)
+            out.append(f"[bold]{label}[/] ({len(names)}): " + escape(", ".join(shown)) + extra)
     return out
 
 
 def render_diff_markdown(result: DiffReport, show_all: bool = False) -> str:
     """Markdown: header, per-role drift and the movers (or every row with show_all)."""
     lines = [f"### normscope diff {result.normscope_version}", ""]
-    lines += [f"- **{label}**: {value}" for label, value in _header(result)]
+    lines += [f"- **{label}**: {value}" for label, value in header_lines(result)]
     lines += ["", "| module | role | count | median change | max change |", "|---|---|--:|--:|--:|"]
     lines += [
         f"| {r.module.value} | {r.role.value} | {r.count} | {_pct(r.rel_change_median)} | "
         f"{_pct(r.rel_change_max)} |"
         for r in result.roles
     ]
-    rows = result.norms if show_all else result.norms[:TOP_MOVERS]
+    rows = result.norms if show_all else moved(result)[:TOP_MOVERS]
     lines += [
         "",
         "| name | layer | role | ratio A | ratio B | change | cosine | band |",

@@ -105,9 +105,14 @@ def plotted_trends(report: SeriesReport) -> list[Trend]:
     return real or list(report.summary.headline)
 
 
-def figure_pixels(has_heatmap: bool) -> tuple[int, int]:
+TRINITY_HEIGHT_IN = 2.6
+"""`series --events`: the losses and their gap, under the ratios (the playbook's trinity)."""
+
+
+def figure_pixels(has_heatmap: bool, has_trinity: bool = False) -> tuple[int, int]:
     """Width and height in pixels of the PNG."""
     height = LINES_HEIGHT_IN + (HEATMAP_HEIGHT_IN if has_heatmap else 0.0)
+    height += TRINITY_HEIGHT_IN if has_trinity else 0.0
     return round(WIDTH_IN * DPI), round(height * DPI)
 
 
@@ -157,19 +162,57 @@ def build_figure(report: SeriesReport, role: Role | None) -> Any:
     heat = _heat_matrix(report, role) if role is not None else None
     if heat is not None and not heat[0]:
         heat = None
-    width_px, height_px = figure_pixels(heat is not None)
+    trinity = report.trinity is not None
+    width_px, height_px = figure_pixels(heat is not None, trinity)
     fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, layout="constrained")
     steps = np.asarray([c.step for c in report.checkpoints], dtype=np.float64)
+    heights = [LINES_HEIGHT_IN]
+    heights += [HEATMAP_HEIGHT_IN] if heat is not None else []
+    heights += [TRINITY_HEIGHT_IN] if trinity else []
+    axes = fig.subplots(len(heights), 1, sharex=True, height_ratios=heights, squeeze=False)[:, 0]
+    _draw_lines(axes[0], report, steps)
     if heat is not None and role is not None:
-        ax, ax_heat = fig.subplots(
-            2, 1, sharex=True, height_ratios=[LINES_HEIGHT_IN, HEATMAP_HEIGHT_IN]
-        )
-        _draw_lines(ax, report, steps)
-        _draw_heatmap(fig, ax_heat, report, steps, role, *heat)
-        ax.set_xlim(left=float(_cell_edges(steps)[0]))  # no empty strip left of the first cell
-    else:
-        _draw_lines(fig.subplots(1, 1), report, steps)
+        _draw_heatmap(fig, axes[1], report, steps, role, *heat)
+        axes[0].set_xlim(left=float(_cell_edges(steps)[0]))  # no empty strip left of cell 1
+    if trinity:
+        _draw_trinity(axes[-1], report, steps)
     return fig
+
+
+def _draw_trinity(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
+    """Main and MTP loss (left axis) and their gap (right axis), by checkpoint step."""
+    tri = report.trinity
+    assert tri is not None
+
+    def series(values: list[float | None]) -> list[float]:
+        return [math.nan if v is None else v for v in values]
+
+    ax.plot(
+        steps,
+        series([r.main_loss for r in tri.rows]),
+        marker="o",
+        color="#1565c0",
+        label=f"main loss ({tri.main_tag or 'not logged'})",
+    )
+    ax.plot(
+        steps,
+        series([r.mtp_loss for r in tri.rows]),
+        marker="s",
+        ls="--",
+        color="#ef6c00",
+        label=f"MTP loss ({tri.mtp_tag or 'not logged'})",
+    )  # dashed: never hidden
+    gap_ax = ax.twinx()
+    gap_ax.plot(steps, series([r.gap for r in tri.rows]), marker="^", ls=":", color="#6a1b9a",
+                label="gap (MTP − main)")  # fmt: skip
+    ax.set_ylabel("loss")
+    gap_ax.set_ylabel("gap")
+    if len(steps) <= 12:
+        ax.set_xticks(steps)  # ticks on the checkpoints' steps
+    lines = ax.get_legend_handles_labels()
+    extra = gap_ax.get_legend_handles_labels()
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper right")
+    ax.set_title("stability trinity: losses and their gap (the final ratio is above)", fontsize=9)
 
 
 def _draw_lines(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:

@@ -13,14 +13,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from normscope.enums import Band, Module, Role
+from normscope.naming import fit_name
 from normscope.render.common import (
     BAND_STYLE,
     SEVERITY,
+    display_name,
     fmt,
     frame_csv,
     header_panel,
     human_bytes,
-    short_name,
+    name_column_width,
     where,
 )
 from normscope.schema import NormStats, Report
@@ -164,18 +166,28 @@ _FIXED_COLUMNS = (
     ("min", 6),
     ("max", 6),
 )
+_NARROW_DROPS = ("min", "max")
+"""Columns a narrow terminal gives up before a name is cut (JSON/CSV and --wide keep them)."""
 
 
-def _norm_table(title: str, rows: Sequence[NormStats], width: int) -> RenderableType:
+def _norm_table(
+    title: str, rows: Sequence[NormStats], width: int, wide: bool = False
+) -> RenderableType:
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
     role_width = max([len(n.role.value) for n in rows] + [4])
-    # Columns are separated by one space; the name column gets what the numbers leave, and long
-    # names keep their informative tail ("…layers.61.shared_head.norm"). Numbers are never cut.
-    fixed = sum(w for _, w in _FIXED_COLUMNS) + role_width + len(_FIXED_COLUMNS) + 1
-    name_width = max(12, min(60, width - fixed - 1))
+    names = [display_name(n, wide) + ("¹" if _offset(n) else "") for n in rows]
+    longest = max(len(x) for x in names)
+    # Columns are separated by one space; the name column gets what the numbers leave. When the
+    # names do not fit, min and max go first; a name still too long keeps its informative tail.
+    columns = list(_FIXED_COLUMNS)
+    fixed = sum(w for _, w in columns) + role_width + len(columns) + 1
+    if not wide and longest > width - fixed - 1:
+        columns = [c for c in columns if c[0] not in _NARROW_DROPS]
+        fixed = sum(w for _, w in columns) + role_width + len(columns) + 1
+    name_width = name_column_width(names, width - fixed - 1, wide)
     table = Table(
         title=title,
         title_justify="left",
@@ -184,35 +196,45 @@ def _norm_table(title: str, rows: Sequence[NormStats], width: int) -> Renderable
         show_edge=False,
         pad_edge=False,
     )
-    table.add_column("name", no_wrap=True, max_width=name_width)
+    table.add_column("name", no_wrap=True, min_width=name_width, max_width=name_width)
     table.add_column("layer", justify="right", no_wrap=True, min_width=5)
     table.add_column("role", no_wrap=True, min_width=role_width)
-    for col, col_width in _FIXED_COLUMNS[1:]:
+    for col, col_width in columns[1:]:
         table.add_column(
             col, justify="left" if col == "band" else "right", no_wrap=True, min_width=col_width
         )
-    for n in rows:
+    for n, name in zip(rows, names, strict=True):
         style = BAND_STYLE[n.band]
-        offset = n.parametrization.value == "offset"
+        values = {"mean": n.mean, "std": n.std, "min": n.min, "max": n.max}
         table.add_row(
-            escape(short_name(n.name, name_width - (1 if offset else 0))) + ("¹" if offset else ""),
+            escape(fit_name(name, name_width)),
             where(n),
             n.role.value,
             f"[{style}]{fmt(n.ratio)}[/]",
             f"[{style}]{n.band.value}[/]",
-            fmt(n.mean),
-            fmt(n.std),
-            fmt(n.min),
-            fmt(n.max),
+            *(fmt(values[col]) for col, _ in columns[3:]),
         )
-    if any(n.parametrization.value == "offset" for n in rows):
-        table.caption = "¹ offset norm: statistics of the effective gain 1 + w"
+    notes = []
+    if any(_offset(n) for n in rows):
+        notes.append("¹ offset norm: statistics of the effective gain 1 + w")
+    if len(columns) < len(_FIXED_COLUMNS):
+        notes.append("min, max: --wide or -f json")
+    if notes:
+        table.caption = "\n".join(notes)
         table.caption_justify = "left"
     return table
 
 
+def _offset(n: NormStats) -> bool:
+    return n.parametrization.value == "offset"
+
+
 def render_table(
-    report: Report, show_all: bool = False, width: int = 100, scope: Selector = DEFAULT
+    report: Report,
+    show_all: bool = False,
+    width: int = 100,
+    scope: Selector = DEFAULT,
+    wide: bool = False,
 ) -> list[RenderableType]:
     """The people view: header panel, per-role summary, the final and MTP norms, the gated
     norms out of band, what lies outside the gate scope (summarised), the anomalies."""
@@ -254,11 +276,11 @@ def render_table(
     out.append(roles)
 
     if show_all:
-        out.append(_norm_table("all norms", report.norms, width))
+        out.append(_norm_table("all norms", report.norms, width, wide))
         return out
     sections = sections_of(report, scope)
     if sections.watched:
-        out.append(_norm_table("final and MTP norms", sections.watched, width))
+        out.append(_norm_table("final and MTP norms", sections.watched, width, wide))
     if sections.gated_bad:
         bad = sections.gated_bad
         shown = bad[:MAX_OUT_OF_BAND_ROWS]
@@ -267,7 +289,8 @@ def render_table(
             if len(bad) > len(shown)
             else ""
         )
-        out.append(_norm_table(f"out-of-band norms in scope '{scope.text}'{more}", shown, width))
+        title = f"out-of-band norms in scope '{scope.text}'{more}"
+        out.append(_norm_table(title, shown, width, wide))
     if sections.outside:
         from rich.padding import Padding
         from rich.text import Text
@@ -275,7 +298,7 @@ def render_table(
         out.append("[bold]out of band outside the gate scope[/] (not alarms; --all lists them)")
         out += [Padding(Text(line), (0, 0, 0, 2)) for line in sections.outside]
     if sections.anomalies:
-        out.append(_anomaly_table(sections.anomalies, width))
+        out.append(_anomaly_table(sections.anomalies, width, wide))
     return out
 
 
@@ -322,14 +345,15 @@ def sections_of(report: Report, scope: Selector = DEFAULT) -> Sections:
     return Sections(watched, gated_bad, outside, anomalies)
 
 
-def _anomaly_table(rows: Sequence[NormStats], width: int) -> RenderableType:
+def _anomaly_table(rows: Sequence[NormStats], width: int, wide: bool = False) -> RenderableType:
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
     role_width = max([len(n.role.value) for n in rows] + [4])
     fixed = 5 + role_width + 6 + 11 + 7 + 9 + 6
-    name_width = max(12, min(60, width - fixed - 1))
+    names = [display_name(n, wide) for n in rows]
+    name_width = name_column_width(names, width - fixed - 1, wide)
     table = Table(
         title="anomalies (a norm that left its peers in other layers)",
         title_justify="left",
@@ -338,16 +362,16 @@ def _anomaly_table(rows: Sequence[NormStats], width: int) -> RenderableType:
         show_edge=False,
         pad_edge=False,
     )
-    table.add_column("name", no_wrap=True, max_width=name_width)
+    table.add_column("name", no_wrap=True, min_width=name_width, max_width=name_width)
     table.add_column("layer", justify="right", no_wrap=True, min_width=5)
     table.add_column("role", no_wrap=True, min_width=role_width)
     table.add_column("ratio", justify="right", no_wrap=True, min_width=6)
     table.add_column("peer median", justify="right", no_wrap=True, min_width=11)
     table.add_column("× peers", justify="right", no_wrap=True, min_width=7)
     table.add_column("band", no_wrap=True, min_width=9)
-    for n in rows:
+    for n, name in zip(rows, names, strict=True):
         table.add_row(
-            escape(short_name(n.name, name_width)),
+            escape(fit_name(name, name_width)),
             where(n),
             n.role.value,
             fmt(n.ratio),

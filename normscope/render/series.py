@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from normscope.enums import Executor, StepSource
+from normscope.naming import fit_name
 from normscope.render.common import (
     BAND_STYLE,
+    display_name,
     fmt,
     frame_csv,
     header_panel,
     human_bytes,
-    short_name,
+    name_column_width,
     to_dict,
     where,
 )
@@ -30,6 +32,7 @@ from normscope.render.series_text import (
     outlook,
     projection,
     ratio_text,
+    role_scales,
     sample_indices,
     sparkline,
     step_labels,
@@ -95,7 +98,7 @@ def anomaly_outlook(report: SeriesReport) -> list[str]:
     ]
 
 
-def _header(report: SeriesReport) -> list[tuple[str, str]]:
+def header_lines(report: SeriesReport) -> list[tuple[str, str]]:
     m, s, io = report.model, report.summary, report.io
     sources = ", ".join(report.source[:3])
     if len(report.source) > 3:
@@ -139,7 +142,7 @@ def _styled(text: str, t: Trend) -> str:
 
 
 def render_series_table(
-    report: SeriesReport, show_all: bool = False, width: int = 100
+    report: SeriesReport, show_all: bool = False, width: int = 100, wide: bool = False
 ) -> list[RenderableType]:
     """Header, headline ratios by step, trends, outlook, every norm with show_all, skipped."""
     from rich import box
@@ -147,17 +150,19 @@ def render_series_table(
     from rich.table import Table
 
     out: list[RenderableType] = [
-        header_panel(f"normscope series {report.normscope_version}", _header(report))
+        header_panel(f"normscope series {report.normscope_version}", header_lines(report))
     ]
     trends = report.summary.headline
     if trends:
-        out += [_ratio_table(report, width), _trend_table(report, width)]
+        out += [_ratio_table(report, width, wide), _trend_table(report, width, wide)]
         lines = [outlook(t) for t in trends if not t.aggregate] + anomaly_outlook(report)
         if lines:
             out.append("[bold]outlook[/]")
             out += [f"  {escape(line)}" for line in lines]
+    if report.trinity is not None:
+        out.append(_trinity_table(report))
     if show_all:
-        out.append(_all_table(report, width))
+        out.append(_all_table(report, width, wide))
     if report.skipped:
         skipped = Table(
             title=f"skipped ({len(report.skipped)})",
@@ -174,19 +179,24 @@ def render_series_table(
     return out
 
 
-def _name_width(trends: Sequence[Trend], width: int) -> int:
-    """Tensor names may lose their head; pseudo-norm names like median(mtp:attn_input) may not."""
-    longest = max((len(short_name(t.name, 60)) for t in trends), default=8)
+def _trend_name(t: Trend, wide: bool) -> str:
+    """`model.norm`, `mtp1 enorm`, `median(mtp:attn_input)` (the table has no layer column)."""
+    return display_name(t, wide, with_layer=True)
+
+
+def _name_width(trends: Sequence[Trend], width: int, wide: bool = False) -> int:
+    """Names may lose their head when the width is short; pseudo-norm names never do."""
+    longest = max((len(_trend_name(t, wide)) for t in trends), default=8)
     pseudo = max((len(t.name) for t in trends if t.aggregate), default=8)
-    return max(8, pseudo, min(longest, 28, width // 4))
+    return longest if wide else max(8, pseudo, min(longest, 32, width // 3))
 
 
-def _ratio_table(report: SeriesReport, width: int) -> RenderableType:
+def _ratio_table(report: SeriesReport, width: int, wide: bool = False) -> RenderableType:
     from rich import box
     from rich.table import Table
 
     trends = report.summary.headline
-    name_width = _name_width(trends, width)
+    name_width = _name_width(trends, width, wide)
     n = len(report.checkpoints)
     # As many evenly spaced steps (up to 12) as the width holds. Columns are separated by one
     # space (the box's divider) and have no padding: numbers are never cut.
@@ -215,16 +225,17 @@ def _ratio_table(report: SeriesReport, width: int) -> RenderableType:
             value = t.ratios[i]
             style = BAND_STYLE[thresholds.classify(value)] if value is not None else "dim"
             texts.append(f"[{style}]{ratio_text(value)}[/]")
-        table.add_row(short_name(t.name, name_width), *texts)
+        table.add_row(fit_name(_trend_name(t, wide), name_width), *texts)
     return table
 
 
-def _trend_table(report: SeriesReport, width: int) -> RenderableType:
+def _trend_table(report: SeriesReport, width: int, wide: bool = False) -> RenderableType:
     from rich import box
     from rich.table import Table
 
     trends = report.summary.headline
-    name_width = _name_width(trends, width)
+    name_width = _name_width(trends, width, wide)
+    scales = role_scales(trends)
     n = len(report.checkpoints)
     lefts = [
         "-" if t.first_out_of_band_step is None else fmt_step(t.first_out_of_band_step)
@@ -244,6 +255,8 @@ def _trend_table(report: SeriesReport, width: int) -> RenderableType:
     spark_width = max(5, min(n, 24, width - fixed - 1))
     table = Table(
         title=f"trend (drift: least squares over the last {report.summary.window} checkpoints)",
+        caption="sparklines: one scale per role",
+        caption_justify="left",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         padding=0,
@@ -257,8 +270,8 @@ def _trend_table(report: SeriesReport, width: int) -> RenderableType:
     table.add_column("projected", no_wrap=True)
     for t, left, drift, projected in zip(trends, lefts, drifts, projections, strict=True):
         table.add_row(
-            short_name(t.name, name_width),
-            sparkline(t.ratios, spark_width),
+            fit_name(_trend_name(t, wide), name_width),
+            sparkline(t.ratios, spark_width, scales.get(t.role)),
             _styled(t.band_last.value, t),
             left,
             drift,
@@ -267,7 +280,57 @@ def _trend_table(report: SeriesReport, width: int) -> RenderableType:
     return table
 
 
-def _all_table(report: SeriesReport, width: int) -> RenderableType:
+def loss_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def trinity_lines(report: SeriesReport) -> list[tuple[str, str]]:
+    """The trinity's trends in words: (signal, drift per 1k steps)."""
+    tri = report.trinity
+    assert tri is not None
+    return [
+        (f"main loss ({tri.main_tag or 'not logged'})", drift_text(tri.main_trend)),
+        (f"MTP loss ({tri.mtp_tag or 'not logged'})", drift_text(tri.mtp_trend)),
+        ("gap (MTP − main)", drift_text(tri.gap_trend)),
+        ("final norm ratio", drift_text(tri.ratio_trend)),
+    ]
+
+
+def _trinity_table(report: SeriesReport) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+
+    tri = report.trinity
+    assert tri is not None
+    trends = "; ".join(f"{k} {v}" for k, v in trinity_lines(report))
+    table = Table(
+        title="stability trinity (playbook §04): losses from TensorBoard, the final norm",
+        caption=f"drift/1k: {trends}",
+        title_justify="left",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
+    )
+    for col in ("step", "main loss", "MTP loss", "gap", "final ratio"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("band", no_wrap=True)
+    for r in tri.rows:
+        band = (
+            "-" if r.final_band is None else f"[{BAND_STYLE[r.final_band]}]{r.final_band.value}[/]"
+        )
+        table.add_row(
+            fmt_step(r.step),
+            loss_text(r.main_loss),
+            loss_text(r.mtp_loss),
+            "-" if r.gap is None else f"{r.gap:+.4f}",
+            ratio_text(r.final_ratio),
+            band,
+        )
+    return table
+
+
+def _all_table(report: SeriesReport, width: int, wide: bool = False) -> RenderableType:
     from rich import box
     from rich.table import Table
 
@@ -275,7 +338,8 @@ def _all_table(report: SeriesReport, width: int) -> RenderableType:
     rows = latest_rows(report)
     role_width = max([len(r.norm.role.value) for r in rows] + [4])
     # layer, role, ratio, band, Δprev, drift/1k, left band and 7 one-space dividers
-    name_width = max(12, min(60, width - (5 + role_width + 6 + 9 + 6 + 8 + 9) - 7))
+    names = [display_name(r.norm, wide) for r in rows]
+    name_width = name_column_width(names, width - (5 + role_width + 6 + 9 + 6 + 8 + 9) - 8, wide)
     table = Table(
         title=f"every norm at step {report.summary.latest_step}",
         title_justify="left",
@@ -283,7 +347,7 @@ def _all_table(report: SeriesReport, width: int) -> RenderableType:
         padding=0,
         show_edge=False,
     )
-    table.add_column("name", no_wrap=True, max_width=name_width)
+    table.add_column("name", no_wrap=True, min_width=name_width, max_width=name_width)
     table.add_column("layer", justify="right", no_wrap=True, min_width=5)
     table.add_column("role", no_wrap=True, min_width=role_width)
     table.add_column("ratio", justify="right", no_wrap=True, min_width=6)
@@ -291,12 +355,12 @@ def _all_table(report: SeriesReport, width: int) -> RenderableType:
     table.add_column("Δprev", justify="right", no_wrap=True, min_width=6)
     table.add_column("drift/1k", justify="right", no_wrap=True, min_width=8)
     table.add_column("left band", justify="right", no_wrap=True, min_width=9)
-    for r in rows:
+    for r, name in zip(rows, names, strict=True):
         t = trends[r.norm.name]
         left = "-" if t.first_out_of_band_step is None else fmt_step(t.first_out_of_band_step)
         change = "-" if r.rel_change is None else fmt(100 * r.rel_change, 1) + "%"
         table.add_row(
-            short_name(r.norm.name, name_width),
+            fit_name(name, name_width),
             where(r.norm),
             r.norm.role.value,
             _styled(ratio_text(r.norm.ratio), t),
@@ -314,7 +378,7 @@ def _all_table(report: SeriesReport, width: int) -> RenderableType:
 def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
     """Markdown for PR comments and job summaries."""
     lines = [f"### normscope series {report.normscope_version}", ""]
-    lines += [f"- **{label}**: {value}" for label, value in _header(report)]
+    lines += [f"- **{label}**: {value}" for label, value in header_lines(report)]
     trends = report.summary.headline
     if trends:
         lines += [
@@ -344,6 +408,21 @@ def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
         sentences = [outlook(t) for t in trends if not t.aggregate] + anomaly_outlook(report)
         if sentences:
             lines += ["", "#### Outlook", ""] + [f"- {s}" for s in sentences]
+    if report.trinity is not None:
+        lines += [
+            "",
+            "#### Stability trinity (playbook §04)",
+            "",
+            "| step | main loss | MTP loss | gap | final ratio | band |",
+            "|--:|--:|--:|--:|--:|---|",
+        ]
+        lines += [
+            f"| {r.step} | {loss_text(r.main_loss)} | {loss_text(r.mtp_loss)} | "
+            f"{'-' if r.gap is None else f'{r.gap:+.4f}'} | {ratio_text(r.final_ratio)} | "
+            f"{'-' if r.final_band is None else r.final_band.value} |"
+            for r in report.trinity.rows
+        ]
+        lines += ["", *(f"- {k}: {v} per 1k steps" for k, v in trinity_lines(report))]
     if show_all:
         by_name = {t.name: t for t in norm_trends(report)}
         lines += [

@@ -57,10 +57,13 @@ def drift_text(value: float | None) -> str:
     return f"{value:+.1e}"
 
 
-def sparkline(values: Sequence[float | None], width: int) -> str:
+def sparkline(
+    values: Sequence[float | None], width: int, scale: tuple[float, float] | None = None
+) -> str:
     """A unicode sparkline of `values`, averaged into at most `width` cells.
 
-    Blank: absent; `×`: non-finite. The scale spans at least SPARK_MIN_SPAN, so noise draws flat.
+    Blank: absent; `×`: non-finite. The scale (`scale`, shared by the lines drawn side by side,
+    else the line's own range) spans at least SPARK_MIN_SPAN, so noise draws flat.
     """
     if not values or width <= 0:
         return ""
@@ -76,7 +79,7 @@ def sparkline(values: Sequence[float | None], width: int) -> str:
     finite = [c for c in cells if c is not None and math.isfinite(c)]
     if not finite:
         return "".join(" " if c is None else "×" for c in cells)
-    lo, hi = min(finite), max(finite)
+    lo, hi = scale if scale is not None else (min(finite), max(finite))
     if hi - lo < SPARK_MIN_SPAN:
         middle = (hi + lo) / 2
         lo, hi = middle - SPARK_MIN_SPAN / 2, middle + SPARK_MIN_SPAN / 2
@@ -87,8 +90,21 @@ def sparkline(values: Sequence[float | None], width: int) -> str:
         elif not math.isfinite(c):
             out.append("×")
         else:
-            out.append(SPARK[round((c - lo) / (hi - lo) * (len(SPARK) - 1))])
+            level = round((c - lo) / (hi - lo) * (len(SPARK) - 1))
+            out.append(SPARK[min(max(level, 0), len(SPARK) - 1)])
     return "".join(out)
+
+
+def role_scales(trends: Sequence[Trend]) -> dict[Role, tuple[float, float]]:
+    """One sparkline scale per role: the range of every finite ratio of that role's lines."""
+    ranges: dict[Role, tuple[float, float]] = {}
+    for t in trends:
+        finite = [v for v in t.ratios if v is not None and math.isfinite(v)]
+        if not finite:
+            continue
+        lo, hi = ranges.get(t.role, (math.inf, -math.inf))
+        ranges[t.role] = (min(lo, *finite), max(hi, *finite))
+    return ranges
 
 
 def sample_indices(n: int, k: int) -> list[int]:

@@ -51,6 +51,8 @@ from normscope.schema.series import (
     SeriesSummary,
     Skipped,
     Trend,
+    Trinity,
+    TrinityRow,
 )
 
 __all__ = [
@@ -97,5 +99,7 @@ __all__ = [
     "TensorRef",
     "Thresholds",
     "Trend",
+    "Trinity",
+    "TrinityRow",
     "Verdict",
 ]

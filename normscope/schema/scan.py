@@ -16,8 +16,9 @@ from normscope.enums import Band, Group, Kind, Module, Parametrization, Role
 if TYPE_CHECKING:  # pandas stays off the import path of a scan
     import pandas
 
-SCHEMA_VERSION = 2
-"""2: NormStats.peer_median/anomaly, Summary.anomalies, NormDiff.anomaly_a/b (issue #11)."""
+SCHEMA_VERSION = 3
+"""2: NormStats.peer_median/anomaly, Summary.anomalies, NormDiff.anomaly_a/b (issue #11).
+3: SeriesReport.trinity (`series --events`), series order `given` (issue #14)."""
 DEFAULT_LOW = 0.4
 """The playbook's act band [0.4, 1.8] x sqrt(d) (DOMAIN.md section 3): below, collapse..."""
 DEFAULT_HIGH = 1.8

@@ -104,6 +104,41 @@ class SeriesIO:
 
 
 @dataclass(frozen=True, slots=True)
+class TrinityRow:
+    """One checkpoint's three signals (seed playbook §04): losses from TensorBoard, the ratio."""
+
+    step: int
+    main_loss: float | None
+    """The main loss at the last logged step at or before `step` (null: none logged yet)."""
+    mtp_loss: float | None
+    """The MTP loss, likewise."""
+    gap: float | None
+    """mtp_loss - main_loss."""
+    final_ratio: float | None
+    """The final norm's ratio ‖g‖/√d at this checkpoint."""
+    final_band: Band | None
+
+
+@dataclass(frozen=True, slots=True)
+class Trinity:
+    """`series --events`: the main and MTP loss trends, their gap and the final-norm ratio."""
+
+    events: str
+    """The TensorBoard log folder read."""
+    main_tag: str | None
+    """The tag read for the main loss (null: none of the candidates was logged)."""
+    mtp_tag: str | None
+    rows: tuple[TrinityRow, ...]
+    """One per checkpoint, in series order."""
+    main_trend: float | None
+    """Least-squares slope of the main loss per 1,000 steps over the drift window."""
+    mtp_trend: float | None
+    gap_trend: float | None
+    ratio_trend: float | None
+    """The final norm's drift per 1,000 steps (as in the trend table)."""
+
+
+@dataclass(frozen=True, slots=True)
 class SeriesReport:
     """The result of `normscope series`: one training run's norms, checkpoint by checkpoint."""
 
@@ -123,6 +158,8 @@ class SeriesReport:
     summary: SeriesSummary
     io: SeriesIO
     warnings: tuple[str, ...] = ()
+    trinity: Trinity | None = None
+    """With `--events`: the playbook's stability trinity; null otherwise."""
 
     def to_frame(self) -> pandas.DataFrame:
         """Return the tidy rows: checkpoint, step, every NormStats field, rel_change."""

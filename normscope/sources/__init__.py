@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from normscope.errors import SourceError
-from normscope.sources import dcp
+from normscope.sources import dcp, formats
 from normscope.sources.layout import merge_shards, open_layout
 from normscope.sources.local import LocalStore
 from normscope.sources.safetensors import MAX_HEADER_SIZE, ShardHeader, parse_header
@@ -62,17 +62,25 @@ def open_checkpoint(
 
         if objstore.looks_like_url(spec):
             return objstore.open_object_checkpoint(spec, progress)
-    path = Path(spec)
+    path = Path(os.path.expanduser(spec))
     if isinstance(spec, str) and not path.exists():
         from normscope.sources import hub  # stdlib only until a Hub source is really opened
 
         if hub.looks_like_hub(spec):
+            _refuse_ambiguous(spec)
             return hub.open_hub_checkpoint(spec, progress)
     if not path.exists():
         raise SourceError(f"no such file or directory ({path})")
     if path.is_file() and path.name == dcp.METADATA:
         return dcp.open_dcp_checkpoint(path.parent, str(spec))
     if path.is_file():
+        kind = formats.sniff(path)
+        if kind == "torch":
+            from normscope.sources.torchfile import open_torch_checkpoint
+
+            return open_torch_checkpoint(path, str(spec))
+        if kind is not None:
+            raise formats.refuse(path, kind)
         store = LocalStore(path.parent, only=path.name)
     elif path.is_dir():
         if not any(path.glob("*.safetensors")):
@@ -86,7 +94,50 @@ def open_checkpoint(
                     f"interrupted ({unfinished})",
                     hint="wait for the save to finish (torch writes .metadata last)",
                 )
+            single = formats.single_torch_file(path)
+            if single is not None:
+                from normscope.sources.torchfile import open_torch_checkpoint
+
+                return open_torch_checkpoint(single, str(spec))
+            hint = formats.folder_hint(path)
+            if hint is not None:
+                raise SourceError(f"no .safetensors files in directory ({path})", hint=hint)
         store = LocalStore(path)
     else:
         raise SourceError(f"not a file or directory ({path})")
-    return open_layout(store, str(spec))
+    checkpoint = open_layout(store, str(spec))
+    if isinstance(spec, str) and _cached_hub_repo(spec):  # `org/name`: a folder and a repo
+        checkpoint.warnings.append(
+            f"'{spec}' is a local folder and a Hub repo in the HF cache: read the local folder "
+            f"(for the Hub write hf://{spec})"
+        )
+    return checkpoint
+
+
+def _cached_hub_repo(spec: str) -> bool:
+    """True when `spec` reads as a repo id that the local Hugging Face cache also holds."""
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        return False
+    from normscope.sources.hub.spec import parse_hub_spec
+
+    hub = parse_hub_spec(spec)
+    if hub is None:
+        return False
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache", "huggingface"
+    )
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")
+    return Path(cache, "models--" + hub.repo_id.replace("/", "--")).is_dir()
+
+
+def _refuse_ambiguous(spec: str) -> None:
+    """A bare `a/b` that is no path while `a/` is a local folder: a typo or a repo? Ask."""
+    if spec.startswith("hf://"):
+        return
+    head = spec.split("/", 1)[0]
+    if head and Path(head).is_dir():
+        raise SourceError(
+            f"no such path ({spec}); '{head}/' is a local folder. For the Hub repo write "
+            f"hf://{spec}",
+            hint=f"check the path; for the Hub write hf://{spec}",
+        )

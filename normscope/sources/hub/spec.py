@@ -72,7 +72,15 @@ def parse_hub_spec(spec: str) -> HubSpec | None:
 
 
 def looks_like_hub(spec: str) -> bool:
-    """True when `spec` reads as a Hub model repo (the caller has checked it is no local path)."""
+    """True when `spec` reads as a Hub model repo (the caller has checked it is no local path).
+
+    `hf://...` always does; a source that looks like a local path (`./x`, `../x`, `/x`, `~/x`,
+    a Windows drive) never does, even when it does not exist.
+    """
+    if spec.startswith(HF_PREFIX):
+        return True
+    if spec.startswith((".", "/", "~", "\\")) or (len(spec) > 1 and spec[1] == ":"):
+        return False
     try:
         return spec.startswith(HF_PREFIX) or parse_hub_spec(spec) is not None
     except SourceError:

@@ -1,0 +1,168 @@
+"""PyTorch state dict files (`.bin`, `.pt`, `.pth`) as a checkpoint source.
+
+Loaded with `torch.load(weights_only=True, mmap=True)` — the restricted unpickler, never plain
+pickle, and memory-mapped, so only the pages of the tensors read are touched. Like a DCP save,
+the file is presented as one virtual shard: synthetic `TensorRef`s laid end to end, whose bytes
+`read` returns as raw little-endian data. Nested dicts (`{"model": {...}}`, `{"state_dict": ...}`)
+are flattened with dots; non-tensor entries are ignored. Needs `normscope[torch]`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from normscope.errors import SourceError
+from normscope.schema import TensorRef
+from normscope.sources.safetensors import ShardHeader
+from normscope.sources.store import Checkpoint, ReadCounter, ShortRead, Span
+
+if TYPE_CHECKING:
+    import torch
+
+INSTALL = "pip install 'normscope[torch]'"
+
+_DTYPES = {
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "float64": "F64",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
+    "int8": "I8",
+    "uint8": "U8",
+    "int16": "I16",
+    "int32": "I32",
+    "int64": "I64",
+    "bool": "BOOL",
+}
+
+
+def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        out[prefix] = obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            _flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
+
+
+_WRAPPERS = ("state_dict", "model", "module", "model_state_dict")
+"""Training checkpoints keep the weights under one of these keys, next to optimizer state."""
+
+
+def _unwrap(obj: Any) -> Any:
+    """`{"model": {...}, "optimizer": {...}}` -> the model's state dict."""
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            return obj
+        obj = inner
+    return obj
+
+
+class TorchFileStore:
+    """One state dict file, its tensors laid end to end in a virtual shard."""
+
+    def __init__(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
+        self.counter = ReadCounter()
+        self.warnings: list[str] = []
+        self.file = path
+        self.virtual = str(path)
+        self.by_span: dict[Span, torch.Tensor] = {}
+        self.refs: dict[str, TensorRef] = {}
+        offset = 0
+        for name, tensor in tensors.items():
+            dtype = _DTYPES.get(str(tensor.dtype).removeprefix("torch."))
+            if dtype is None:
+                continue
+            nbytes = tensor.numel() * tensor.element_size()
+            ref = TensorRef(name, self.virtual, dtype, tuple(tensor.shape), offset, offset + nbytes)
+            self.refs[name] = ref
+            self.by_span[(ref.start, ref.end)] = tensor
+            offset += nbytes
+
+    def path(self, name: str) -> str:
+        return str(self.file.parent / name)
+
+    def names(self, suffix: str) -> list[str]:
+        return [self.file.name] if self.file.name.endswith(suffix) else []
+
+    def size(self, name: str) -> int | None:
+        return self.file.stat().st_size if name == self.file.name else None
+
+    def fetch(self, name: str) -> bytes | None:
+        path = self.file.parent / name
+        if not path.is_file():
+            return None
+        data = path.read_bytes()
+        self.counter.metadata_bytes += len(data)
+        return data
+
+    def headers(self, names: Sequence[str], weight_map: Mapping[str, str] | None) -> list[bytes]:
+        return []
+
+    def read(self, spans: Mapping[str, Sequence[Span]]) -> dict[tuple[str, int, int], bytes]:
+        out: dict[tuple[str, int, int], bytes] = {}
+        for shard, ranges in spans.items():
+            for start, end in ranges:
+                out[(shard, start, end)] = self._bytes(start, end)
+        return out
+
+    def _bytes(self, start: int, end: int) -> bytes:
+        for (s, e), tensor in self.by_span.items():
+            if s <= start and end <= e:
+                raw = tensor.detach().contiguous().reshape(-1).view(_uint8()).numpy().tobytes()
+                return raw[start - s : end - s]
+        raise ShortRead(self.virtual, start, end)
+
+    def missing_shard(self, name: str, index: str) -> SourceError:
+        return SourceError(f"the index names '{name}' but it is missing ({index})")
+
+    def no_shards(self) -> SourceError:
+        return SourceError(f"no tensors in the PyTorch file ({self.file})")
+
+
+def _uint8() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+def open_torch_checkpoint(path: Path, source: str) -> Checkpoint:
+    """Open a `.bin`/`.pt`/`.pth` state dict with torch's restricted loader (weights only)."""
+    try:
+        torch = importlib.import_module("torch")
+    except ImportError:
+        raise SourceError(
+            f"a PyTorch state dict file: reading it needs torch, which is not installed ({path})",
+            hint=f"{INSTALL}, or convert the file to safetensors",
+        ) from None
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ...: all bad input
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(
+            f"cannot load the PyTorch file with weights_only=True: {first} ({path})",
+            hint="normscope never unpickles arbitrary objects: save a plain state dict "
+            "(torch.save(model.state_dict(), ...)) or safetensors",
+        ) from None
+    tensors: dict[str, Any] = {}
+    _flatten(_unwrap(loaded), "", tensors)
+    store = TorchFileStore(path, tensors)
+    if not store.refs:
+        raise store.no_shards()
+    config_bytes = store.fetch("config.json")
+    config = None
+    if config_bytes is not None:
+        try:
+            config = json.loads(config_bytes)
+        except ValueError:
+            store.warnings.append(f"config.json is not JSON: ignored ({path.parent})")
+    size = path.stat().st_size
+    shards = [ShardHeader(str(path), size, 0, {}, {})]
+    return Checkpoint(source, config, shards, dict(store.refs), store, store.warnings)
