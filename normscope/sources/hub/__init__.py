@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import os
 import re
 from pathlib import Path
@@ -48,6 +47,7 @@ from normscope.sources.hub.spec import (
     parse_hub_spec,
     with_revision,
 )
+from normscope.sources.jsonload import load_json
 from normscope.sources.layout import open_layout
 from normscope.sources.safetensors import INDEX_SUFFIX
 from normscope.sources.store import Checkpoint, ProgressFactory
@@ -180,9 +180,7 @@ class _Opener:
         if indexes:
             # Partly downloaded (`hf download --include`)? Use it only when every shard is there.
             try:
-                shards = set(
-                    json.loads((snapshot / indexes[0]).read_bytes())["weight_map"].values()
-                )
+                shards = set(load_json((snapshot / indexes[0]).read_bytes())["weight_map"].values())
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 return None
             if not shards or not shards <= set(files):

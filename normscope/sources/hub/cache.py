@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from normscope.sources.hub.spec import COMMIT, HubFile
+from normscope.sources.jsonload import load_json
 
 _SAFE_KEY = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]{0,127}")
 
@@ -128,7 +129,7 @@ class HubCache:
         if data is None:
             return None
         try:
-            files = [HubFile(f["name"], int(f["size"]), str(f["etag"])) for f in json.loads(data)]
+            files = [HubFile(f["name"], int(f["size"]), str(f["etag"])) for f in load_json(data)]
         except (ValueError, KeyError, TypeError):
             return None
         return {f.name: f for f in files}
