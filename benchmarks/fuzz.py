@@ -79,7 +79,7 @@ def _header_obj(raw: bytes) -> tuple[dict[str, Any], bytes] | None:
     _, header, data = _split(raw)
     try:
         obj = json.loads(header)
-    except ValueError:
+    except (ValueError, RecursionError):  # a file an earlier mutation broke
         return None
     return (obj, data) if isinstance(obj, dict) else None
 
@@ -161,7 +161,7 @@ def _mutate_shard(rng: random.Random, raw: bytes, kind: str) -> bytes:
 def _mutate_json_file(rng: random.Random, raw: bytes, index: bool) -> bytes:
     try:
         obj = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # a file an earlier mutation broke
         return raw
     op = rng.randrange(6)
     if op == 0:

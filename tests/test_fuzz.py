@@ -185,7 +185,9 @@ _MUTATIONS = st.lists(
 def mutate(data: bytes, steps: list[tuple[str, int]], payload: bytes) -> bytes:
     out = bytearray(data)
     for kind, at in steps:
-        at %= max(1, len(out))
+        if not out:
+            break
+        at %= len(out)
         if kind == "flip":
             out[at] ^= 1 << (at % 8)
         elif kind == "cut":
