@@ -295,15 +295,20 @@ def test_a_2_to_the_24_element_norm_is_measured_in_bounded_memory(tmp_path: Path
     assert code == 0 and seconds < 15 and mb < 1200, (code, seconds, mb)
 
 
-def test_loader_cost_is_linear(tmp_path: Path) -> None:
-    # 200k tensors' worth of header: the pre-scan never goes quadratic or recursive.
+def test_loader_cost_stays_near_json_loads() -> None:
+    # 200k tensors' worth of header: the pre-scan never goes quadratic or recursive. Relative to
+    # json.loads on the same bytes, so that a loaded machine does not fail it.
     entry = (
         b'"model.layers.%d.mlp.weight":{"dtype":"BF16","shape":[4096,4096],"data_offsets":[0,0]}'
     )
     raw = b"{" + b",".join(entry % i for i in range(200_000)) + b"}"
     started = time.perf_counter()
+    json.loads(raw)
+    plain = time.perf_counter() - started
+    started = time.perf_counter()
     assert len(load_json(raw, strict=True)) == 200_000
-    assert time.perf_counter() - started < 3.0
+    bounded = time.perf_counter() - started
+    assert bounded < 3 * plain + 0.5, (bounded, plain)
 
 
 def test_open_checkpoint_on_odd_bytes_raises_only_source_errors(tmp_path: Path) -> None:
