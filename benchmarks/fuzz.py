@@ -196,21 +196,30 @@ def build_case(rng: random.Random, seed: Path, folder: Path) -> None:
     shards = sorted(folder.glob("*.safetensors"))
     for _ in range(rng.randint(1, 3)):
         kind = rng.choice(MUTATIONS)
-        if kind in ("index", "config"):
-            name = "config.json" if kind == "config" else "model.safetensors.index.json"
-            path = folder / name
-            if path.exists():
-                path.write_bytes(_mutate_json_file(rng, path.read_bytes(), kind == "index"))
-        elif kind == "name" and shards:
-            shard = rng.choice(shards)
-            new = folder / rng.choice(ODD_NAMES)
-            if rng.random() < 0.3:
-                new = folder / os.fsdecode(b"\xff" + rng.choice([b"", b"1"]) + b".safetensors")
-            shard.rename(new)
-            shards = sorted(folder.glob("*.safetensors"))
-        elif shards:
-            shard = rng.choice(shards)
-            shard.write_bytes(_mutate_shard(rng, shard.read_bytes(), kind))
+        try:
+            shards = _apply(rng, kind, folder, shards)
+        except Exception:  # the mutator met a file an earlier mutation broke: skip it
+            continue
+
+
+def _apply(rng: random.Random, kind: str, folder: Path, shards: list[Path]) -> list[Path]:
+    """Apply one mutation of `kind`; return the shards as they are named now."""
+    if kind in ("index", "config"):
+        name = "config.json" if kind == "config" else "model.safetensors.index.json"
+        path = folder / name
+        if path.exists():
+            path.write_bytes(_mutate_json_file(rng, path.read_bytes(), kind == "index"))
+    elif kind == "name" and shards:
+        shard = rng.choice(shards)
+        new = folder / rng.choice(ODD_NAMES)
+        if rng.random() < 0.3:
+            new = folder / os.fsdecode(b"\xff" + rng.choice([b"", b"1"]) + b".safetensors")
+        shard.rename(new)
+        shards = sorted(folder.glob("*.safetensors"))
+    elif shards:
+        shard = rng.choice(shards)
+        shard.write_bytes(_mutate_shard(rng, shard.read_bytes(), kind))
+    return shards
 
 
 # --- running one case -----------------------------------------------------------------------------
