@@ -71,21 +71,44 @@ def decode(dtype: str, data: bytes) -> np.ndarray | None:
     return None
 
 
+_CHUNK = 1 << 20
+"""Elements scanned at once when looking for the first few indices of a mask."""
+
+
+def _first_indices(mask: np.ndarray, count: int) -> list[int]:
+    """The first `count` indices where `mask` is true, in chunks: memory stays O(chunk), not O(n)
+    (np.flatnonzero of a mostly-true mask of 2^24 elements allocates 128 MB)."""
+    out: list[int] = []
+    for start in range(0, mask.size, _CHUNK):
+        hits = np.flatnonzero(mask[start : start + _CHUNK])[: count - len(out)]
+        out.extend(int(i) + start for i in hits)
+        if len(out) == count:
+            break
+    return out
+
+
 def _outliers(gain: np.ndarray) -> tuple[Outlier, ...]:
+    """The MAX_OUTLIERS channels farthest from the median, largest first, ties by channel index.
+
+    NOTE: O(n) time and O(n) memory in float64 temporaries whatever the values: ties (a norm of
+    2^24 equal values, a sparse file's zeros) never reach a Python-level sort, which used to
+    take 3.2 GB and 9.6 s there.
+    """
     finite = np.isfinite(gain)
     if not finite.all():
         # The channels to look at first are the broken ones.
-        bad = np.flatnonzero(~finite)[:MAX_OUTLIERS]
-        return tuple(Outlier(int(i), float(gain[i])) for i in bad)
+        return tuple(Outlier(i, float(gain[i])) for i in _first_indices(~finite, MAX_OUTLIERS))
     deviation = np.abs(gain - np.median(gain))
     if deviation.size > MAX_OUTLIERS:
-        # The top-k by partition (O(n)), then ordered exactly as a stable full sort would:
-        # largest deviation first, ties by channel index.
-        kth = np.partition(deviation, -MAX_OUTLIERS)[-MAX_OUTLIERS]
-        candidates = np.flatnonzero(deviation >= kth)
+        # The top-k by partition (O(n)): every channel above the k-th largest deviation (fewer
+        # than k), then the first channels that tie with it.
+        kth = float(np.partition(deviation, -MAX_OUTLIERS)[-MAX_OUTLIERS])
+        candidates = np.flatnonzero(deviation > kth).tolist()
+        if kth > 0:
+            candidates += _first_indices(deviation == kth, MAX_OUTLIERS - len(candidates))
     else:
-        candidates = np.arange(deviation.size)
-    order = sorted(candidates.tolist(), key=lambda i: (-deviation[i], i))[:MAX_OUTLIERS]
+        candidates = list(range(deviation.size))
+    order = sorted(candidates, key=lambda i: (-deviation[i], i))[:MAX_OUTLIERS]
     return tuple(Outlier(int(i), float(gain[i])) for i in order if deviation[i] > 0)
 
 

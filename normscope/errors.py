@@ -7,14 +7,30 @@ on stderr.
 
 from __future__ import annotations
 
+import re
+
+# C0/C1 controls (a newline would split the one `Error:` line; ESC starts a terminal sequence)
+# and lone surrogates (from a non-UTF-8 file name or a JSON escape; no encoder writes them).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters and lone surrogates escaped (`\\n`, `\\x1b`, `\\udcff`).
+
+    Names in messages come from the input (tensor names, file names, config keys): escaped here,
+    every message is one line that any stream can encode.
+    """
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
 
 class NormscopeError(Exception):
     """Base class: nothing could be analysed because of the input."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        message = printable(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = None if hint is None else printable(hint)
 
 
 class SourceError(NormscopeError):

@@ -32,6 +32,7 @@ import hashlib
 import json
 import re
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -126,6 +127,18 @@ class Fault:
     """Close the connection after this many body bytes."""
     times: int | None = None
     """How many requests it applies to (None: all)."""
+    reset: bool = False
+    """With break_after: abort the connection (TCP RST) instead of closing it (FIN)."""
+    stall: float = 0.0
+    """With break_after: after that many bytes, send nothing for this many seconds (or until
+    the server stops), then close."""
+    override: dict[str, str] = field(default_factory=dict)
+    """Headers to send instead of the true ones (a wrong ETag, Content-Range, X-Repo-Commit)."""
+    ignore_range: bool = False
+    """Answer a ranged request with the whole file (200), as a server without Range support."""
+    commit: str | None = None
+    """On /resolve/: serve the file of this commit whatever the URL names (a repo that moved
+    under a mirror or cache that ignores the revision)."""
 
 
 class FakeHub:
@@ -143,6 +156,8 @@ class FakeHub:
         self._servers: list[ThreadingHTTPServer] = []
         self.endpoint = ""
         self.cdn = ""
+        self.stopping = threading.Event()
+        """Set by stop(): stalled answers give up at once."""
 
     # --- content ----------------------------------------------------------------------------------
 
@@ -220,6 +235,12 @@ class FakeHub:
         """Close the connection after `nbytes` body bytes of matching requests."""
         self.faults.append(Fault(re.compile(pattern), break_after=nbytes, times=times))
 
+    def inject(self, pattern: str, times: int | None = None, **what: Any) -> Fault:
+        """Add a fault of any kind (see `Fault`) for requests matching `pattern`."""
+        fault = Fault(re.compile(pattern), times=times, **what)
+        self.faults.append(fault)
+        return fault
+
     def _fault(self, key: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
@@ -278,6 +299,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         for server in self._servers:
             server.shutdown()
             server.server_close()
@@ -371,6 +393,7 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "FakeHub/1.0"
+        fault: Fault | None = None
 
         def log_message(self, format: str, *args: Any) -> None:  # silence stderr
             pass
@@ -396,9 +419,11 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             headers: Mapping[str, str] | None = None,
             head: bool = False,
             break_after: int | None = None,
+            fault: Fault | None = None,
         ) -> None:
             self.send_response(status)
-            for key, value in (headers or {}).items():
+            headers = {**(headers or {}), **(fault.override if fault is not None else {})}
+            for key, value in headers.items():
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -409,6 +434,15 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                     self.wfile.flush()
                     written = break_after
                     self.close_connection = True
+                    if fault is not None and fault.stall:
+                        hub.stopping.wait(fault.stall)
+                    if fault is not None and fault.reset:
+                        # SO_LINGER 0: close() sends RST, not FIN.
+                        with suppress(OSError):
+                            self.connection.setsockopt(
+                                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                            )
+                            self.connection.close()
                     # NOTE: shut the socket down now, so the client sees a short body at once.
                     with suppress(OSError):
                         self.connection.shutdown(socket.SHUT_RDWR)
@@ -462,6 +496,7 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                     **fault.headers,
                 )
                 return
+            self.fault = fault
             brk = fault.break_after if fault is not None else None
             parts = [unquote(p) for p in split.path.split("/")[1:]]
             query = parse_qs(split.query)
@@ -525,6 +560,8 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                 return
             repo = hub.repos[repo_id]
             commit = repo.resolve(revision)
+            if self.fault is not None and self.fault.commit is not None:
+                commit = self.fault.commit
             if commit is None:
                 self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head)
                 return
@@ -548,6 +585,7 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                         "X-Linked-Size": str(len(blob.data)),
                     },
                     head,
+                    fault=self.fault,
                 )
                 return
             self._bytes(blob.data, {**common, "ETag": f'"{blob.oid}"'}, head, brk, gzip_ok=True)
@@ -577,6 +615,8 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                 **headers,
             }
             span = _parse_range(self.headers.get("Range"), len(data))
+            if self.fault is not None and self.fault.ignore_range:
+                span = None
             if span == "bad":
                 self._send(416, b"", {**headers, "Content-Range": f"bytes */{len(data)}"}, head)
             elif span is None:
@@ -584,12 +624,12 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                 if gzip_ok and "gzip" in self.headers.get("Accept-Encoding", ""):
                     data = gzip.compress(data, mtime=0)
                     headers["Content-Encoding"] = "gzip"
-                self._send(200, data, headers, head, brk)
+                self._send(200, data, headers, head, brk, self.fault)
             else:
                 assert isinstance(span, tuple)
                 start, end = span
                 headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
-                self._send(206, data[start:end], headers, head, brk)
+                self._send(206, data[start:end], headers, head, brk, self.fault)
 
     return Handler
 

@@ -15,7 +15,7 @@ from normscope import arch
 from normscope.arch.classify import _select  # the name-based family choice
 from normscope.arch.resolve import Tables, candidates, parse_all
 from normscope.arch.rules import RuleIndex
-from normscope.errors import ConfigError
+from normscope.errors import ArchError, ConfigError
 from normscope.scanner import ScanOptions
 from normscope.schema import Module, Parametrization, Role, TensorRef
 
@@ -216,17 +216,21 @@ def test_builtin_tables_round_trip_through_the_rules_format(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("digits", [7, 30, 5000])
-def test_absurd_layer_index_is_skipped_with_a_warning(digits: int) -> None:
+def test_an_absurd_layer_index_refuses_the_checkpoint(digits: int) -> None:
+    # Skipping the norm would make a silently partial report: the checkpoint is refused, naming
+    # the tensor, and the number is never converted (a 5,000-digit int() raises ValueError).
     huge = "9" * digits
     names = {
         "model.layers.0.input_layernorm.weight": (H,),
         f"model.layers.{huge}.input_layernorm.weight": (H,),
         "model.norm.weight": (H,),
     }
-    c = arch.classify({n: ref(n, s) for n, s in names.items()}, {"model_type": "llama"})
-    assert len(c.norms) == 2
-    assert c.skipped == [f"model.layers.{huge}.input_layernorm.weight"]
-    assert any("skipped 'model.layers.9" in w and f"{digits} digits" in w for w in c.warnings)
+    with pytest.raises(ArchError) as info:
+        arch.classify({n: ref(n, s) for n, s in names.items()}, {"model_type": "llama"})
+    assert info.value.message == (
+        f"tensor 'model.layers.{huge}.input_layernorm.weight' has a layer index of {digits} "
+        "digits: far beyond any model's layers, not a checkpoint normscope can read"
+    )
 
 
 def test_unicode_digits_are_not_indices() -> None:

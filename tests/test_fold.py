@@ -595,7 +595,7 @@ def _start_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, directory: Path)
     from huggingface_hub import constants
     from huggingface_hub.utils import close_session
 
-    from normscope.sources.hub import remote as hubremote
+    from normscope.sources.hub import retry as hubremote
 
     server = FakeHub().start()
     server.add_repo("org/ds-fold", directory)

@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from normscope.sources.hub import (
     with_revision,
 )
 from normscope.sources.hub import reader as hubreader
-from normscope.sources.hub import remote as hubremote
+from normscope.sources.hub import retry as hubremote
 
 runner = CliRunner()
 DS, LLAMA = "org/deepseek-mini", "org/llama-mini"
@@ -689,7 +690,7 @@ def test_rate_limited(hub: FakeHub, where: str) -> None:
     assert "429" in line
 
 
-def test_server_errors_are_retried_by_the_library(hub: FakeHub, llama_dir_hub: Path) -> None:
+def test_server_errors_are_retried(hub: FakeHub, llama_dir_hub: Path) -> None:
     hub.fail("GET cdn:/blobs/", 503, times=2)
     hub.fail("GET hub:/api/models", 502, times=1)
     report = normscope.scan(LLAMA)
@@ -699,12 +700,12 @@ def test_server_errors_are_retried_by_the_library(hub: FakeHub, llama_dir_hub: P
     hubmod.clear_cache()
     hub.fail("GET cdn:/blobs/", 503)
     result = invoke("scan", LLAMA)
-    # The library logs its retries on stderr too; normscope adds one error line.
-    assert result.exit_code == 2 and result.stdout == "" and "Traceback" not in result.stderr
-    assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == [
-        f"Error: the Hub answered HTTP 503 while reading model.safetensors ({LLAMA}@main)"
+    # normscope retries quietly (the library's retry log lines stay out): one error, one hint.
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"Error: the Hub answered HTTP 503 while reading model.safetensors ({LLAMA}@main)",
+        "Hint: retry later",
     ]
-    assert "Hint: retry later" in result.stderr
 
 
 def test_a_transfer_that_keeps_breaking_is_an_error_and_writes_nothing(
@@ -875,3 +876,265 @@ def test_real_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert report.io.bytes_transferred < 0.01 * report.io.bytes_total
     again = normscope.scan("sentence-transformers/all-MiniLM-L6-v2")
     assert again.io.requests == 1
+
+
+# --- faults (issue #12): exit code, the exact stderr lines, and the cache afterwards ------------
+
+
+def cache_files() -> list[str]:
+    """What normscope's cache holds (relative paths; CACHEDIR.TAG left out)."""
+    root = Path(os.environ["NORMSCOPE_CACHE"])
+    if not root.is_dir():
+        return []
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and p.name != "CACHEDIR.TAG"
+    )
+
+
+def stderr_lines(result: Result) -> list[str]:
+    assert result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()
+
+
+def llama_size(llama_dir_hub: Path) -> int:
+    return (llama_dir_hub / "model.safetensors").stat().st_size
+
+
+W = f"({LLAMA}@main)"
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_a_server_error_once_is_retried_quietly_and_counted(
+    hub: FakeHub, llama_dir_hub: Path, status: int
+) -> None:
+    hub.fail("GET cdn:/blobs/", status, times=1)
+    hub.fail("GET hub:/api/models", status, times=1)
+    result = invoke("scan", LLAMA, "-f", "json")
+    assert result.exit_code == 0 and result.stderr == "", result.stderr  # no stray lines
+    io = json.loads(result.stdout)["io"]
+    assert io["requests"] == hub.requests  # the retried requests included
+    assert [s.status for s in hub.served].count(status) == 2
+    assert any(p.startswith("models--org--llama-mini/headers/") for p in cache_files())
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_a_server_error_always_is_one_line_and_caches_nothing(hub: FakeHub, status: int) -> None:
+    hub.fail("GET cdn:/blobs/", status)
+    result = invoke("scan", LLAMA)
+    assert result.exit_code == 2
+    assert stderr_lines(result) == [
+        f"Error: the Hub answered HTTP {status} while reading model.safetensors {W}",
+        "Hint: retry later",
+    ]
+    assert [s.status for s in hub.served if s.server == "cdn"] == [status] * (hubremote.RETRIES + 1)
+    assert cache_files() == []
+
+
+def test_429_with_retry_after(hub: FakeHub) -> None:
+    hub.fail("GET cdn:/blobs/", 429, headers={"Retry-After": "7"})
+    result = invoke("scan", LLAMA)
+    assert result.exit_code == 2
+    assert stderr_lines(result) == [
+        f"Error: the Hub rate-limited these requests (HTTP 429) while reading model.safetensors "
+        f"{W}",
+        "Hint: retry in about 7 s; to get higher limits, log in with `hf auth login` or set "
+        "HF_TOKEN",
+    ]
+    assert len([s for s in hub.served if s.server == "cdn"]) == 1  # reported, not waited out
+    assert cache_files() == []
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (
+            401,
+            [
+                f"Error: the Hub refused the token (HTTP 401) {W}",
+                "Hint: log in with `hf auth login` or set HF_TOKEN again: the token is invalid "
+                "or expired",
+            ],
+        ),
+        (403, [f"Error: the Hub answered HTTP 403 while reading model.safetensors {W}"]),
+    ],
+)
+def test_401_403_from_the_cdn(hub: FakeHub, status: int, expected: list[str]) -> None:
+    hub.fail("GET cdn:/blobs/", status)
+    result = invoke("scan", LLAMA)
+    assert result.exit_code == 2
+    assert stderr_lines(result) == expected
+    # Refused right after /resolve/ redirected there: no second try, no retries.
+    assert [s.status for s in hub.served if s.server == "cdn"] == [status]
+    assert cache_files() == []
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "short-body"])
+def test_a_body_that_always_breaks(hub: FakeHub, llama_dir_hub: Path, reset: bool) -> None:
+    hub.inject("GET cdn:/blobs/", break_after=4, reset=reset)
+    result = invoke("scan", LLAMA)
+    assert result.exit_code == 2
+    lines = stderr_lines(result)
+    assert len(lines) == 2, lines
+    assert re.fullmatch(
+        rf"Error: the transfer of model\.safetensors broke after \d+ of \d+ bytes and "
+        rf"{hubremote.RETRIES} retries: .+ \({re.escape(LLAMA)}@main\)",
+        lines[0],
+    ), lines[0]
+    assert lines[1] == "Hint: check the connection and run again"
+    assert cache_files() == []
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "short-body"])
+def test_a_body_that_breaks_once_is_resumed(hub: FakeHub, llama_dir_hub: Path, reset: bool) -> None:
+    hub.inject(r"GET cdn:/blobs/\S+ bytes=8-", break_after=100, reset=reset, times=1)
+    result = invoke("scan", LLAMA, "-f", "json")
+    assert result.exit_code == 0 and result.stderr == "", result.stderr
+    assert json.loads(result.stdout)["io"]["requests"] == hub.requests
+    resumed = [s for s in hub.served if s.range and s.range.startswith("bytes=108-")]
+    assert len(resumed) == 1
+
+
+def test_a_server_that_ignores_range(hub: FakeHub, llama_dir_hub: Path) -> None:
+    hub.inject("GET cdn:/blobs/", ignore_range=True)
+    result = invoke("scan", LLAMA)
+    assert result.exit_code == 2
+    assert stderr_lines(result) == [
+        "Error: the server answered a ranged request for model.safetensors with HTTP 200: "
+        f"normscope will not download the whole file {W}",
+        "Hint: if HF_ENDPOINT points at a mirror, make it honour Range requests, or download "
+        f"the model with `hf download {LLAMA}` and scan it from the HF cache",
+    ]
+    assert cache_files() == []
+
+
+def test_a_wrong_content_range(hub: FakeHub, llama_dir_hub: Path) -> None:
+    size = llama_size(llama_dir_hub)
+    hub.inject("GET cdn:/blobs/", override={"Content-Range": f"bytes 1-8/{size}"})
+    result = invoke("scan", LLAMA)
+    assert result.exit_code == 2
+    assert stderr_lines(result) == [
+        f"Error: unexpected Content-Range 'bytes 1-8/{size}' for bytes 0-7 of model.safetensors "
+        f"({size} bytes): the file changed or the server is not a Hub"
+    ]
+    assert cache_files() == []
+
+
+def test_a_stalled_body_fails_within_the_timeout(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NORMSCOPE_HUB_TIMEOUT", "1.5")
+    hub.inject("GET cdn:/blobs/", break_after=4, stall=60)
+    started = time.monotonic()
+    result = invoke("scan", LLAMA)
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 2
+    assert stderr_lines(result) == [
+        f"Error: no complete answer for model.safetensors within 1.5 s (4 of 8 bytes): the "
+        f"transfer stalled {W}",
+        "Hint: check the connection and run again; NORMSCOPE_HUB_TIMEOUT sets the limit in seconds",
+    ]
+    assert 1.5 <= elapsed < 6, elapsed
+    assert cache_files() == []
+    monkeypatch.setenv("NORMSCOPE_HUB_TIMEOUT", "soon")
+    assert stderr_lines(invoke("scan", LLAMA)) == [
+        "Error: NORMSCOPE_HUB_TIMEOUT must be a positive number of seconds, not 'soon'",
+        "Hint: unset NORMSCOPE_HUB_TIMEOUT for the default of 60 s",
+    ]
+
+
+def test_an_etag_change_is_an_error_and_caches_nothing(hub: FakeHub) -> None:
+    other = "ab" * 32
+    hub.inject(
+        rf"GET hub:/{LLAMA}/resolve/\w+/model.safetensors",
+        override={"X-Linked-Etag": f'"{other}"'},
+    )
+    result = invoke("scan", LLAMA)
+    assert result.exit_code == 2
+    commit = hub.repos[LLAMA].branches["main"]
+    sha = hub.repos[LLAMA].commits[commit]["model.safetensors"].sha256
+    assert stderr_lines(result) == [
+        f"Error: the Hub served model.safetensors with etag {other[:12]}, but the file list of "
+        f"commit {commit[:12]} gives {sha[:12]}: the file changed during the scan, or a proxy "
+        f"serves another version {W}",
+        "Hint: run again; nothing from this scan was cached",
+    ]
+    # The redirect was followed (8 bytes), but nothing read from it was used or kept.
+    assert len([s for s in hub.served if s.server == "cdn"]) == 1
+    assert cache_files() == []
+
+
+def test_a_commit_change_mid_scan_is_an_error_and_caches_nothing(
+    hub: FakeHub, ds_v2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = hub.repos[DS].branches["main"]
+    new = hub.add_commit(DS, ds_v2_dir, branch=None)
+    # The second shard's /resolve/ answers with the other commit's file (a proxy that ignores the
+    # revision, or the Hub between two pushes).
+    hub.inject(rf"GET hub:/{DS}/resolve/\w+/model-00002", commit=new)
+    result = invoke("scan", DS)
+    assert result.exit_code == 2
+    assert stderr_lines(result) == [
+        f"Error: the Hub served model-00002-of-00003.safetensors of commit {new[:12]}, not of "
+        f"{old[:12]} whose file list this scan read: the repo changed during the scan, or a "
+        f"proxy ignores the revision ({DS}@main)",
+        "Hint: run again to scan the new commit; nothing from this scan was cached",
+    ]
+    assert cache_files() == []
+    # Every request named the commit, never the branch.
+    resolves = [s.path for s in hub.served if "/resolve/" in s.path]
+    assert resolves and all(f"/resolve/{old}/" in p for p in resolves)
+    # And so a later offline scan pinned to the old commit finds nothing to trust.
+    offline(monkeypatch)
+    assert_clean_failure(invoke("scan", f"{DS}@{old}"), "offline (HF_HUB_OFFLINE=1)")
+
+
+def test_a_commit_change_after_the_headers_removes_what_the_scan_cached(
+    hub: FakeHub, ds_v2_dir: Path
+) -> None:
+    new = hub.add_commit(DS, ds_v2_dir, branch=None)
+    # The headers arrive; then the CDN refuses the norm reads (an expired signed URL): normscope
+    # goes through /resolve/ again, which now serves the other commit.
+    hub.fail(r"GET cdn:/blobs/\S+ bytes=(?!0-)", 403, times=1)
+    hub.inject(rf"GET hub:/{DS}/resolve/", commit=new)
+    hub.faults[-1].times = None
+    calls = {"n": 0}
+    original = hub._fault
+
+    def later(key: str) -> Any:  # the commit fault only after the three header resolves
+        if "/resolve/" in key:
+            calls["n"] += 1
+            if calls["n"] <= 3:
+                return None
+        return original(key)
+
+    hub._fault = later  # type: ignore[method-assign]
+    result = invoke("scan", DS)
+    assert result.exit_code == 2
+    lines = stderr_lines(result)
+    assert lines[0].startswith("Error: the Hub served model-0000") and "of commit" in lines[0]
+    assert cache_files() == []
+
+
+def test_hub_logging_is_quiet_unless_verbose(
+    hub: FakeHub, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    log = logging.getLogger("huggingface_hub.utils._http")
+    level = logging.getLogger("huggingface_hub").level
+    with hubmod.quiet_hub_logging():
+        log.warning("Retrying in 1s [Retry 1/5].")
+    assert caplog.records == []
+    assert logging.getLogger("huggingface_hub").level == level  # restored
+    for verbose in (True, None):
+        if verbose is None:
+            monkeypatch.setenv("NORMSCOPE_VERBOSE", "1")
+        hubmod.set_verbose(verbose)
+        try:
+            with hubmod.quiet_hub_logging():
+                log.warning("Retrying in 1s [Retry 1/5].")
+        finally:
+            hubmod.set_verbose(None)
+    assert [r.getMessage() for r in caplog.records] == ["Retrying in 1s [Retry 1/5]."] * 2

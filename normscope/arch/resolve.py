@@ -27,6 +27,7 @@ from normscope.arch.vocab import (
     container_words,
     mtp_local,
 )
+from normscope.errors import ArchError
 from normscope.schema import Group, Module, NormInfo, Parametrization, Role, TensorRef
 
 STD = Parametrization.standard
@@ -171,8 +172,12 @@ def parse_all(
         try:
             out.append(Parsed(name, base, *cache.parse(base)))
         except IndexTooLong as exc:
-            skipped.append(name)
-            warnings.append(exc.message)
+            # A report without this norm would be silently partial: refuse the checkpoint.
+            raise ArchError(
+                f"tensor '{name}' has a layer index of {exc.digits} digits: far beyond any "
+                "model's layers, not a checkpoint normscope can read",
+                hint="is the file corrupt, or was the name mangled by a conversion?",
+            ) from None
     return out
 
 

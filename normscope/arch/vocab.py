@@ -49,12 +49,16 @@ VISION_ROOTS = frozenset(
 # Last components of the norms that mark a trunk layer as an MTP module (DeepSeek-V3 layout).
 MTP_MARKERS = frozenset({"enorm", "hnorm", "shared_head"})
 MAX_INDEX_DIGITS = 6
-"""A layer or MTP index longer than this is no index normscope trusts: the tensor is skipped
-with a warning (`IndexTooLong`), never converted (a 5,000-digit int() raises ValueError)."""
+"""A layer or MTP index longer than this is no index normscope trusts: the checkpoint is
+refused (`IndexTooLong`), the number never converted (a 5,000-digit int() raises ValueError)."""
 
 
 class IndexTooLong(ArchError):
-    """A container index with more than MAX_INDEX_DIGITS digits: the tensor is skipped."""
+    """A container index with more than MAX_INDEX_DIGITS digits."""
+
+    def __init__(self, message: str, digits: int) -> None:
+        super().__init__(message)
+        self.digits = digits
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +119,7 @@ class SiteCache:
             return site, None
         number = _NUMBER.findall(base)[ordinal]
         if len(number) > MAX_INDEX_DIGITS:
-            raise IndexTooLong(_too_long(base, number))
+            raise IndexTooLong(_too_long(base, number), len(number))
         return site, int(number)
 
 
@@ -165,7 +169,7 @@ def _parse(
                 prev in block_words or prev.startswith("mtp") or prev in mtp_words
             ):
                 if len(part) > MAX_INDEX_DIGITS:
-                    raise IndexTooLong(_too_long(base, part))
+                    raise IndexTooLong(_too_long(base, part), len(part))
                 index, at, ordinal = int(part), len(out), numbers
                 out.append("0")
             numbers += 1

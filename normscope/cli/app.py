@@ -110,6 +110,7 @@ def _root(
     ] = False,
 ) -> None:
     """Are the normalization scale vectors in this checkpoint healthy?"""
+    out.escape_unencodable()
 
 
 def _scan_options(

@@ -69,6 +69,21 @@ def errors() -> Iterator[None]:
         fail("internal error in normscope (a bug): please report the traceback above", code=3)
 
 
+def escape_unencodable() -> None:
+    """Write what a stream cannot encode as backslash escapes instead of failing.
+
+    NOTE: names come from checkpoints: a file name that is not UTF-8 (`\\udcff` after
+    os.fsdecode), a lone surrogate in a config string. JSON escapes them itself (ensure_ascii);
+    every other format reaches the stream as text, and one unencodable character must never
+    turn a finished report into a traceback (issue #12, C3/C4): it is shown as `\\udcff`.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
 def warn(warnings: Sequence[str], quiet: bool) -> None:
     """One `Warning:` line each, unless quiet."""
     if quiet or not warnings:
@@ -105,7 +120,7 @@ def write_output(data: str | bytes, output: str | None, what: str = "output") ->
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise OutputError(f"output directory does not exist ({directory})")
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    raw = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
     except OSError as exc:
@@ -174,7 +189,7 @@ def emit_rich(build: TableBuilder, output: str | None, wide: bool = False) -> No
             console.print(r)
         return
     width = WIDE if wide else 120
-    with open(os.devnull, "w") as sink:
+    with open(os.devnull, "w", encoding="utf-8", errors="backslashreplace") as sink:
         recorder = Console(record=True, width=width, color_system=None, file=sink)
         for r in build(width):
             recorder.print(r)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Any
 from normscope.errors import SourceError
 from normscope.naming import natural_key
 from normscope.schema import TensorRef
+from normscope.sources.jsonload import JSONLimitError, load_json
 from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader, parse_header
 from normscope.sources.store import Checkpoint, Store
 
@@ -92,18 +92,23 @@ def open_layout(store: Store, source: str) -> Checkpoint:
     return Checkpoint(source, config, shards, tensors, store, warnings)
 
 
-def _load_json(data: bytes) -> Any:
-    return json.loads(data)
-
-
 def _read_config(store: Store, warnings: list[str]) -> dict[str, Any] | None:
+    """config.json as transformers reads it (the last of duplicate keys wins), within the
+    loader's limits: a config nested deeper than any model config, or holding a number of
+    hundreds of digits, is no config a tool wrote, and is refused rather than guessed around."""
     where = store.path("config.json")
     try:
         data = store.fetch("config.json")
         if data is None:
             return None
-        config = _load_json(data)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        config = load_json(data, duplicates=True)
+    except JSONLimitError as exc:
+        raise SourceError(
+            f"config.json is {exc}: not a model config ({where})",
+            hint="fix or remove config.json; without it the architecture is inferred from "
+            "the tensor names",
+        ) from None
+    except (OSError, ValueError) as exc:
         warnings.append(
             f"config.json is malformed ({exc}); the architecture is inferred from tensor names "
             f"({where})"
@@ -121,7 +126,7 @@ def _read_index(store: Store, name: str) -> dict[str, str]:
         data = store.fetch(name)
         if data is None:
             raise OSError(f"{name} vanished")
-        weight_map = _load_json(data)["weight_map"]
+        weight_map = load_json(data)["weight_map"]
         # The set of shard names is small; an unhashable value raises TypeError, caught below.
         if not isinstance(weight_map, dict) or not all(
             isinstance(v, str) for v in set(weight_map.values())
@@ -133,6 +138,12 @@ def _read_index(store: Store, name: str) -> dict[str, str]:
         raise SourceError(f"invalid shard index: {exc} ({store.path(name)})") from None
     # Per distinct name: the map has one entry per tensor (92k in DeepSeek-V3).
     normal = {v: os.path.normpath(v) for v in set(weight_map.values())}
+    for shard in normal.values():
+        if "/" in shard or "\\" in shard or shard in (".", ".."):
+            raise SourceError(
+                f"the index names shard '{shard}' outside the checkpoint's folder "
+                f"({store.path(name)})"
+            )
     if any(k != v for k, v in normal.items()):
         weight_map = {k: normal[v] for k, v in weight_map.items()}
     return weight_map

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,12 +34,11 @@ class LocalStore:
         return [p.name for p in self.directory.glob("*" + suffix) if p.is_file()]
 
     def size(self, name: str) -> int | None:
-        path = self.directory / name
-        return path.stat().st_size if path.is_file() else None
+        return _file_size(self.directory / name)
 
     def fetch(self, name: str) -> bytes | None:
         path = self.directory / name
-        if not path.is_file():
+        if _file_size(path) is None:
             return None
         data = path.read_bytes()
         self.counter.metadata_bytes += len(data)
@@ -64,6 +64,16 @@ class LocalStore:
         if any(child.is_dir() for child in self.directory.iterdir()):
             hint = "for a folder of checkpoints, use `normscope series`"
         return SourceError(f"no .safetensors files in directory ({self.directory})", hint=hint)
+
+
+def _file_size(path: Path) -> int | None:
+    """The size of a regular file; None for anything else, including a name no file system
+    takes (too long, or holding a NUL byte, as an index may name one)."""
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def pread_spans(

@@ -2,24 +2,31 @@
 
 NOTE: the header is parsed by hand because `safetensors.safe_open` does not expose a tensor's
 byte offsets (needed to read exactly its range and to count bytes) and its numpy framework refuses
-BF16. The checks below mirror the ones safetensors itself applies when it opens a file (header
-size limit, contiguous data_offsets that cover the data section exactly, sizes that match
-shape x dtype), so a file normscope accepts is one safetensors accepts.
+BF16. The checks below mirror the ones safetensors 0.8 applies when it opens a file (serde_json's
+rules, through `jsonload.load_json(strict=True)`; header size limit; known dtypes; u64 shapes and
+offsets; contiguous data_offsets that cover the data section exactly; sizes that match
+shape x dtype), so a file normscope accepts is one safetensors accepts, with one exception: a
+dtype name safetensors does not know yet (`_DTYPE_NAME`). tests/test_fuzz.py checks it.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from dataclasses import dataclass
 
 from normscope.errors import SourceError
 from normscope.schema import TensorRef
+from normscope.sources.jsonload import load_json
 
 # safetensors refuses headers above 100 MB (safetensors/src/tensor.rs MAX_HEADER_SIZE).
 MAX_HEADER_SIZE = 100_000_000
 
-# Size in bits of each safetensors dtype (safetensors/src/tensor.rs `Dtype::bitsize`).
+U64_MAX = 2**64 - 1
+"""safetensors reads shapes and offsets as usize (u64) and refuses sizes whose bits overflow it."""
+
+# Size in bits of each dtype safetensors 0.8 knows (safetensors/src/tensor.rs `Dtype`, `bitsize`);
+# it refuses any other dtype name ("unknown variant").
 DTYPE_BITS: dict[str, int] = {
     "BOOL": 8,
     "U8": 8,
@@ -27,6 +34,8 @@ DTYPE_BITS: dict[str, int] = {
     "F8_E4M3": 8,
     "F8_E5M2": 8,
     "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8,
+    "F8_E5M2FNUZ": 8,
     "F4": 4,
     "F6_E2M3": 6,
     "F6_E3M2": 6,
@@ -44,6 +53,10 @@ DTYPE_BITS: dict[str, int] = {
 }
 
 INDEX_SUFFIX = ".safetensors.index.json"
+# NOTE: the one documented difference from safetensors, which refuses a dtype it does not know:
+# normscope reads the other tensors of a checkpoint written with a newer dtype (and skips that
+# one with a warning), but only for a name shaped like safetensors' dtype names.
+_DTYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +75,10 @@ class ShardHeader:
 def parse_header(raw: bytes, shard: str, file_size: int) -> ShardHeader:
     """Parse and validate the JSON header `raw` (without its 8-byte length prefix).
 
-    Raises SourceError naming the shard (and tensor) for every inconsistency safetensors itself
-    would refuse, plus a truncated data section.
+    Raises SourceError naming the shard (and tensor) for every header safetensors itself refuses
+    (the property test in tests/test_fuzz.py holds normscope to it), plus a truncated data
+    section. Stricter than safetensors on purpose: a header must start with `{`, a tensor name
+    may appear once only (safetensors keeps the last), and no number may have over 308 digits.
     """
     header_len = len(raw)
     data_len = file_size - 8 - header_len
@@ -72,14 +87,16 @@ def parse_header(raw: bytes, shard: str, file_size: int) -> ShardHeader:
     if not raw[:1] == b"{":
         raise SourceError(f"not a safetensors file: header does not start with '{{' ({shard})")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = load_json(raw, strict=True)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
         raise SourceError(f"invalid safetensors header JSON: {exc} ({shard})") from None
     if not isinstance(obj, dict):
         raise SourceError(f"invalid safetensors header: not a JSON object ({shard})")
-    metadata = obj.pop("__metadata__", None) or {}
-    # safetensors requires a map of strings to strings (it refuses other values).
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+    metadata = obj.pop("__metadata__", None)
+    # safetensors requires null or a map of strings to strings (it refuses other values).
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict) or not all(type(v) is str for v in metadata.values()):
         raise SourceError(
             f"invalid safetensors header: __metadata__ is not an object of strings ({shard})"
         )
@@ -93,39 +110,61 @@ def parse_header(raw: bytes, shard: str, file_size: int) -> ShardHeader:
     for name, info in obj.items():
         try:
             dtype = info["dtype"]
-            shape = tuple(info["shape"])
-            begin, end = info["data_offsets"]
-            ok = type(dtype) is str and type(begin) is int and type(end) is int
+            shape = info["shape"]
+            offsets = info["data_offsets"]
+            ok = type(dtype) is str and type(shape) is list and type(offsets) is list
+            if ok:
+                begin, end = offsets
+                ok = type(begin) is int and type(end) is int and begin >= 0 and end <= U64_MAX
             for d in shape:
-                if type(d) is not int or d < 0:
+                if type(d) is not int or not 0 <= d <= U64_MAX:
                     ok = False
         except (TypeError, KeyError, ValueError):
             ok = False
         if not ok:
             raise SourceError(f"invalid header entry for tensor '{name}' ({shard})")
-        if not 0 <= begin <= end:
+        bits = DTYPE_BITS.get(dtype)
+        if bits is None and _DTYPE_NAME.fullmatch(dtype) is None:
+            raise SourceError(f"invalid dtype {dtype[:40]!a} of tensor '{name}' ({shard})")
+        if not begin <= end:
             raise SourceError(f"invalid data_offsets [{begin}, {end}] of tensor '{name}' ({shard})")
         if end > data_len:
             raise SourceError(
                 f"tensor '{name}' ends at byte {end} but the data section has {data_len} bytes: "
                 f"the file is truncated or its data_offsets are out of bounds ({shard})"
             )
-        bits = DTYPE_BITS.get(dtype)
-        if bits is not None:
+        if bits is not None:  # None: a dtype of a newer safetensors, of unknown size
             nbits = math.prod(shape) * bits
-            if nbits % 8 or nbits // 8 != end - begin:
+            if nbits > U64_MAX or (nbits == 0 and len(shape) > 2 and _overflows(shape, bits)):
                 raise SourceError(
-                    f"tensor '{name}' has shape {list(shape)} and dtype {dtype} "
-                    f"({nbits / 8:g} bytes) but data_offsets span {end - begin} bytes ({shard})"
+                    f"tensor '{name}' has shape {shape} and dtype {dtype}: more than 2^64 bits "
+                    f"({shard})"
+                )
+            if nbits % 8 or nbits // 8 != end - begin:
+                size = f"{nbits // 8} bytes" + (f" and {nbits % 8} bits" if nbits % 8 else "")
+                raise SourceError(
+                    f"tensor '{name}' has shape {shape} and dtype {dtype} ({size}) but "
+                    f"data_offsets span {end - begin} bytes ({shard})"
                 )
         if begin == position:
             position = end
         else:
             in_order = False
-        tensors[name] = TensorRef(name, shard, dtype, shape, base + begin, base + end)
+        tensors[name] = TensorRef(name, shard, dtype, tuple(shape), base + begin, base + end)
     if not (in_order and position == data_len):
         check_tiling(tensors, base, data_len, shard)
     return ShardHeader(shard, file_size, 8 + header_len, tensors, dict(metadata))
+
+
+def _overflows(shape: list[int], bits: int) -> bool:
+    """True when safetensors' left-to-right checked product of `shape` (then x bits) overflows
+    u64 before a zero dimension brings it back to 0 (`[2**40, 2**40, 0]` is refused)."""
+    n = 1
+    for d in shape:
+        n *= d
+        if n > U64_MAX:
+            return True
+    return n * bits > U64_MAX
 
 
 def check_tiling(tensors: dict[str, TensorRef], base: int, data_len: int, shard: str) -> None:

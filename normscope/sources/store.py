@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from normscope.errors import SourceError
+from normscope.errors import AnalysisError, SourceError
 from normscope.schema import TensorRef
 from normscope.sources.safetensors import ShardHeader
 
@@ -41,6 +41,13 @@ class ProgressTask(Protocol):
 
 ProgressFactory = Callable[[str, int], ProgressTask]
 """`factory(description, total)`: how a caller (the CLI) shows long transfers; None: quiet."""
+
+MAX_NORM_ELEMENTS = 1 << 24
+"""The widest norm normscope reads: 16.7M channels, 1,000x the widest model's hidden size (16,384
+for Llama-3-405B). A header may declare any shape (a sparse file costs nothing on disk); reading
+and measuring a norm costs ~40 bytes of memory per element, so this bounds one norm to ~0.7 GB."""
+MAX_READ_ELEMENTS = 1 << 25
+"""All tensors read at once (the norms of one checkpoint): 8x those of Llama-3-405B (4.1M)."""
 
 Span = tuple[int, int]
 """An absolute byte range [start, end) of a shard."""
@@ -117,7 +124,26 @@ class Checkpoint:
         return sum(s.size for s in self.shards)
 
     def read(self, refs: Sequence[TensorRef]) -> dict[str, bytes]:
-        """Read the bytes of each tensor in `refs` (and nothing else); return them by name."""
+        """Read the bytes of each tensor in `refs` (and nothing else); return them by name.
+
+        Refuses (AnalysisError) a tensor wider than MAX_NORM_ELEMENTS, and more than
+        MAX_READ_ELEMENTS in all, before reading anything: memory stays bounded whatever a
+        header declares.
+        """
+        total = 0
+        for ref in refs:
+            if ref.numel > MAX_NORM_ELEMENTS:
+                raise AnalysisError(
+                    f"tensor '{ref.name}' has {ref.numel} elements (shape {list(ref.shape)}): "
+                    f"wider than any model's norm (at most {MAX_NORM_ELEMENTS}); not read "
+                    f"({ref.shard})"
+                )
+            total += ref.numel
+        if total > MAX_READ_ELEMENTS:
+            raise AnalysisError(
+                f"the {len(refs)} norm tensors to read hold {total} elements in all, more than "
+                f"any model's norms (at most {MAX_READ_ELEMENTS}) ({self.source})"
+            )
         spans: dict[str, list[Span]] = {}
         for ref in refs:
             spans.setdefault(ref.shard, []).append((ref.start, ref.end))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import os
 import re
 from pathlib import Path
@@ -38,7 +37,16 @@ from normscope.sources.hub.cache import (
     folder_name,
 )
 from normscope.sources.hub.reader import HubStore
-from normscope.sources.hub.remote import HubUnreachable, Remote, RepoContext
+from normscope.sources.hub.remote import HubMismatch, HubUnreachable, Remote, RepoContext
+from normscope.sources.hub.retry import (
+    DEFAULT_TIMEOUT,
+    TIMEOUT_ENV,
+    VERBOSE_ENV,
+    hub_timeout,
+    is_verbose,
+    quiet_hub_logging,
+    set_verbose,
+)
 from normscope.sources.hub.spec import (
     COMMIT,
     HF_PREFIX,
@@ -48,22 +56,31 @@ from normscope.sources.hub.spec import (
     parse_hub_spec,
     with_revision,
 )
+from normscope.sources.jsonload import load_json
 from normscope.sources.layout import open_layout
 from normscope.sources.safetensors import INDEX_SUFFIX
 from normscope.sources.store import Checkpoint, ProgressFactory
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "HF_PREFIX",
+    "TIMEOUT_ENV",
+    "VERBOSE_ENV",
     "CacheEntry",
     "CacheSummary",
+    "HubMismatch",
     "HubSpec",
     "cache_root",
     "cache_summary",
     "clear_cache",
+    "hub_timeout",
+    "is_verbose",
     "list_hub_revisions",
     "looks_like_hub",
     "open_hub_checkpoint",
     "parse_hub_spec",
+    "quiet_hub_logging",
+    "set_verbose",
     "with_revision",
 ]
 
@@ -136,11 +153,21 @@ class _Opener:
                     f"{exc.message}; using the cached commit {self.ctx.commit[:12]} instead"
                 )
         store = HubStore(self.ctx, self.remote, listing, self.progress)
-        checkpoint = open_layout(store, f"{HF_PREFIX}{self.ctx.repo_id}@{self.ctx.commit}")
-        if fetched:
-            self.ctx.cache.set_manifest(self.ctx.commit, listing)
-            if self.ctx.revision != self.ctx.commit:
-                self.ctx.cache.set_ref(self.ctx.revision, self.ctx.commit)
+        cache = self.ctx.cache
+        cache.begin()  # nothing is written unless the whole open succeeds (see HubCache)
+        try:
+            checkpoint = open_layout(store, f"{HF_PREFIX}{self.ctx.repo_id}@{self.ctx.commit}")
+            if fetched:
+                cache.set_manifest(self.ctx.commit, listing)
+                if self.ctx.revision != self.ctx.commit:
+                    cache.set_ref(self.ctx.revision, self.ctx.commit)
+        except HubMismatch:
+            cache.discard(poison=True)
+            raise
+        except BaseException:
+            cache.discard()
+            raise
+        cache.commit()
         return checkpoint
 
     def _cached_revision(self) -> dict[str, HubFile] | None:
@@ -180,9 +207,7 @@ class _Opener:
         if indexes:
             # Partly downloaded (`hf download --include`)? Use it only when every shard is there.
             try:
-                shards = set(
-                    json.loads((snapshot / indexes[0]).read_bytes())["weight_map"].values()
-                )
+                shards = set(load_json((snapshot / indexes[0]).read_bytes())["weight_map"].values())
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 return None
             if not shards or not shards <= set(files):

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from normscope.sources.hub.spec import COMMIT, HubFile
+from normscope.sources.jsonload import load_json
 
 _SAFE_KEY = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]{0,127}")
 
@@ -74,12 +75,17 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 class HubCache:
-    """One repo's part of the normscope cache. Writes are atomic and best-effort.
+    """One repo's part of the normscope cache. Writes are atomic, transactional and best-effort.
 
     Layout under `<root>/models--org--name/`: `refs/<revision>` (a commit id),
     `manifests/<commit>.json` (the repo's top-level files with size and etag), `files/<etag>`
     (config.json, the index), `headers/<etag>` (8-byte length + JSON header of a shard),
     `ranges/<etag>/<start>-<end>` (byte ranges of a shard, absolute offsets).
+
+    NOTE: between `begin()` and `commit()` writes are staged in memory (headers and norms: a few
+    MB even for DeepSeek-V3), so that a scan that fails leaves nothing half-written, and a scan
+    that found the Hub disagreeing with itself (`discard(poison=True)`) leaves nothing at all:
+    what it committed earlier is removed too, and nothing more is written.
     """
 
     def __init__(self, root: Path, repo_id: str, warnings: list[str]) -> None:
@@ -88,8 +94,52 @@ class HubCache:
         self._warnings = warnings
         self._failed = False
         self._lock = threading.Lock()
+        self._staged: dict[Path, bytes] | None = None
+        self._created: list[Path] = []
+        """Files this scan committed that were not there before (removed by a poison)."""
+        self._poisoned = False
+
+    def begin(self) -> None:
+        """Stage writes from now on, until `commit` or `discard`."""
+        with self._lock:
+            if self._staged is None:
+                self._staged = {}
+
+    def commit(self) -> None:
+        """Write what was staged (then keep staging, for the next step of the scan)."""
+        with self._lock:
+            staged, self._staged = self._staged, ({} if self._staged is not None else None)
+            if self._poisoned or not staged:
+                return
+        for path, data in staged.items():
+            existed = path.exists()
+            if self._write(path, data) and not existed:
+                self._created.append(path)
+
+    def discard(self, poison: bool = False) -> None:
+        """Drop what was staged; with `poison`, also what this scan committed, for good."""
+        with self._lock:
+            if self._staged is not None:
+                self._staged = {}
+            if poison:
+                self._poisoned = True
+                created, self._created = self._created, []
+            else:
+                created = []
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def _put(self, path: Path, data: bytes) -> None:
+        with self._lock:
+            if self._poisoned:
+                return
+            if self._staged is not None:
+                self._staged[path] = data
+                return
+        self._write(path, data)
+
+    def _write(self, path: Path, data: bytes) -> bool:
         try:
             if not (self.root / "CACHEDIR.TAG").exists():
                 _write_atomic(
@@ -98,6 +148,7 @@ class HubCache:
                     b"# normscope cache of Hub headers and norm bytes: `normscope cache --clear`\n",
                 )
             _write_atomic(path, data)
+            return True
         except OSError as exc:
             with self._lock:
                 if not self._failed:
@@ -106,8 +157,12 @@ class HubCache:
                         f"cannot write the normscope cache ({exc.strerror}); nothing fetched is "
                         f"kept for the next run ({self.root})"
                     )
+            return False
 
     def _get(self, path: Path) -> bytes | None:
+        with self._lock:
+            if self._staged is not None and path in self._staged:
+                return self._staged[path]
         try:
             return path.read_bytes()
         except OSError:
@@ -128,7 +183,7 @@ class HubCache:
         if data is None:
             return None
         try:
-            files = [HubFile(f["name"], int(f["size"]), str(f["etag"])) for f in json.loads(data)]
+            files = [HubFile(f["name"], int(f["size"]), str(f["etag"])) for f in load_json(data)]
         except (ValueError, KeyError, TypeError):
             return None
         return {f.name: f for f in files}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,20 @@ from urllib.parse import urlsplit
 
 from normscope.errors import SourceError
 from normscope.sources.hub.cache import HubCache, folder_name
+from normscope.sources.hub.retry import (
+    RETRIES,
+    RETRY_STATUS,
+    TIMEOUT_ENV,
+    Attempts,
+    RetryStatus,
+    hub_timeout,
+    quiet_hub_logging,
+)
 from normscope.sources.hub.spec import HubFile
 from normscope.sources.store import ReadCounter
 
-RETRIES = 5
-"""Retries of a failed request (huggingface_hub's default), waiting RETRY_WAIT, doubled up to 8x."""
-RETRY_WAIT = 1.0
-# Statuses retried by the library's backoff. 429 is not: a rate limit is reported at once with
-# its reset time rather than waited out silently for minutes.
-_RETRY_STATUS = (408, 500, 502, 503, 504)
 _EXPIRED = (400, 401, 403, 404, 410)
+_ETAG = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 @dataclass
@@ -68,6 +71,10 @@ class HubUnreachable(SourceError):
     """The Hub could not be reached at all (the caches may still answer)."""
 
 
+class HubMismatch(SourceError):
+    """A `/resolve/` answer disagrees with the file list: another commit or another file."""
+
+
 class Remote:
     """Requests to the Hub: huggingface_hub's session, headers, backoff and error mapping.
 
@@ -78,7 +85,8 @@ class Remote:
         self.ctx = ctx
         self.lock = threading.Lock()
         self._headers: dict[str, str] | None = None
-        self._locations: dict[str, str] = {}
+        self._locations: dict[tuple[str, str], str] = {}
+        """Where each file's `/resolve/` redirected, by (name, etag): the CDN URL, checked."""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -98,117 +106,181 @@ class Remote:
             )
 
     def api(self, path: str, params: dict[str, Any]) -> Any:
-        """GET a JSON document from the Hub API (retries: the library's backoff)."""
+        """GET a JSON document from the Hub API (retried on 5xx and broken connections)."""
         from huggingface_hub import constants
-        from huggingface_hub.utils import hf_raise_for_status, http_backoff
+        from huggingface_hub.utils import close_session, get_session, hf_raise_for_status, httpx
 
         url = f"{constants.ENDPOINT}/{path}"
-        try:
-            response = http_backoff(
-                "GET",
-                url,
-                headers=self.headers,
-                params=params,
-                timeout=constants.HF_HUB_ETAG_TIMEOUT,
-                max_retries=RETRIES,
-                base_wait_time=RETRY_WAIT,
-                max_wait_time=8 * RETRY_WAIT,
-                retry_on_status_codes=_RETRY_STATUS,
-            )
-            self._count(response)
-            hf_raise_for_status(response)
-            return response.json()
-        except Exception as exc:
-            raise self.translate(exc, "the repo's file list") from None
+        what = "the repo's file list"
+        attempts = Attempts(hub_timeout())
+        with quiet_hub_logging():
+            while True:
+                try:
+                    response = get_session().get(
+                        url,
+                        headers=self.headers,
+                        params=params,
+                        timeout=attempts.io_timeout(constants.HF_HUB_ETAG_TIMEOUT),
+                    )
+                except httpx.TransportError as exc:
+                    if isinstance(exc, httpx.ConnectError):
+                        close_session()
+                    if attempts.expired:
+                        raise self._timed_out(what, attempts) from None
+                    if attempts.retry():
+                        continue
+                    raise self.translate(exc, what) from None
+                self._count(response)
+                if response.status_code in RETRY_STATUS and attempts.retry(_retry_after(response)):
+                    continue
+                try:
+                    hf_raise_for_status(response)
+                    return response.json()
+                except Exception as exc:
+                    raise self.translate(exc, what) from None
 
     def get(self, file: HubFile, start: int, end: int | None) -> bytes:
         """GET bytes [start, end) of `file` (end None: all of it), resuming a broken transfer.
 
-        Uses huggingface_hub's streaming backoff (retries on 5xx) and, as its own `http_get`
-        does, retries a body that breaks mid-way, from where it broke. Refuses a 200 answer to a
-        ranged request instead of downloading the whole file. A whole file (config, index) may
-        come gzip-encoded, as the Hub serves text files: the index of DeepSeek-V3 is 9 MB.
+        Retries 5xx answers and broken bodies (from where they broke, as huggingface_hub's own
+        `http_get` does), every try counted in `requests`, all within `hub_timeout()` seconds.
+        Checks every `/resolve/` hop against the file list (`_verify`) and reuses its redirect
+        target, keyed by the file's etag. Refuses a 200 answer to a ranged request instead of
+        downloading the whole file. A whole file (config, index) may come gzip-encoded, as the
+        Hub serves text files: the index of DeepSeek-V3 is 9 MB.
         """
         from huggingface_hub import constants, hf_hub_url
-        from huggingface_hub.utils import hf_raise_for_status, http_stream_backoff, httpx
+        from huggingface_hub.utils import close_session, get_session, hf_raise_for_status, httpx
 
         expected = (end if end is not None else file.size) - start
         buf = bytearray()
-        failures = 0
+        attempts = Attempts(hub_timeout())
         retried_resolve = False
-        while True:
-            location = self._locations.get(file.name)
-            url = location or hf_hub_url(self.ctx.repo_id, file.name, revision=self.ctx.commit)
-            headers = dict(self.headers)
-            if location is not None and _origin(location) != _origin(constants.ENDPOINT):
-                # A signed CDN URL: the token must not leave the Hub (httpx drops it on redirects).
-                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-            position = start + len(buf)
-            ranged = end is not None
-            if ranged:
-                headers["Range"] = f"bytes={position}-{start + expected - 1}"
-                headers["Accept-Encoding"] = "identity"  # CDNs may ignore Range on gzip answers
-            try:
-                with http_stream_backoff(
-                    "GET",
-                    url,
-                    headers=headers,
-                    timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
-                    max_retries=RETRIES,
-                    base_wait_time=RETRY_WAIT,
-                    max_wait_time=8 * RETRY_WAIT,
-                    retry_on_exceptions=(),
-                    retry_on_status_codes=_RETRY_STATUS,
-                ) as response:
+        key = (file.name, file.etag)
+        with quiet_hub_logging():
+            while True:
+                location = self._locations.get(key)
+                url = location or hf_hub_url(self.ctx.repo_id, file.name, revision=self.ctx.commit)
+                headers = dict(self.headers)
+                if location is not None and _origin(location) != _origin(constants.ENDPOINT):
+                    # A signed CDN URL: the token must not leave the Hub.
+                    headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                position = start + len(buf)
+                ranged = end is not None
+                if ranged:
+                    headers["Range"] = f"bytes={position}-{start + expected - 1}"
+                    headers["Accept-Encoding"] = "identity"  # CDNs may ignore Range on gzip
+                try:
+                    with get_session().stream(
+                        "GET",
+                        url,
+                        headers=headers,
+                        timeout=attempts.io_timeout(constants.HF_HUB_DOWNLOAD_TIMEOUT),
+                    ) as response:
+                        try:
+                            if response.status_code in RETRY_STATUS:
+                                response.read()
+                                raise RetryStatus(response)
+                            if response.status_code >= 400:
+                                response.read()
+                                hf_raise_for_status(response)
+                            self._verify(response, file)
+                            if ranged and response.status_code != 206:
+                                raise self._range_ignored(file, response.status_code)
+                            _check_content_range(response, position, expected - len(buf), file)
+                            if response.history:
+                                self._locations[key] = str(response.url)
+                            for chunk in response.iter_bytes():
+                                buf += chunk
+                                if len(buf) > expected:
+                                    raise SourceError(
+                                        f"the server sent more bytes of {file.name} than asked "
+                                        f"({self.ctx.where})"
+                                    )
+                                if attempts.expired and len(buf) < expected:
+                                    raise self._timed_out(file.name, attempts, len(buf), expected)
+                        finally:
+                            self._count(response)
+                    if len(buf) == expected:
+                        return bytes(buf)
+                    raise httpx.RemoteProtocolError(f"short body: {len(buf)} of {expected} bytes")
+                except SourceError:
+                    raise
+                except RetryStatus as status:
+                    if attempts.retry(_retry_after(status.response)):
+                        continue
                     try:
-                        if response.status_code >= 400:
-                            response.read()
-                            hf_raise_for_status(response)
-                        if ranged and response.status_code != 206:
-                            raise SourceError(
-                                f"the server answered a ranged request for {file.name} with HTTP "
-                                f"{response.status_code}: normscope will not download the whole "
-                                f"file ({self.ctx.where})",
-                                hint="if HF_ENDPOINT points at a mirror, make it honour Range "
-                                f"requests, or download the model with `hf download "
-                                f"{self.ctx.repo_id}` and scan it from the HF cache",
-                            )
-                        _check_content_range(response, position, expected - len(buf), file)
-                        if response.history:
-                            self._locations[file.name] = str(response.url)
-                        for chunk in response.iter_bytes():
-                            buf += chunk
-                            if len(buf) > expected:
-                                raise SourceError(
-                                    f"the server sent more bytes of {file.name} than asked "
-                                    f"({self.ctx.where})"
-                                )
-                    finally:
-                        self._count(response)
-                if len(buf) == expected:
-                    return bytes(buf)
-                raise httpx.RemoteProtocolError(f"short body: {len(buf)} of {expected} bytes")
-            except SourceError:
-                raise
-            except httpx.TransportError as exc:
-                if not ranged:
-                    buf.clear()  # a whole (maybe compressed) file restarts from its start
-                failures += 1
-                if failures > RETRIES:
+                        hf_raise_for_status(status.response)
+                    except Exception as exc:
+                        raise self.translate(exc, file.name) from None
+                    raise self.translate(status, file.name) from None
+                except httpx.TransportError as exc:
+                    if isinstance(exc, httpx.ConnectError):
+                        close_session()
+                    if not ranged:
+                        buf.clear()  # a whole (maybe compressed) file restarts from its start
+                    if attempts.expired:
+                        raise self._timed_out(file.name, attempts, len(buf), expected) from None
+                    if attempts.retry():
+                        continue
                     raise SourceError(
                         f"the transfer of {file.name} broke after {len(buf)} of {expected} bytes "
                         f"and {RETRIES} retries: {exc} ({self.ctx.where})",
-                        hint="check the connection and run again: what was fetched is cached",
+                        hint="check the connection and run again",
                     ) from None
-                time.sleep(min(RETRY_WAIT * 2 ** (failures - 1), 8 * RETRY_WAIT))
-            except Exception as exc:
-                status = _status(exc)
-                if location is not None and not retried_resolve and status in _EXPIRED:
-                    # The signed CDN URL expired or was refused: go through /resolve/ again.
-                    self._locations.pop(file.name, None)
-                    retried_resolve = True
-                    continue
-                raise self.translate(exc, file.name) from None
+                except Exception as exc:
+                    status_code = _status(exc)
+                    if location is not None and not retried_resolve and status_code in _EXPIRED:
+                        # The signed CDN URL expired or was refused: go through /resolve/ again.
+                        self._locations.pop(key, None)
+                        retried_resolve = True
+                        continue
+                    raise self.translate(exc, file.name) from None
+
+    def _verify(self, response: Any, file: HubFile) -> None:
+        """Check each `/resolve/` hop of `response` against the file list: the commit it served
+        (`X-Repo-Commit`) and the file's etag (`X-Linked-Etag` for LFS files, else `ETag`).
+
+        A header that is absent, or an etag that is no git or LFS hash, is not checked (mirrors,
+        weak etags); one that disagrees is a `HubMismatch`.
+        """
+        for hop in (*response.history, response):
+            if "/resolve/" not in hop.url.path:
+                continue
+            commit = hop.headers.get("X-Repo-Commit")
+            if commit is not None and commit.strip() != self.ctx.commit:
+                raise HubMismatch(
+                    f"the Hub served {file.name} of commit {commit.strip()[:12]}, not of "
+                    f"{self.ctx.commit[:12]} whose file list this scan read: the repo changed "
+                    f"during the scan, or a proxy ignores the revision ({self.ctx.where})",
+                    hint="run again to scan the new commit; nothing from this scan was cached",
+                )
+            etag = _etag(hop.headers.get("X-Linked-Etag") or hop.headers.get("ETag"))
+            if etag is not None and file.etag and etag != file.etag:
+                raise HubMismatch(
+                    f"the Hub served {file.name} with etag {etag[:12]}, but the file list of "
+                    f"commit {self.ctx.commit[:12]} gives {file.etag[:12]}: the file changed "
+                    f"during the scan, or a proxy serves another version ({self.ctx.where})",
+                    hint="run again; nothing from this scan was cached",
+                )
+
+    def _range_ignored(self, file: HubFile, status: int) -> SourceError:
+        return SourceError(
+            f"the server answered a ranged request for {file.name} with HTTP {status}: "
+            f"normscope will not download the whole file ({self.ctx.where})",
+            hint="if HF_ENDPOINT points at a mirror, make it honour Range requests, or download "
+            f"the model with `hf download {self.ctx.repo_id}` and scan it from the HF cache",
+        )
+
+    def _timed_out(
+        self, what: str, attempts: Attempts, got: int | None = None, expected: int | None = None
+    ) -> SourceError:
+        progress = "" if got is None else f" ({got} of {expected} bytes)"
+        return SourceError(
+            f"no complete answer for {what} within {attempts.timeout:g} s{progress}: the "
+            f"transfer stalled ({self.ctx.where})",
+            hint=f"check the connection and run again; {TIMEOUT_ENV} sets the limit in seconds",
+        )
 
     def translate(self, exc: Exception, what: str) -> SourceError:
         """One line and a next step for every way the Hub can fail."""
@@ -251,17 +323,19 @@ class Remote:
         if isinstance(exc, errors.HfHubHTTPError):
             status = _status(exc)
             if status == 429:
-                reset = None
+                reset: float | None = None
                 with contextlib.suppress(Exception):
                     from huggingface_hub.utils import parse_ratelimit_headers
 
                     info = parse_ratelimit_headers(exc.response.headers)
                     reset = info.reset_in_seconds if info is not None else None
-                when = f"in about {reset} s" if reset else "in a few minutes"
+                if reset is None:
+                    reset = _retry_after(exc.response)
+                when = f"in about {reset:g} s" if reset else "in a few minutes"
                 return SourceError(
                     f"the Hub rate-limited these requests (HTTP 429) while reading {what} "
                     f"({where})",
-                    hint=f"retry {when}: what was fetched is cached"
+                    hint=f"retry {when}"
                     + ("" if self._token() else f"; to get higher limits, {login}"),
                 )
             if status == 401:
@@ -295,6 +369,20 @@ def _status(exc: Exception) -> int | None:
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     return status if isinstance(status, int) else None
+
+
+def _retry_after(response: Any) -> float | None:
+    """Seconds from a `Retry-After: <seconds>` header (an HTTP date is not honoured)."""
+    value = getattr(response, "headers", {}).get("Retry-After", "").strip()
+    return float(value) if value.isdigit() and len(value) <= 6 else None
+
+
+def _etag(value: str | None) -> str | None:
+    """A `W/"..."` or `"..."` header value as the bare hash, or None when it is no git/LFS hash."""
+    if value is None:
+        return None
+    value = value.strip().removeprefix("W/").strip('"').lower()
+    return value if _ETAG.fullmatch(value) else None
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -1,0 +1,137 @@
+"""How long and how often a Hub request is tried, and how quietly.
+
+Each request gets at most `RETRIES` retries (5xx, 408, a broken body resumed where it broke), all
+within one deadline (`NORMSCOPE_HUB_TIMEOUT`, 60 s), every attempt counted in `io.requests`.
+huggingface_hub's own log lines are silenced meanwhile unless the user asked for them
+(`set_verbose`, `NORMSCOPE_VERBOSE`): normscope says what failed in its own one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from normscope.errors import SourceError
+
+RETRIES = 5
+"""Retries of a failed request (huggingface_hub's default), waiting RETRY_WAIT, doubled up to 8x."""
+RETRY_WAIT = 1.0
+# Statuses retried. 429 is not: a rate limit is reported at once with its reset time rather than
+# waited out silently for minutes.
+RETRY_STATUS = (408, 500, 502, 503, 504)
+TIMEOUT_ENV = "NORMSCOPE_HUB_TIMEOUT"
+DEFAULT_TIMEOUT = 60.0
+"""Seconds one request may take in all, retries and resumed transfers included."""
+VERBOSE_ENV = "NORMSCOPE_VERBOSE"
+
+
+def hub_timeout() -> float:
+    """The total seconds allowed per Hub request: $NORMSCOPE_HUB_TIMEOUT, else 60."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise SourceError(
+            f"{TIMEOUT_ENV} must be a positive number of seconds, not '{raw[:40]}'",
+            hint=f"unset {TIMEOUT_ENV} for the default of {DEFAULT_TIMEOUT:g} s",
+        )
+    return value
+
+
+# --- huggingface_hub's logging ------------------------------------------------------------------
+
+_verbose: bool | None = None
+_log_lock = threading.Lock()
+_log_holders = 0
+_log_level = logging.NOTSET
+
+
+def set_verbose(verbose: bool | None) -> None:
+    """Let huggingface_hub's own log lines (retries, server warnings) reach stderr, or not.
+
+    None (the default) defers to $NORMSCOPE_VERBOSE. The CLI's `-v` calls `set_verbose(True)`.
+    """
+    global _verbose
+    _verbose = verbose
+
+
+def is_verbose() -> bool:
+    """Whether huggingface_hub's log lines are let through (see `set_verbose`)."""
+    if _verbose is not None:
+        return _verbose
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@contextlib.contextmanager
+def quiet_hub_logging() -> Iterator[None]:
+    """Silence the `huggingface_hub` logger during a block, unless verbose (see `set_verbose`).
+
+    NOTE: normscope turns every Hub failure into its own one line, so the library's warnings
+    ("Retrying in 1s [Retry 1/5]", "HTTP Error 503 thrown while ...") are noise by default. The
+    level is process-wide: like `layout.gc_paused`, the quiet is counted, so that threads in
+    requests at once restore it only when the last of them is done.
+    """
+    global _log_holders, _log_level
+    if is_verbose():
+        yield
+        return
+    logger = logging.getLogger("huggingface_hub")
+    with _log_lock:
+        if _log_holders == 0:
+            _log_level = logger.level
+            logger.setLevel(logging.CRITICAL + 1)
+        _log_holders += 1
+    try:
+        yield
+    finally:
+        with _log_lock:
+            _log_holders -= 1
+            if _log_holders == 0:
+                logger.setLevel(_log_level)
+
+
+class Attempts:
+    """The tries of one request: at most RETRIES retries, all within one deadline."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.failures = 0
+
+    def io_timeout(self, per_operation: float) -> float:
+        """httpx's timeout for each connect/read: the library's, within what is left."""
+        return max(0.001, min(per_operation, self.deadline - time.monotonic()))
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def retry(self, wait: float | None = None) -> bool:
+        """Count a failure; wait before the next try and return True, or False: give up."""
+        self.failures += 1
+        if self.failures > RETRIES:
+            return False
+        if wait is None:
+            wait = min(RETRY_WAIT * 2 ** (self.failures - 1), 8 * RETRY_WAIT)
+        if time.monotonic() + wait >= self.deadline:
+            return False
+        time.sleep(wait)
+        return True
+
+
+class RetryStatus(Exception):
+    """A response with a status worth retrying (5xx, 408)."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__(response.status_code)
+        self.response = response

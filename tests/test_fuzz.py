@@ -1,0 +1,236 @@
+"""Issue #12: property tests of the input boundary (bounded: a few seconds in the suite).
+
+1. Acceptance matches safetensors: a header `safetensors.safe_open` refuses, normscope refuses too.
+   Documented exceptions, each normscope being stricter or more forward-compatible:
+   - a dtype name safetensors does not know, shaped like its names (`[A-Z][A-Z0-9_]{0,31}`):
+     normscope reads the other tensors (a newer format's dtype) and skips that one;
+   normscope also refuses some headers safetensors accepts: a duplicate tensor name (safetensors
+   keeps the last), a header not starting with `{`, a number of more than 308 digits.
+2. Any bytes -> a Report or a NormscopeError, never anything else, and a Report renders in
+   every format. benchmarks/fuzz.py runs the same idea at scale (>= 100,000 cases).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import llama_config, llama_tensors, write_checkpoint
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+import normscope
+from normscope.errors import NormscopeError
+from normscope.render.common import render_json
+from normscope.render.scan import render_csv, render_markdown, render_table
+from normscope.sources import open_checkpoint
+from normscope.sources.safetensors import DTYPE_BITS
+
+safetensors = pytest.importorskip("safetensors")
+
+_FORWARD_DTYPE = re.compile(r"[A-Z][A-Z0-9_]{0,31}")
+# Small numbers mostly, so that sizes often agree; then the edges of u64 and beyond.
+_INTS = st.one_of(
+    st.integers(0, 16),
+    st.sampled_from([2**32, 2**63, 2**64 - 1, 2**64, 10**30, -1]),
+)
+_DTYPES = st.one_of(
+    st.sampled_from(sorted(DTYPE_BITS)),
+    st.sampled_from(["F99", "f32", "C128", "U64 ", "", "\ud800", "F32\x00"]),
+)
+_NAMES = st.one_of(
+    st.sampled_from(["model.norm.weight", "model.layers.0.input_layernorm.weight", "w"]),
+    st.text(max_size=6),  # lone surrogates included
+)
+
+
+def _value(draw: Any, depth: int) -> str:
+    """Raw JSON text of an odd value: nesting around the limit, floats, literals, strings."""
+    kind = draw(st.sampled_from(["deep", "float", "literal", "string", "int"]))
+    if kind == "deep":
+        n = draw(st.sampled_from([1, 120, 125, 126, 127, 128, 300]))
+        return "[" * n + "]" * n
+    if kind == "float":
+        return draw(st.sampled_from(["1.5", "1e400", "-1e309", "NaN", "Infinity", "1e-400"]))
+    if kind == "literal":
+        return draw(st.sampled_from(["null", "true", "false", "{}", "[]"]))
+    if kind == "int":
+        return str(draw(_INTS))
+    return json.dumps(draw(st.text(max_size=4)))
+
+
+@st.composite
+def headers(draw: Any) -> tuple[bytes, bytes]:
+    """A header (raw JSON text, with duplicates and odd values as generated) and its data."""
+    pairs: list[str] = []
+    position = 0
+    if draw(st.booleans()):
+        meta = draw(
+            st.one_of(
+                st.just("null"),
+                st.just("{}"),
+                st.builds(
+                    lambda k, v: json.dumps({k: v}), st.text(max_size=3), st.text(max_size=3)
+                ),
+                st.sampled_from(['{"a":1}', '{"a":null}', "[]", '"x"', '{"a":"b","a":"c"}']),
+            )
+        )
+        pairs.append(f'"__metadata__":{meta}')
+    for _ in range(draw(st.integers(0, 3))):
+        dtype = draw(_DTYPES)
+        shape = draw(st.lists(_INTS, max_size=3))
+        numel = 1
+        for d in shape:
+            numel *= d
+        bits = DTYPE_BITS.get(dtype, 8)
+        size = numel * bits // 8 if numel >= 0 else 0
+        if draw(st.booleans()) or size > 64:
+            size = draw(st.integers(0, 8))
+        begin = draw(st.sampled_from([position, position, 0, position + 1]))
+        end = begin + size
+        position = max(position, end)
+        fields = [
+            f'"dtype":{json.dumps(dtype)}',
+            f'"shape":{json.dumps(shape)}',
+            f'"data_offsets":[{begin},{end}]',
+        ]
+        if draw(st.integers(0, 5)) == 0:
+            fields.append(f'"extra":{_value(draw, 2)}')
+        if draw(st.integers(0, 9)) == 0:
+            fields.append(fields[0])  # a duplicate field
+        if draw(st.integers(0, 9)) == 0:
+            fields.pop(draw(st.integers(0, len(fields) - 1)))  # a missing field
+        pairs.append(f"{json.dumps(draw(_NAMES))}:{{{','.join(fields)}}}")
+    if draw(st.integers(0, 5)) == 0:
+        pairs.append(f'"odd":{_value(draw, 1)}')
+    if pairs and draw(st.integers(0, 9)) == 0:
+        pairs.append(pairs[0])  # a duplicate key
+    text = "{" + ",".join(pairs) + "}" + draw(st.sampled_from(["", " ", "\n", "x"]))
+    data_len = position + draw(st.sampled_from([0, 0, 0, 1]))
+    return text.encode("utf-8", "surrogatepass"), b"\0" * data_len
+
+
+def _safetensors_accepts(path: Path) -> bool:
+    try:
+        with safetensors.safe_open(str(path), "np") as f:
+            f.keys()
+    except Exception:
+        return False
+    return True
+
+
+def _forward_dtype(header: bytes) -> bool:
+    """The documented exception: an unknown dtype shaped like safetensors' names."""
+    for m in re.finditer(rb'"dtype":("(?:[^"\\]|\\.)*")', header):
+        try:
+            dtype = json.loads(m.group(1))
+        except ValueError:
+            continue
+        if dtype not in DTYPE_BITS and _FORWARD_DTYPE.fullmatch(dtype):
+            return True
+    return False
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=headers())
+def test_a_header_safetensors_refuses_normscope_refuses(
+    tmp_path: Path, case: tuple[bytes, bytes]
+) -> None:
+    header, data = case
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+    try:
+        open_checkpoint(path)
+        accepted = True
+    except NormscopeError:
+        accepted = False
+    if accepted and not _forward_dtype(header):
+        assert _safetensors_accepts(path), header
+
+
+# --- any bytes -> a Report or a NormscopeError, and it renders -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def seed(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    root = write_checkpoint(tmp_path_factory.mktemp("seed"), llama_tensors(), llama_config())
+    return (root / "model.safetensors").read_bytes(), (root / "config.json").read_bytes()
+
+
+def render_everything(report: normscope.Report) -> None:
+    render_json(report)
+    render_csv(report)
+    render_markdown(report, show_all=True)
+    console = Console(file=io.StringIO(), record=True, width=120, color_system=None)
+    for item in render_table(report, show_all=True, width=120):
+        console.print(item)
+
+
+_MUTATIONS = st.lists(
+    st.tuples(st.sampled_from(["flip", "cut", "insert", "digits"]), st.integers(0, 2**16)),
+    min_size=1,
+    max_size=4,
+)
+
+
+def mutate(data: bytes, steps: list[tuple[str, int]], payload: bytes) -> bytes:
+    out = bytearray(data)
+    for kind, at in steps:
+        if not out:
+            break
+        at %= len(out)
+        if kind == "flip":
+            out[at] ^= 1 << (at % 8)
+        elif kind == "cut":
+            del out[at:]
+        elif kind == "insert":
+            out[at:at] = payload
+        else:  # a digit run where a digit is: the length prefix, offsets, shapes
+            m = re.search(rb"[0-9]", bytes(out[at:]))
+            if m:
+                i = at + m.start()
+                out[i : i + 1] = b"9" * 40
+    return bytes(out)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=_MUTATIONS,
+    payload=st.binary(max_size=8) | st.sampled_from([b"[[[[", b'"\\ud800"', b"\xff", b"1e999"]),
+    target=st.sampled_from(["shard", "config"]),
+)
+def test_any_bytes_give_a_report_or_a_normscope_error(
+    tmp_path: Path,
+    seed: tuple[bytes, bytes],
+    steps: list[tuple[str, int]],
+    payload: bytes,
+    target: str,
+) -> None:
+    shard, config = seed
+    if target == "shard":
+        shard = mutate(shard, steps, payload)
+    else:
+        config = mutate(config, steps, payload)
+    folder = tmp_path / "case"
+    folder.mkdir(exist_ok=True)
+    (folder / "model.safetensors").write_bytes(shard)
+    (folder / "config.json").write_bytes(config)
+    try:
+        report = normscope.scan(folder)
+    except NormscopeError:
+        return
+    render_everything(report)
