@@ -587,3 +587,16 @@ def test_empty_output_name_is_a_usage_error(llama_dir: Path) -> None:
     result = invoke("scan", llama_dir, "-f", "json", "-o", "")
     assert result.exit_code == 2
     assert "empty file name" in result.stderr
+
+
+def test_verbose_lets_the_hub_library_log(llama_dir: Path) -> None:
+    from normscope.sources.hub.retry import is_verbose, set_verbose
+
+    assert not is_verbose()
+    try:
+        result = invoke("-v", "scan", llama_dir)
+        assert result.exit_code == 0, result.stderr
+        assert is_verbose()
+    finally:
+        set_verbose(None)
+    assert "--verbose" in invoke("--help").stdout

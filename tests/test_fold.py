@@ -770,3 +770,24 @@ def test_fold_command_without_torch_exits_2_with_the_install_line(
     result = CliRunner().invoke(_cli(), ["fold", str(d)])
     assert result.exit_code == 2
     assert 'pip install "normscope[torch]"' in result.stderr
+
+
+def test_hub_fold_does_not_copy_the_matrices_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Norm ranges are cached for the next scan; matrix row blocks are not (on a 700 GB
+    checkpoint they would fill the disk)."""
+    from normscope.sources.hub import reader
+
+    monkeypatch.setattr(reader, "MAX_CACHED_RANGE", 4096)
+    d = write(tmp_path, "ds", deepseek)
+    server = _start_hub(monkeypatch, tmp_path, d)
+    try:
+        report = fold("org/ds-fold", CPU)
+    finally:
+        server.stop()
+    ranges = [p for p in (tmp_path / "normscope-cache").rglob("*") if "ranges" in p.parts]
+    sizes = [p.stat().st_size for p in ranges if p.is_file()]
+    assert sizes, "the norm ranges are cached"
+    assert max(sizes) <= 4096  # no range over the cap was kept...
+    assert sum(sizes) < 0.5 * report.plan.bytes_planned  # ...so most matrix bytes were not

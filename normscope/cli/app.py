@@ -108,9 +108,22 @@ def _root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Let huggingface_hub's own log lines (retries, server warnings) reach stderr; "
+            "by default normscope says what failed in one line (also NORMSCOPE_VERBOSE=1).",
+        ),
+    ] = False,
 ) -> None:
     """Are the normalization scale vectors in this checkpoint healthy?"""
     out.escape_unencodable()
+    if verbose:
+        from normscope.sources.hub.retry import set_verbose
+
+        set_verbose(True)
 
 
 def _scan_options(

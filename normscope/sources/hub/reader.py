@@ -45,6 +45,10 @@ plus 2 per digit of the shard's size (the two data offsets): `"":{"dtype":"","sh
 "data_offsets":[,]},` is 45, a dtype and a short shape ~10 more."""
 MAX_SMALL_FILE = 256 * 1024 * 1024
 """config.json and the index are fetched whole: refuse anything this large."""
+MAX_CACHED_RANGE = 1 << 20
+"""Ranges kept in normscope's cache are at most this long: norm vectors (KBs, coalesced a little
+more) are, the matrix row blocks `normscope fold` streams are not — caching those would copy
+hundreds of GB of a checkpoint onto the disk."""
 PROGRESS_MIN = 8
 """Show progress (when the caller gave a factory) for phases of at least this many requests."""
 _T = TypeVar("_T")
@@ -249,7 +253,8 @@ class HubStore:
         def fetch(shard: str, start: int, end: int) -> dict[tuple[str, int, int], bytes]:
             file = self._files[shard]
             data = self.remote.get(file, start, end)
-            ctx.cache.set_range(file.etag, start, data)
+            if len(data) <= MAX_CACHED_RANGE:
+                ctx.cache.set_range(file.etag, start, data)
             progress.advance(1)
             return {
                 (shard, a, b): data[a - start : b - start]
