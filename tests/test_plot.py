@@ -150,3 +150,32 @@ def test_matplotlib_is_imported_only_for_plots(tmp_path: Path) -> None:
         "assert 'matplotlib' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_trend_lines_markers_and_ticks_on_checkpoint_steps(tmp_path: Path) -> None:
+    """The dotted least-squares trend is drawn, lines at one value stay apart, ticks sit on
+    checkpoint steps (issue #14)."""
+    import re
+
+    report = measure_series([explosion_run(tmp_path / "run")])
+    svg = render_plot(report, PlotFormat.svg).decode()
+    # Every plotted trend with a drift has its dotted least-squares line.
+    drifting = [t for t in plotted_trends(report) if t.drift_per_1k_steps is not None]
+    assert drifting
+    for i, _ in enumerate(drifting):
+        assert f'id="trend-{i}"' in svg
+    # The MTP hidden and final norms sit at exactly 1.0 all along, under each other: each has its
+    # own marker shape, so both stay visible.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from normscope.render.plot import build_figure
+
+    figure = build_figure(report, None)
+    lines = [ln for ln in figure.axes[0].get_lines() if str(ln.get_gid()).startswith("ratio-")]
+    assert len({ln.get_marker() for ln in lines}) == len(lines)
+    # The x ticks are checkpoint steps (0, 100, ..., 500), not round numbers in between.
+    ticks = [float(x) for x in figure.axes[0].get_xticks()]
+    assert ticks == [float(c.step) for c in report.checkpoints]
+    title = figure.axes[0].get_title(loc="left")
+    assert re.search(r"dotted: the least-squares trend of the last \d+ checkpoints", title)

@@ -40,6 +40,7 @@ HEATMAP_HEIGHT_IN = 3.5
 COLORS = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22")
 BAND_COLOR = "#2ca02c"
 EDGE_COLOR = "#d62728"
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 class PlotFormat(str, Enum):
@@ -217,7 +218,7 @@ def _draw_trinity(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
 
 def _draw_lines(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
     import numpy as np
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import FixedLocator, FuncFormatter
 
     th = report.summary.thresholds
     # Bands first, under the lines: the act band [low, high], and the balanced band lightly.
@@ -235,31 +236,33 @@ def _draw_lines(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
     if len(steps) == 1:
         left, right = float(steps[0]) - 0.5, float(steps[0]) + 0.5
     values: list[float] = []
-    for i, t in enumerate(plotted_trends(report)):
+    trends = plotted_trends(report)
+    for i, t in enumerate(trends):
         color = COLORS[i % len(COLORS)]
         ys = np.asarray([math.nan if r is None else r for r in t.ratios], dtype=np.float64)
         values += [v for v in ys if math.isfinite(v)]
         label = _label(t)
         if t.projected_crossing_step is not None and t.projected_band is not None:
             label += f" → {t.projected_band.value} ≈ {fmt_step(t.projected_crossing_step)}"
+        # Lines at the same value must not hide each other (issue #14): the first drawn is the
+        # widest, each later one narrower on top of it, with its own hollow marker, so lines
+        # that coincide show as nested stripes and rings; MTP lines are dash-dotted.
+        under = len(trends) - 1 - i
         ax.plot(
             steps,
             ys,
             color=color,
-            lw=1.8,
-            marker="o" if len(steps) <= 40 else None,
-            ms=3.5,
+            lw=1.2 + 1.1 * under,
+            ls="-." if t.module is Module.mtp else "-",
+            marker=MARKERS[i % len(MARKERS)] if len(steps) <= 40 else None,
+            ms=4 + 2.5 * under,
+            mfc=color if under == len(trends) - 1 else "none",
+            mew=1.4,
+            zorder=2 + i,
             label=label,
             gid=f"ratio-{i}",
         )
-        if t.projected_crossing_step is not None and t.drift_per_1k_steps is not None:
-            last = max(k for k, r in enumerate(t.ratios) if r is not None)
-            x0, y0 = float(steps[last]), t.ratio_last
-            x1 = min(float(t.projected_crossing_step), right)
-            y1 = y0 + (x1 - x0) * t.drift_per_1k_steps / 1000.0
-            ax.plot([x0, x1], [y0, y1], color=color, lw=1.2, ls=(0, (2, 2)), gid=f"projection-{i}")
-            if x1 == float(t.projected_crossing_step):
-                ax.plot([x1], [y1], marker="x", ms=7, mew=2, color=color, gid=f"crossing-{i}")
+        _draw_trend(ax, t, steps, ys, color, right, i, report.summary.window)
     positive = [v for v in values if v > 0]
     if positive and max(positive) / min(positive) > 50:
         ax.set_yscale("log")  # e.g. offset norms at a few hundred next to collapsed ones
@@ -271,24 +274,58 @@ def _draw_lines(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
     ax.set_xlim(left, right)
     ax.set_ylabel("ratio ‖g‖₂ / √d")
     ax.set_xlabel(_step_label(report))
-    ax.xaxis.set_major_locator(MaxNLocator(nbins="auto", integer=True, min_n_ticks=1))
+    # Ticks on checkpoint steps (up to 12, evenly spaced among them), never between two.
+    picked = sample_indices(len(steps), 12)
+    ax.xaxis.set_major_locator(FixedLocator([float(steps[k]) for k in picked]))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt_step(x)))
     ax.xaxis.set_tick_params(labelbottom=True)  # also when the heatmap below shares the axis
     ax.grid(True, axis="x", color="#dddddd", lw=0.6)
     trend = (
-        f"; dotted: the trend of the last {report.summary.window} checkpoints"
+        f"; dotted: the least-squares trend of the last {report.summary.window} checkpoints, "
+        "dashed: where it heads"
         if report.summary.window > 1
         else ""
     )
     ax.set_title(
         f"{report.model.model_type or report.model.family}: ratio by step "
         f"(band [{th.low:g}, {th.high:g}] shaded, balanced [{th.balanced_low:g}, "
-        f"{th.balanced_high:g}] darker{trend})",
+        f"{th.balanced_high:g}] darker)\n{trend.removeprefix('; ')}",
         loc="left",
         fontsize=10,
     )
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize=8, framealpha=0.85)
+
+
+def _draw_trend(
+    ax: Any, t: Trend, steps: np.ndarray, ys: np.ndarray, color: str, right: float, i: int,
+    window: int,
+) -> None:  # fmt: skip
+    """The least-squares line over the last `window` checkpoints (dotted), and where it heads
+    if it crosses a band edge (dashed, to an x at the crossing)."""
+    import numpy as np
+
+    if t.drift_per_1k_steps is None:
+        return
+    present = np.flatnonzero(np.isfinite(ys))[-window:]
+    if len(present) < 2:
+        return
+    xs, vs = steps[present].astype(np.float64), ys[present]
+    slope = t.drift_per_1k_steps / 1000.0
+    mean_x, mean_y = float(xs.mean()), float(vs.mean())
+
+    def fit(x: float) -> float:
+        return mean_y + (x - mean_x) * slope
+
+    x0, x_last = float(xs[0]), float(xs[-1])
+    ax.plot([x0, x_last], [fit(x0), fit(x_last)], color=color, lw=1.3, ls=":", gid=f"trend-{i}")
+    if t.projected_crossing_step is not None:
+        x1 = min(float(t.projected_crossing_step), right)
+        y0 = t.ratio_last
+        y1 = y0 + (x1 - x_last) * slope
+        ax.plot([x_last, x1], [y0, y1], color=color, lw=1.2, ls=(0, (4, 2)), gid=f"projection-{i}")
+        if x1 == float(t.projected_crossing_step):
+            ax.plot([x1], [y1], marker="x", ms=7, mew=2, color=color, gid=f"crossing-{i}")
 
 
 def _step_label(report: SeriesReport) -> str:
