@@ -186,7 +186,7 @@ def cluster(spec: ClusterSpec) -> Iterator[Cluster[Any, Any]]:
                     n_workers=workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # never the busy default 8787 (a warning)
                     scheduler_port=0,
                     silence_logs=logging.CRITICAL,
                 )

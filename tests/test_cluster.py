@@ -173,3 +173,58 @@ def test_cluster_needs_executor_dask_or_implies_it(run_dir: Path) -> None:
     result = runner.invoke(app, ["series", str(run_dir), "--cluster", " "])
     assert result.exit_code == 2
     assert "Invalid value for --cluster: empty address" in result.stderr
+
+
+# --- fold: the matrices of one checkpoint, in tensor sets, as units ------------------------------
+
+
+def _fold_json(text: str) -> dict[str, Any]:
+    """A fold report without what depends on where and when it ran."""
+    report = json.loads(text)
+    report.pop("io")
+    report.pop("plan")
+    return dict(report)
+
+
+def test_fold_on_a_local_cluster_is_the_local_fold(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from test_fold import deepseek, write
+
+    ckpt = write(tmp_path, "ds", deepseek)
+    args = ["fold", str(ckpt), "--device", "cpu", "-f", "json", "-q"]
+    local = runner.invoke(app, args)
+    dask = runner.invoke(app, [*args, "--executor", "dask"])
+    assert local.exit_code == 0 and dask.exit_code == 0, dask.stderr
+    assert _fold_json(dask.stdout) == _fold_json(local.stdout)
+    assert json.loads(dask.stdout)["fold_summary"]["folded"] > 0
+
+
+def _lose_the_head(unit: Any) -> Any:
+    """`fold.distributed.reduce_unit`, except that a unit holding the output head kills its
+    worker every time."""
+    from normscope.fold import distributed
+
+    if any(name == "lm_head.weight" for name, _, _ in unit.tensors):
+        os._exit(1)
+    return distributed.reduce_unit(unit)
+
+
+@pytest.mark.slow
+def test_a_fold_unit_lost_on_the_cluster_skips_its_norms(
+    tmp_path: Path, engine: Cluster[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("torch")
+    from test_fold import deepseek, write
+
+    from normscope.enums import FoldStatus
+    from normscope.fold import FoldOptions, distributed, fold
+
+    ckpt = write(tmp_path, "ds", deepseek)
+    monkeypatch.setattr(distributed, "reduce_unit", _lose_the_head)
+    spec = ClusterSpec(address=engine.client.scheduler.address, retries=1)
+    report = fold(ckpt, FoldOptions(device="cpu", cluster=spec))
+    final = next(n for n in report.norms if n.role.value == "final")
+    assert final.status is FoldStatus.skipped and final.folded_ratio is None
+    assert final.reason is not None and "lost on the cluster" in final.reason
+    # The other units ran: norms that do not read the head were folded.
+    assert any(n.status is FoldStatus.folded for n in report.norms)

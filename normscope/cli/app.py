@@ -423,6 +423,8 @@ def fold(
     fail_on: FoldFailOpt = FailOn.never,
     scope: ScopeOpt = DEFAULT_SCOPE,
     rules: RulesOpt = None,
+    executor: ExecutorOpt = SeriesExecutor.local,
+    cluster: ClusterOpt = None,
     quiet: QuietOpt = False,
     revision: RevisionOpt = None,
 ) -> None:
@@ -440,7 +442,7 @@ def fold(
         scan = _scan_options(low, high, parametrization, scope, rules)
         options = FoldOptions(
             device, parse_memory(max_memory), experts, dry_run, scan.thresholds,
-            parametrization, scan.scope, scan.rules,
+            parametrization, scan.scope, scan.rules, runs.cluster_spec(executor, cluster),
         )  # fmt: skip
         source = _at_revision(source, revision)
         with out.fold_progress(quiet or dry_run) as progress:

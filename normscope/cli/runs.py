@@ -14,6 +14,7 @@ from normscope.cli.options import OutputFormat, SeriesExecutor
 from normscope.enums import Order
 
 if TYPE_CHECKING:
+    from normscope.executors import ClusterSpec
     from normscope.scanner import ScanOptions
     from normscope.schema import SeriesReport
     from normscope.series import SeriesOptions
@@ -29,15 +30,22 @@ def series_options(
 ) -> SeriesOptions:
     """`--executor local` lets `auto` choose a loop or a pool; `dask` (or `--cluster`) a cluster."""
     from normscope.enums import Executor
-    from normscope.executors import ClusterSpec
     from normscope.series import SeriesOptions
+
+    spec = cluster_spec(executor, address)
+    kind = Executor.dask if spec is not None else Executor.auto
+    return SeriesOptions(scan, order, jobs, kind, strict=strict, cluster=spec)
+
+
+def cluster_spec(executor: SeriesExecutor, address: str | None) -> ClusterSpec | None:
+    """`--executor dask` (or `--cluster ADDRESS`): where units of work run; None: here."""
+    from normscope.executors import ClusterSpec
 
     if address is not None and not address.strip():
         raise typer.BadParameter("empty address", param_hint="--cluster")
-    on_cluster = executor is SeriesExecutor.dask or address is not None
-    kind = Executor.dask if on_cluster else Executor.auto
-    spec = ClusterSpec(address) if on_cluster else None
-    return SeriesOptions(scan, order, jobs, kind, strict=strict, cluster=spec)
+    if executor is SeriesExecutor.dask or address is not None:
+        return ClusterSpec(address)
+    return None
 
 
 def refuse_stale_latest(result: SeriesReport, gated: bool) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from normscope.arch import RuleSet
 from normscope.enums import FoldStatus
 from normscope.errors import NormscopeError, UsageError
+from normscope.executors import ClusterSpec
 from normscope.fold.consumers import Axis, ExpertChoice, Plan, plan_all
 from normscope.schema import Band, BandCounts, IOStats, Parametrization, Role, TensorRef, Thresholds
 from normscope.schema.fold import (
@@ -83,6 +84,8 @@ class FoldOptions:
     """Which folded norms `fold_summary.gated_out_of_band` counts (a text is parsed)."""
     rules: RuleSet = field(default_factory=RuleSet)
     """User architecture rules (`normscope.arch.load_rules`), as for a scan."""
+    cluster: ClusterSpec | None = None
+    """Reduce the matrices on a Dask cluster (`normscope.executors`), in tensor sets; None: here."""
 
     def __post_init__(self) -> None:
         if isinstance(self.scope, str):  # the library's edge: parse a scope given as text
@@ -153,7 +156,17 @@ def fold(
 
     reduced: dict[str, torch.Tensor] = {}
     load_stats = LoadStats(block_bytes=block_bytes(options.max_memory, device))
-    if not options.dry_run and tasks:
+    if not options.dry_run and tasks and options.cluster is not None:
+        from normscope.fold.distributed import load_on_cluster
+
+        if isinstance(source, Checkpoint):
+            raise UsageError("fold on a cluster needs a path or URL, not an opened checkpoint")
+        reduced, load_stats, lost = load_on_cluster(
+            source, tasks, options.device, options.max_memory, options.cluster, progress
+        )
+        load_stats.block_bytes = block_bytes(options.max_memory, device)
+        skipped = {**skipped, **lost}
+    elif not options.dry_run and tasks:
         reduced, load_stats = load(checkpoint, tasks, device, options.max_memory, progress)
     rows, warnings = _rows(plans, stats, measured.gains, reduced, skipped, options)
     where = device.type if device.index is None else f"{device.type}:{device.index}"
