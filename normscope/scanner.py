@@ -126,7 +126,7 @@ def analyze_checkpoint(
         normscope_version=__version__,
         source=checkpoint.source,
         model=model,
-        io=_io_stats(checkpoint, started),
+        io=io_stats(checkpoint, started),
         norms=tuple(stats),
         summary=_summary(stats, options),
         warnings=tuple(warnings),
@@ -245,7 +245,8 @@ def _summary(stats: Sequence[NormStats], options: ScanOptions) -> Summary:
     )
 
 
-def _io_stats(checkpoint: Checkpoint, started: float) -> IOStats:
+def io_stats(checkpoint: Checkpoint, started: float) -> IOStats:
+    """What was read (and transferred) to open and measure `checkpoint`, and how long it took."""
     counter = checkpoint.counter
     return IOStats(
         bytes_read=counter.bytes_read,

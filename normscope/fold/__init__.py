@@ -25,7 +25,7 @@ from normscope.enums import FoldStatus
 from normscope.errors import NormscopeError, UsageError
 from normscope.executors import ClusterSpec
 from normscope.fold.consumers import Axis, ExpertChoice, Plan, plan_all
-from normscope.schema import Band, BandCounts, IOStats, Parametrization, Role, TensorRef, Thresholds
+from normscope.schema import Band, BandCounts, Parametrization, Role, TensorRef, Thresholds
 from normscope.schema.fold import (
     FOLD_SCHEMA_VERSION,
     FoldNorm,
@@ -383,16 +383,9 @@ def _report(
     gated = sum(
         1 for r in rows if r.folded_band is not None and r.folded_band.out_of_band and selector(r)
     )
-    counter = checkpoint.counter
-    io = IOStats(
-        bytes_read=counter.bytes_read,
-        bytes_total=checkpoint.bytes_total,
-        metadata_bytes=counter.metadata_bytes,
-        files=len(checkpoint.shards),
-        seconds=time.perf_counter() - started,
-        requests=counter.requests,
-        bytes_transferred=counter.bytes_transferred,
-    )
+    from normscope.scanner import io_stats
+
+    io = io_stats(checkpoint, started)
     plan = FoldPlan(
         device=device,
         max_memory=options.max_memory,

@@ -30,6 +30,7 @@ from normscope.scope import DEFAULT, Selector
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
+    from rich.table import Table
 
 NORM_FIELDS = tuple(f.name for f in dataclasses.fields(NormStats))
 
@@ -173,9 +174,7 @@ _NARROW_DROPS = ("min", "max")
 def _norm_table(
     title: str, rows: Sequence[NormStats], width: int, wide: bool = False
 ) -> RenderableType:
-    from rich import box
     from rich.markup import escape
-    from rich.table import Table
 
     role_width = max([len(n.role.value) for n in rows] + [4])
     names = [display_name(n, wide) + ("¹" if _offset(n) else "") for n in rows]
@@ -188,17 +187,7 @@ def _norm_table(
         columns = [c for c in columns if c[0] not in _NARROW_DROPS]
         fixed = sum(w for _, w in columns) + role_width + len(columns) + 1
     name_width = name_column_width(names, width - fixed - 1, wide)
-    table = Table(
-        title=title,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=0,
-        show_edge=False,
-        pad_edge=False,
-    )
-    table.add_column("name", no_wrap=True, min_width=name_width, max_width=name_width)
-    table.add_column("layer", justify="right", no_wrap=True, min_width=5)
-    table.add_column("role", no_wrap=True, min_width=role_width)
+    table = _named_table(title, name_width, role_width)
     for col, col_width in columns[1:]:
         table.add_column(
             col, justify="left" if col == "band" else "right", no_wrap=True, min_width=col_width
@@ -346,25 +335,15 @@ def sections_of(report: Report, scope: Selector = DEFAULT) -> Sections:
 
 
 def _anomaly_table(rows: Sequence[NormStats], width: int, wide: bool = False) -> RenderableType:
-    from rich import box
     from rich.markup import escape
-    from rich.table import Table
 
     role_width = max([len(n.role.value) for n in rows] + [4])
     fixed = 5 + role_width + 6 + 11 + 7 + 9 + 6
     names = [display_name(n, wide) for n in rows]
     name_width = name_column_width(names, width - fixed - 1, wide)
-    table = Table(
-        title="anomalies (a norm that left its peers in other layers)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=0,
-        show_edge=False,
-        pad_edge=False,
+    table = _named_table(
+        "anomalies (a norm that left its peers in other layers)", name_width, role_width
     )
-    table.add_column("name", no_wrap=True, min_width=name_width, max_width=name_width)
-    table.add_column("layer", justify="right", no_wrap=True, min_width=5)
-    table.add_column("role", no_wrap=True, min_width=role_width)
     table.add_column("ratio", justify="right", no_wrap=True, min_width=6)
     table.add_column("peer median", justify="right", no_wrap=True, min_width=11)
     table.add_column("× peers", justify="right", no_wrap=True, min_width=7)
@@ -449,3 +428,22 @@ def render_markdown(report: Report, show_all: bool = False, scope: Selector = DE
     if report.warnings:
         lines += ["", "#### Warnings", ""] + [f"- {w}" for w in report.warnings]
     return "\n".join(lines) + "\n"
+
+
+def _named_table(title: str, name_width: int, role_width: int) -> Table:
+    """A borderless table whose first columns are a norm's name, layer and role."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=0,
+        show_edge=False,
+        pad_edge=False,
+    )
+    table.add_column("name", no_wrap=True, min_width=name_width, max_width=name_width)
+    table.add_column("layer", justify="right", no_wrap=True, min_width=5)
+    table.add_column("role", no_wrap=True, min_width=role_width)
+    return table
