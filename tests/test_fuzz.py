@@ -279,8 +279,11 @@ def _entry(name: str, begin: int, *extra: str) -> str:
         # escaped key spellings of a duplicate field
         ('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"d\\u0074ype":"F16"}}', 4),
         # a later __metadata__, metadata that is not strings, a colon in a name
-        ("{" + _entry("a", 0) + ',"__metadata__":{"dtype":"F32","shape":[1],'
-         '"data_offsets":[4,8]}}', 8),
+        (
+            "{" + _entry("a", 0) + ',"__metadata__":{"dtype":"F32","shape":[1],'
+            '"data_offsets":[4,8]}}',
+            8,
+        ),
         ('{"__metadata__":{"a":1},' + _entry("a", 0) + "}", 4),
         ("{" + _entry("a:b", 0) + "}", 4),
         # out of u64, a zero-size tensor with a huge dimension, a float dimension
@@ -299,7 +302,7 @@ def test_the_fast_header_path_defers_every_doubtful_header(body: str, data_len: 
 
 
 def test_the_fast_header_path_takes_what_safetensors_writes() -> None:
-    header = ('{"__metadata__":{"format":"pt"},' + _entry("a", 0) + "," + _entry("b", 4) + "}")
+    header = '{"__metadata__":{"format":"pt"},' + _entry("a", 0) + "," + _entry("b", 4) + "}"
     header += " " * (-len(header) % 8)
     fast, slow = _both(header.encode(), 8)
     assert fast is not None and isinstance(slow, ShardHeader)

@@ -53,6 +53,7 @@ from normscope.cli.options import (
     MaxDriftOpt,
     MaxMemoryOpt,
     MtpTagOpt,
+    NoCacheOpt,
     OrderOpt,
     OutputFormat,
     OutputOpt,
@@ -161,11 +162,12 @@ def scan(
     scope: ScopeOpt = DEFAULT_SCOPE,
     rules: RulesOpt = None,
     quiet: QuietOpt = False,
+    no_cache: NoCacheOpt = False,
     revision: RevisionOpt = None,
     wide: WideOpt = False,
 ) -> None:
     """Report every norm gain of one checkpoint: statistics, band, role and parametrization."""
-    with out.errors():
+    with out.errors(no_cache):
         from normscope.gates import scan_gate
         from normscope.render import common
         from normscope.render import html as html_view
@@ -204,12 +206,13 @@ def diff(
     scope: ScopeOpt = DEFAULT_SCOPE,
     rules: RulesOpt = None,
     quiet: QuietOpt = False,
+    no_cache: NoCacheOpt = False,
     revision: RevisionOpt = None,
     wide: WideOpt = False,
 ) -> None:
     """Compare the norms of two checkpoints: drift, cosine, band changes, channels that moved."""
     _nonnegative(max_drift, "--max-drift")
-    with out.errors():
+    with out.errors(no_cache):
         from normscope.compare import diff as run_diff
         from normscope.gates import diff_gate
         from normscope.render import common
@@ -259,11 +262,12 @@ def check(
     format: CheckFormatOpt = CheckFormat.text,
     output: OutputOpt = None,
     quiet: QuietOpt = False,
+    no_cache: NoCacheOpt = False,
     revision: RevisionOpt = None,
 ) -> None:
     """Gate CI on norm health: bands, anomalies, drift against a baseline, init identity, MTP
     presence. A checkpoint whose architecture normscope did not understand is refused (exit 2)."""
-    with out.errors():
+    with out.errors(no_cache):
         from normscope.gates import run_checks
         from normscope.policy import (
             PolicyOverrides,
@@ -361,6 +365,7 @@ def series(
     scope: ScopeOpt = DEFAULT_SCOPE,
     rules: RulesOpt = None,
     quiet: QuietOpt = False,
+    no_cache: NoCacheOpt = False,
     revisions: RevisionsOpt = None,
     wide: WideOpt = False,
     events: EventsOpt = None,
@@ -370,7 +375,7 @@ def series(
 ) -> None:
     """Follow a training run: every norm across its checkpoints, drift, and where it heads."""
     _nonnegative(max_drift, "--max-drift")
-    with out.errors():
+    with out.errors(no_cache):
         from normscope.gates import series_gate
         from normscope.series import measure_series
 
@@ -411,12 +416,13 @@ def fold(
     scope: ScopeOpt = DEFAULT_SCOPE,
     rules: RulesOpt = None,
     quiet: QuietOpt = False,
+    no_cache: NoCacheOpt = False,
     revision: RevisionOpt = None,
 ) -> None:
     """Fold each norm gain into the matrices it feeds: folded ratio, compensation, MTP balance.
 
     Needs torch: pip install "normscope[torch]"."""
-    with out.errors():
+    with out.errors(no_cache):
         from normscope.fold import FoldOptions, parse_memory
         from normscope.fold import fold as run_fold
         from normscope.gates import fold_gate

@@ -137,6 +137,14 @@ RulesOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings on stderr.")]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Parse local checkpoints' headers again rather than reuse the header cache "
+        "(also: NORMSCOPE_NO_CACHE=1).",
+    ),
+]
 ScanFailOpt = Annotated[
     FailOn, typer.Option("--fail-on", help="Exit 1 when a norm in --scope is out of band.")
 ]

@@ -78,7 +78,7 @@ class PeerRule:
             raise ValueError(f"need min_peers >= 2 (a median needs company), got {self.min_peers}")
 
 
-class TensorRef(msgspec.Struct, frozen=True, gc=False):
+class TensorRef(msgspec.Struct, frozen=True, gc=False, array_like=True):
     """Where one tensor's bytes live: a shard and an absolute byte range in it.
 
     NOTE: a frozen msgspec Struct, not a frozen dataclass like the rest of the schema: a
