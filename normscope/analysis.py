@@ -87,6 +87,21 @@ def _first_indices(mask: np.ndarray, count: int) -> list[int]:
     return out
 
 
+def median(values: np.ndarray) -> float:
+    """The median of a 1-D array without NaN, as `np.median` gives it, by one `np.partition`.
+
+    NOTE: `np.median` imports `numpy.ma` on first use (12-30 ms of a scan's start-up) and checks
+    for NaN; both are wasted here. The same value as `np.median` on finite input: the middle
+    value, or for an even length the mean of the two middle ones (one partition places both).
+    """
+    n = values.size
+    half = n // 2
+    if n % 2:
+        return float(np.partition(values, half)[half])
+    part = np.partition(values, (half - 1, half))
+    return float((part[half - 1] + part[half]) / 2)
+
+
 def _outliers(gain: np.ndarray) -> tuple[Outlier, ...]:
     """The MAX_OUTLIERS channels farthest from the median, largest first, ties by channel index.
 
@@ -98,7 +113,7 @@ def _outliers(gain: np.ndarray) -> tuple[Outlier, ...]:
     if not finite.all():
         # The channels to look at first are the broken ones.
         return tuple(Outlier(i, float(gain[i])) for i in _first_indices(~finite, MAX_OUTLIERS))
-    deviation = np.abs(gain - np.median(gain))
+    deviation = np.abs(gain - median(gain))
     if deviation.size > MAX_OUTLIERS:
         # The top-k by partition (O(n)): every channel above the k-th largest deviation (fewer
         # than k), then the first channels that tie with it.

@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 import normscope
-from normscope.errors import NormscopeError
+from normscope.errors import NormscopeError, SourceError
 from normscope.render.common import render_json
 from normscope.render.scan import render_csv, render_markdown, render_table
 from normscope.sources import open_checkpoint
-from normscope.sources.safetensors import DTYPE_BITS
+from normscope.sources.safetensors import DTYPE_BITS, ShardHeader, _parse_fast, parse_header
 
 safetensors = pytest.importorskip("safetensors")
 
@@ -234,3 +234,114 @@ def test_any_bytes_give_a_report_or_a_normscope_error(
     except NormscopeError:
         return
     render_everything(report)
+
+
+# --- the fast header path (msgspec) agrees with the general one -----------------------------------
+
+
+def _both(header: bytes, data_len: int) -> tuple[object, object]:
+    """(fast path's answer or None, general path's ShardHeader or the SourceError it raised)."""
+    size = 8 + len(header) + data_len
+    fast = _parse_fast(header, "s", data_len) if header[:1] == b"{" else None
+    try:
+        slow: object = parse_header(header, "s", size, fast=False)
+    except SourceError as exc:
+        slow = exc
+    return fast, slow
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=headers())
+def test_the_fast_header_path_takes_only_what_the_general_path_accepts(
+    case: tuple[bytes, bytes],
+) -> None:
+    header, data = case
+    fast, slow = _both(header, len(data))
+    if fast is not None:
+        assert not isinstance(slow, SourceError), (header, slow)
+        assert isinstance(slow, ShardHeader)
+        assert fast == (slow.tensors, slow.metadata), header
+
+
+def _entry(name: str, begin: int, *extra: str) -> str:
+    fields = ['"dtype":"F32"', '"shape":[1]', f'"data_offsets":[{begin},{begin + 4}]', *extra]
+    return f'"{name}":{{{",".join(fields)}}}'
+
+
+@pytest.mark.parametrize(
+    ("body", "data_len"),
+    [
+        # msgspec keeps the last of duplicate keys silently: the colon count must see them
+        ('{"__metadata__":{"format":"pt"},' + _entry("a", 0) + "," + _entry("a", 0) + "}", 4),
+        ("{" + _entry("a", 0, '"dtype":"F32"') + "}", 4),
+        ("{" + _entry("a", 0, '"shape":[1]') + "}", 4),
+        ('{"__metadata__":{"a":"b","a":"c"},' + _entry("a", 0) + "}", 4),
+        # escaped key spellings of a duplicate field
+        ('{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"d\\u0074ype":"F16"}}', 4),
+        # a later __metadata__, metadata that is not strings, a colon in a name
+        (
+            "{" + _entry("a", 0) + ',"__metadata__":{"dtype":"F32","shape":[1],'
+            '"data_offsets":[4,8]}}',
+            8,
+        ),
+        ('{"__metadata__":{"a":1},' + _entry("a", 0) + "}", 4),
+        ("{" + _entry("a:b", 0) + "}", 4),
+        # out of u64, a zero-size tensor with a huge dimension, a float dimension
+        ('{"a":{"dtype":"F32","shape":[18446744073709551616,0],"data_offsets":[0,0]}}', 0),
+        ('{"a":{"dtype":"F32","shape":[1.0],"data_offsets":[0,4]}}', 4),
+        # out of data order, a gap, a short data section, an unknown dtype
+        ("{" + _entry("b", 4) + "," + _entry("a", 0) + "}", 8),
+        ("{" + _entry("a", 0) + "," + _entry("b", 8) + "}", 12),
+        ("{" + _entry("a", 0) + "}", 8),
+        ('{"a":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}}', 4),
+    ],
+)
+def test_the_fast_header_path_defers_every_doubtful_header(body: str, data_len: int) -> None:
+    fast, _ = _both(body.encode(), data_len)
+    assert fast is None
+
+
+def test_the_fast_header_path_takes_what_safetensors_writes() -> None:
+    header = '{"__metadata__":{"format":"pt"},' + _entry("a", 0) + "," + _entry("b", 4) + "}"
+    header += " " * (-len(header) % 8)
+    fast, slow = _both(header.encode(), 8)
+    assert fast is not None and isinstance(slow, ShardHeader)
+    assert fast == (slow.tensors, slow.metadata) and fast[1] == {"format": "pt"}
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b'{"a":1,"a":2}',
+        b'{"weight_map":{"x":"a","x":"b"}}',
+        b'{"a":{"b":1,"b":1}}',
+        b'{"a":"x:y"}',
+        b'{"a":1.5}',
+        b'{"a":NaN}',
+        b'{"a":' + b"1" * 309 + b"}",
+        b"[" * 128 + b"]" * 128,
+        b'{"a\\u0041":1}',
+        '{"a":"\u00e9"}'.encode(),
+    ],
+)
+def test_the_fast_json_path_defers_what_it_cannot_prove(doc: bytes) -> None:
+    from normscope.sources.jsonload import _DEFER, _load_fast
+
+    assert _load_fast(doc) is _DEFER
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=headers())
+def test_the_fast_json_path_agrees_with_the_general_one(case: tuple[bytes, bytes]) -> None:
+    from normscope.sources import jsonload
+
+    header, _ = case
+    fast = jsonload._load_fast(header)
+    if fast is jsonload._DEFER:
+        return
+    saved = jsonload._load_fast
+    jsonload._load_fast = lambda data: jsonload._DEFER  # the general path alone
+    try:
+        assert jsonload.load_json(header) == fast  # and it does not refuse
+    finally:
+        jsonload._load_fast = saved

@@ -6,6 +6,7 @@ an atomic `-o` file; warnings, FAIL lines and errors to stderr), `app.py` holds 
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -16,6 +17,15 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Console-script entry point."""
+    # NOTE: numpy's OpenBLAS starts a thread per core when numpy is imported (~25 ms of a scan's
+    # wall time, ~90 ms CPU on 2 cores) and normscope never multiplies a matrix: one thread. Only
+    # here, in the command line's own process, and only when the user has not chosen; the
+    # library (`import normscope`) leaves its host's settings alone. numpy is imported lazily
+    # (inside the commands), so this runs before it. `fold` reduces matrices (torch, whose
+    # builds on some platforms use OpenBLAS): it keeps every thread.
+    command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    if command != "fold":
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         app()
     except SystemExit:

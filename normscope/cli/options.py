@@ -137,6 +137,14 @@ RulesOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings on stderr.")]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Parse local checkpoints' headers again rather than reuse the header cache "
+        "(also: NORMSCOPE_NO_CACHE=1).",
+    ),
+]
 ScanFailOpt = Annotated[
     FailOn, typer.Option("--fail-on", help="Exit 1 when a norm in --scope is out of band.")
 ]
@@ -396,3 +404,10 @@ class Command(TyperCommand):
     def format_usage(self, ctx: Any, formatter: Any) -> None:
         super().format_usage(ctx, formatter)
         formatter.buffer[:] = [clean_help(piece) for piece in formatter.buffer]
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """A variadic argument reads `PATH...` whatever typer's version: 0.29 adds the dots to
+        an explicit metavar, 0.27-0.28 (the versions pyproject allows) do not."""
+        pieces: list[str] = super().collect_usage_pieces(ctx)
+        variadic = {p.metavar for p in self.params if p.nargs == -1 and p.metavar}
+        return [f"{p}..." if p.strip("{}[]") in variadic else p for p in pieces]

@@ -47,10 +47,14 @@ def fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
 
 
 @contextlib.contextmanager
-def errors() -> Iterator[None]:
+def errors(no_cache: bool = False) -> Iterator[None]:
     """NormscopeError -> one line + exit 2 (a UsageError as typer's usage error); KeyboardInterrupt
-    -> exit 130; anything unexpected -> traceback + exit 3."""
+    -> exit 130; anything unexpected -> traceback + exit 3. `no_cache`: the command's
+    `--no-cache`, which turns the local header cache off for this process (and its workers)."""
     from normscope.errors import NormscopeError, UsageError
+
+    if no_cache:
+        os.environ["NORMSCOPE_NO_CACHE"] = "1"
 
     try:
         yield

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from normscope.enums import Band, Group, Kind, Module, Parametrization, Role
 
 if TYPE_CHECKING:  # pandas stays off the import path of a scan
@@ -76,9 +78,15 @@ class PeerRule:
             raise ValueError(f"need min_peers >= 2 (a median needs company), got {self.min_peers}")
 
 
-@dataclass(frozen=True, slots=True)
-class TensorRef:
-    """Where one tensor's bytes live: a shard and an absolute byte range in it."""
+class TensorRef(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """Where one tensor's bytes live: a shard and an absolute byte range in it.
+
+    NOTE: a frozen msgspec Struct, not a frozen dataclass like the rest of the schema: a
+    checkpoint holds one per tensor (92k in DeepSeek-V3), and a Struct is built ~3x faster and,
+    with `gc=False`, is never tracked by the cyclic garbage collector (it holds only str, int and
+    a tuple of ints: it cannot be part of a cycle). Same fields, equality, hashing, pickling and
+    immutability as the dataclass it replaced.
+    """
 
     name: str
     """Tensor name, verbatim from the safetensors header."""

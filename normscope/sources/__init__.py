@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from normscope.errors import SourceError
-from normscope.sources import dcp, formats
+from normscope.sources import dcp, formats, headercache
 from normscope.sources.layout import merge_shards, open_layout
 from normscope.sources.local import LocalStore
 from normscope.sources.safetensors import MAX_HEADER_SIZE, ShardHeader, parse_header
@@ -105,12 +105,39 @@ def open_checkpoint(
         store = LocalStore(path)
     else:
         raise SourceError(f"not a file or directory ({path})")
-    checkpoint = open_layout(store, str(spec))
+    checkpoint = _open_local(store, str(spec))
     if isinstance(spec, str) and _cached_hub_repo(spec):  # `org/name`: a folder and a repo
         checkpoint.warnings.append(
             f"'{spec}' is a local folder and a Hub repo in the HF cache: read the local folder "
             f"(for the Hub write hf://{spec})"
         )
+    return checkpoint
+
+
+def _open_local(store: LocalStore, source: str) -> Checkpoint:
+    """`open_layout`, or its result from the header cache when no file changed since."""
+    if not headercache.enabled():
+        return open_layout(store, source)
+    directory, only = store.directory, store.only
+    try:
+        files = headercache.snapshot(directory, headercache.layout_files(directory, only))
+    except OSError:
+        files = None
+    if files is not None:
+        hit = headercache.load(directory, only, source, files)
+        if hit is not None:
+            config, shards, warnings = hit
+            store.warnings.extend(warnings)
+            tensors = merge_shards(shards)
+            return Checkpoint(source, config, shards, tensors, store, store.warnings)
+    checkpoint = open_layout(store, source)
+    if files is not None:
+        problem = headercache.save(
+            directory, only, source, files, checkpoint.config, checkpoint.shards,
+            checkpoint.warnings,
+        )  # fmt: skip
+        if problem is not None:
+            checkpoint.warnings.append(problem)
     return checkpoint
 
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
 
 from normscope.errors import SourceError
 from normscope.schema import TensorRef
@@ -72,13 +75,89 @@ class ShardHeader:
     metadata: dict[str, str]
 
 
-def parse_header(raw: bytes, shard: str, file_size: int) -> ShardHeader:
+class _Entry(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """One tensor's header entry, as the fast path decodes it (unknown keys: the slow path)."""
+
+    dtype: str
+    shape: tuple[Annotated[int, msgspec.Meta(ge=0)], ...]
+    data_offsets: tuple[Annotated[int, msgspec.Meta(ge=0)], Annotated[int, msgspec.Meta(ge=0)]]
+
+
+_DECODE_ENTRIES = msgspec.json.Decoder(dict[str, _Entry])
+_METADATA_FIRST = re.compile(rb'\{"__metadata__":(\{(?:[^"}]|"[^"\\]*")*\}),')
+"""`{"__metadata__":{...},` as safetensors writes it (compact, metadata first, no escapes)."""
+
+
+def _parse_fast(
+    raw: bytes, shard: str, data_len: int
+) -> tuple[dict[str, TensorRef], dict[str, str]] | None:
+    """The header as safetensors writes it, parsed at C speed; None: let `parse_header`'s
+    general path decide (it accepts or refuses exactly as before, with its messages).
+
+    NOTE: an accelerator that never refuses anything. It takes a header only when it can prove
+    the general path would accept it with the same result: ASCII (so valid UTF-8) without a
+    single backslash (so no escapes and no lone surrogates), metadata first and made of strings,
+    every tensor exactly {dtype, shape, data_offsets} with non-negative integers (msgspec's
+    typed decoding: no float, no NaN, no nesting), a known dtype whose size matches, and tensors
+    in data order tiling the data section. Duplicate keys, which msgspec would silently collapse,
+    are excluded by counting: the document is valid JSON, so every `:` outside a string is one
+    key; there are >= 1 + 3 per tensor entry, and exactly 4 x len(tensors) colons in the
+    document (strings included) proves no key was repeated and no string holds a colon. Depth
+    and number length need no pre-scan: the typed decoder meets nothing nested deeper than 3
+    levels, and a number too long for a u64 dimension fails the size check.
+    """
+    if not raw.isascii() or b"\\" in raw:
+        return None
+    match = _METADATA_FIRST.match(raw)
+    if match is None:
+        if raw.startswith(b'{"__metadata__"'):
+            return None
+        metadata: dict[str, str] = {}
+        body = raw
+    else:
+        try:
+            meta = load_json(match.group(1), strict=True)
+        except ValueError:
+            return None
+        if not all(type(v) is str for v in meta.values()):
+            return None
+        metadata = meta
+        body = b"{" + raw[match.end() :]
+    try:
+        entries = _DECODE_ENTRIES.decode(body)
+    except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+        return None
+    if body.count(b":") != 4 * len(entries):
+        return None
+    base = 8 + len(raw)
+    bits_of = DTYPE_BITS.get
+    prod = math.prod
+    tensors: dict[str, TensorRef] = {}
+    position = 0
+    for name, entry in entries.items():
+        begin, end = entry.data_offsets
+        bits = bits_of(entry.dtype)
+        shape = entry.shape
+        if bits is None or begin != position:
+            return None
+        nbits = prod(shape) * bits
+        if nbits != (end - begin) * 8 or nbits > U64_MAX or (not nbits and len(shape) > 1):
+            return None
+        position = end
+        tensors[name] = TensorRef(name, shard, entry.dtype, shape, base + begin, base + end)
+    if position != data_len or "__metadata__" in tensors:
+        return None
+    return tensors, metadata
+
+
+def parse_header(raw: bytes, shard: str, file_size: int, *, fast: bool = True) -> ShardHeader:
     """Parse and validate the JSON header `raw` (without its 8-byte length prefix).
 
     Raises SourceError naming the shard (and tensor) for every header safetensors itself refuses
     (the property test in tests/test_fuzz.py holds normscope to it), plus a truncated data
     section. Stricter than safetensors on purpose: a header must start with `{`, a tensor name
     may appear once only (safetensors keeps the last), and no number may have over 308 digits.
+    `fast=False` skips `_parse_fast` (the tests compare the two paths).
     """
     header_len = len(raw)
     data_len = file_size - 8 - header_len
@@ -86,6 +165,9 @@ def parse_header(raw: bytes, shard: str, file_size: int) -> ShardHeader:
         raise SourceError(f"truncated safetensors header ({shard})")
     if not raw[:1] == b"{":
         raise SourceError(f"not a safetensors file: header does not start with '{{' ({shard})")
+    quick = _parse_fast(raw, shard, data_len) if fast else None
+    if quick is not None:
+        return ShardHeader(shard, file_size, 8 + header_len, *quick)
     try:
         obj = load_json(raw, strict=True)
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included

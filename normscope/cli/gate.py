@@ -1,0 +1,138 @@
+"""`normscope check`: the policy from defaults, config and flags, one checked scan (and its
+baseline), the findings rendered in the format asked, the verdict as the exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import typer
+
+from normscope.cli import inputs
+from normscope.cli import output as out
+from normscope.cli.options import (
+    AllowUnknownOpt,
+    BaselineOpt,
+    CheckFormat,
+    CheckFormatOpt,
+    CheckHighOpt,
+    CheckLowOpt,
+    CheckScopeOpt,
+    CheckSourceArg,
+    ConfigOpt,
+    ExpectInitOpt,
+    ExpectMtpOpt,
+    MaxDriftOpt,
+    NoCacheOpt,
+    OutputOpt,
+    ParamOpt,
+    QuietOpt,
+    RevisionOpt,
+    RulesOpt,
+    SeverityOpt,
+    ShowConfigOpt,
+)
+
+if TYPE_CHECKING:
+    from normscope.schema import CheckReport
+
+
+def check(
+    source: CheckSourceArg = None,
+    baseline: BaselineOpt = None,
+    max_drift: MaxDriftOpt = None,
+    expect_init: ExpectInitOpt = None,
+    expect_mtp: ExpectMtpOpt = None,
+    scope: CheckScopeOpt = None,
+    low: CheckLowOpt = None,
+    high: CheckHighOpt = None,
+    parametrization: ParamOpt = None,
+    severity: SeverityOpt = None,
+    config: ConfigOpt = None,
+    show_config: ShowConfigOpt = False,
+    allow_unknown: AllowUnknownOpt = None,
+    rules: RulesOpt = None,
+    format: CheckFormatOpt = CheckFormat.text,
+    output: OutputOpt = None,
+    quiet: QuietOpt = False,
+    no_cache: NoCacheOpt = False,
+    revision: RevisionOpt = None,
+) -> None:
+    """Gate CI on norm health: bands, anomalies, drift against a baseline, init identity, MTP
+    presence. A checkpoint whose architecture normscope did not understand is refused (exit 2)."""
+    with out.errors(no_cache):
+        from normscope.gates import run_checks
+        from normscope.policy import (
+            PolicyOverrides,
+            load_policy,
+            parse_severities,
+            policy_toml,
+            user_rules,
+        )
+        from normscope.scanner import ScanOptions, measure
+        from normscope.schema import Thresholds
+
+        overrides = PolicyOverrides(
+            low, high, scope, max_drift, expect_init, expect_mtp, parametrization,
+            parse_severities(severity), allow_unknown,
+        )  # fmt: skip
+        policy = load_policy(config, overrides)
+        if show_config:
+            out.write_output(policy_toml(policy), output)
+            return
+        if source is None:
+            raise typer.BadParameter(
+                "a checkpoint is required (or --show-config)", param_hint="SOURCE"
+            )
+        options = ScanOptions(
+            Thresholds(low=policy.low, high=policy.high),
+            policy.parametrization,
+            policy.scope,
+            peers=policy.anomaly,
+            rules=user_rules(rules, config),
+        )
+        progress = out.transfer_progress(quiet)
+        measured = measure(inputs.at_revision(source, revision), options, progress)
+        base = measure(baseline, options, progress) if baseline is not None else None
+        result = run_checks(measured, policy, base)
+        out.warn(result.warnings, quiet)
+        render_check(result, format, output)
+
+
+def render_check(result: CheckReport, format: CheckFormat, output: str | None) -> None:
+    """Render a CheckReport; the verdict always reaches a person; exit 1 on failure."""
+    from normscope.enums import Verdict
+    from normscope.render import check as view
+    from normscope.render.common import render_json
+
+    if format is CheckFormat.text:
+        if output in (None, "-") and sys.stdout.isatty():
+            from rich.console import Console
+
+            Console(highlight=False).print(view.render_check_text(result, True), end="")
+        else:
+            out.write_output(view.render_check_text(result), output)
+    elif format is CheckFormat.json:
+        out.write_output(render_json(result), output)
+    elif format is CheckFormat.junit:
+        out.write_output(view.render_junit(result), output)
+    elif format is CheckFormat.html:
+        from normscope.render.html import render_check_html
+
+        out.write_output(render_check_html(result), output)
+    elif format is CheckFormat.github:
+        out.write_output(view.render_github(result), output)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            try:
+                with open(summary, "a", encoding="utf-8") as fh:
+                    fh.write(view.render_step_summary(result))
+            except OSError as exc:  # the verdict still decides the exit code
+                out.warn([f"cannot append the job summary: {exc.strerror} ({summary})"], False)
+    else:  # pragma: no cover - exhaustive over CheckFormat
+        raise AssertionError(format)
+    if format is not CheckFormat.text:
+        out.stderr().print(view.verdict_line(result), markup=False)
+    if result.verdict is Verdict.failed:
+        raise typer.Exit(1)

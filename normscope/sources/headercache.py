@@ -1,0 +1,172 @@
+"""The local header cache: a re-scan of an unchanged local checkpoint skips parsing its layout.
+
+A scan of DeepSeek-V3 (163 shards, 92k tensors) spends most of its own time reading and
+validating 11.5 MB of headers and the 8.9 MB index. For a local checkpoint whose files have not
+changed since the last scan, the result of that work — the config, every shard's validated
+header (its `TensorRef`s and metadata) and the warnings — is kept in one file under normscope's
+cache folder (`<cache>/layouts/`) and read back instead.
+
+NOTE: why serving the cached result is safe. The entry is keyed on every file the layout was
+read from (config.json, the index, each shard, and which of them exist), each by its size,
+mtime_ns, ctime_ns, inode and device, taken BEFORE the files were read. A file's bytes cannot
+change without changing one of these: writing moves mtime and ctime, truncating moves the size,
+replacing (`mv`, a fresh download) moves the inode, and `cp -p` over a shard (same size, mtime
+set back) moves the ctime, which no unprivileged call can set. The one gap is the timestamp
+clock's granularity: a file written in the same clock tick as the stat could keep its times (the
+"racy git" problem), so a layout holding a file changed less than `RACY_SECONDS` before the
+stat is not cached. Stats taken before reading also mean a file changed while it was being read
+is recorded with its old times, so the entry can never match again. Anything unexpected in an
+entry (corrupt, truncated, another version's format) is a miss: the checkpoint is parsed again.
+Writes are atomic (a temporary file, then `os.replace`) and best-effort (a cache that cannot be
+written is a warning, never an error). `NORMSCOPE_NO_CACHE=1` (or `--no-cache`) turns it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from normscope.schema import TensorRef
+from normscope.sources.hub.cache import cache_root
+from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader
+from normscope.version import __version__
+
+FORMAT = 2
+"""Bumped when the entry's layout or the validation it stands for changes."""
+RACY_SECONDS = 2.0
+"""Files changed this recently (seconds before the stat) are not trusted to be settled."""
+ENV_OFF = "NORMSCOPE_NO_CACHE"
+
+Stat = tuple[int, int, int, int, int]
+"""(size, mtime_ns, ctime_ns, inode, device) of one file."""
+
+
+class _Shard(msgspec.Struct, gc=False):
+    path: str
+    size: int
+    header_bytes: int
+    metadata: dict[str, str]
+    tensors: dict[str, TensorRef]
+
+
+class _Entry(msgspec.Struct):
+    format: int
+    version: str
+    source: str
+    files: dict[str, Stat]
+    config: Any
+    warnings: list[str]
+    shards: list[_Shard]
+
+
+_DECODER = msgspec.msgpack.Decoder(_Entry)
+
+
+def enabled() -> bool:
+    """False when the user turned the cache off (`NORMSCOPE_NO_CACHE` set to anything but 0)."""
+    return os.environ.get(ENV_OFF, "") in ("", "0")
+
+
+def snapshot(directory: Path, names: list[str]) -> dict[str, Stat] | None:
+    """The stats of the layout's files in `directory`: config.json, indexes, shards (`names`).
+
+    None when one is racy (changed within RACY_SECONDS) or not a regular file: not cacheable.
+    """
+    out: dict[str, Stat] = {}
+    now = time.time_ns()
+    racy = int(RACY_SECONDS * 1e9)
+    for name in names:
+        try:
+            st = os.stat(directory / name)
+        except (OSError, ValueError):
+            if name == "config.json":
+                continue  # absent: recorded by its absence from the key
+            return None
+        if not stat.S_ISREG(st.st_mode) or now - max(st.st_mtime_ns, st.st_ctime_ns) < racy:
+            return None
+        out[name] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    return out
+
+
+def layout_files(directory: Path, only: str | None) -> list[str]:
+    """Every file a layout of `directory` depends on: config.json, the indexes, the shards."""
+    if only is not None:
+        return ["config.json", only]
+    listed = sorted(
+        p.name for p in directory.iterdir() if p.name.endswith((".safetensors", INDEX_SUFFIX))
+    )
+    return ["config.json", *listed]
+
+
+def _entry_path(directory: Path, only: str | None) -> Path:
+    where = f"{directory.resolve()}\0{only or ''}"
+    digest = hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()
+    return cache_root() / "layouts" / digest[:2] / digest
+
+
+def load(
+    directory: Path, only: str | None, source: str, files: dict[str, Stat]
+) -> tuple[Any, list[ShardHeader], list[str]] | None:
+    """(config, shard headers, warnings) cached for exactly these `files`; None: a miss."""
+    try:
+        data = _entry_path(directory, only).read_bytes()
+        entry = _DECODER.decode(data)
+    except (OSError, msgspec.DecodeError, ValueError, TypeError):
+        return None
+    if (
+        entry.format != FORMAT
+        or entry.version != __version__
+        or entry.source != source
+        or entry.files != files
+    ):
+        return None
+    shards = [
+        ShardHeader(s.path, s.size, s.header_bytes, s.tensors, s.metadata) for s in entry.shards
+    ]
+    return entry.config, shards, entry.warnings
+
+
+def save(
+    directory: Path,
+    only: str | None,
+    source: str,
+    files: dict[str, Stat],
+    config: Any,
+    shards: list[ShardHeader],
+    warnings: list[str],
+) -> str | None:
+    """Write the entry atomically; a warning's text when it could not be written, else None."""
+    entry = _Entry(
+        FORMAT,
+        __version__,
+        source,
+        files,
+        config,
+        list(warnings),
+        [_Shard(s.path, s.size, s.header_bytes, s.metadata, s.tensors) for s in shards],
+    )
+    try:
+        data = msgspec.msgpack.encode(entry)
+    except (TypeError, ValueError, OverflowError):  # a config value msgpack cannot hold
+        return None
+    path = _entry_path(directory, only)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        return f"cannot write the normscope cache ({exc.strerror}) ({path.parent.parent})"
+    return None
