@@ -655,3 +655,29 @@ if __name__ == "__main__":  # pragma: no cover - manual use
         print(f"HF_ENDPOINT={server.endpoint}", flush=True)
         with suppress(KeyboardInterrupt):
             threading.Event().wait()
+
+
+def point_huggingface_hub_at(server: FakeHub, monkeypatch: Any, tmp_path: Path) -> None:
+    """Make huggingface_hub (and normscope's Hub source) talk to `server`, online, with no user
+    token or cache involved and no retry waits."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import close_session
+
+    from normscope.sources.hub import retry
+
+    endpoint = server.endpoint
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(
+        constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+    )
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    # Never the user's token or agent registry (their paths were fixed at import).
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-stored-tokens"))
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agents.json"))
+    monkeypatch.setenv("NORMSCOPE_CACHE", str(tmp_path / "normscope-cache"))
+    monkeypatch.setattr(retry, "RETRY_WAIT", 0.0)
+    close_session()

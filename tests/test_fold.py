@@ -591,29 +591,11 @@ def test_hub_fold_reads_only_the_consumer_ranges(
 
 
 def _start_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, directory: Path) -> Any:
-    from hubserver import FakeHub
-    from huggingface_hub import constants
-    from huggingface_hub.utils import close_session
-
-    from normscope.sources.hub import retry as hubremote
+    from hubserver import FakeHub, point_huggingface_hub_at
 
     server = FakeHub().start()
     server.add_repo("org/ds-fold", directory)
-    endpoint = server.endpoint
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(
-        constants,
-        "HUGGINGFACE_CO_URL_TEMPLATE",
-        endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-    )
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-stored-tokens"))
-    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agents.json"))
-    monkeypatch.setenv("NORMSCOPE_CACHE", str(tmp_path / "normscope-cache"))
-    monkeypatch.setattr(hubremote, "RETRY_WAIT", 0.0)
-    close_session()
+    point_huggingface_hub_at(server, monkeypatch, tmp_path)
     return server
 
 

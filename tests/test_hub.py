@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, llama_config, llama_tensors, write_checkpoint
-from hubserver import FakeHub
+from hubserver import FakeHub, point_huggingface_hub_at
 from typer.testing import CliRunner, Result
 
 import normscope
@@ -167,28 +167,12 @@ def hub(
     huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE at import, so its constants are patched
     (test_env_vars_in_a_fresh_process checks the environment route). Backoff waits are zeroed.
     """
-    from huggingface_hub import constants
     from huggingface_hub.utils import close_session
 
     server = FakeHub().start()
     server.add_repo(DS, ds_dir, tags=("v1",))
     server.add_repo(LLAMA, llama_dir_hub)
-    endpoint = server.endpoint
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
-    monkeypatch.setattr(
-        constants,
-        "HUGGINGFACE_CO_URL_TEMPLATE",
-        endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-    )
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    # Never the user's token or agent registry (their paths were fixed at import).
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-stored-tokens"))
-    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agents.json"))
-    monkeypatch.setenv("NORMSCOPE_CACHE", str(tmp_path / "normscope-cache"))
-    monkeypatch.setattr(hubremote, "RETRY_WAIT", 0.0)
-    close_session()
+    point_huggingface_hub_at(server, monkeypatch, tmp_path)
     try:
         yield server
     finally:
