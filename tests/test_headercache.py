@@ -178,9 +178,9 @@ def test_no_cache_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _ckpt(tmp_path)
     result = CliRunner().invoke(app, ["scan", str(path), "--format", "json", "--no-cache"])
     assert result.exit_code == 0, result.output
-    assert os.environ.get("NORMSCOPE_NO_CACHE") == "1"
     assert not (headercache.cache_root() / "layouts").exists()
-    monkeypatch.delenv("NORMSCOPE_NO_CACHE")
+    # The switch lasts for the command only: nothing leaks into the process afterwards.
+    assert "NORMSCOPE_NO_CACHE" not in os.environ
     result = CliRunner().invoke(app, ["scan", str(path), "--format", "json"])
     assert result.exit_code == 0, result.output
     assert (headercache.cache_root() / "layouts").exists()
@@ -193,3 +193,19 @@ def test_a_cached_scan_reports_the_same_norms(tmp_path: Path) -> None:
     cold, warm = normscope.scan(path), normscope.scan(path)
     assert [n.l2 for n in cold.norms] == [n.l2 for n in warm.norms]
     assert np.isfinite([n.ratio for n in warm.norms]).all()
+
+
+def test_normscope_cache_lists_and_clears_the_layouts(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from normscope.cli import app
+
+    path = _ckpt(tmp_path)
+    assert not _hit(path)
+    assert _hit(path)
+    runner = CliRunner()
+    listing = runner.invoke(app, ["cache"])
+    assert listing.exit_code == 0 and "(local checkpoint layouts)" in listing.stdout
+    cleared = runner.invoke(app, ["cache", "--clear"])
+    assert cleared.exit_code == 0, cleared.stderr
+    assert not _hit(path)  # parsed again: the layout was removed

@@ -50,27 +50,42 @@ def fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
 def errors(no_cache: bool = False) -> Iterator[None]:
     """NormscopeError -> one line + exit 2 (a UsageError as typer's usage error); KeyboardInterrupt
     -> exit 130; anything unexpected -> traceback + exit 3. `no_cache`: the command's
-    `--no-cache`, which turns the local header cache off for this process (and its workers)."""
+    `--no-cache`, which turns the local header cache off while the command runs (and for the
+    worker processes it starts, through the environment); it is restored afterwards."""
     from normscope.errors import NormscopeError, UsageError
 
-    if no_cache:
-        os.environ["NORMSCOPE_NO_CACHE"] = "1"
+    with _cache_switched_off(no_cache):
+        try:
+            yield
+        except (typer.Exit, typer.BadParameter):
+            raise
+        except UsageError as exc:
+            raise typer.BadParameter(exc.message, param_hint=exc.param) from None
+        except NormscopeError as exc:
+            if os.environ.get("NORMSCOPE_DEBUG"):
+                traceback.print_exc()
+            fail(exc.message, exc.hint)
+        except KeyboardInterrupt:
+            fail("interrupted", code=130)
+        except Exception:
+            traceback.print_exc()
+            fail("internal error in normscope (a bug): please report the traceback above", code=3)
 
+
+@contextlib.contextmanager
+def _cache_switched_off(off: bool) -> Iterator[None]:
+    from normscope.sources.headercache import ENV_OFF
+
+    before = os.environ.get(ENV_OFF)
+    if off:
+        os.environ[ENV_OFF] = "1"
     try:
         yield
-    except (typer.Exit, typer.BadParameter):
-        raise
-    except UsageError as exc:
-        raise typer.BadParameter(exc.message, param_hint=exc.param) from None
-    except NormscopeError as exc:
-        if os.environ.get("NORMSCOPE_DEBUG"):
-            traceback.print_exc()
-        fail(exc.message, exc.hint)
-    except KeyboardInterrupt:
-        fail("interrupted", code=130)
-    except Exception:
-        traceback.print_exc()
-        fail("internal error in normscope (a bug): please report the traceback above", code=3)
+    finally:
+        if off and before is None:
+            os.environ.pop(ENV_OFF, None)
+        elif off and before is not None:
+            os.environ[ENV_OFF] = before
 
 
 def escape_unencodable() -> None:

@@ -235,6 +235,14 @@ class CacheSummary:
     bytes: int
 
 
+OTHER_CACHES = {
+    "objects": "(object-store headers)",
+    "layouts": "(local checkpoint layouts)",
+}
+"""normscope's other caches under the same root (sources/objstore.py, sources/headercache.py):
+folder -> how `normscope cache` lists them."""
+
+
 def cache_summary() -> CacheSummary:
     """Describe the normscope cache (repos, files, bytes). Reads nothing over the network."""
     root = cache_root()
@@ -247,6 +255,10 @@ def cache_summary() -> CacheSummary:
             commits = len(list((folder / "manifests").glob("*.json")))
             repo_id = folder.name[len("models--") :].replace("--", "/", 1)
             entries.append(CacheEntry(repo_id, commits, len(sizes), sum(sizes)))
+        for other, label in OTHER_CACHES.items():
+            sizes = [p.stat().st_size for p in (root / other).rglob("*") if p.is_file()]
+            if sizes:
+                entries.append(CacheEntry(label, 0, len(sizes), sum(sizes)))
     return CacheSummary(
         str(root),
         tuple(entries),
@@ -264,7 +276,10 @@ def clear_cache() -> CacheSummary:
     summary = cache_summary()
     root = Path(summary.root)
     for entry in summary.entries:
-        shutil.rmtree(root / folder_name(entry.repo_id), ignore_errors=True)
+        if entry.repo_id not in OTHER_CACHES.values():
+            shutil.rmtree(root / folder_name(entry.repo_id), ignore_errors=True)
+    for folder in OTHER_CACHES:
+        shutil.rmtree(root / folder, ignore_errors=True)
     with contextlib.suppress(OSError):
         (root / "CACHEDIR.TAG").unlink()
     return summary
