@@ -297,6 +297,7 @@ def run_case(args: tuple[int, int]) -> tuple[str, str, int, float]:
                     console.print(item)
                 # What the CLI writes: UTF-8 (C2-C4 are strings that cannot be written).
                 render_markdown(report, show_all=True).encode("utf-8")
+                render_csv(report).encode("utf-8")
                 render_json(report).encode("utf-8")
             except BaseException as exc:
                 return "render_crash", _signature(exc), _hwm_mb(), time.perf_counter() - started

@@ -88,3 +88,22 @@ def test_c4_a_lone_surrogate_model_type_in_the_table(tmp_path: Path) -> None:
         result = runner.invoke(app, ["scan", str(directory), "-f", fmt])
         assert result.exit_code == 0, (fmt, result.stderr)
         result.stdout.encode("utf-8")
+
+
+def test_every_text_renderer_writes_utf8_whatever_the_names(tmp_path: Path) -> None:
+    """The library's renderers too, not only the CLI's streams: a lone surrogate is escaped."""
+    import normscope
+    from normscope.render import check as check_view
+    from normscope.render import scan as scan_view
+
+    directory = write_checkpoint(tmp_path / "m", llama_tensors(), llama_config())
+    config = json.loads((directory / "config.json").read_text())
+    config["model_type"] = "llama\ud800"
+    (directory / "config.json").write_text(json.dumps(config))
+    report = normscope.scan(directory)
+    assert report.model.model_type == "llama\ud800"  # the data keeps what the file says
+    for text in (scan_view.render_markdown(report), scan_view.render_csv(report)):
+        text.encode("utf-8")
+    assert "llama\\ud800" in scan_view.render_markdown(report)
+    checked = normscope.check(directory, allow_unknown=True)
+    check_view.render_junit(checked).encode("utf-8")

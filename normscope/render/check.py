@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 from normscope.enums import CheckName, Severity, Verdict
+from normscope.render.common import text_safe
 from normscope.schema import CheckReport, Finding
 
 
@@ -26,6 +27,7 @@ def verdict_line(result: CheckReport) -> str:
     return f"{head}{tail} ({norms} norms, checks: {', '.join(checks)}) {result.source}"
 
 
+@text_safe
 def render_check_text(result: CheckReport, color: bool = False) -> str:
     """One line per violation grouped by check, with value, limit and fix; then the verdict."""
     lines: list[str] = []
@@ -55,6 +57,7 @@ def render_check_text(result: CheckReport, color: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+@text_safe
 def render_junit(result: CheckReport) -> str:
     """JUnit XML: one testsuite per check, one testcase per (check, subject)."""
     root = ET.Element(
@@ -98,6 +101,7 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
+@text_safe
 def render_github(result: CheckReport) -> str:
     """`::error`/`::warning` workflow commands, one per violation, and a closing notice."""
     lines = []
@@ -111,6 +115,7 @@ def render_github(result: CheckReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+@text_safe
 def render_step_summary(result: CheckReport) -> str:
     """Markdown for $GITHUB_STEP_SUMMARY."""
     icon = "✅" if result.verdict is Verdict.passed else "❌"

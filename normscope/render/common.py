@@ -7,11 +7,12 @@ people (tables, Markdown, HTML), which must never be parsed.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from normscope.enums import Band, Module
 from normscope.frames import plain
@@ -21,6 +22,30 @@ from normscope.naming import where as _where_text
 if TYPE_CHECKING:
     import pandas
     from rich.console import RenderableType
+
+
+_P = ParamSpec("_P")
+
+
+def writable(text: str) -> str:
+    """`text`, with what UTF-8 cannot encode (a lone surrogate from a non-UTF-8 file name or a
+    config string) written as a backslash escape (`\\udcff`)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def text_safe(render: Callable[_P, str]) -> Callable[_P, str]:
+    """A text renderer whose output always encodes as UTF-8 (`writable`): rendering never fails
+    on a strange name. JSON needs none: it escapes such characters itself."""
+
+    @functools.wraps(render)
+    def rendered(*args: _P.args, **kwargs: _P.kwargs) -> str:
+        return writable(render(*args, **kwargs))
+
+    return rendered
 
 
 def to_dict(report: Any) -> dict[str, Any]:

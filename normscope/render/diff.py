@@ -14,6 +14,7 @@ from normscope.render.common import (
     frame_csv,
     header_panel,
     name_column_width,
+    text_safe,
     where,
 )
 from normscope.schema import DiffReport, NormDiff
@@ -35,6 +36,7 @@ MAX_LISTED = 10
 __all__ = ["render_diff_csv", "render_diff_markdown", "render_diff_table"]
 
 
+@text_safe
 def render_diff_csv(result: DiffReport) -> str:
     """One row per matched norm (NormDiff fields; `movers` as a JSON string)."""
     return frame_csv(result.to_frame())
@@ -190,6 +192,7 @@ def render_diff_table(
     return out
 
 
+@text_safe
 def render_diff_markdown(result: DiffReport, show_all: bool = False) -> str:
     """Markdown: header, per-role drift and the movers (or every row with show_all)."""
     lines = [f"### normscope diff {result.normscope_version}", ""]

@@ -14,6 +14,7 @@ from normscope.render.common import (
     human_bytes,
     render_json,
     short_name,
+    text_safe,
     where,
 )
 from normscope.schema.fold import FoldNorm, FoldReport
@@ -27,6 +28,7 @@ def render_fold_json(report: FoldReport) -> str:
     return render_json(report)
 
 
+@text_safe
 def render_fold_csv(report: FoldReport) -> str:
     """A header row and one row per norm (consumers/producers as JSON lists)."""
     return frame_csv(report.to_frame())
@@ -131,6 +133,7 @@ def render_fold_table(
     return out
 
 
+@text_safe
 def render_fold_markdown(report: FoldReport, show_all: bool = False) -> str:
     """Markdown: header facts and one row per selected folded norm, with its consumers."""
     lines = [f"### normscope {report.normscope_version} fold", ""]

@@ -23,6 +23,7 @@ from normscope.render.common import (
     header_panel,
     human_bytes,
     name_column_width,
+    text_safe,
     where,
 )
 from normscope.schema import NormStats, Report
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 NORM_FIELDS = tuple(f.name for f in dataclasses.fields(NormStats))
 
 
+@text_safe
 def render_csv(report: Report) -> str:
     """CSV: a header row and one row per norm, full float precision, empty cells for null."""
     return frame_csv(report.to_frame())
@@ -370,6 +372,7 @@ def _fold(n: NormStats) -> str:
     return f"÷{n.peer_median / n.ratio:.1f}"
 
 
+@text_safe
 def render_markdown(report: Report, show_all: bool = False, scope: Selector = DEFAULT) -> str:
     """Markdown for PR comments and job summaries: header, per-role summary, norm rows."""
     lines = [f"### normscope {report.normscope_version}", ""]

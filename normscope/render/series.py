@@ -23,6 +23,7 @@ from normscope.render.common import (
     header_panel,
     human_bytes,
     name_column_width,
+    text_safe,
     to_dict,
     where,
 )
@@ -56,6 +57,7 @@ __all__ = [
 # --- machine formats ----------------------------------------------------------------------------
 
 
+@text_safe
 def render_series_csv(report: SeriesReport) -> str:
     """CSV of the tidy rows: a header row, full float precision, empty cells for null."""
     return frame_csv(report.to_frame())
@@ -375,6 +377,7 @@ def _all_table(report: SeriesReport, width: int, wide: bool = False) -> Renderab
 # --- Markdown -----------------------------------------------------------------------------------
 
 
+@text_safe
 def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
     """Markdown for PR comments and job summaries."""
     lines = [f"### normscope series {report.normscope_version}", ""]
