@@ -516,7 +516,9 @@ def test_a_model_in_the_hf_cache_is_read_there_even_offline(
     assert hub.requests == 0
     assert report.io.requests == 0 and report.io.bytes_transferred == 0
     same_stats(report, normscope.scan(ds_dir))
-    assert not Path(os.environ["NORMSCOPE_CACHE"]).exists()  # nothing needed caching
+    # Nothing of the Hub repo needed caching (the local scan may keep its own layout).
+    cache = Path(os.environ["NORMSCOPE_CACHE"])
+    assert not list(cache.glob("models--*"))
 
 
 def test_online_with_the_model_in_the_hf_cache_only_resolves_the_revision(
@@ -866,14 +868,15 @@ def test_real_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def cache_files() -> list[str]:
-    """What normscope's cache holds (relative paths; CACHEDIR.TAG left out)."""
+    """What normscope's Hub cache holds (relative paths; CACHEDIR.TAG and the local layout cache
+    of a local scan left out)."""
     root = Path(os.environ["NORMSCOPE_CACHE"])
     if not root.is_dir():
         return []
     return sorted(
         str(p.relative_to(root))
         for p in root.rglob("*")
-        if p.is_file() and p.name != "CACHEDIR.TAG"
+        if p.is_file() and p.name != "CACHEDIR.TAG" and p.relative_to(root).parts[0] != "layouts"
     )
 
 
