@@ -1,7 +1,9 @@
 """The `normscope` command line: the only part of normscope that prints or exits.
 
 `options.py` defines every flag once, `output.py` decides where output goes (data to stdout or
-an atomic `-o` file; warnings, FAIL lines and errors to stderr), `app.py` holds the commands.
+an atomic `-o` file; warnings, FAIL lines and errors to stderr), `inputs.py` checks what several
+commands take; `app.py` holds the app and scan, diff, series and cache, `gate.py` check,
+`folding.py` fold, `runs.py` what series does around its measurement.
 """
 
 from __future__ import annotations
