@@ -209,3 +209,20 @@ def test_normscope_cache_lists_and_clears_the_layouts(tmp_path: Path) -> None:
     cleared = runner.invoke(app, ["cache", "--clear"])
     assert cleared.exit_code == 0, cleared.stderr
     assert not _hit(path)  # parsed again: the layout was removed
+
+
+def test_the_layouts_stay_within_their_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A series over many big checkpoints must not fill the disk: past the budget the least
+    # recently written layouts go, never the one just written.
+    first, second = _ckpt(tmp_path, "a"), _ckpt(tmp_path, "b")
+    assert not _hit(first)
+    folder = headercache.cache_root() / "layouts"
+    [entry] = list(folder.glob("*/*"))
+    monkeypatch.setattr(headercache, "MAX_BYTES", entry.stat().st_size + 1)
+    time.sleep(0.01)
+    assert not _hit(second)  # written, and the first one pruned to stay within the budget
+    remaining = list(folder.glob("*/*"))
+    assert len(remaining) == 1 and remaining != [entry]
+    assert _hit(second) and not _hit(first)

@@ -43,6 +43,9 @@ FORMAT = 2
 RACY_SECONDS = 2.0
 """Files changed this recently (seconds before the stat) are not trusted to be settled."""
 ENV_OFF = "NORMSCOPE_NO_CACHE"
+MAX_BYTES = 1 << 30
+"""The layouts kept in all: past this, the least recently written entries are removed (a
+DeepSeek-V3 entry is ~20 MB; a series over hundreds of checkpoints must not fill the disk)."""
 
 Stat = tuple[int, int, int, int, int]
 """(size, mtime_ns, ctime_ns, inode, device) of one file."""
@@ -169,4 +172,27 @@ def save(
             raise
     except OSError as exc:
         return f"cannot write the normscope cache ({exc.strerror}) ({path.parent.parent})"
+    _prune(path.parent.parent, keep=path)
     return None
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Remove the oldest entries until the layouts take at most MAX_BYTES (never `keep`)."""
+    entries = []
+    for entry in folder.glob("*/*"):
+        try:
+            info = entry.stat()
+        except OSError:
+            continue
+        entries.append((info.st_mtime_ns, info.st_size, entry))
+    total = sum(size for _, size, _ in entries)
+    for _, size, entry in sorted(entries, key=lambda e: e[0]):
+        if total <= MAX_BYTES:
+            break
+        if entry == keep:
+            continue
+        try:
+            entry.unlink()
+        except OSError:
+            continue
+        total -= size
