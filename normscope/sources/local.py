@@ -76,6 +76,16 @@ def _file_size(path: Path) -> int | None:
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
+def read_small_file(path: Path, counter: ReadCounter) -> bytes | None:
+    """A whole small file beside the shards (config.json, an index), counted as metadata;
+    None when there is none."""
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    counter.metadata_bytes += len(data)
+    return data
+
+
 def pread_spans(
     path: str | os.PathLike[str], shard: str, spans: Sequence[Span]
 ) -> dict[tuple[str, int, int], bytes]:

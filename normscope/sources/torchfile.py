@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from normscope.errors import SourceError
 from normscope.schema import TensorRef
+from normscope.sources.local import read_small_file
 from normscope.sources.safetensors import ShardHeader
 from normscope.sources.store import Checkpoint, ReadCounter, ShortRead, Span
 
@@ -96,12 +97,7 @@ class TorchFileStore:
         return self.file.stat().st_size if name == self.file.name else None
 
     def fetch(self, name: str) -> bytes | None:
-        path = self.file.parent / name
-        if not path.is_file():
-            return None
-        data = path.read_bytes()
-        self.counter.metadata_bytes += len(data)
-        return data
+        return read_small_file(self.file.parent / name, self.counter)
 
     def headers(self, names: Sequence[str], weight_map: Mapping[str, str] | None) -> list[bytes]:
         return []

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from normscope.errors import SourceError
 from normscope.schema import TensorRef
 from normscope.sources.dcp.unpickle import ChunkInfo, DcpMetadata, TensorEntry
-from normscope.sources.local import pread_spans
+from normscope.sources.local import pread_spans, read_small_file
 from normscope.sources.safetensors import DTYPE_BITS
 from normscope.sources.store import Checkpoint, ReadCounter, ShortRead, Span
 
@@ -149,12 +149,7 @@ class DcpStore:
         return path.stat().st_size if path.is_file() else None
 
     def fetch(self, name: str) -> bytes | None:
-        path = self.directory / name
-        if not path.is_file():
-            return None
-        data = path.read_bytes()
-        self.counter.metadata_bytes += len(data)
-        return data
+        return read_small_file(self.directory / name, self.counter)
 
     def headers(self, names: Sequence[str], weight_map: Mapping[str, str] | None) -> list[bytes]:
         return []  # a DCP save has no per-file headers: `.metadata` describes every file

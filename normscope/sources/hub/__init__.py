@@ -37,7 +37,13 @@ from normscope.sources.hub.cache import (
     folder_name,
 )
 from normscope.sources.hub.reader import HubStore
-from normscope.sources.hub.remote import HubMismatch, HubUnreachable, Remote, RepoContext
+from normscope.sources.hub.remote import (
+    HubMismatch,
+    HubUnreachable,
+    Remote,
+    RepoContext,
+    staged_writes,
+)
 from normscope.sources.hub.retry import (
     DEFAULT_TIMEOUT,
     TIMEOUT_ENV,
@@ -154,20 +160,12 @@ class _Opener:
                 )
         store = HubStore(self.ctx, self.remote, listing, self.progress)
         cache = self.ctx.cache
-        cache.begin()  # nothing is written unless the whole open succeeds (see HubCache)
-        try:
+        with staged_writes(cache):  # nothing is written unless the whole open succeeds
             checkpoint = open_layout(store, f"{HF_PREFIX}{self.ctx.repo_id}@{self.ctx.commit}")
             if fetched:
                 cache.set_manifest(self.ctx.commit, listing)
                 if self.ctx.revision != self.ctx.commit:
                     cache.set_ref(self.ctx.revision, self.ctx.commit)
-        except HubMismatch:
-            cache.discard(poison=True)
-            raise
-        except BaseException:
-            cache.discard()
-            raise
-        cache.commit()
         return checkpoint
 
     def _cached_revision(self) -> dict[str, HubFile] | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from normscope.errors import SourceError
-from normscope.sources.hub.remote import HubMismatch, Remote, RepoContext
+from normscope.sources.hub.remote import Remote, RepoContext, staged_writes
 from normscope.sources.hub.spec import HubFile
 from normscope.sources.local import pread_spans, read_header
 from normscope.sources.safetensors import MAX_HEADER_SIZE, header_length
@@ -208,18 +208,8 @@ class HubStore:
     def read(self, spans: Mapping[str, Sequence[Span]]) -> dict[tuple[str, int, int], bytes]:
         """The spans, from the caches or the Hub; what is fetched is cached only if all of it
         arrives, and nothing more of this scan is cached after a `HubMismatch`."""
-        cache = self.ctx.cache
-        cache.begin()
-        try:
-            out = self._read(spans)
-        except HubMismatch:
-            cache.discard(poison=True)
-            raise
-        except BaseException:
-            cache.discard()
-            raise
-        cache.commit()
-        return out
+        with staged_writes(self.ctx.cache):
+            return self._read(spans)
 
     def _read(self, spans: Mapping[str, Sequence[Span]]) -> dict[tuple[str, int, int], bytes]:
         ctx = self.ctx

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,22 @@ class HubUnreachable(SourceError):
 
 class HubMismatch(SourceError):
     """A `/resolve/` answer disagrees with the file list: another commit or another file."""
+
+
+@contextlib.contextmanager
+def staged_writes(cache: HubCache) -> Iterator[None]:
+    """The cache writes of a block reach the disk only if the block succeeds; after a
+    `HubMismatch`, what this scan had written is removed too, and nothing more is kept."""
+    cache.begin()
+    try:
+        yield
+    except HubMismatch:
+        cache.discard(poison=True)
+        raise
+    except BaseException:
+        cache.discard()
+        raise
+    cache.commit()
 
 
 class Remote:
