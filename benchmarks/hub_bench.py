@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -142,7 +143,12 @@ _LIBRARY = (
 MODE = {"how": "cli"}
 
 
+ANCHOR = HERE / "competitors" / "hub_anchor.py"
+
+
 def command(repo_id: str) -> list[str]:
+    if MODE["how"] == "anchor":
+        return [sys.executable, str(ANCHOR), repo_id]
     if MODE["how"] == "cli":
         return [normscope_bin(), "scan", repo_id, "--format", "json", "-q"]
     return [sys.executable, "-c", _LIBRARY, repo_id]
@@ -169,6 +175,7 @@ def scan_once(
             **(env_extra or {}),
         }
         hub.reset_log()  # type: ignore[attr-defined]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         p = subprocess.run(
             command(repo_id),
@@ -178,6 +185,8 @@ def scan_once(
             check=False,
         )
         wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         log = list(hub.log)  # type: ignore[attr-defined]
         second = None
         if warm and p.returncode == 0:
@@ -192,11 +201,14 @@ def scan_once(
                 "requests": len(hub.log),  # type: ignore[attr-defined]
                 "bytes_sent": sum(s.body_bytes for s in hub.log),  # type: ignore[attr-defined]
             }
-    out: dict = {"wall": wall, "rc": p.returncode}
+    out: dict = {"wall": wall, "cpu": cpu, "rc": p.returncode}
     if p.returncode != 0:
         out["stderr"] = p.stderr[-3000:]
         return out
-    rep = json.loads(p.stdout)
+    if MODE["how"] == "anchor":
+        rep = {"io": None, "norms": p.stdout.splitlines()}
+    else:
+        rep = json.loads(p.stdout)
     # Requests to a shard: its /resolve/ redirect and the CDN's ranged GETs (not the index, whose
     # name also contains ".safetensors").
     shard_reqs = [s for s in log if s.path.endswith(".safetensors") or s.server == "cdn"]
@@ -269,7 +281,12 @@ def main() -> int:
     ap.add_argument("name", nargs="?", default="deepseek-v3")
     ap.add_argument("--latency", type=float, action="append")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument(
+        "--anchor", action="store_true", help="measure competitors/hub_anchor.py, not normscope"
+    )
     args = ap.parse_args()
+    if args.anchor:
+        MODE["how"] = "anchor"
     sys.path.insert(0, str(HERE))
     import replicas
 

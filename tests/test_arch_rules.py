@@ -185,6 +185,7 @@ BAD: list[tuple[str, str]] = [
     (F + 'final_norm = "no"\n' + N, "final_norm"),
     ('[[families]]\nname = "x"\n', "families"),
     (F + N + "consumers = [1]\n", "consumers"),
+    (F + N + 'producers = ["a.(b|c"]\n', "producers"),
     (F + N + F + N, "used twice"),
     ("[[family]\n", "invalid TOML"),
 ]

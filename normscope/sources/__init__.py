@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from normscope.errors import SourceError
-from normscope.sources import dcp, formats, headercache
+from normscope.sources import formats, headercache
 from normscope.sources.layout import merge_shards, open_layout
 from normscope.sources.local import LocalStore
 from normscope.sources.safetensors import MAX_HEADER_SIZE, ShardHeader, parse_header
@@ -71,7 +71,9 @@ def open_checkpoint(
             return hub.open_hub_checkpoint(spec, progress)
     if not path.exists():
         raise SourceError(f"no such file or directory ({path})")
-    if path.is_file() and path.name == dcp.METADATA:
+    if path.is_file() and path.name == formats.DCP_METADATA:
+        from normscope.sources import dcp  # its restricted unpickler only for a DCP save
+
         return dcp.open_dcp_checkpoint(path.parent, str(spec))
     if path.is_file():
         kind = formats.sniff(path)
@@ -84,6 +86,8 @@ def open_checkpoint(
         store = LocalStore(path.parent, only=path.name)
     elif path.is_dir():
         if not any(path.glob("*.safetensors")):
+            from normscope.sources import dcp
+
             folder = dcp.find_dcp_dir(path)
             if folder is not None:
                 return dcp.open_dcp_checkpoint(folder, str(spec))

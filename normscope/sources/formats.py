@@ -13,6 +13,9 @@ from pathlib import Path
 
 from normscope.errors import SourceError
 
+DCP_METADATA = ".metadata"
+"""The file a PyTorch DCP save writes last: its tensor list and layout."""
+
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
 OTHER_SUFFIXES = (".gguf", ".npz", ".onnx")
 

@@ -34,7 +34,7 @@ from typing import Any
 import msgspec
 
 from normscope.schema import TensorRef
-from normscope.sources.hub.cache import cache_root
+from normscope.sources.store import cache_root
 from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader
 from normscope.version import __version__
 

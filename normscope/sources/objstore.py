@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from normscope.errors import SourceError
-from normscope.sources.hub.cache import cache_root
+from normscope.sources.store import cache_root
 from normscope.sources.hub.reader import GAP_SHARE, HeaderSizer, coalesce
 from normscope.sources.hub.spec import HubFile
 from normscope.sources.layout import open_layout

@@ -9,8 +9,10 @@ is checked once, in `layout.py`, over this interface.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from normscope.errors import AnalysisError, SourceError
@@ -169,3 +171,21 @@ class Checkpoint:
         self.counter.bytes_read += len(data)
         self.counter.reads += 1
         return data
+
+
+def cache_root() -> Path:
+    """normscope's cache folder: $NORMSCOPE_CACHE, else `normscope/` in HF's assets cache.
+
+    Mirrors huggingface_hub.constants without importing it: `$HF_ASSETS_CACHE`, default
+    `$HF_HOME/assets`, with HF_HOME defaulting to `$XDG_CACHE_HOME/huggingface` or
+    `~/.cache/huggingface`.
+    """
+    explicit = os.environ.get("NORMSCOPE_CACHE")
+    if explicit:
+        return Path(os.path.expandvars(explicit)).expanduser()
+    assets = os.environ.get("HF_ASSETS_CACHE") or os.environ.get("HUGGINGFACE_ASSETS_CACHE")
+    if not assets:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
+        assets = os.path.join(home, "assets")
+    return Path(os.path.expandvars(assets)).expanduser() / "normscope"

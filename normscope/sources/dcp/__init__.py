@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from normscope.errors import SourceError
+from normscope.sources.formats import DCP_METADATA
 from normscope.sources.dcp.store import (
     DcpCheckpoint,
     DcpStore,
@@ -46,7 +47,7 @@ __all__ = [
     "unfinished_dcp_dir",
 ]
 
-METADATA = ".metadata"
+METADATA = DCP_METADATA
 TRACKER = "latest_checkpointed_iteration.txt"
 """Megatron's tracker file in a save dir: the last finished iteration, or `release`."""
 ZERO_CENTERED = "layernorm_zero_centered_gamma"

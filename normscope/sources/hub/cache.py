@@ -21,27 +21,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from normscope.sources.hub.spec import COMMIT, HubFile
+from normscope.sources.store import cache_root
 from normscope.sources.jsonload import load_json
 
 _SAFE_KEY = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]{0,127}")
-
-
-def cache_root() -> Path:
-    """normscope's cache folder: $NORMSCOPE_CACHE, else `normscope/` in HF's assets cache.
-
-    Mirrors huggingface_hub.constants without importing it: `$HF_ASSETS_CACHE`, default
-    `$HF_HOME/assets`, with HF_HOME defaulting to `$XDG_CACHE_HOME/huggingface` or
-    `~/.cache/huggingface`.
-    """
-    explicit = os.environ.get("NORMSCOPE_CACHE")
-    if explicit:
-        return Path(os.path.expandvars(explicit)).expanduser()
-    assets = os.environ.get("HF_ASSETS_CACHE") or os.environ.get("HUGGINGFACE_ASSETS_CACHE")
-    if not assets:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
-        assets = os.path.join(home, "assets")
-    return Path(os.path.expandvars(assets)).expanduser() / "normscope"
 
 
 def folder_name(repo_id: str) -> str:
