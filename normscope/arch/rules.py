@@ -168,7 +168,7 @@ def check_pattern(key: str, pattern: Any, where: str) -> str:
     return pattern
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rule_regex(pattern: str) -> re.Pattern[str]:
     """The compiled, anchored regex of a rule pattern, compiled once per process on first use.
 
@@ -180,6 +180,14 @@ def rule_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{compile_pattern(pattern)}$")
 
 
+def _regex_problem(pattern: str) -> str | None:
+    try:
+        rule_regex(pattern)
+    except re.error as exc:
+        return f"not a valid pattern ({exc})"
+    return None
+
+
 def _check_regexes(family: Family, own: int, key: str, where: str) -> None:
     """Compile the patterns of `family`'s first `own` rules (those of its table, not `extends`)."""
     for j, rule in enumerate(family.rules[:own]):
@@ -189,13 +197,12 @@ def _check_regexes(family: Family, own: int, key: str, where: str) -> None:
             ("producers", rule.producers),
         ):
             for pattern in patterns:
-                try:
-                    rule_regex(pattern)
-                except re.error as exc:
+                problem = _regex_problem(pattern)
+                if problem is not None:
                     raise ConfigError(
                         f"{key} ('{family.name}').norm[{j}].{field_name} = {pattern!r}: "
-                        f"not a valid pattern ({exc}) ({where})"
-                    ) from None
+                        f"{problem} ({where})"
+                    )
 
 
 def _unknown_key(key: str, known: Mapping[str, str], where: str) -> ConfigError:
@@ -446,9 +453,7 @@ class RuleIndex:
     """
 
     tables: Sequence[Family]
-    _buckets: dict[str, list[tuple[int, int, NormRule]]] = field(
-        default_factory=dict
-    )
+    _buckets: dict[str, list[tuple[int, int, NormRule]]] = field(default_factory=dict)
     _wild: list[tuple[int, int, NormRule]] = field(default_factory=list)
     _memo: dict[str, tuple[Hit, ...]] = field(default_factory=dict)
     matches: int = 0

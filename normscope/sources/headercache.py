@@ -34,8 +34,8 @@ from typing import Any
 import msgspec
 
 from normscope.schema import TensorRef
-from normscope.sources.store import cache_root
 from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader
+from normscope.sources.store import cache_root
 from normscope.version import __version__
 
 FORMAT = 2

@@ -42,12 +42,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from normscope.errors import SourceError
-from normscope.sources.store import cache_root
 from normscope.sources.hub.reader import GAP_SHARE, HeaderSizer, coalesce
 from normscope.sources.hub.spec import HubFile
 from normscope.sources.layout import open_layout
 from normscope.sources.safetensors import INDEX_SUFFIX, MAX_HEADER_SIZE, header_length
-from normscope.sources.store import Checkpoint, ProgressFactory, ReadCounter, Span
+from normscope.sources.store import Checkpoint, ProgressFactory, ReadCounter, Span, cache_root
 
 MAX_IN_FLIGHT = 16
 """Ranged GETs in flight at once per store (benchmarks/objstore_bench.py measured at 16)."""

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from normscope.errors import SourceError
-from normscope.sources.formats import DCP_METADATA
 from normscope.sources.dcp.store import (
     DcpCheckpoint,
     DcpStore,
@@ -36,6 +35,7 @@ from normscope.sources.dcp.store import (
     present,
 )
 from normscope.sources.dcp.unpickle import DcpMetadata, read_common_args, read_metadata
+from normscope.sources.formats import DCP_METADATA
 from normscope.sources.safetensors import ShardHeader
 
 __all__ = [

@@ -21,8 +21,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from normscope.sources.hub.spec import COMMIT, HubFile
-from normscope.sources.store import cache_root
 from normscope.sources.jsonload import load_json
+from normscope.sources.store import cache_root
 
 _SAFE_KEY = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]{0,127}")
 
