@@ -20,13 +20,27 @@ if TYPE_CHECKING:
     import pandas
 
 
+_ATOMS = frozenset({str, int, bool, type(None)})
+"""Types `plain` returns as they are (exact types: an Enum mixing in str is not one)."""
+_FIELDS: dict[type, tuple[str, ...]] = {}
+"""Field names of each dataclass `plain` has met, in order (`dataclasses.fields` is slow)."""
+
+
 def plain(value: Any) -> Any:
     """JSON-ready data: dataclasses to dicts (field order), enums to values, NaN/inf to None.
 
     An object with a `text` attribute and no fields (a parsed scope selector) becomes its text.
     """
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind in _ATOMS:
+        return value
+    names = _FIELDS.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        return {name: plain(getattr(value, name)) for name in names}
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, float) and not math.isfinite(value):

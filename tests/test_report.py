@@ -597,3 +597,20 @@ def test_summarize_roles_order_and_worst() -> None:
     assert rows[0].worst is Band.collapse
     assert (rows[0].ratio_min, rows[0].ratio_median, rows[0].ratio_max) == (0.25, 0.625, 1.0)
     assert math.isnan(rows[2].ratio_median)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        [],
+        {"a": [], "b": {}, "c": [[]]},
+        {"x": 'é\u2028\x00\x1f"\\', "y": [1.5, -0.0, 1e300, 5e-324, 1e-07, True, None]},
+        {"lone": "\ud800"},  # msgspec refuses this escape: the pure-Python encoder writes it
+        {"k\udcff": [{"n": "\udc80"}]},
+    ],
+)
+def test_json_bytes_are_those_of_json_dumps_indent_2(data: object) -> None:
+    """render_json re-indents a C-encoded document: byte for byte json.dumps(indent=2)."""
+    assert render_json(data) == json.dumps(data, indent=2, allow_nan=False) + "\n"
+    assert render_json(REPORT) == json.dumps(to_dict(REPORT), indent=2) + "\n"
