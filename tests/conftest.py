@@ -359,6 +359,16 @@ def make_bad_input(kind: str, root: Path) -> tuple[Path, str]:
             "tensor 'model.layers.9.input_layernorm.weight' is listed in the index but absent "
             f"from shard '{shard_name(1, 2)}'"
         )
+    if kind == "index_tensor_in_no_shard":
+        write_checkpoint(root, llama_tensors(), llama_config(), shards=2)
+        index_path = root / "model.safetensors.index.json"
+        index = json.loads(index_path.read_text())
+        index["weight_map"]["model.layers.99.input_layernorm.weight"] = shard_name(2, 2)
+        index_path.write_text(json.dumps(index))
+        return root, (
+            "tensor 'model.layers.99.input_layernorm.weight' is listed in the index but absent "
+            f"from shard '{shard_name(2, 2)}'"
+        )
     if kind == "index_bad_json":
         write_checkpoint(root, llama_tensors(), llama_config(), shards=2)
         (root / "model.safetensors.index.json").write_text('{"weight_map": {')
@@ -412,6 +422,7 @@ BAD_LAYOUTS = (
     "empty_dir",
     "index_missing_shard",
     "index_tensor_absent",
+    "index_tensor_in_no_shard",
     "index_bad_json",
     "index_no_weight_map",
     "index_weight_map_not_names",

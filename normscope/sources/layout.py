@@ -88,7 +88,10 @@ def open_layout(store: Store, source: str) -> Checkpoint:
             shards.append(parse_header(raw[8:], store.path(name), store.size(name) or 0))
     tensors = merge_shards(shards)
     if weight_map is not None:
-        _check_index(weight_map, tensors, store, store.path(indexes[0]), warnings)
+        actual: dict[str, str] = {}
+        for name, shard in zip(shard_names, shards, strict=True):
+            actual.update(dict.fromkeys(shard.tensors, name))
+        _check_index(weight_map, actual, tensors, store, store.path(indexes[0]), warnings)
     return Checkpoint(source, config, shards, tensors, store, warnings)
 
 
@@ -168,12 +171,31 @@ def merge_shards(shards: Sequence[ShardHeader]) -> dict[str, TensorRef]:
 
 def _check_index(
     weight_map: Mapping[str, str],
+    actual: Mapping[str, str],
     tensors: Mapping[str, TensorRef],
     store: Store,
     index: str,
     warnings: list[str],
 ) -> None:
-    # NOTE: 92k tensors in DeepSeek-V3: build each shard's path once, not once per tensor.
+    """Every tensor the index lists is in the shard it names (`actual`: tensor -> the shard file
+    that holds it); tensors the index does not list are a warning."""
+    # NOTE: 92k entries in DeepSeek-V3: the two maps are compared as item views, a loop in C
+    # (~2 ms, a tenth of the Python loop below), which runs only to name a disagreement.
+    if not weight_map.items() <= actual.items():
+        _name_index_disagreement(weight_map, tensors, store, index)
+    # Every index entry was found above, so extra tensors exist only if the counts differ.
+    unlisted = [n for n in tensors if n not in weight_map] if len(tensors) > len(weight_map) else []
+    if unlisted:
+        warnings.append(
+            f"{len(unlisted)} tensor(s) in the shards are not listed in the index, e.g. "
+            f"'{unlisted[0]}' ({index})"
+        )
+
+
+def _name_index_disagreement(
+    weight_map: Mapping[str, str], tensors: Mapping[str, TensorRef], store: Store, index: str
+) -> None:
+    """Raise for the first index entry whose tensor is not in the shard the index names."""
     expected = {shard: store.path(shard) for shard in set(weight_map.values())}
     for name, shard_name in weight_map.items():
         ref = tensors.get(name)
@@ -183,10 +205,4 @@ def _check_index(
                 f"({index})",
                 hint="the index and the shards disagree: re-save or re-download the checkpoint",
             )
-    # Every index entry was found above, so extra tensors exist only if the counts differ.
-    unlisted = [n for n in tensors if n not in weight_map] if len(tensors) > len(weight_map) else []
-    if unlisted:
-        warnings.append(
-            f"{len(unlisted)} tensor(s) in the shards are not listed in the index, e.g. "
-            f"'{unlisted[0]}' ({index})"
-        )
+    raise SourceError(f"the index and the shards disagree ({index})")  # pragma: no cover
