@@ -140,7 +140,7 @@ _LIBRARY = (
     "ckpt = open_hub_checkpoint(sys.argv[1])\n"
     "sys.stdout.write(render_json(analyze_checkpoint(ckpt, ScanOptions()).report))\n"
 )
-MODE = {"how": "cli"}
+MODE: dict[str, object] = {"how": "cli"}
 
 
 ANCHOR = HERE / "competitors" / "hub_anchor.py"
@@ -148,7 +148,7 @@ ANCHOR = HERE / "competitors" / "hub_anchor.py"
 
 def command(repo_id: str) -> list[str]:
     if MODE["how"] == "anchor":
-        return [sys.executable, str(ANCHOR), repo_id]
+        return [sys.executable, str(ANCHOR), repo_id, str(MODE.get("threads", 8))]
     if MODE["how"] == "cli":
         return [normscope_bin(), "scan", repo_id, "--format", "json", "-q"]
     return [sys.executable, "-c", _LIBRARY, repo_id]
@@ -282,15 +282,20 @@ def main() -> int:
     ap.add_argument("--latency", type=float, action="append")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument(
-        "--anchor", action="store_true", help="measure competitors/hub_anchor.py, not normscope"
+        "--anchor",
+        type=int,
+        metavar="THREADS",
+        help="measure competitors/hub_anchor.py with THREADS threads for the norms, not normscope",
     )
     args = ap.parse_args()
     if args.anchor:
         MODE["how"] = "anchor"
+        MODE["threads"] = args.anchor
     sys.path.insert(0, str(HERE))
     import replicas
 
     d = replicas.build(args.name)
+    replicas.compile_normscope()
     res = run(args.name, d, args.latency or [0.0, 0.05], args.rounds)
     print(json.dumps(res, indent=1, default=str))
     return 0

@@ -888,6 +888,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if NORMSCOPE is None:
         raise SystemExit("normscope is not installed in this environment")
     replicas.selfcheck()
+    replicas.compile_normscope()
     names = ["deepseek-v3"] if args.quick else list(replicas.LAYOUTS)
     res: dict = {
         "quick": args.quick,

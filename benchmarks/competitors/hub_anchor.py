@@ -1,7 +1,7 @@
 """The Hub anchor: what a user writes with huggingface_hub alone to get the norms of a repo.
 
 `HfApi.get_safetensors_metadata` (the index, then every shard's header, 8 threads), then, per
-shard in 8 threads, the 8-byte header length and each 1-D *norm*.weight range with a ranged GET
+shard in THREADS threads (argv[2], default 8; 1 is the plain loop most scripts are), the 8-byte header length and each 1-D *norm*.weight range with a ranged GET
 on `hf_hub_url` through huggingface_hub's own session (as `parse_safetensors_file_metadata`
 reads headers; `HfFileSystem.cat_file` would add a tree listing the fake Hub does not serve),
 numpy statistics. Prints one line per norm and, on stderr, a JSON line {"norms": ...}.
@@ -21,6 +21,7 @@ DECODE = {
 }
 
 repo = sys.argv[1]
+THREADS = int(sys.argv[2]) if len(sys.argv) > 2 else 8
 meta = HfApi().get_safetensors_metadata(repo)
 
 
@@ -47,7 +48,7 @@ def norms_of(shard: str) -> list[str]:
     return out
 
 
-with ThreadPoolExecutor(8) as pool:
+with ThreadPoolExecutor(THREADS) as pool:
     lines = [line for part in pool.map(norms_of, sorted(meta.files_metadata)) for line in part]
 sys.stdout.write("\n".join(lines) + "\n")
 print(json.dumps({"norms": len(lines)}), file=sys.stderr)
