@@ -57,6 +57,8 @@ def test_a_rescan_of_an_unchanged_checkpoint_is_served_by_the_cache(tmp_path: Pa
     second = open_checkpoint(path)
     assert second.counter.bytes_read == 0 and second.counter.metadata_bytes == 0
     assert second.tensors == first.tensors and second.config == first.config
+    assert list(second.tensors) == list(first.tensors)  # the same order, too
+    assert second.shards == first.shards  # paths, sizes, header bytes, refs, metadata
     assert [s.metadata for s in second.shards] == [s.metadata for s in first.shards]
     assert second.read(list(second.tensors.values())) == first.read(list(first.tensors.values()))
 

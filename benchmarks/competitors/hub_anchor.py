@@ -1,10 +1,11 @@
 """The Hub anchor: what a user writes with huggingface_hub alone to get the norms of a repo.
 
 `HfApi.get_safetensors_metadata` (the index, then every shard's header, 8 threads), then, per
-shard in THREADS threads (argv[2], default 8; 1 is the plain loop most scripts are), the 8-byte header length and each 1-D *norm*.weight range with a ranged GET
-on `hf_hub_url` through huggingface_hub's own session (as `parse_safetensors_file_metadata`
-reads headers; `HfFileSystem.cat_file` would add a tree listing the fake Hub does not serve),
-numpy statistics. Prints one line per norm and, on stderr, a JSON line {"norms": ...}.
+shard in THREADS threads (argv[2], default 8; 1 is the plain loop most scripts are), the 8-byte
+header length and each 1-D *norm*.weight range with a ranged GET on `hf_hub_url` through
+huggingface_hub's own session (as `parse_safetensors_file_metadata` reads headers;
+`HfFileSystem.cat_file` would add a tree listing the fake Hub does not serve), numpy
+statistics. Prints one line per norm and, on stderr, a JSON line {"norms": ...}.
 """
 
 import json
