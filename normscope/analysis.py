@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from normscope.numeric import median
 from normscope.schema import (
     Band,
     BandCounts,
@@ -85,21 +86,6 @@ def _first_indices(mask: np.ndarray, count: int) -> list[int]:
         if len(out) == count:
             break
     return out
-
-
-def median(values: np.ndarray) -> float:
-    """The median of a 1-D array without NaN, as `np.median` gives it, by one `np.partition`.
-
-    NOTE: `np.median` imports `numpy.ma` on first use (12-30 ms of a scan's start-up) and checks
-    for NaN; both are wasted here. The same value as `np.median` on finite input: the middle
-    value, or for an even length the mean of the two middle ones (one partition places both).
-    """
-    n = values.size
-    half = n // 2
-    if n % 2:
-        return float(np.partition(values, half)[half])
-    part = np.partition(values, (half - 1, half))
-    return float((part[half - 1] + part[half]) / 2)
 
 
 def _outliers(gain: np.ndarray) -> tuple[Outlier, ...]:

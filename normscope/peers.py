@@ -32,6 +32,7 @@ from typing import Protocol
 
 import numpy as np
 
+from normscope import numeric
 from normscope.enums import Module, Role
 from normscope.schema import PeerRule
 
@@ -103,8 +104,8 @@ def _spread_outlier(others: np.ndarray, ratio: float, median: float, rule: PeerR
     for any other constant.
     """
     logs = np.log(others / median)
-    centre = float(np.median(logs))
-    mad = float(np.median(np.abs(logs - centre)))
+    centre = numeric.median(logs)
+    mad = numeric.median(np.abs(logs - centre))
     return abs(math.log(ratio / median) - centre) > rule.mad_k * _MAD_SCALE * mad
 
 
@@ -143,9 +144,8 @@ def find_anomalies(
                 out[n.name] = PeerVerdict(None, None, others)
                 continue
             if i is None:
-                median = float(np.median(ordered))
                 anomaly = True if n.ratio == 0.0 else None
-                out[n.name] = PeerVerdict(median, anomaly, others)
+                out[n.name] = PeerVerdict(numeric.median(ordered), anomaly, others)
                 continue
             median = _loo_median(ordered, i)
             away = max(n.ratio / median, median / n.ratio)

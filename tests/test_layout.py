@@ -22,6 +22,7 @@ FLOORS: dict[str, int] = {
     "normscope.enums": 0,
     "normscope.naming": 0,
     "normscope.frames": 0,
+    "normscope.numeric": 0,
     "normscope.version": 0,
     "normscope.scope": 1,
     "normscope.schema": 2,

@@ -472,3 +472,45 @@ def test_index_naming_one_shard_two_ways_is_one_shard(tmp_path: Path) -> None:
     checkpoint = open_checkpoint(ckpt)
     assert len(checkpoint.shards) == 2
     assert checkpoint.warnings == []
+
+
+def test_a_local_folder_that_is_also_a_cached_hub_repo_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`org/name` is read as the local folder; when the HF cache holds that repo too, say so."""
+    write_checkpoint(tmp_path / "org" / "name", llama_tensors(), llama_config())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    assert not any("Hub repo" in w for w in open_checkpoint("org/name").warnings)
+    (tmp_path / "hf" / "models--org--name").mkdir(parents=True)
+    warnings = open_checkpoint("org/name").warnings
+    assert (
+        "'org/name' is a local folder and a Hub repo in the HF cache: read the local folder "
+        "(for the Hub write hf://org/name)"
+    ) in warnings
+
+
+def test_a_local_scan_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """Start-up is paid on every scan: no Hub, DCP, object-store, torch, pandas or numpy.ma
+    module for a local safetensors checkpoint (a relative `dir/name` included)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys\n"
+        "from normscope.cli import main\n"
+        "sys.argv = ['normscope', 'scan', 'fixtures/deepseek-v3-mtp', '--format', 'json', '-q',"
+        f" '-o', {str(tmp_path / 'out.json')!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('torch', 'pandas', 'numpy.ma', 'huggingface_hub', 'obstore', 'matplotlib',"
+        " 'normscope.sources.hub', 'normscope.sources.dcp', 'normscope.sources.objstore')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m in heavy\n"
+        "             or m.startswith(tuple(h + '.' for h in heavy))))\n"
+    )
+    env = os.environ | {"HF_HUB_CACHE": str(tmp_path / "hf"), "NORMSCOPE_CACHE": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads((tmp_path / "out.json").read_text())["norms"]
+    assert done.stdout.strip() == "[]"
