@@ -349,25 +349,17 @@ def make_bad_input(kind: str, root: Path) -> tuple[Path, str]:
         write_checkpoint(root, llama_tensors(), llama_config(), shards=2)
         (root / shard_name(2, 2)).unlink()
         return root, f"the index names shard '{shard_name(2, 2)}' but it is missing"
-    if kind == "index_tensor_absent":
+    if kind in ("index_tensor_absent", "index_tensor_in_no_shard"):
+        # In shard 2 but listed under shard 1; or in no shard at all.
+        layer, shard = (9, 1) if kind == "index_tensor_absent" else (99, 2)
+        name = f"model.layers.{layer}.input_layernorm.weight"
         write_checkpoint(root, llama_tensors(), llama_config(), shards=2)
         index_path = root / "model.safetensors.index.json"
         index = json.loads(index_path.read_text())
-        index["weight_map"]["model.layers.9.input_layernorm.weight"] = shard_name(1, 2)
+        index["weight_map"][name] = shard_name(shard, 2)
         index_path.write_text(json.dumps(index))
         return root, (
-            "tensor 'model.layers.9.input_layernorm.weight' is listed in the index but absent "
-            f"from shard '{shard_name(1, 2)}'"
-        )
-    if kind == "index_tensor_in_no_shard":
-        write_checkpoint(root, llama_tensors(), llama_config(), shards=2)
-        index_path = root / "model.safetensors.index.json"
-        index = json.loads(index_path.read_text())
-        index["weight_map"]["model.layers.99.input_layernorm.weight"] = shard_name(2, 2)
-        index_path.write_text(json.dumps(index))
-        return root, (
-            "tensor 'model.layers.99.input_layernorm.weight' is listed in the index but absent "
-            f"from shard '{shard_name(2, 2)}'"
+            f"tensor '{name}' is listed in the index but absent from shard '{shard_name(shard, 2)}'"
         )
     if kind == "index_bad_json":
         write_checkpoint(root, llama_tensors(), llama_config(), shards=2)
