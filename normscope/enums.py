@@ -59,6 +59,13 @@ class Parametrization(str, Enum):
         return 1.0 if self is Parametrization.offset else 0.0
 
 
+DEFAULT_LOW = 0.4
+"""The playbook's act band [0.4, 1.8] x sqrt(d) (DOMAIN.md section 3): below, collapse...
+(here, beside `Band`, so that the command line's defaults need no schema import)"""
+DEFAULT_HIGH = 1.8
+"""...above, explosion."""
+
+
 class Band(str, Enum):
     """Health band of a norm's ratio ‖g_eff‖₂/√d (diagnostic playbook, DOMAIN.md section 3)."""
 

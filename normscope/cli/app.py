@@ -56,8 +56,7 @@ from normscope.cli.options import (
     TensorboardOpt,
     WideOpt,
 )
-from normscope.enums import Order
-from normscope.schema import DEFAULT_HIGH, DEFAULT_LOW
+from normscope.enums import DEFAULT_HIGH, DEFAULT_LOW, Order
 from normscope.scope import DEFAULT_SCOPE
 from normscope.version import __version__
 

@@ -28,7 +28,7 @@ from normscope.cli.options import (
     SeriesExecutor,
     SourceArg,
 )
-from normscope.schema import DEFAULT_HIGH, DEFAULT_LOW
+from normscope.enums import DEFAULT_HIGH, DEFAULT_LOW
 from normscope.scope import DEFAULT_SCOPE
 
 

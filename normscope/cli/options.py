@@ -15,8 +15,7 @@ import typer
 from typer.core import TyperCommand
 
 # The enums of the schema are the flags' choices (enums.py imports only the standard library).
-from normscope.enums import Order, Parametrization
-from normscope.schema import DEFAULT_HIGH, DEFAULT_LOW
+from normscope.enums import DEFAULT_HIGH, DEFAULT_LOW, Order, Parametrization
 from normscope.scope import DEFAULT_SCOPE
 
 EXIT_HELP = """Exit codes: 0 report produced, no --fail-on check tripped; 1 a --fail-on check

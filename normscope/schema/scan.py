@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from normscope.enums import Band, Group, Kind, Module, Parametrization, Role
+from normscope.enums import (
+    DEFAULT_HIGH,
+    DEFAULT_LOW,
+    Band,
+    Group,
+    Kind,
+    Module,
+    Parametrization,
+    Role,
+)
 
 if TYPE_CHECKING:  # pandas stays off the import path of a scan
     import pandas
@@ -21,10 +30,6 @@ if TYPE_CHECKING:  # pandas stays off the import path of a scan
 SCHEMA_VERSION = 3
 """2: NormStats.peer_median/anomaly, Summary.anomalies, NormDiff.anomaly_a/b (issue #11).
 3: SeriesReport.trinity (`series --events`), series order `given` (issue #14)."""
-DEFAULT_LOW = 0.4
-"""The playbook's act band [0.4, 1.8] x sqrt(d) (DOMAIN.md section 3): below, collapse..."""
-DEFAULT_HIGH = 1.8
-"""...above, explosion."""
 
 
 @dataclass(frozen=True, slots=True)
