@@ -12,15 +12,14 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from normscope.advice import anomaly_advice, band_advice
-from normscope.compare import diff_measured
 from normscope.enums import Band, CheckName, Module, Parametrization, Role, Severity, Verdict
 from normscope.errors import ArchError
 from normscope.peers import peer_key
-from normscope.policy import thresholds_for
 from normscope.scanner import Measured
 from normscope.schema import (
     SCHEMA_VERSION,
@@ -32,10 +31,11 @@ from normscope.schema import (
     Report,
     SeriesReport,
 )
-from normscope.schema.fold import FoldReport
 from normscope.scope import Selector
-from normscope.trends import latest_rows
 from normscope.version import __version__
+
+if TYPE_CHECKING:  # NOTE: compare, policy and trends are imported where used (not by scan)
+    from normscope.schema.fold import FoldReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +137,8 @@ def series_gate(
     """`series --fail-on out-of-band` and `--max-drift`, at the latest checkpoint."""
     if not (out_of_band or max_drift is not None):
         return GateResult()
+    from normscope.trends import latest_rows
+
     rows = [r for r in latest_rows(report) if scope(r.norm)]
     warnings = empty_scope(len(rows), scope)
     out: list[Violation] = []
@@ -351,6 +353,8 @@ def _anomaly_findings(norms: Sequence[NormStats], severity: Severity) -> list[Fi
 
 
 def _band_findings(norms: Sequence[NormStats], policy: Policy, has_mtp: bool) -> list[Finding]:
+    from normscope.policy import thresholds_for
+
     out = []
     for n in policy.scope.matching(norms):
         if n.band is Band.nonfinite:
@@ -379,6 +383,9 @@ def _band_findings(norms: Sequence[NormStats], policy: Policy, has_mtp: bool) ->
 
 
 def _drift_findings(measured: Measured, baseline: Measured, policy: Policy) -> list[Finding]:
+    from normscope.compare import diff_measured
+    from normscope.policy import thresholds_for
+
     sev = policy.severity
     result = diff_measured(baseline, measured)
     by_name = {n.name: n for n in measured.report.norms}
