@@ -35,22 +35,16 @@ import numpy as np
 from normscope import numeric
 from normscope.enums import Module, Role
 from normscope.schema import PeerRule
+from normscope.scope import Located
 
 # NOTE: 1.4826 = 1 / Phi^-1(3/4) makes the MAD a consistent estimator of a normal sigma.
 _MAD_SCALE = 1.4826
 
 
-class PeerSubject(Protocol):
-    """What the rule reads of a norm (`NormStats` and `NormDiff` both qualify)."""
+class PeerSubject(Located, Protocol):
+    """What the rule reads of a norm: where it is (`NormStats` and `NormDiff` both qualify) and
+    its ratio."""
 
-    @property
-    def name(self) -> str: ...
-    @property
-    def module(self) -> Module: ...
-    @property
-    def mtp_depth(self) -> int | None: ...
-    @property
-    def role(self) -> Role: ...
     @property
     def ratio(self) -> float: ...
 
