@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ import msgspec
 
 from normscope.schema import TensorRef
 from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader
-from normscope.sources.store import cache_root
+from normscope.sources.store import cache_root, write_cache_file
 from normscope.version import __version__
 
 FORMAT = 3
@@ -191,15 +190,7 @@ def save(
         return None
     path = _entry_path(directory, only)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_cache_file(path, data)
     except OSError as exc:
         return f"cannot write the normscope cache ({exc.strerror}) ({path.parent.parent})"
     _prune(path.parent.parent, keep=path)

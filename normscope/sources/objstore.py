@@ -31,7 +31,6 @@ import functools
 import hashlib
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -46,7 +45,14 @@ from normscope.sources.hub.reader import GAP_SHARE, HeaderSizer, coalesce
 from normscope.sources.hub.spec import HubFile
 from normscope.sources.layout import open_layout
 from normscope.sources.safetensors import INDEX_SUFFIX, MAX_HEADER_SIZE, header_length
-from normscope.sources.store import Checkpoint, ProgressFactory, ReadCounter, Span, cache_root
+from normscope.sources.store import (
+    Checkpoint,
+    ProgressFactory,
+    ReadCounter,
+    Span,
+    cache_root,
+    write_cache_file,
+)
 
 MAX_IN_FLIGHT = 16
 """Ranged GETs in flight at once per store (benchmarks/objstore_bench.py measured at 16)."""
@@ -349,11 +355,7 @@ def _read_cached(path: Path) -> bytes | None:
 def _write_cached(path: Path, data: bytes, warnings: list[str]) -> None:
     """Atomic and best-effort: a cache that cannot be written is said once, never an error."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
+        write_cache_file(path, data)
     except OSError as exc:
         message = f"cannot write the normscope cache ({exc.strerror}) ({path.parent.parent})"
         if message not in warnings:

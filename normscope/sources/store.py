@@ -9,7 +9,9 @@ is checked once, in `layout.py`, over this interface.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,3 +191,20 @@ def cache_root() -> Path:
         home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
         assets = os.path.join(home, "assets")
     return Path(os.path.expandvars(assets)).expanduser() / "normscope"
+
+
+def write_cache_file(path: Path, data: bytes) -> None:
+    """Write one file of normscope's cache atomically: a temporary file beside it, then
+    `os.replace`, so a reader sees the old file or the new one, never half of one. The folder is
+    created; on failure the temporary file is removed and the OSError raised (each cache decides
+    how to say it: caches are best-effort, never an error)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

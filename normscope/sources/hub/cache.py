@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ from urllib.parse import quote
 
 from normscope.sources.hub.spec import COMMIT, HubFile
 from normscope.sources.jsonload import load_json
-from normscope.sources.store import cache_root
+from normscope.sources.store import cache_root, write_cache_file
 
 _SAFE_KEY = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]{0,127}")
 
@@ -42,19 +40,6 @@ def _ref_file(revision: str) -> str:
     """A file name for a branch or tag (`refs/pr/1` -> `refs%2Fpr%2F1`), reversible by unquote."""
     name = quote(revision, safe="")
     return name if name not in (".", "..") else hashlib.sha256(name.encode()).hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class HubCache:
@@ -125,12 +110,12 @@ class HubCache:
     def _write(self, path: Path, data: bytes) -> bool:
         try:
             if not (self.root / "CACHEDIR.TAG").exists():
-                _write_atomic(
+                write_cache_file(
                     self.root / "CACHEDIR.TAG",
                     b"Signature: 8a477f597d28d172789f06886806bc55\n"
                     b"# normscope cache of Hub headers and norm bytes: `normscope cache --clear`\n",
                 )
-            _write_atomic(path, data)
+            write_cache_file(path, data)
             return True
         except OSError as exc:
             with self._lock:
