@@ -32,7 +32,7 @@ from normscope.cli import app
 from normscope.errors import SourceError, UsageError
 from normscope.schema import Report
 from normscope.sources import hub as hubmod
-from normscope.sources import open_checkpoint
+from normscope.sources import open_checkpoint, ranged
 from normscope.sources.hub import (
     HubSpec,
     list_hub_revisions,
@@ -282,13 +282,13 @@ def test_help_and_local_scans_do_not_import_huggingface_hub(llama_dir: Path) -> 
 
 def test_coalesce_merges_touching_ranges_and_small_gaps_within_budget() -> None:
     spans = {"a": [(0, 10), (10, 20), (30, 40), (1000, 1010)], "b": [(0, 5), (105, 110)]}
-    assert hubreader.coalesce(spans, budget=0) == {
+    assert ranged.coalesce(spans, budget=0) == {
         "a": [(0, 20), (30, 40), (1000, 1010)],
         "b": [(0, 5), (105, 110)],
     }
     # Smallest gaps first: 10 bytes (a), then 100 (b); 960 is over the budget.
-    assert hubreader.coalesce(spans, budget=110) == {"a": [(0, 40), (1000, 1010)], "b": [(0, 110)]}
-    assert hubreader.coalesce(spans, budget=10_000, max_gap=50) == {
+    assert ranged.coalesce(spans, budget=110) == {"a": [(0, 40), (1000, 1010)], "b": [(0, 110)]}
+    assert ranged.coalesce(spans, budget=10_000, max_gap=50) == {
         "a": [(0, 40), (1000, 1010)],
         "b": [(0, 5), (105, 110)],
     }
@@ -383,7 +383,7 @@ def test_a_short_header_guess_costs_one_more_request_and_no_bytes(
     hub: FakeHub, monkeypatch: pytest.MonkeyPatch, ds_dir: Path, ds_many_dir: Path
 ) -> None:
     # Model each header entry as 2 bytes per digit of the shard size only: far too short.
-    monkeypatch.setattr(hubreader, "HEADER_ENTRY", 0)
+    monkeypatch.setattr(ranged, "HEADER_ENTRY", 0)
     report = normscope.scan(DS)
     same_stats(report, normscope.scan(ds_dir))
     headers = _header_reads(hub, DS, ds_dir)
@@ -416,27 +416,25 @@ def test_a_short_header_guess_costs_one_more_request_and_no_bytes(
 
 
 def test_header_sizer_guesses_from_the_index_then_from_the_headers_seen() -> None:
-    from normscope.sources.hub.reader import GAP_SHARE, HEADER_ENTRY, HeaderSizer
-    from normscope.sources.hub.spec import HubFile
+    from normscope.sources.ranged import GAP_SHARE, HEADER_ENTRY, HeaderSizer
 
     weight_map = {"a.weight": "s1", "bb.weight": "s1", "c.weight": "s2"}
     sizer = HeaderSizer(weight_map)
-    s1, s2 = HubFile("s1", 10_000_000, "e1"), HubFile("s2", 10_000_000, "e2")
     # Before any header: names + (HEADER_ENTRY + 2 per digit of the size) per entry + 40.
-    assert sizer.first_read(s1) == 8 + 17 + 2 * (HEADER_ENTRY + 16) + 40
-    assert sizer.first_read(HubFile("other", 10_000_000, "e3")) == 8  # not in the index: exact
-    assert HeaderSizer(None).first_read(s1) == 8  # no index (one file): exact
-    assert sizer.first_read(HubFile("s1", 100, "e1")) == 100  # never past the end of the file
+    assert sizer.first_read("s1", 10_000_000) == 8 + 17 + 2 * (HEADER_ENTRY + 16) + 40
+    assert sizer.first_read("other", 10_000_000) == 8  # not in the index: exact
+    assert HeaderSizer(None).first_read("s1", 10_000_000) == 8  # no index (one file): exact
+    assert sizer.first_read("s1", 100) == 100  # never past the end of the file
     # A header of 177 bytes for s1: 80 per entry beyond the names, 64 beyond the offsets' 16
     # digits; s2, a 100 MB shard, is guessed from that: 64 + 18 per entry.
-    sizer.learn(s1, 177, fetched=8 + 177 + 5)
-    assert sizer.first_read(HubFile("s2", 100_000_000, "e2")) == 8 + 8 + 64 + 18 + 8
+    sizer.learn("s1", 10_000_000, 177, fetched=8 + 177 + 5)
+    assert sizer.first_read("s2", 100_000_000) == 8 + 8 + 64 + 18 + 8
     assert (sizer.seen, sizer.over) == (185, 5)
-    sizer.learn(s2, 98, fetched=0)  # from a cache: 74 per entry, nothing over-read
+    sizer.learn("s2", 10_000_000, 98, fetched=0)  # from a cache: 74 per entry, nothing over-read
     assert sizer.per_entry == 74 and sizer.over == 5
     # Once the bytes read past headers exceed GAP_SHARE of the headers, read exactly.
     sizer.over = int(GAP_SHARE * sizer.seen) + 1
-    assert sizer.first_read(s1) == 8
+    assert sizer.first_read("s1", 10_000_000) == 8
 
 
 def test_a_released_checkpoint_through_the_fake_hub(hub: FakeHub, minilm: Path) -> None:

@@ -3,8 +3,8 @@
 `open_object_checkpoint("s3://bucket/run/checkpoint-500")` returns the `Checkpoint` a local
 folder would give, so `scan`, `diff`, `series` and `check` work unchanged. What is read: one
 LIST of the prefix (names, sizes and ETags), config.json and the index whole, each shard's
-header with one ranged GET sized by a guess (`hub.reader.HeaderSizer`), then only the byte
-ranges asked for, close ranges coalesced (`hub.reader.coalesce`), at most `MAX_IN_FLIGHT`
+header with one ranged GET sized by a guess (`ranged.HeaderSizer`), then only the byte
+ranges asked for, close ranges coalesced (`ranged.plan_reads`), at most `MAX_IN_FLIGHT`
 requests at once. Every request and body byte is counted (`ReadCounter.requests`,
 `bytes_transferred`). Range GETs carry `If-Match: <ETag>`: an object rewritten during a scan is
 an error, never a mix of two versions.
@@ -32,8 +32,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -41,10 +40,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from normscope.errors import SourceError
-from normscope.sources.hub.reader import GAP_SHARE, HeaderSizer, coalesce
-from normscope.sources.hub.spec import HubFile
 from normscope.sources.layout import open_layout
-from normscope.sources.safetensors import INDEX_SUFFIX, MAX_HEADER_SIZE, header_length
+from normscope.sources.ranged import HeaderSizer, parallel, plan_reads, whole_header
+from normscope.sources.safetensors import INDEX_SUFFIX, header_length
 from normscope.sources.store import (
     Checkpoint,
     ProgressFactory,
@@ -260,7 +258,7 @@ class ObjectStore:
         tasks = [functools.partial(self._header, self.objects[n], sizer) for n in names]
         progress = self._progress("Reading shard headers", len(tasks)) if self._progress else None
         try:
-            raws = parallel(tasks, None if progress is None else progress.advance)
+            raws = parallel(tasks, MAX_IN_FLIGHT, None if progress is None else progress.advance)
         finally:
             if progress is not None:
                 progress.close()
@@ -270,11 +268,9 @@ class ObjectStore:
 
     def read(self, spans: Mapping[str, Sequence[Span]]) -> dict[tuple[str, int, int], bytes]:
         by_shard = {shard: sorted(set(s)) for shard, s in spans.items()}
-        wanted = sum(end - start for rs in by_shard.values() for start, end in rs)
-        budget = int(GAP_SHARE * (self._header_bytes + wanted))
-        charged = min(budget, self._over_read)  # header over-reads come out of the same share
-        budget, self._over_read = budget - charged, self._over_read - charged
-        plan = coalesce({s: list(r) for s, r in by_shard.items()}, budget)
+        plan, self._over_read = plan_reads(
+            {s: list(r) for s, r in by_shard.items()}, self._header_bytes, self._over_read
+        )
         prefix = len(self.bucket.url) + 1
 
         def fetch(shard: str, start: int, end: int) -> dict[tuple[str, int, int], bytes]:
@@ -293,7 +289,7 @@ class ObjectStore:
 
         out: dict[tuple[str, int, int], bytes] = {}
         tasks = [functools.partial(fetch, s, a, b) for s, rs in plan.items() for a, b in rs]
-        for got in parallel(tasks):
+        for got in parallel(tasks, MAX_IN_FLIGHT):
             out.update(got)
         return out
 
@@ -314,27 +310,21 @@ class ObjectStore:
 
     def _header(self, info: ObjectInfo, sizer: HeaderSizer) -> bytes:
         shard = self.path(info.name)
-        file = HubFile(info.name, info.size, info.etag)
         cache = _cache_path(shard, info.etag)
         raw = _read_cached(cache) if cache is not None else None
         fetched = 0
-        if raw is None or not _whole_header(raw, info.size):
+        if raw is None or not whole_header(raw, info.size):
             if info.size < 8:
                 header_length(b"", shard, info.size)  # raises: too short for safetensors
-            first = self.bucket.get(info, 0, min(sizer.first_read(file), info.size))
+            first = self.bucket.get(info, 0, sizer.first_read(info.name, info.size))
             n = header_length(first[:8], shard, info.size)
             rest = self.bucket.get(info, len(first), 8 + n) if 8 + n > len(first) else b""
             fetched = len(first) + len(rest)
             raw = (first + rest)[: 8 + n]
             if cache is not None:
                 _write_cached(cache, raw, self.warnings)
-        sizer.learn(file, len(raw) - 8, fetched)
+        sizer.learn(info.name, info.size, len(raw) - 8, fetched)
         return raw
-
-
-def _whole_header(raw: bytes, size: int) -> bool:
-    n = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else -1
-    return 0 <= n <= min(size - 8, MAX_HEADER_SIZE) and len(raw) == 8 + n
 
 
 def _cache_path(url: str, etag: str) -> Path | None:
@@ -360,27 +350,6 @@ def _write_cached(path: Path, data: bytes, warnings: list[str]) -> None:
         message = f"cannot write the normscope cache ({exc.strerror}) ({path.parent.parent})"
         if message not in warnings:
             warnings.append(message)
-
-
-def parallel(
-    tasks: Sequence[Callable[[], _T]], done: Callable[[int], None] | None = None
-) -> list[_T]:
-    """Run `tasks` on MAX_IN_FLIGHT threads; results in order; the first error stops the rest."""
-    if len(tasks) <= 1:
-        return [task() for task in tasks]
-    with ThreadPoolExecutor(min(MAX_IN_FLIGHT, len(tasks)), "normscope-obj") as pool:
-        futures: list[Future[_T]] = [pool.submit(task) for task in tasks]
-        if done is not None:
-            for future in futures:
-                future.add_done_callback(lambda _: done(1))
-        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        for future in futures:
-            error = None if future.cancelled() or not future.done() else future.exception()
-            if error is not None:
-                raise error
-        return [future.result() for future in futures]
 
 
 def list_prefix(url: str) -> tuple[list[str], list[ObjectInfo]]:

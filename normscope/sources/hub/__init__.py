@@ -10,7 +10,7 @@ through huggingface_hub), `reader.py` (the repo as a `Store`: HF cache, normscop
 GETs). This module resolves the revision to a commit and its file list — one `model_info` call,
 or the caches when the commit is pinned or the Hub is offline — and hands the store to the
 shared layout check. The transfer stays within header + norm + config/index bytes, plus at most
-`reader.GAP_SHARE` of header over-reads and coalesced gaps, and the `model_info` answer.
+`ranged.GAP_SHARE` of header over-reads and coalesced gaps, and the `model_info` answer.
 
 huggingface_hub is imported only when a Hub source is opened: `normscope --help` and local scans
 never pay for it.

@@ -5,31 +5,22 @@ Where each file's bytes come from, first hit wins, file by file:
    positioned reads and no request;
 2. normscope's cache (`cache.py`): config, index, shard headers and norm ranges fetched before;
 3. the Hub: config.json and the index whole; each shard's header with one ranged GET sized by a
-   guess (`HeaderSizer`); then only the byte ranges asked for, ranges that are close in a shard
-   coalesced, at most `MAX_IN_FLIGHT` requests at once. Nothing else is ever downloaded.
-
-NOTE: a header is read with one ranged GET of `8 + guess` bytes, not with the blind 100 kB first
-read of `HfApi.parse_safetensors_file_metadata` (which transfers the tensor bytes behind a 20 kB
-header: more than the header and the norms together), nor exactly in two GETs (the 8-byte length,
-then the JSON: one request more per shard). A guess too short costs a second GET for the rest;
-the bytes read past a header are charged to the `GAP_SHARE` budget of coalesced gaps.
+   guess; then only the byte ranges asked for, ranges that are close in a shard coalesced, at
+   most `MAX_IN_FLIGHT` requests at once (`sources/ranged.py`). Nothing else is ever downloaded.
 """
 
 from __future__ import annotations
 
 import functools
-import math
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from normscope.errors import SourceError
 from normscope.sources.hub.remote import Remote, RepoContext, staged_writes
 from normscope.sources.hub.spec import HubFile
 from normscope.sources.local import pread_spans, read_header
-from normscope.sources.safetensors import MAX_HEADER_SIZE, header_length
+from normscope.sources.ranged import HeaderSizer, parallel, plan_reads, whole_header
+from normscope.sources.safetensors import header_length
 from normscope.sources.store import ProgressFactory, ProgressTask, ReadCounter, Span
 
 MAX_IN_FLIGHT = 20
@@ -38,15 +29,6 @@ shards, 452 requests): 8 → 4.6 s, 16 → 2.9 s, 20 → 2.6 s, 32 → 2.0 s. No
 the keep-alive pool of huggingface_hub's httpx session, so every connection is reused; beyond it
 each request over 20 would open a new TLS connection to the real Hub or CDN (2-3 round trips more),
 which the loopback fake Hub of the benchmark does not charge."""
-MAX_GAP = 4096
-"""Two ranges of a shard at most this far apart are fetched with one request..."""
-GAP_SHARE = 0.05
-"""...as long as all the gap bytes fetched, and the bytes read past headers, stay within this
-share of header + requested bytes."""
-HEADER_ENTRY = 55
-"""Bytes of a header entry beyond the tensor's name, before any header of the checkpoint is known,
-plus 2 per digit of the shard's size (the two data offsets): `"":{"dtype":"","shape":[],
-"data_offsets":[,]},` is 45, a dtype and a short shape ~10 more."""
 MAX_SMALL_FILE = 256 * 1024 * 1024
 """config.json and the index are fetched whole: refuse anything this large."""
 MAX_CACHED_RANGE = 1 << 20
@@ -55,7 +37,6 @@ more) are, the matrix row blocks `normscope fold` streams are not — caching th
 hundreds of GB of a checkpoint onto the disk."""
 PROGRESS_MIN = 8
 """Show progress (when the caller gave a factory) for phases of at least this many requests."""
-_T = TypeVar("_T")
 
 
 class _NoProgress:
@@ -64,70 +45,6 @@ class _NoProgress:
 
     def close(self) -> None:
         pass
-
-
-class HeaderSizer:
-    """How many bytes to read for a shard's header in one request (see the module doc).
-
-    A header holds, for each tensor the index maps to the shard, its name and ~50-80 bytes of
-    dtype, shape and data offsets: the guess is the names' length plus bytes per entry, 2 per
-    digit of the shard's size (the offsets) plus `HEADER_ENTRY` until headers of this checkpoint
-    are known, then plus the most seen in them (its shards agree within a byte or two).
-    Counts the bytes read past headers (`over`), and reads exactly (8 bytes first) without an
-    index, or once the over-reads exceed `GAP_SHARE` of the header bytes seen.
-    """
-
-    def __init__(self, weight_map: Mapping[str, str] | None) -> None:
-        entries: dict[str, list[int]] = {}
-        for name, shard in (weight_map or {}).items():
-            entry = entries.get(shard)
-            if entry is None:
-                entries[shard] = [1, len(name)]
-            else:
-                entry[0] += 1
-                entry[1] += len(name)
-        self.entries = {shard: (count, names) for shard, (count, names) in entries.items()}
-        """Shard file name -> (tensors, characters of their names) from the index."""
-        self.lock = threading.Lock()
-        self.per_entry: float | None = None
-        """The most header bytes per entry beyond its name and 2 per digit of the shard's size
-        (the offsets) seen in this checkpoint's headers."""
-        self.seen = 0
-        """Header bytes known (fetched or cached)."""
-        self.over = 0
-        """Bytes fetched past the end of headers."""
-
-    def first_read(self, file: HubFile) -> int:
-        """The end of the first ranged read of `file`'s header: 8 + the JSON's guessed length."""
-        count, names = self.entries.get(file.name, (0, 0))
-        with self.lock:
-            if not count or self.over > GAP_SHARE * self.seen:
-                return 8
-            offsets = 2 * len(str(file.size))
-            if self.per_entry is None:
-                # `{"__metadata__":{"format":"pt"},` and the padding to 8 bytes: 40 more.
-                guess = names + (HEADER_ENTRY + offsets) * count + 40
-            else:
-                guess = names + math.ceil((self.per_entry + offsets) * count) + 8
-        return min(8 + guess, 8 + MAX_HEADER_SIZE, file.size)
-
-    def learn(self, file: HubFile, length: int, fetched: int) -> None:
-        """Note a header of `length` JSON bytes, for which `fetched` bytes were transferred."""
-        count, names = self.entries.get(file.name, (0, 0))
-        with self.lock:
-            self.seen += 8 + length
-            self.over += max(0, fetched - 8 - length)
-            if count:
-                per = (length - names) / count - 2 * len(str(file.size))
-                self.per_entry = per if self.per_entry is None else max(self.per_entry, per)
-
-
-def _whole_header(raw: bytes, size: int) -> bool:
-    """True when `raw` (from the cache) is an 8-byte length and that many header bytes."""
-    if len(raw) < 8:
-        return False
-    n = int.from_bytes(raw[:8], "little")
-    return len(raw) == 8 + n and n <= size - 8
 
 
 class HubStore:
@@ -202,7 +119,10 @@ class HubStore:
         remote = [f for f in files if self.ctx.hf_cached(f.name) is None]
         progress = self._progress("Reading shard headers", len(remote))
         try:
-            raws = parallel([functools.partial(self._header, f, sizer, progress) for f in files])
+            raws = parallel(
+                [functools.partial(self._header, f, sizer, progress) for f in files],
+                MAX_IN_FLIGHT,
+            )
         finally:
             progress.close()
         self._header_bytes = sum(len(r) for r in raws)
@@ -237,11 +157,7 @@ class HubStore:
         if ctx.offline:
             count = sum(len(v) for v in missing.values())
             raise ctx.not_cached(f"the bytes of {count} norm tensor(s)")
-        wanted = sum(end - start for rs in missing.values() for start, end in rs)
-        budget = int(GAP_SHARE * (self._header_bytes + wanted))
-        charged = min(budget, self._over_read)  # header over-reads come out of the same share
-        budget, self._over_read = budget - charged, self._over_read - charged
-        plan = coalesce(missing, budget)
+        plan, self._over_read = plan_reads(missing, self._header_bytes, self._over_read)
         progress = self._progress("Reading norm tensors", sum(len(v) for v in plan.values()))
 
         def fetch(shard: str, start: int, end: int) -> dict[tuple[str, int, int], bytes]:
@@ -262,7 +178,7 @@ class HubStore:
             for a, b in ranges
         ]
         try:
-            for got in parallel(tasks):
+            for got in parallel(tasks, MAX_IN_FLIGHT):
                 out.update(got)
         finally:
             progress.close()
@@ -293,65 +209,22 @@ class HubStore:
             raw = read_header(local, shard)
         else:
             raw = ctx.cache.blob("headers", file.etag) or b""
-            if not _whole_header(raw, file.size):
+            if not whole_header(raw, file.size):
                 if ctx.offline:
                     raise ctx.not_cached(f"the header of {file.name}")
                 if file.size < 8:
                     header_length(b"", shard, file.size)  # raises: too short for safetensors
                 # The 8-byte length and a guess of the JSON in one GET, the rest (if the guess
                 # was short) in a second one (see the module doc).
-                first = self.remote.get(file, 0, sizer.first_read(file))
+                first = self.remote.get(file, 0, sizer.first_read(file.name, file.size))
                 n = header_length(first[:8], shard, file.size)
                 rest = self.remote.get(file, len(first), 8 + n) if 8 + n > len(first) else b""
                 fetched = len(first) + len(rest)
                 raw = (first + rest)[: 8 + n]
                 ctx.cache.set_blob("headers", file.etag, raw)
                 progress.advance(1)
-        sizer.learn(file, len(raw) - 8, fetched)
+        sizer.learn(file.name, file.size, len(raw) - 8, fetched)
         return raw
-
-
-def parallel(tasks: Sequence[Callable[[], _T]]) -> list[_T]:
-    """Run `tasks` on MAX_IN_FLIGHT threads; return results in order; stop at the first error."""
-    if len(tasks) <= 1:
-        return [task() for task in tasks]
-    with ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="normscope") as pool:
-        futures: list[Future[_T]] = [pool.submit(task) for task in tasks]
-        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for future in pending:
-            future.cancel()
-        for future in futures:
-            error = None if future.cancelled() or not future.done() else future.exception()
-            if error is not None:
-                raise error
-        return [future.result() for future in futures]
-
-
-def coalesce(
-    spans: dict[str, list[tuple[int, int]]], budget: int, max_gap: int = MAX_GAP
-) -> dict[str, list[tuple[int, int]]]:
-    """Merge byte ranges per shard: touching ones always, gaps up to `max_gap` smallest first
-    while all merged gap bytes fit in `budget`. Returns sorted, disjoint [start, end) ranges."""
-    gaps: list[tuple[int, str, int]] = []
-    ordered = {shard: sorted(s) for shard, s in spans.items()}
-    for shard, items in ordered.items():
-        gaps.extend((max(0, items[i][0] - items[i - 1][1]), shard, i) for i in range(1, len(items)))
-    joined: set[tuple[str, int]] = set()
-    spent = 0
-    for gap, shard, i in sorted(gaps):
-        if gap == 0 or (gap <= max_gap and spent + gap <= budget):
-            joined.add((shard, i))
-            spent += gap
-    out: dict[str, list[tuple[int, int]]] = {}
-    for shard, items in ordered.items():
-        merged: list[tuple[int, int]] = []
-        for i, (start, end) in enumerate(items):
-            if merged and (shard, i) in joined:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-            else:
-                merged.append((start, end))
-        out[shard] = merged
-    return out
 
 
 def _from_ranges(cached: list[tuple[int, int, Path]], span: Span) -> bytes | None:
