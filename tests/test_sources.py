@@ -474,15 +474,27 @@ def test_index_naming_one_shard_two_ways_is_one_shard(tmp_path: Path) -> None:
     assert checkpoint.warnings == []
 
 
+@pytest.mark.parametrize(
+    ("variable", "below"),
+    [
+        ("HF_HUB_CACHE", ""),
+        ("HUGGINGFACE_HUB_CACHE", ""),
+        ("HF_HOME", "hub"),
+        ("XDG_CACHE_HOME", "huggingface/hub"),
+    ],
+)
 def test_a_local_folder_that_is_also_a_cached_hub_repo_warns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, below: str
 ) -> None:
-    """`org/name` is read as the local folder; when the HF cache holds that repo too, say so."""
+    """`org/name` is read as the local folder; when the HF cache holds that repo too, say so.
+    The HF cache is found as huggingface_hub finds it, whichever variable places it."""
     write_checkpoint(tmp_path / "org" / "name", llama_tensors(), llama_config())
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, str(tmp_path / "hf"))
     assert not any("Hub repo" in w for w in open_checkpoint("org/name").warnings)
-    (tmp_path / "hf" / "models--org--name").mkdir(parents=True)
+    (tmp_path / "hf" / below / "models--org--name").mkdir(parents=True)
     warnings = open_checkpoint("org/name").warnings
     assert (
         "'org/name' is a local folder and a Hub repo in the HF cache: read the local folder "

@@ -30,7 +30,13 @@ from normscope.sources import formats, headercache
 from normscope.sources.layout import merge_shards, open_layout
 from normscope.sources.local import LocalStore
 from normscope.sources.safetensors import MAX_HEADER_SIZE, ShardHeader, parse_header
-from normscope.sources.store import Checkpoint, ProgressFactory, ReadCounter, Store
+from normscope.sources.store import (
+    Checkpoint,
+    ProgressFactory,
+    ReadCounter,
+    Store,
+    hf_cache_folder,
+)
 
 __all__ = [
     "MAX_HEADER_SIZE",
@@ -149,14 +155,10 @@ def _cached_hub_repo(spec: str) -> bool:
     """True when `spec` reads as a repo id that the local Hugging Face cache also holds."""
     if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         return False
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.path.expanduser("~"), ".cache", "huggingface"
-    )
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")
     # The folder first: `parse_hub_spec`'s repo id is the text before `@`, and importing the hub
     # package (~10 ms) is then only paid when such a folder exists.
     repo_id = spec.strip().partition("@")[0]
-    if not Path(cache, "models--" + repo_id.replace("/", "--")).is_dir():
+    if not (hf_cache_folder("hub") / ("models--" + repo_id.replace("/", "--"))).is_dir():
         return False
     from normscope.sources.hub.spec import parse_hub_spec
 

@@ -175,22 +175,26 @@ class Checkpoint:
         return data
 
 
-def cache_root() -> Path:
-    """normscope's cache folder: $NORMSCOPE_CACHE, else `normscope/` in HF's assets cache.
+def hf_cache_folder(kind: str) -> Path:
+    """huggingface_hub's `hub` or `assets` cache folder, as its `constants` computes it, without
+    importing it: $HF_<KIND>_CACHE, else the legacy $HUGGINGFACE_<KIND>_CACHE, else
+    $HF_HOME/<kind>, with HF_HOME defaulting to `$XDG_CACHE_HOME/huggingface` or
+    `~/.cache/huggingface`."""
+    upper = kind.upper()
+    folder = os.environ.get(f"HF_{upper}_CACHE") or os.environ.get(f"HUGGINGFACE_{upper}_CACHE")
+    if not folder:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
+        folder = os.path.join(home, kind)
+    return Path(os.path.expandvars(folder)).expanduser()
 
-    Mirrors huggingface_hub.constants without importing it: `$HF_ASSETS_CACHE`, default
-    `$HF_HOME/assets`, with HF_HOME defaulting to `$XDG_CACHE_HOME/huggingface` or
-    `~/.cache/huggingface`.
-    """
+
+def cache_root() -> Path:
+    """normscope's cache folder: $NORMSCOPE_CACHE, else `normscope/` in HF's assets cache."""
     explicit = os.environ.get("NORMSCOPE_CACHE")
     if explicit:
         return Path(os.path.expandvars(explicit)).expanduser()
-    assets = os.environ.get("HF_ASSETS_CACHE") or os.environ.get("HUGGINGFACE_ASSETS_CACHE")
-    if not assets:
-        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        home = os.environ.get("HF_HOME") or os.path.join(xdg, "huggingface")
-        assets = os.path.join(home, "assets")
-    return Path(os.path.expandvars(assets)).expanduser() / "normscope"
+    return hf_cache_folder("assets") / "normscope"
 
 
 def write_cache_file(path: Path, data: bytes) -> None:
