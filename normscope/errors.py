@@ -1,7 +1,7 @@
 """Errors the core raises for problems with the user's input (exit code 2 in the CLI).
 
 Every message names what is wrong and where (a path, a shard, a tensor, a config key); `hint`
-says what to do next. The core never prints and never exits: `cli.py` turns these into one line
+says what to do next. The core never prints and never exits: `cli/` turns these into one line
 on stderr.
 """
 

@@ -4,7 +4,7 @@
 for every norm the matrices that read its output (`consumers.py`), streams only their byte ranges
 through a bounded pipeline (`pipeline.py`) to reduce them to per-channel column norms c on the
 CPU or a GPU (`metrics.py`), and reports the folded ratio ‖γ ⊙ c‖/‖c‖, compensation,
-concentration and the MTP input balance (`report.py`).
+concentration and the MTP input balance (computed in `metrics.py`).
 
 torch is needed (`pip install "normscope[torch]"`) and imported only when `fold` runs: this
 package itself imports without it, so a CLI can import `fold` and turn `TorchMissing` into exit 2.

@@ -1,8 +1,8 @@
 """What every renderer shares: JSON and CSV text, rounding, colours, names that fit, the header.
 
-Pure functions; `cli.py` decides where their output goes. JSON and CSV carry full precision and
-the schema's field names in order; rounding, colour and truncation happen only in the views for
-people (tables, Markdown, HTML), which must never be parsed.
+Pure functions; `cli/output.py` decides where their output goes. JSON and CSV carry full
+precision and the schema's field names in order; rounding, colour and truncation happen only in
+the views for people (tables, Markdown, HTML), which must never be parsed.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 matplotlib is an optional extra (`pip install 'normscope[plot]'`), imported here, inside the
 functions, and only when `--plot` is given. Figures are `matplotlib.figure.Figure` objects
 rendered by the Agg (PNG) and SVG canvases directly, without pyplot: no global state, no GUI
-backend, never a window. Pure: `render_plot` returns the file's bytes; `cli.py` writes them.
+backend, never a window. Pure: `render_plot` returns the file's bytes; `cli/` writes them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The store interface every checkpoint source implements, and the opened `Checkpoint`.
 
-A store is where a checkpoint's files live: a local folder, a Hub repo at one commit (and, to
-come, a DCP save or an object-store prefix). It answers three questions — which files are
+A store is where a checkpoint's files live: a local folder, a Hub repo at one commit, an
+object-store prefix, the chunks of a DCP save. It answers three questions — which files are
 there, what are the bytes of a small file, what are the bytes at these ranges of a shard — and
 counts what it reads. Everything about the safetensors layout (index, shards, headers, tiling)
 is checked once, in `layout.py`, over this interface.
