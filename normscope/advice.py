@@ -85,7 +85,7 @@ _DECAY = {
 _TEMPLATES: dict[Topic, tuple[str, str]] = {
     Topic.nonfinite: (
         "training diverged or the file is corrupt: resume from the last finite checkpoint",
-        "DOMAIN.md section 3 (nonfinite is always an error)",
+        "docs/architectures.md#the-ratio-and-its-bands (nonfinite is always an error)",
     ),
     # seed 000, section 06, step 4 ("Act on collapse: lower mtp_loss_scaling_factor").
     Topic.mtp_collapse: (
@@ -126,7 +126,8 @@ _TEMPLATES: dict[Topic, tuple[str, str]] = {
         "compare with earlier checkpoints (normscope series); on weight decay: {decay}",
         "seed 000, sections 02 and 06; seed 001",
     ),
-    # DOMAIN.md section 5 / seed 001: pre-norm input norms add no expressivity.
+    # docs/architectures.md#input-and-output-norms / seed 001: pre-norm input norms add no
+    # expressivity.
     Topic.input_norm: (
         "compare with earlier checkpoints (normscope series) before acting: pre-sublayer input "
         "norms can sit far from 1 because the next linear map absorbs their scale",
@@ -140,10 +141,11 @@ _TEMPLATES: dict[Topic, tuple[str, str]] = {
     Topic.unplaced_norm: (
         "normscope does not know where {label} sits (input or output norm), so its band says "
         "little: compare with earlier checkpoints (normscope series) before acting",
-        "DOMAIN.md section 5 (unknown placements are reported honestly)",
+        "docs/architectures.md#input-and-output-norms (unknown placements are reported honestly)",
     ),
-    # Not in the playbook: a peer-relative signal (DOMAIN.md section 3: drift is the other
-    # robust signal; seed 000 section 02: direction and size of a drift carry the meaning).
+    # Not in the playbook: a peer-relative signal (docs/architectures.md#the-ratio-and-its-bands:
+    # drift is the other robust signal; seed 000 section 02: direction and size of a drift carry the
+    # meaning).
     Topic.anomaly: (
         "{label} is {fold:.1f}x {way} the median of its {peers} peers in other layers "
         "({median:.3g}): compare it with the neighbouring layers (normscope scan --all) and "

@@ -1,14 +1,14 @@
 """Find the checkpoints of a training run: naming conventions, skip reasons, series order.
 
 Pure of printing and of tensor I/O (it lists folders, never opens a shard). A run folder's
-checkpoints are found by the conventions of DOMAIN.md section 6: `checkpoint-<step>` (HF
-Trainer), `iter_<NNNNNNN>` (Megatron), `step-<N>` (torchtitan), `step<N>[-unsharded]` (OLMo),
-`global_step<N>` (DeepSpeed), a bare `<N>` (nanotron), Hub revision names such as
-`stage1-step1907359-tokens4001B`. A checkpoint is a safetensors file or folder, or a PyTorch
-DCP save (`.metadata` + `.distcp`: Megatron torch_dist, torchtitan, OLMo-core's
-`model_and_optim/`). Folders named like checkpoints that hold neither (optimizer state only, a
-DCP save still being written, pickles, nothing) are skipped with the reason. A Megatron save
-dir (`iter_*` folders, `release/`, `latest_checkpointed_iteration.txt`) is a run folder.
+checkpoints are found by the conventions of docs/architectures.md#checkpoints-in-the-wild:
+`checkpoint-<step>` (HF Trainer), `iter_<NNNNNNN>` (Megatron), `step-<N>` (torchtitan),
+`step<N>[-unsharded]` (OLMo), `global_step<N>` (DeepSpeed), a bare `<N>` (nanotron), Hub revision
+names such as `stage1-step1907359-tokens4001B`. A checkpoint is a safetensors file or folder, or a
+PyTorch DCP save (`.metadata` + `.distcp`: Megatron torch_dist, torchtitan, OLMo-core's
+`model_and_optim/`). Folders named like checkpoints that hold neither (optimizer state only, a DCP
+save still being written, pickles, nothing) are skipped with the reason. A Megatron save dir
+(`iter_*` folders, `release/`, `latest_checkpointed_iteration.txt`) is a run folder.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from normscope.naming import natural_key
 from normscope.schema import Order, Skipped, StepSource
 from normscope.sources.dcp import TRACKER, find_dcp_dir, unfinished_dcp_dir
 
-# Run-folder naming conventions (DOMAIN.md section 6), matched against the whole name.
+# Run-folder naming conventions (docs/architectures.md#checkpoints-in-the-wild), matched against
+# the whole name.
 CONVENTIONS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("HF Trainer", re.compile(r"checkpoint-(\d+)")),
     ("Megatron", re.compile(r"iter_(\d+)")),
@@ -44,7 +45,7 @@ _SUFFIX = ".safetensors"
 
 
 def parse_step(name: str, loose: bool = False) -> int | None:
-    """The step number in a checkpoint's name, by the conventions of DOMAIN.md section 6.
+    """The step number in a checkpoint's name (docs/architectures.md#checkpoints-in-the-wild).
 
     `loose` (explicit lists) also accepts `step`/`iter`/`checkpoint`/`ckpt` followed by a number
     anywhere in the name, then a trailing number.

@@ -9,7 +9,7 @@ from enum import Enum
 
 
 class Role(str, Enum):
-    """What a norm does in the network (ARCHITECTURES.md naming mapped to one closed set)."""
+    """What a norm does in the network (docs/architectures.md#conventions)."""
 
     attn_input = "attn_input"
     mlp_input = "mlp_input"
@@ -60,14 +60,15 @@ class Parametrization(str, Enum):
 
 
 DEFAULT_LOW = 0.4
-"""The playbook's act band [0.4, 1.8] x sqrt(d) (DOMAIN.md section 3): below, collapse...
+"""The playbook's act band [0.4, 1.8] x sqrt(d) (docs/architectures.md#the-ratio-and-its-bands):
+below, collapse...
 (here, beside `Band`, so that the command line's defaults need no schema import)"""
 DEFAULT_HIGH = 1.8
 """...above, explosion."""
 
 
 class Band(str, Enum):
-    """Health band of a norm's ratio ‖g_eff‖₂/√d (diagnostic playbook, DOMAIN.md section 3)."""
+    """Health band of a norm's ratio ‖g_eff‖₂/√d (docs/architectures.md#the-ratio-and-its-bands)."""
 
     collapse = "collapse"
     shrink = "shrink"

@@ -1,9 +1,10 @@
 """Peer-relative anomalies: a norm whose ratio left the norms that play its part in other layers.
 
 Pure and self-contained (issue #11, part 1). The absolute bands of the playbook judge a norm against
-its initialization; trained pre-norm models legitimately sit far from it (DOMAIN.md section 3), so a
-single layer that broke away from its peers is drowned among dozens of legitimate small input
-norms. This module compares each norm's ratio with its peers instead:
+its initialization; trained pre-norm models legitimately sit far from it
+(docs/architectures.md#the-ratio-and-its-bands), so a single layer that broke away from its peers is
+drowned among dozens of legitimate small input norms. This module compares each norm's ratio with
+its peers instead:
 
 - Peers: the norms of the same module, MTP depth and role, and the same tensor name up to the layer
   index (see `peer_key`), in other layers. The name refinement keeps distinct norms that share a

@@ -1,6 +1,6 @@
 """`normscope.arch` on tensor names: roles, modules, layers, MTP depths and parametrizations.
 
-Expectations are written from ARCHITECTURES.md / DOMAIN.md (and the real name lists in
+Expectations are written from docs/architectures.md (and the real name lists in
 fixtures/realnames), never read back from the rule tables. Tensors are `TensorRef`s with made-up
 offsets: classification only looks at names, shapes and config.json.
 """
@@ -21,7 +21,8 @@ from normscope.errors import ArchError
 from normscope.schema import NormInfo, Parametrization, Role, TensorRef
 from normscope.scope import parse_scope
 
-# The fixtures' expectation table (written from DOMAIN.md 5), not the code's rule.
+# The fixtures' expectation table (written from docs/architectures.md#input-and-output-norms),
+# not the code's rule.
 ROLE_GROUP = load_make_fixtures().ROLE_GROUP
 DEFAULT_SCOPE = parse_scope("default")  # the norms gates look at unless told otherwise
 
@@ -77,7 +78,10 @@ def facts(info: NormInfo) -> tuple[Any, ...]:
 
 
 def E(role: str, layer: int | None = None, param: str = STD, *, mtp: int | None = None) -> tuple:
-    """Expected facts; the group follows DOMAIN.md section 5 (our own table, not the code's)."""
+    """Expected facts; the group follows docs/architectures.md#input-and-output-norms.
+
+    (Our own table, not the code's.)
+    """
     group = ROLE_GROUP[role]
     return (role, "mtp" if mtp else "main", mtp, layer, group, param)
 
@@ -684,7 +688,7 @@ def test_glm4_0414_sandwich_norms() -> None:
     assert facts(got["model.layers.0.post_attention_layernorm.weight"]) == E("mlp_input", 0)
 
 
-# --- traps (ARCHITECTURES.md section 18) ---------------------------------------------------------
+# --- traps (docs/architectures.md#traps) ----------------------------------------------------------
 
 
 NON_NORM_1D = [

@@ -1,7 +1,7 @@
 """Issue #10: sparse checkpoints in the real naming of layouts no rule table covered, scanned end
 to end with `normscope.scan`.
 
-Every expectation is written from ARCHITECTURES.md (the section is cited next to each layout),
+Every expectation is written from docs/architectures.md (its section next to each layout),
 never read back from normscope. Bytes read are counted from our own parse of the headers: the
 header of every shard plus the bytes of every norm gain and LayerNorm bias, exactly.
 """
@@ -44,7 +44,7 @@ def _norm(
 
 
 def deepseek_original() -> tuple[list[Any], dict[str, Any], Expected]:
-    """DeepSeek's own inference naming (section 7, 'Official (non-HF) naming'): no prefix,
+    """DeepSeek's own inference naming (docs/architectures.md#naming-vocabularies): no prefix,
     attn_norm / ffn_norm, MLA latent q_norm / kv_norm, final `norm`; the MTP module under
     `mtp.0.*` with enorm / hnorm / norm (trap 10) and a full block (attn_norm, ffn_norm, ...)."""
     out: list[Any] = [_mat("embed.weight", V, H)]
@@ -128,9 +128,10 @@ def zero_centred_vlm() -> tuple[list[Any], dict[str, Any], Expected]:
 
 
 def longcat(model_type: str) -> Callable[[], tuple[list[Any], dict[str, Any], Expected]]:
-    """LongCat-Flash (section 16): two attention sublayers per layer, `input_layernorm.{0,1}`,
-    `post_attention_layernorm.{0,1}`, `self_attn.{0,1}.q_a/kv_a_layernorm` (trap 18); MTP
-    `model.mtp.layers.0.{enorm.m,hnorm.m}` (the extra `.m`), a block, and `model.mtp.norm`."""
+    """LongCat-Flash (docs/architectures.md#longcat-flash): two attention sublayers per layer,
+    `input_layernorm.{0,1}`, `post_attention_layernorm.{0,1}`, `self_attn.{0,1}.q_a/kv_a_layernorm`
+    (trap 18); MTP `model.mtp.layers.0.{enorm.m,hnorm.m}` (the extra `.m`), a block, and
+    `model.mtp.norm`."""
 
     def build() -> tuple[list[Any], dict[str, Any], Expected]:
         out: list[Any] = [_mat("model.embed_tokens.weight", V, H)]
@@ -188,7 +189,7 @@ def longcat(model_type: str) -> Callable[[], tuple[list[Any], dict[str, Any], Ex
 
 
 def ernie(model_type: str) -> Callable[[], tuple[list[Any], dict[str, Any], Expected]]:
-    """ERNIE-4.5 MTP (section 16, vllm ernie_mtp.py): `model.mtp_emb_norm.0`,
+    """ERNIE-4.5 MTP (docs/architectures.md#ernie-45, vllm ernie_mtp.py): `model.mtp_emb_norm.0`,
     `model.mtp_hidden_norm.0`, `model.mtp_linear_proj.0`, `model.mtp_block.0.*` (a Llama layer);
     no MTP-specific final norm; standard RMSNorm; Llama-like trunk."""
 

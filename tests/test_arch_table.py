@@ -1,6 +1,6 @@
 """Issue #10: one table, for every family and every naming vocabulary: names -> (module, MTP
-depth, layer, role, parametrization). Written from ARCHITECTURES.md (section in each comment),
-never from the rule tables; a test checks that every family and vocabulary has a row."""
+depth, layer, role, parametrization). Written from docs/architectures.md (the section in each
+comment), never from the rule tables; a test checks that every family and vocabulary has a row."""
 
 from __future__ import annotations
 
@@ -18,26 +18,26 @@ M, T = "main", "mtp"
 # (config, {name: (module, depth, layer, role, parametrization)}); shapes are [H] unless the
 # name is in WIDTH.
 WIDTH = {"q_a_layernorm": Q, "kv_a_layernorm": KV, "attn.q_norm": Q, "attn.kv_norm": KV}
-LL = {  # Llama naming (section 1)
+LL = {  # Llama naming (#llama)
     "model.layers.0.input_layernorm.weight": (M, None, 0, "attn_input"),
     "model.layers.1.post_attention_layernorm.weight": (M, None, 1, "mlp_input"),
     "model.norm.weight": (M, None, None, "final"),
 }
 QKN = {"model.layers.1.self_attn.q_norm.weight": (M, None, 1, "qk")}
-SAND = {  # Gemma-2/3 sandwich (section 11)
+SAND = {  # Gemma-2/3 sandwich (#gemma)
     "model.layers.0.input_layernorm.weight": (M, None, 0, "attn_input"),
     "model.layers.0.post_attention_layernorm.weight": (M, None, 0, "attn_output"),
     "model.layers.0.pre_feedforward_layernorm.weight": (M, None, 0, "mlp_input"),
     "model.layers.0.post_feedforward_layernorm.weight": (M, None, 0, "mlp_output"),
     "model.norm.weight": (M, None, None, "final"),
 }
-DS_MTP = {  # section 7: layer N+k (N = 2 here)
+DS_MTP = {  # #deepseek-v3: layer N+k (N = 2 here)
     "model.layers.2.enorm.weight": (T, 1, None, "mtp_embedding"),
     "model.layers.2.hnorm.weight": (T, 1, None, "mtp_hidden"),
     "model.layers.2.shared_head.norm.weight": (T, 1, None, "mtp_final"),
     "model.layers.2.input_layernorm.weight": (T, 1, None, "attn_input"),
 }
-QN_MTP = {  # section 5
+QN_MTP = {  # #qwen3-next
     "mtp.pre_fc_norm_embedding.weight": (T, 1, None, "mtp_embedding"),
     "mtp.pre_fc_norm_hidden.weight": (T, 1, None, "mtp_hidden"),
     "mtp.layers.0.input_layernorm.weight": (T, 1, None, "attn_input"),
@@ -58,7 +58,7 @@ ROWS: dict[str, tuple[dict[str, Any] | None, dict[str, tuple[Any, ...]], str]] =
         S,
     ),
     "glm4_moe": ({"model_type": "glm4_moe", "num_hidden_layers": 2}, LL | QKN | DS_MTP, S),
-    "mimo": (  # section 10
+    "mimo": (  # #mimo
         {"model_type": "mimo"},
         LL
         | {
@@ -71,8 +71,8 @@ ROWS: dict[str, tuple[dict[str, Any] | None, dict[str, tuple[Any, ...]], str]] =
     "gemma": ({"model_type": "gemma"}, LL, Z),
     "gemma2": ({"model_type": "gemma2"}, SAND, Z),
     "gemma3": ({"model_type": "gemma3_text"}, SAND | QKN, Z),
-    "gemma4": ({"model_type": "gemma4_text"}, SAND | QKN, S),  # section 11: NOT zero-centred
-    "olmo2": (  # section 12
+    "gemma4": ({"model_type": "gemma4_text"}, SAND | QKN, S),  # #gemma-4: NOT zero-centred
+    "olmo2": (  # #olmo-2
         {"model_type": "olmo2"},
         {
             "model.layers.0.post_attention_layernorm.weight": (M, None, 0, "attn_output"),
@@ -99,7 +99,7 @@ ROWS: dict[str, tuple[dict[str, Any] | None, dict[str, tuple[Any, ...]], str]] =
         {"model.layers.0.post_mlp_layernorm.weight": (M, None, 0, "mlp_output")},
         S,
     ),
-    "stablelm": (  # section 16: per-head LayerNorms
+    "stablelm": (  # #stablelm: per-head LayerNorms
         {"model_type": "stablelm"},
         {"model.layers.0.self_attn.q_layernorm.norms.3.weight": (M, None, 0, "qk")},
         S,
@@ -122,7 +122,7 @@ ROWS: dict[str, tuple[dict[str, Any] | None, dict[str, tuple[Any, ...]], str]] =
         },
         S,
     ),
-    "step3p5": (  # section 16: GemmaRMSNorm MTP norms (offset)
+    "step3p5": (  # #step-35: GemmaRMSNorm MTP norms (offset)
         {"model_type": "step3p5", "num_hidden_layers": 2},
         LL | {"model.layers.2.enorm.weight": (T, 1, None, "mtp_embedding")},
         Z,
@@ -132,7 +132,7 @@ ROWS: dict[str, tuple[dict[str, Any] | None, dict[str, tuple[Any, ...]], str]] =
         LL | {"model.layers.2.input_layernorm.weight": (T, 1, None, "attn_input")},
         S,
     ),
-    "megatron": (  # section 15
+    "megatron": (  # #megatron-core
         None,
         {
             "decoder.layers.0.self_attention.linear_qkv.layer_norm_weight": (
@@ -148,9 +148,10 @@ ROWS: dict[str, tuple[dict[str, Any] | None, dict[str, tuple[Any, ...]], str]] =
         S,
     ),
     # --- vocabularies: an unknown model_type, and one name no family lists (Bailing/Hunyuan's
-    # query_layernorm, section 16), so that no family table reads more names than the vocabularies
+    # query_layernorm, #naming-vocabularies), so that no family table reads more names than the
+    # vocabularies
     "vocab:hf": ({"model_type": "brand_new"}, SAND | XQ, S),
-    "vocab:meta": (  # section 7 "Official (non-HF) naming"
+    "vocab:meta": (  # #naming-vocabularies, DeepSeek original
         {"model_type": "brand_new", "q_lora_rank": Q, "kv_lora_rank": KV},
         {
             "layers.0.attn_norm.weight": (M, None, 0, "attn_input"),

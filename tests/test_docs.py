@@ -106,3 +106,68 @@ def test_every_link_between_pages_resolves(page: Path) -> None:
         if not file.exists() or (anchor and file.suffix == ".md" and anchor not in anchors(file)):
             broken.append(target)
     assert broken == [], f"{page.name}: links to nothing: {broken}"
+
+
+# --- the cited sources --------------------------------------------------------------------------
+
+ARCHITECTURES = REPO_ROOT / "docs" / "architectures.md"
+CITATION = re.compile(r"docs/architectures\.md#([\w-]+)")
+PROJECT_FILES = sorted(
+    p
+    for folder in ("normscope", "tests", "fixtures", "benchmarks")
+    for p in (REPO_ROOT / folder).rglob("*.py")
+    if p.name != "test_docs.py"
+)
+
+
+def _traps() -> int:
+    """How many numbered traps the Traps section lists."""
+    text = ARCHITECTURES.read_text(encoding="utf-8")
+    section = text.split("\n## Traps\n", 1)[1].split("\n## ", 1)[0]
+    return len(re.findall(r"^\d+\. ", section, flags=re.MULTILINE))
+
+
+@pytest.mark.parametrize("path", PROJECT_FILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_citation_names_a_section_that_exists(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    # The shared research notes are not part of the project: a user could not follow them.
+    stale = [m[0] for m in re.finditer(r"\b(ARCHITECTURES|DOMAIN)\.md", text)]
+    assert stale == [], f"{path.name} cites files outside the project: {stale}"
+    sections = anchors(ARCHITECTURES)
+    missing = sorted({a for a in CITATION.findall(text) if a not in sections})
+    assert missing == [], f"{path.name} cites sections docs/architectures.md lacks: {missing}"
+    traps = [int(n) for n in re.findall(r"\btraps? (\d+)", text)]
+    assert all(1 <= n <= _traps() for n in traps), f"{path.name}: trap numbers {traps}"
+
+
+def test_every_rule_table_cites_its_section() -> None:
+    from normscope.arch import FAMILIES, VOCABULARIES
+
+    sections = anchors(ARCHITECTURES)
+    for table in [*FAMILIES, *VOCABULARIES]:
+        cited = CITATION.findall(table.source)
+        assert cited, f"{table.name}: its source cites no section of docs/architectures.md"
+        assert set(cited) <= sections, f"{table.name}: {cited} not in docs/architectures.md"
+
+
+def test_every_family_and_model_type_is_written_up() -> None:
+    # A model_type normscope claims is named (in backticks) on the page its rules cite.
+    from normscope.arch import FAMILIES
+
+    text = ARCHITECTURES.read_text(encoding="utf-8")
+    missing = [t for f in FAMILIES for t in f.model_types if f"`{t}`" not in text]
+    assert missing == [], f"model types not described in docs/architectures.md: {missing}"
+
+
+def test_the_config_keys_normscope_reads_are_written_up() -> None:
+    from normscope.arch import config
+
+    text = ARCHITECTURES.read_text(encoding="utf-8")
+    keys = [
+        *config.MTP_CONFIG_KEYS,
+        *config.OFFSET_FLAGS,
+        *config.NORM_KIND_KEYS,
+        *config.OFFSET_KINDS,
+    ]
+    missing = [k for k in keys if f"`{k}`" not in text]
+    assert missing == [], f"config keys not in docs/architectures.md#config-signals: {missing}"

@@ -151,7 +151,7 @@ COUNTS: dict[str, dict[str, int]] = {
 }
 
 
-# Our own band table (DOMAIN.md section 3, default thresholds).
+# Our own band table (docs/architectures.md#the-ratio-and-its-bands, defaults).
 def band_of(ratio: float) -> str:
     if not math.isfinite(ratio):
         return "nonfinite"

@@ -70,7 +70,8 @@ def test_statistics_match_an_independent_computation(minilm: Path) -> None:
 
 
 def test_released_bert_sits_in_the_shrink_band(minilm: Path) -> None:
-    # DOMAIN.md section 3, measured on this model: every gamma ratio 0.54-0.72.
+    # docs/architectures.md#the-ratio-and-its-bands, measured on this model: every gamma ratio
+    # 0.54-0.72.
     report = normscope.scan(minilm)
     ratios = [n.ratio for n in report.norms]
     assert min(ratios) > 0.53 and max(ratios) < 0.73

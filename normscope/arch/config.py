@@ -1,9 +1,9 @@
 """The facts normscope reads from config.json: model type, widths, depths and parametrization
 signals, with `text_config` (VLM wrappers) and OLMo-core's nested `model` table merged in.
 
-Parametrization signals (ARCHITECTURES.md trap 1): a zero-centred flag at the top level or in
-`text_config` decides offset (`1 + w`) vs standard for the text model's norms, above a family's
-default and below an explicit `parametrization` override. Megatron stores
+Parametrization signals (docs/architectures.md#config-signals, trap 1): a zero-centred flag at
+the top level or in `text_config` decides offset (`1 + w`) vs standard for the text model's
+norms, above a family's default and below an explicit `parametrization` override. Megatron stores
 `layernorm_zero_centered_gamma` (`--apply-layernorm-1p`, transformer_config.py @d98e8a6), NeMo 1.0
 `normalization: layernorm1p`; HF-style remote code uses `use_gemma_norm`-style booleans.
 """

@@ -4,8 +4,9 @@ Each table is exactly what a `[[family]]` entry of a user's rules file holds (di
 there; `dump_rules(FAMILIES)` writes them out and `load_rules` reads them back to equal families,
 which a test checks). A table keeps what is truly family-specific: which norms an architecture
 has, what `post_attention_layernorm` means in it, offsets and exceptions; naming that is common
-across families lives in `vocab.py`. Every table cites the upstream source that was read
-(ARCHITECTURES.md, with its repository @ commit : path).
+across families lives in `vocab.py`. Every table cites its section of `docs/architectures.md`
+(where the facts are written out, each with its public source) and the upstream source that was
+read (repository @ commit : path).
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["llama", "mistral", "mixtral", "granite", "granitemoe"],
         ["LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM"],
         "standard",
-        source="huggingface/transformers @0022728 models/llama/modeling_llama.py (LlamaRMSNorm: "
+        source="docs/architectures.md#llama; "
+        "huggingface/transformers @0022728 models/llama/modeling_llama.py (LlamaRMSNorm: "
         "torch.ones, weight * x); Mistral/Mixtral/Granite RMSNorm are Llama copies",
         norm=LLAMA,
     ),
@@ -115,7 +117,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["qwen2", "qwen2_moe"],
         ["Qwen2ForCausalLM", "Qwen2MoeForCausalLM"],
         "standard",
-        source="huggingface/transformers models/qwen2 (Qwen2RMSNorm: torch.ones, weight * x)",
+        source="docs/architectures.md#qwen2; "
+        "huggingface/transformers models/qwen2 (Qwen2RMSNorm: torch.ones, weight * x)",
         norm=LLAMA,
     ),
     _family(
@@ -123,7 +126,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["phi3"],
         ["Phi3ForCausalLM"],
         "standard",
-        source="huggingface/transformers models/phi3 (Phi3RMSNorm, a Llama copy)",
+        source="docs/architectures.md#phi-3; "
+        "huggingface/transformers models/phi3 (Phi3RMSNorm, a Llama copy)",
         norm=LLAMA,
     ),
     _family(
@@ -131,7 +135,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["qwen3", "qwen3_moe"],
         ["Qwen3ForCausalLM", "Qwen3MoeForCausalLM"],
         "standard",
-        source="huggingface/transformers @02e8340 models/qwen3/modular_qwen3.py (q_norm/k_norm "
+        source="docs/architectures.md#qwen3; "
+        "huggingface/transformers @02e8340 models/qwen3/modular_qwen3.py (q_norm/k_norm "
         "over head_dim; Qwen3RMSNorm(Qwen2RMSNorm))",
         norm=LLAMA + QK,
     ),
@@ -140,7 +145,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["qwen3_next"],
         ["Qwen3NextForCausalLM"],
         "offset",
-        source="huggingface/transformers @043bb8d models/qwen3_next/modular_qwen3_next.py "
+        source="docs/architectures.md#qwen3-next; "
+        "huggingface/transformers @043bb8d models/qwen3_next/modular_qwen3_next.py "
         "(Qwen3NextRMSNorm(Gemma3RMSNorm): 1 + w; Qwen3NextRMSNormGated: w); "
         "vllm @055e47c qwen3_next_mtp.py",
         norm=LLAMA + QK + GATED + QWEN_NEXT_MTP,
@@ -155,7 +161,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
             "Qwen3_5MoeForCausalLM",
         ],
         "offset",
-        source="huggingface/transformers @009e78d models/qwen3_5/modular_qwen3_5.py "
+        source="docs/architectures.md#qwen35; "
+        "huggingface/transformers @009e78d models/qwen3_5/modular_qwen3_5.py "
         "(Qwen3_5RMSNorm(Qwen3NextRMSNorm): 1 + w; gated linear_attn.norm: w); "
         "vllm @01d9980 qwen3_5_mtp.py",
         norm=LLAMA + QK + GATED + QWEN_NEXT_MTP,
@@ -165,7 +172,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["deepseek_v3", "deepseek_v32", "deepseek_v2", "kimi_k2"],
         ["DeepseekV3ForCausalLM", "DeepseekV32ForCausalLM", "DeepseekV2ForCausalLM"],
         "standard",
-        source="huggingface/transformers @000c33f models/deepseek_v3/modular_deepseek_v3.py "
+        source="docs/architectures.md#deepseek-v3; "
+        "huggingface/transformers @000c33f models/deepseek_v3/modular_deepseek_v3.py "
         "(DeepseekV3RMSNorm(LlamaRMSNorm)); deepseek-ai/DeepSeek-V3 @9b4e978 README_WEIGHTS.md",
         # V3.2 sparse-attention indexer LayerNorm: measured, not gated by default.
         norm=LLAMA + MLA + DEEPSEEK_MTP + [_n("layers.{L}.self_attn.indexer.k_norm", "unknown")],
@@ -175,7 +183,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["glm4_moe", "glm4_moe_lite"],
         ["Glm4MoeForCausalLM", "Glm4MoeLiteForCausalLM"],
         "standard",
-        source="huggingface/transformers @000c33f models/glm4_moe/modeling_glm4_moe.py (q_norm/"
+        source="docs/architectures.md#glm-45; "
+        "huggingface/transformers @000c33f models/glm4_moe/modeling_glm4_moe.py (q_norm/"
         "k_norm if use_qk_norm); vllm @028aedf glm4_moe_mtp.py (DeepSeek MTP naming at layer N+k)",
         norm=LLAMA + QK + MLA + DEEPSEEK_MTP,
     ),
@@ -184,7 +193,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["mimo"],
         ["MiMoForCausalLM"],
         "standard",
-        source="vllm @0bb55d6 mimo_mtp.py; jj8127/mimo_kor @1bdf82c modeling_mimo.py "
+        source="docs/architectures.md#mimo; "
+        "vllm @0bb55d6 mimo_mtp.py; jj8127/mimo_kor @1bdf82c modeling_mimo.py "
         "(Qwen2RMSNorm); MTP concatenates [hidden | embedding] (trap 11)",
         norm=LLAMA
         + [
@@ -200,7 +210,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["gemma"],
         ["GemmaForCausalLM"],
         "offset",
-        source="huggingface/transformers @008e574 models/gemma/modular_gemma.py (GemmaRMSNorm: "
+        source="docs/architectures.md#gemma; "
+        "huggingface/transformers @008e574 models/gemma/modular_gemma.py (GemmaRMSNorm: "
         "torch.zeros, x * (1 + w))",
         norm=LLAMA,
     ),
@@ -209,7 +220,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["gemma2"],
         ["Gemma2ForCausalLM"],
         "offset",
-        source="huggingface/transformers models/gemma2/modular_gemma2.py (Gemma2RMSNorm("
+        source="docs/architectures.md#gemma; "
+        "huggingface/transformers models/gemma2/modular_gemma2.py (Gemma2RMSNorm("
         "GemmaRMSNorm); post_attention/post_feedforward are output norms)",
         norm=SANDWICH,
     ),
@@ -218,7 +230,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["gemma3", "gemma3_text"],
         ["Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"],
         "offset",
-        source="huggingface/transformers @0033204 models/gemma3/modular_gemma3.py (Gemma3RMSNorm: "
+        source="docs/architectures.md#gemma; "
+        "huggingface/transformers @0033204 models/gemma3/modular_gemma3.py (Gemma3RMSNorm: "
         "1 + w, also q_norm/k_norm over head_dim)",
         # Gemma3RMSNorm over the vision width: offset, but not a text-model norm.
         norm=SANDWICH + QK + [_n("multi_modal_projector.mm_soft_emb_norm", "unknown")],
@@ -228,7 +241,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["gemma4", "gemma4_text"],
         ["Gemma4ForCausalLM", "Gemma4ForConditionalGeneration"],
         "standard",
-        source="ARCHITECTURES.md section 11: Gemma-4 is NOT zero-centred (llama.cpp norm_shift 0.0 "
+        source="docs/architectures.md#gemma-4; "
+        "Gemma-4 is NOT zero-centred (llama.cpp norm_shift 0.0 "
         "for Gemma4; vLLM gemma4 plain RMSNorm, quoted by a porting note; INFERRED); sandwich "
         "names as Gemma-3",
         norm=SANDWICH + QK + [_n("multi_modal_projector.mm_soft_emb_norm", "unknown")],
@@ -238,7 +252,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["olmo2", "olmo3"],
         ["Olmo2ForCausalLM"],
         "standard",
-        source="huggingface/transformers @008f5c8 models/olmo2/modular_olmo2.py "
+        source="docs/architectures.md#olmo-2; "
+        "huggingface/transformers @008f5c8 models/olmo2/modular_olmo2.py "
         "(Olmo2RMSNorm(LlamaRMSNorm))",
         # OLMo-2 has no input norms: post_attention_layernorm is an OUTPUT norm here, and
         # q_norm/k_norm span the full projection width.
@@ -254,7 +269,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["phi"],
         ["PhiForCausalLM"],
         "standard",
-        source="huggingface/transformers models/phi (PhiDecoderLayer: nn.LayerNorm, parallel "
+        source="docs/architectures.md#phi-2; "
+        "huggingface/transformers models/phi (PhiDecoderLayer: nn.LayerNorm, parallel "
         "block)",
         # Parallel block: one LayerNorm feeds attention and MLP (shared input -> attn_input).
         norm=[
@@ -267,7 +283,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["gpt2"],
         ["GPT2LMHeadModel", "GPT2Model"],
         "standard",
-        source="huggingface/transformers @0010f60 models/gpt2/modeling_gpt2.py (nn.LayerNorm "
+        source="docs/architectures.md#gpt-2; "
+        "huggingface/transformers @0010f60 models/gpt2/modeling_gpt2.py (nn.LayerNorm "
         "ln_1, ln_2, ln_f; original safetensors have no `transformer.` prefix)",
         norm=[
             _n("h.{L}.ln_1", "attn_input"),
@@ -281,7 +298,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["bert", "roberta", "xlm-roberta"],
         ["BertModel", "BertForMaskedLM"],
         "standard",
-        source="huggingface/transformers models/bert/modeling_bert.py (post-LN nn.LayerNorm); "
+        source="docs/architectures.md#bert; "
+        "huggingface/transformers models/bert/modeling_bert.py (post-LN nn.LayerNorm); "
         "llama.cpp gguf-py/gguf/tensor_mapping.py @0024aa7 (bert: ATTN_OUT_NORM, LAYER_OUT_NORM)",
         final_norm=False,
         # Post-LN: every LayerNorm normalises the residual stream itself (output group).
@@ -297,7 +315,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["nemotron"],
         ["NemotronForCausalLM"],
         "offset",
-        source="NemotronLayerNorm1P (LayerNorm with bias, weight + 1); NVIDIA-NeMo/Megatron-Bridge "
+        source="docs/architectures.md#nemotron; "
+        "NemotronLayerNorm1P (LayerNorm with bias, weight + 1); NVIDIA-NeMo/Megatron-Bridge "
         "@067f987 nemotron_bridge.py (layernorm_zero_centered_gamma = True)",
         norm=LLAMA,
     ),
@@ -306,7 +325,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["cohere", "cohere2"],
         ["CohereForCausalLM", "Cohere2ForCausalLM"],
         "standard",
-        source="huggingface/transformers models/cohere (CohereLayerNorm: mean-centred, weight only;"
+        source="docs/architectures.md#cohere; "
+        "huggingface/transformers models/cohere (CohereLayerNorm: mean-centred, weight only;"
         " parallel block; q_norm/k_norm built as CohereLayerNorm((num_heads, head_dim)): 2-D)",
         norm=[
             _n("layers.{L}.input_layernorm", "attn_input"),
@@ -319,7 +339,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["glm4"],
         ["Glm4ForCausalLM"],
         "standard",
-        source="llama.cpp gguf-py/gguf/tensor_mapping.py @0024aa7 "
+        source="docs/architectures.md#glm-4; "
+        "llama.cpp gguf-py/gguf/tensor_mapping.py @0024aa7 "
         "(glm-4-0414 ATTN_POST_NORM, FFN_POST_NORM)",
         norm=LLAMA
         + [
@@ -332,7 +353,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["stablelm", "stablelm_epoch"],
         ["StableLmForCausalLM"],
         "standard",
-        source="ARCHITECTURES.md section 16: nn.LayerNorm input/post_attention/norm; "
+        source="docs/architectures.md#stablelm; "
+        "nn.LayerNorm input/post_attention/norm; "
         "StableLmLayerNormPerHead = ModuleList of one [head_dim] LayerNorm per head, names "
         "self_attn.q_layernorm.norms.{h} (transformers models/stablelm, via find_string)",
         norm=LLAMA + [_n("layers.{L}.self_attn.(q_layernorm|k_layernorm).norms", "qk")],
@@ -342,7 +364,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["chameleon"],
         ["ChameleonForConditionalGeneration", "ChameleonForCausalLM"],
         "standard",
-        source="ARCHITECTURES.md section 16: ChameleonLayerNorm(nn.LayerNorm) over (num_heads, "
+        source="docs/architectures.md#chameleon; "
+        "ChameleonLayerNorm(nn.LayerNorm) over (num_heads, "
         "head_dim): q_norm/k_norm weight and bias 2-D (transformers models/chameleon, via "
         "find_string); Llama-like trunk; the VQ image tokenizer's GroupNorms are not text norms",
         norm=LLAMA + QK + [_n("vqmodel.{ANY}", "unknown", parametrization="standard")],
@@ -352,7 +375,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["longcat_flash"],
         ["LongcatFlashForCausalLM"],
         "standard",
-        source="ARCHITECTURES.md section 16: two attention sublayers per layer, "
+        source="docs/architectures.md#longcat-flash; "
+        "two attention sublayers per layer, "
         "input_layernorm.{0,1}, post_attention_layernorm.{0,1}, self_attn.{0,1}.q_a/kv_a_layernorm "
         "(transformers LongcatFlashDecoderLayer); MTP model.mtp.layers.0.{enorm.m,hnorm.m}, "
         "model.mtp.norm (vllm @0bb55d6 longcat_flash_mtp.py). Stored latent gains are "
@@ -381,7 +405,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["ernie4_5", "ernie4_5_moe"],
         ["Ernie4_5ForCausalLM", "Ernie4_5_MoeForCausalLM"],
         "standard",
-        source="ARCHITECTURES.md section 16: vllm @028aedf ernie_mtp.py: model.mtp_emb_norm.0, "
+        source="docs/architectures.md#ernie-45; "
+        "vllm @028aedf ernie_mtp.py: model.mtp_emb_norm.0, "
         "model.mtp_hidden_norm.0, model.mtp_linear_proj.0 [H,2H], model.mtp_block.0.* "
         "(LlamaDecoderLayer); RMSNorm standard; no MTP-specific final norm",
         norm=LLAMA
@@ -397,7 +422,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["step3p5"],
         ["Step3p5ForCausalLM"],
         "offset",
-        source="ARCHITECTURES.md section 16: vllm @12c9ac2 step3p5_mtp.py: DeepSeek-style "
+        source="docs/architectures.md#step-35; "
+        "vllm @12c9ac2 step3p5_mtp.py: DeepSeek-style "
         "model.layers.{N+k}.{enorm,hnorm,shared_head.norm}, inner block under .transformer., "
         "MTP norms GemmaRMSNorm (1 + w); trunk per-head q_norm/k_norm",
         note="Step-3.5 trunk norms are read as offset (1 + w): inferred from its GemmaRMSNorm MTP "
@@ -418,7 +444,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         ["minimax_m2"],
         ["MiniMaxM2ForCausalLM"],
         "standard",
-        source="ARCHITECTURES.md section 16: vllm @01d9958 minimax_m2.py (plain RMSNorm; q_norm "
+        source="docs/architectures.md#minimax-m2; "
+        "vllm @01d9958 minimax_m2.py (plain RMSNorm; q_norm "
         "over head_dim * num_heads, k_norm over head_dim * num_kv_heads; MTP modules are "
         "model.layers.{num_hidden_layers + i}, inner names unverified)",
         mtp_in_layers=True,
@@ -429,7 +456,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         [],
         [],
         "standard",
-        source="NVIDIA/Megatron-LM @d98e8a6 megatron/core/models/gpt/gpt_layer_specs.py, "
+        source="docs/architectures.md#megatron-core; "
+        "NVIDIA/Megatron-LM @d98e8a6 megatron/core/models/gpt/gpt_layer_specs.py, "
         "transformer/multi_token_prediction.py (mtp_model_layer, formerly transformer_layer)",
         note="Megatron-Core checkpoints do not record layernorm_zero_centered_gamma "
         "(--apply-layernorm-1p); gains are read as standard unless --parametrization offset",

@@ -59,7 +59,10 @@ _NORMISH = re.compile(r"(?i)(norm|^ln(_\w+|\d+)?$|^layer_norm)")
 
 
 def default_group(role: Role) -> Group | None:
-    """Input norms feed a linear map; output norms join the residual stream (DOMAIN.md 5)."""
+    """Input norms feed a linear map; output norms join the residual stream.
+
+    docs/architectures.md#input-and-output-norms
+    """
     if role in _INPUT_ROLES:
         return Group.input
     if role in _OUTPUT_ROLES:

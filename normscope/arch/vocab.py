@@ -2,7 +2,7 @@
 
 `parse_site` reads the structure of a norm's name once: the wrapper prefix, the container it
 lives in (a trunk block `layers.N`, `h.N`, `blocks.N`, `encoder.layer.N`, `decoder.layers.N`; an
-MTP module in any of the layouts of ARCHITECTURES.md sections 9-10 and trap 9; a vision tower),
+MTP module in any of the layouts of docs/architectures.md#mtp-layouts and trap 9; a vision tower),
 the container's index, and the path inside it. Sublayer and head indices (`input_layernorm.1`,
 `q_layernorm.norms.3`) and leaf wrappers (`enorm.m`) are structure, not new names (trap 18).
 
@@ -238,7 +238,8 @@ _OLMO_IN = ["default", "moe", "moe_hybrid"]
 VOCABULARY_TABLES: list[dict[str, Any]] = [
     {
         "name": "mtp",
-        "source": "ARCHITECTURES.md trap 10: DeepSeek/GLM/Step/Megatron enorm, hnorm, "
+        "source": "docs/architectures.md#mtp-layouts (trap 10): DeepSeek/GLM/Step/Megatron "
+        "enorm, hnorm, "
         "shared_head.norm|final_layernorm; Qwen3-Next pre_fc_norm_embedding/hidden, norm; "
         "MiMo token_layernorm/hidden_layernorm/final_layernorm; ERNIE mtp_emb_norm/"
         "mtp_hidden_norm; LongCat enorm.m/hnorm.m, model.mtp.norm; DeepSeek original enorm/"
@@ -258,7 +259,7 @@ VOCABULARY_TABLES: list[dict[str, Any]] = [
     },
     {
         "name": "hf",
-        "source": "Hugging Face transformers names (ARCHITECTURES.md sections 1-16): "
+        "source": "docs/architectures.md#naming-vocabularies; Hugging Face transformers names: "
         "input_layernorm, post_attention_layernorm (MLP input, or an output norm when the layer "
         "also has post_feedforward_layernorm: Gemma-2/3, OLMo-2, trap 4), q_norm/k_norm, "
         "q_a/kv_a_layernorm, linear_attn.norm (Qwen3NextRMSNormGated, ones-init)",
@@ -286,7 +287,8 @@ VOCABULARY_TABLES: list[dict[str, Any]] = [
     },
     {
         "name": "meta",
-        "source": "DeepSeek/Meta original inference naming: deepseek-ai/DeepSeek-V3 @9b4e978 "
+        "source": "docs/architectures.md#naming-vocabularies; DeepSeek/Meta original inference "
+        "naming: deepseek-ai/DeepSeek-V3 @9b4e978 "
         "inference/convert.py (input_layernorm->attn_norm, post_attention_layernorm->ffn_norm, "
         "q_a_layernorm->q_norm, kv_a_layernorm->kv_norm, no model. prefix); Meta Llama "
         "attention_norm/ffn_norm",
@@ -303,7 +305,8 @@ VOCABULARY_TABLES: list[dict[str, Any]] = [
     },
     {
         "name": "olmo-core",
-        "source": "allenai/OLMo-core TransformerBlock (attention_norm, feed_forward_norm: input "
+        "source": "docs/architectures.md#naming-vocabularies; "
+        "allenai/OLMo-core TransformerBlock (attention_norm, feed_forward_norm: input "
         "norms) and ReorderedNormTransformerBlock (the same names normalise the sublayer OUTPUT, "
         "OLMo-2); the block type is config block.name; lm_head.norm is the final norm",
         "norm": [
@@ -317,7 +320,8 @@ VOCABULARY_TABLES: list[dict[str, Any]] = [
     },
     {
         "name": "gpt2",
-        "source": "GPT-2 / Falcon / Phi-1 remote code: transformers models/gpt2/modeling_gpt2.py "
+        "source": "docs/architectures.md#naming-vocabularies; "
+        "GPT-2 / Falcon / Phi-1 remote code: transformers models/gpt2/modeling_gpt2.py "
         "@0010f60 (ln_1, ln_2, ln_f); llama.cpp gguf-py/gguf/tensor_mapping.py @0024aa7 (falcon "
         "ln_attn, ln_mlp, input_layernorm; phi2 transformer.h.N.ln, lm_head.ln)",
         "norm": [
@@ -329,7 +333,8 @@ VOCABULARY_TABLES: list[dict[str, Any]] = [
     },
     {
         "name": "bert",
-        "source": "transformers models/bert/modeling_bert.py (post-LN); llama.cpp tensor_mapping "
+        "source": "docs/architectures.md#bert; "
+        "transformers models/bert/modeling_bert.py (post-LN); llama.cpp tensor_mapping "
         "@0024aa7 (bert TOKEN_EMBD_NORM, ATTN_OUT_NORM, LAYER_OUT_NORM)",
         "final_norm": False,
         "norm": [
@@ -341,7 +346,8 @@ VOCABULARY_TABLES: list[dict[str, Any]] = [
     },
     {
         "name": "megatron",
-        "source": "NVIDIA/Megatron-LM @d98e8a6 gpt_layer_specs.py (TE fused layer_norm_weight), "
+        "source": "docs/architectures.md#megatron-core; "
+        "NVIDIA/Megatron-LM @d98e8a6 gpt_layer_specs.py (TE fused layer_norm_weight), "
         "multi_latent_attention.py, transformer_block.py (decoder.final_layernorm)",
         "norm": [
             _n("decoder.layers.{L}.self_attention.linear_qkv.layer_norm", "attn_input"),

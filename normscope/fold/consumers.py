@@ -2,7 +2,7 @@
 
 Resolution is by name structure and role, not by family tables: a norm's block prefix (the name
 up to its own leaf) plus the leaf names each role feeds across the naming vocabularies seen in
-ARCHITECTURES.md (HF transformers, DeepSeek's official inference names, Megatron-Core and
+docs/architectures.md (HF transformers, DeepSeek's official inference names, Megatron-Core and
 Transformer Engine, GPT-2 Conv1D, BERT post-LN). A rule field a future `NormInfo.consumers` /
 `NormInfo.producers` may carry (tensor names or globs) wins over the generic resolution.
 
@@ -143,7 +143,7 @@ _LEAF_ROLE = {
     "mlp_norm": Role.mlp_input,
 }
 # MiMo concatenates [hidden | embedding] (vllm mimo_mtp.py @0bb55d6); every other family the
-# other way round (ARCHITECTURES.md 18.11).
+# other way round (docs/architectures.md#traps, trap 11).
 HIDDEN_FIRST_FAMILIES = frozenset({"mimo"})
 _CONV1D_FAMILIES = frozenset({"gpt2"})
 

@@ -307,7 +307,8 @@ class Sections:
     """Norms that left their peers, not already listed."""
 
 
-# What an out-of-band norm outside the gate scope usually means, by group (seed 001 / DOMAIN 5).
+# What an out-of-band norm outside the gate scope usually means, by group (seed 001,
+# docs/architectures.md#input-and-output-norms).
 _OUTSIDE = {
     "input": "typical of trained pre-norm models: the next linear map absorbs their scale",
     "output": "output norms scale what joins the residual stream: compare with earlier "
