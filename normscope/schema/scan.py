@@ -27,7 +27,7 @@ from normscope.enums import (
 if TYPE_CHECKING:  # pandas stays off the import path of a scan
     import pandas
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: NormStats.peer_median/anomaly, Summary.anomalies, NormDiff.anomaly_a/b (issue #11).
 3: SeriesReport.trinity (`series --events`), series order `given` (issue #14)."""
 
