@@ -84,6 +84,7 @@ def _first(value: Any) -> Any:
 
 _DCP = "torch.distributed.checkpoint.metadata"
 _MCORE = "megatron.core.dist_checkpointing.strategies.torch"
+_PLANNER = "torch.distributed.checkpoint.planner"
 
 # Every global a DCP `.metadata` may name, and the stand-in it becomes. Where each was seen:
 # - torch 2.13 `dcp.save` (tests/test_dcp.py::test_metadata_globals_are_the_allowlist records
@@ -95,6 +96,15 @@ _MCORE = "megatron.core.dist_checkpointing.strategies.torch"
 #   dist_checkpointing/strategies/torch.py): `MCoreMetadata(Metadata)`, a dataclass adding
 #   `mcore_data: dict[str, dict[str, tuple]]`; still unpicklable by Megatron @d98e8a6 through a
 #   dummy class of that name.
+# - Megatron-Core 0.16.1 (`dist_checkpointing/strategies/state_dict_saver.py`
+#   `save_state_dict_async_plan`: `global_metadata.all_local_plans = all_local_plans`, on by
+#   default since the decentralized global plan): every rank's `SavePlan`, whose items are torch
+#   2.13 `planner.py` dataclasses — `WriteItem(index, type, bytes_io_data, tensor_data)`,
+#   `WriteItemType` (an Enum, pickled as a call with its value), `TensorWriteData(chunk,
+#   properties, size)`. `BytesIOWriteData` is never built by torch 2.13 (`planner_helpers.py`
+#   writes byte items without it) and `_StoragePrefix` only without collectives, which Megatron
+#   never turns off: both stay refused. normscope reads none of the plans; they are inert records
+#   (tests/test_megatron.py records these globals from real 0.16.1 saves, TP=1 and TP=2).
 # - `collections.OrderedDict`: a plain container (planner data of older savers).
 METADATA_GLOBALS: dict[tuple[str, str], Any] = {
     (_DCP, "Metadata"): _record("Metadata"),
@@ -112,6 +122,10 @@ METADATA_GLOBALS: dict[tuple[str, str], Any] = {
     ("pathlib", "WindowsPath"): _path,
     ("collections", "OrderedDict"): dict,
     (_MCORE, "MCoreMetadata"): _record("Metadata"),
+    (_PLANNER, "SavePlan"): _record("SavePlan"),
+    (_PLANNER, "WriteItem"): _record("WriteItem"),
+    (_PLANNER, "WriteItemType"): _record("WriteItemType"),
+    (_PLANNER, "TensorWriteData"): _record("TensorWriteData"),
 } | {("torch", name): _Dtype(name) for name in TORCH_DTYPES}
 
 
