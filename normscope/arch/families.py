@@ -22,18 +22,16 @@ def _n(pattern: str, role: str | list[str], **kw: Any) -> dict[str, Any]:
 
 # Llama naming: `post_attention_layernorm` is the pre-MLP INPUT norm (LlamaDecoderLayer applies it
 # before self.mlp; llama.cpp tensor_mapping.py lists it under FFN_NORM "llama-hf").
+# NOTE: no `consumers` here. A rule's consumers are authoritative for fold (they resolve as
+# regexes since issue 23), and this table is shared by MLA families (DeepSeek-V2-Lite reads
+# q_proj AND kv_a_proj_with_mqa) and MoE families (router, shared and routed experts, sampled):
+# a dense-Llama list would fold them against part of their consumers. fold's name vocabulary
+# (fold/consumers.py) resolves all of them; `tests/test_fold_rules.py` holds every consumer
+# pattern below to the same matrices that vocabulary finds.
 LLAMA = [
-    _n(
-        "layers.{L}.input_layernorm",
-        "attn_input",
-        consumers=["layers.{L}.self_attn.(q_proj|k_proj|v_proj|qkv_proj)"],
-    ),
-    _n(
-        "layers.{L}.post_attention_layernorm",
-        "mlp_input",
-        consumers=["layers.{L}.mlp.(gate_proj|up_proj|gate_up_proj)"],
-    ),
-    _n("norm", "final", consumers=["lm_head"]),
+    _n("layers.{L}.input_layernorm", "attn_input"),
+    _n("layers.{L}.post_attention_layernorm", "mlp_input"),
+    _n("norm", "final"),
 ]
 QK = [_n("layers.{L}.self_attn.(q_norm|k_norm)", "qk")]
 MLA = [_n("layers.{L}.self_attn.(q_a_layernorm|kv_a_layernorm)", "latent")]
@@ -70,10 +68,22 @@ GATED = [_n("layers.{L}.linear_attn.norm", "linear_attn", parametrization="stand
 def _megatron_layer(prefix: str) -> list[dict[str, Any]]:
     """Megatron-Core transformer-layer norms under `prefix` (NVIDIA/Megatron-LM @d98e8a6)."""
     return [
-        # Transformer Engine fuses the input norms into the next linear layer.
-        _n(prefix + "self_attention.linear_qkv.layer_norm", "attn_input"),
+        # Transformer Engine fuses the input norms into the next linear layer (TELayerNormColumn
+        # ParallelLinear, extensions/transformer_engine.py): the norm feeds exactly that linear
+        # map, `<module>.weight` beside its `<module>.layer_norm_weight`. The local spec saves
+        # the same names (gpt_layer_specs.py sharded_state_dict_keys_map "input_layernorm." ->
+        # "self_attention.linear_qkv.layer_norm_", read from megatron-core 0.16.1 saves).
+        _n(
+            prefix + "self_attention.linear_qkv.layer_norm",
+            "attn_input",
+            consumers=[prefix + "self_attention.linear_qkv"],
+        ),
         _n(prefix + "input_layernorm", "attn_input"),
-        _n(prefix + "mlp.linear_fc1.layer_norm", "mlp_input"),
+        _n(
+            prefix + "mlp.linear_fc1.layer_norm",
+            "mlp_input",
+            consumers=[prefix + "mlp.linear_fc1"],
+        ),
         _n(prefix + "pre_mlp_layernorm", "mlp_input"),
         # MLA (multi_latent_attention.py): q_layernorm/kv_layernorm are LATENT norms when the
         # layer has a q/kv down-projection (or their width is q_lora_rank); otherwise QK norms.
@@ -85,8 +95,21 @@ def _megatron_layer(prefix: str) -> list[dict[str, Any]]:
         _n(prefix + "self_attention.kv_layernorm", "latent"),
         _n(prefix + "self_attention.q_layernorm", ["qk", "latent"]),
         _n(prefix + "self_attention.k_layernorm", "qk"),
-        _n(prefix + "self_attention.(linear_q_up_proj|linear_kv_up_proj).layer_norm", "latent"),
-        _n(prefix + "self_attention.in_proj.layer_norm", "attn_input"),
+        _n(
+            prefix + "self_attention.linear_q_up_proj.layer_norm",
+            "latent",
+            consumers=[prefix + "self_attention.linear_q_up_proj"],
+        ),
+        _n(
+            prefix + "self_attention.linear_kv_up_proj.layer_norm",
+            "latent",
+            consumers=[prefix + "self_attention.linear_kv_up_proj"],
+        ),
+        _n(
+            prefix + "self_attention.in_proj.layer_norm",
+            "attn_input",
+            consumers=[prefix + "self_attention.in_proj"],
+        ),
         _n(prefix + "self_attention.out_norm", "linear_attn"),
     ]
 
@@ -462,11 +485,28 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         note="Megatron-Core checkpoints do not record layernorm_zero_centered_gamma "
         "(--apply-layernorm-1p); gains are read as standard unless --parametrization offset",
         norm=_megatron_layer("decoder.layers.{L}.")
-        + [_n("decoder.final_layernorm", "final")]
+        + [_n("decoder.final_layernorm", "final", consumers=["output_layer"])]
         + [
-            _n("mtp.layers.{M}.enorm", "mtp_embedding", module="mtp"),
-            _n("mtp.layers.{M}.hnorm", "mtp_hidden", module="mtp"),
-            _n("mtp.layers.{M}.final_layernorm", "mtp_final", module="mtp"),
+            # multi_token_prediction.py `_concat_embeddings`: cat(enorm(emb), hnorm(hidden))
+            # into eh_proj [H, 2H]; the MTP final norm feeds the shared output_layer.
+            _n(
+                "mtp.layers.{M}.enorm",
+                "mtp_embedding",
+                module="mtp",
+                consumers=["mtp.layers.{M}.eh_proj"],
+            ),
+            _n(
+                "mtp.layers.{M}.hnorm",
+                "mtp_hidden",
+                module="mtp",
+                consumers=["mtp.layers.{M}.eh_proj"],
+            ),
+            _n(
+                "mtp.layers.{M}.final_layernorm",
+                "mtp_final",
+                module="mtp",
+                consumers=["output_layer"],
+            ),
         ]
         + [
             {**r, "module": "mtp"}

@@ -264,14 +264,17 @@ def _guess_by_width(shape: tuple[int, ...], facts: ConfigFacts) -> Role | None:
     return fits[0] if len(fits) == 1 and fits[0] is not Role.attn_input else None
 
 
-def _fill(patterns: tuple[str, ...], prefix: str, layer: int | None, mtp: int | None) -> tuple:
+def _fill(patterns: tuple[str, ...], layer: int | None, mtp: int | None) -> tuple[str, ...]:
+    """Rule patterns with the norm's indices filled in. NOTE: no wrapper prefix is prepended:
+    a consumer may sit above it (`lm_head` beside `model.`), so fold anchors each pattern at
+    the norm's ancestors (`fold.consumers`)."""
     out = []
     for p in patterns:
         if layer is not None:
             p = p.replace("{L}", str(layer))
         if mtp is not None:
             p = p.replace("{M}", str(mtp))
-        out.append(prefix + p)
+        out.append(p)
     return tuple(out)
 
 
@@ -373,8 +376,8 @@ def resolve(p: Parsed, ctx: Context) -> NormInfo | None:
         parametrization=param,
         bias_name=ctx.biases.get(p.base),
         rule=rule_name,
-        consumers=_fill(rule.consumers, site.prefix, p.index, mtp_index) if rule else (),
-        producers=_fill(rule.producers, site.prefix, p.index, mtp_index) if rule else (),
+        consumers=_fill(rule.consumers, p.index, mtp_index) if rule else (),
+        producers=_fill(rule.producers, p.index, mtp_index) if rule else (),
         vocabulary=vocabulary,
         recognised=recognised,
     )

@@ -267,6 +267,7 @@ def _rows(
     rows: list[FoldNorm] = []
     reasons: dict[str, list[str]] = {}
     not_applicable: list[str] = []
+    unmatched = [p for p in plans if p.unmatched]
     for plan in plans:
         info = plan.info
         n = stats[info.name]
@@ -329,6 +330,12 @@ def _rows(
         warnings.append(
             f"{len(not_applicable)} QK norm(s) feed no linear map (they normalise q and k per "
             f"head before the dot product): not applicable, e.g. '{not_applicable[0]}'"
+        )
+    if unmatched:
+        warnings.append(
+            f"{len(unmatched)} norm(s): the rules' consumer pattern(s) matched no tensor, the "
+            f"matrices were found by name instead, e.g. '{unmatched[0].info.name}' "
+            f"({', '.join(repr(p) for p in unmatched[0].unmatched)})"
         )
     for reason, names in reasons.items():
         warnings.append(f"{len(names)} norm(s) not folded: {reason}, e.g. '{names[0]}'")

@@ -3,8 +3,11 @@
 Resolution is by name structure and role, not by family tables: a norm's block prefix (the name
 up to its own leaf) plus the leaf names each role feeds across the naming vocabularies seen in
 docs/architectures.md (HF transformers, DeepSeek's official inference names, Megatron-Core and
-Transformer Engine, GPT-2 Conv1D, BERT post-LN). A rule field a future `NormInfo.consumers` /
-`NormInfo.producers` may carry (tensor names or globs) wins over the generic resolution.
+Transformer Engine, GPT-2 Conv1D, BERT post-LN). The consumers/producers a rule names
+(`NormInfo.consumers`: patterns of the rule grammar — `(a|b)`, `(x.)?`, `{ANY}` — matched as
+anchored regular expressions, `.weight` optional, at the norm's nearest ancestor where any
+matches) win over the generic resolution; role logic still applies to them (the half of an MTP
+projection, routed-expert sampling, GPT-2's Conv1D axis).
 
 Pure: tensor names and shapes in, `Plan`s out; no I/O, no torch.
 """
@@ -12,13 +15,15 @@ Pure: tensor names and shapes in, `Plan`s out; no I/O, no torch.
 from __future__ import annotations
 
 import bisect
-import fnmatch
+import dataclasses
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from normscope.arch.rules import compile_pattern
 from normscope.schema import NormInfo, Role, TensorRef
 
 
@@ -61,6 +66,8 @@ class Plan:
     """Why nothing was found (or why it does not apply)."""
     experts_sampled: int | None = None
     experts_total: int | None = None
+    unmatched: tuple[str, ...] = ()
+    """The rule's consumer/producer patterns when none matched a tensor (names decided)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,20 +214,42 @@ def _plan(
     conv1d: bool,
     blocks_with_mlp_norm: set[str],
 ) -> Plan:
+    base = _base(info.name)
+    cons_axis = Axis.rows if conv1d else Axis.cols
+    prod_axis = Axis.cols if conv1d else Axis.rows
+    if info.role is Role.qk:
+        return Plan(info, not_applicable=True, reason="QK norms feed no linear map")
+    declared = _declared(info, names, base, experts, cons_axis, prod_axis)
+    if declared is not None:
+        if info.role in (Role.mtp_embedding, Role.mtp_hidden):
+            tensors = names.tensors
+            return _mtp_input(info, base, _parent(base), tensors, family, declared.consumers)
+        return declared
+    plan = _by_name(info, names, family, experts, conv1d, blocks_with_mlp_norm)
+    patterns = (*info.consumers, *info.producers)
+    return dataclasses.replace(plan, unmatched=patterns) if patterns else plan
+
+
+def _by_name(
+    info: NormInfo,
+    names: _Names,
+    family: str,
+    experts: ExpertChoice,
+    conv1d: bool,
+    blocks_with_mlp_norm: set[str],
+) -> Plan:
+    """The generic resolution: the block's names in each vocabulary, by role."""
     tensors = names.tensors
     base = _base(info.name)
     parent = _parent(base)
     leaf = base.rsplit(".", 1)[-1]
     cons_axis = Axis.rows if conv1d else Axis.cols
     prod_axis = Axis.cols if conv1d else Axis.rows
-
-    declared = _declared(info, names, parent)
-    if declared is not None:
-        return declared
-    if info.role is Role.qk:
-        return Plan(info, not_applicable=True, reason="QK norms feed no linear map")
-    if info.name.endswith(".layer_norm_weight"):  # Transformer Engine: the norm is fused in
-        target = base[: -len(".layer_norm")] + ".weight"
+    if info.name.endswith(".layer_norm_weight"):
+        # Transformer Engine's LayerNormLinear: the norm feeds exactly the linear map it is
+        # fused into, `<module>.weight` beside `<module>.layer_norm_weight` (in a layer-stacked
+        # save, both are presented per layer, so this is the layer's slice).
+        target = base + ".weight"
         if target in tensors:
             return Plan(info, consumers=(Part(target, cons_axis),))
     role: Role = info.role
@@ -312,26 +341,67 @@ def _experts(
     return picked, (len(chosen), total)
 
 
-def _declared(info: NormInfo, names: _Names, parent: str) -> Plan | None:
-    """Consumers/producers the architecture rules name (a future NormInfo field), if any."""
+def _declared(
+    info: NormInfo,
+    names: _Names,
+    base: str,
+    experts: ExpertChoice,
+    cons_axis: Axis,
+    prod_axis: Axis,
+) -> Plan | None:
+    """The consumers/producers the architecture rules name, when any pattern matches."""
+    parent = _parent(base)
     found: dict[str, list[str]] = {}
     for field_name in ("consumers", "producers"):
-        patterns = getattr(info, field_name, ()) or ()
         hits: list[str] = []
-        for pattern in patterns:
-            for candidate in (pattern, parent + pattern):
-                matched = sorted(fnmatch.filter(names.tensors, candidate))
+        for pattern in getattr(info, field_name, ()) or ():
+            for prefix in _ancestors(parent):  # the nearest ancestor that holds a match
+                matched = _matching(names, prefix, pattern)
                 if matched:
                     hits += [m for m in matched if m not in hits]
                     break
         found[field_name] = hits
     if not found["consumers"] and not found["producers"]:
         return None
+    # Routed experts among the matches are sampled as the generic resolution samples them.
+    consumers, c_sample = _sampled(parent, found["consumers"], experts, _EXPERT)
+    producers, p_sample = _sampled(parent, found["producers"], experts, _EXPERT_OUT)
+    sample = c_sample or p_sample
     return Plan(
         info,
-        consumers=tuple(Part(n, Axis.cols) for n in found["consumers"]),
-        producers=tuple(Part(n, Axis.rows) for n in found["producers"]),
+        consumers=tuple(Part(n, cons_axis) for n in consumers),
+        producers=tuple(Part(n, prod_axis) for n in producers),
+        experts_sampled=sample[0] if sample else None,
+        experts_total=sample[1] if sample else None,
     )
+
+
+@functools.cache
+def consumer_regex(pattern: str) -> re.Pattern[str]:
+    """A consumer pattern (rule grammar, indices filled): an anchored regex, `.weight` optional."""
+    return re.compile(rf"^{compile_pattern(pattern)}(?:\.weight)?$")
+
+
+def _literal_head(pattern: str) -> str:
+    """The pattern's text before its first group or placeholder (the bisection key)."""
+    cut = min((i for i in (pattern.find("("), pattern.find("{")) if i >= 0), default=len(pattern))
+    return pattern[:cut]
+
+
+def _matching(names: _Names, prefix: str, pattern: str) -> list[str]:
+    regex = consumer_regex(pattern)
+    found = names.under(prefix + _literal_head(pattern))
+    return [n for n in found if regex.match(n[len(prefix) :])]
+
+
+def _sampled(
+    parent: str, hits: list[str], experts: ExpertChoice, pattern: re.Pattern[str]
+) -> tuple[list[str], tuple[int, int] | None]:
+    routed = [h for h in hits if h.startswith(parent) and pattern.match(h[len(parent) :])]
+    if not routed:
+        return hits, None
+    picked, sample = _experts(parent, [h[len(parent) :] for h in routed], experts, pattern)
+    return [h for h in hits if h not in routed] + picked, sample
 
 
 def _head(
@@ -353,10 +423,23 @@ def _head(
 
 
 def _mtp_input(
-    info: NormInfo, base: str, parent: str, tensors: Mapping[str, TensorRef], family: str
+    info: NormInfo,
+    base: str,
+    parent: str,
+    tensors: Mapping[str, TensorRef],
+    family: str,
+    declared: Sequence[Part] = (),
 ) -> Plan:
-    """The half of the MTP input projection that reads enorm's (or hnorm's) output."""
+    """The half of the MTP input projection that reads enorm's (or hnorm's) output: of the
+    projection the rules name (`declared`), else of the one found by name."""
     half = Half.embedding if info.role is Role.mtp_embedding else Half.hidden
+    first = Half.hidden if family in HIDDEN_FIRST_FAMILIES else Half.embedding
+    for part in declared:
+        shape = tensors[part.tensor].shape
+        if len(shape) == 2:
+            cols = shape[1]
+            span = (0, cols // 2) if half is first else (cols // 2, cols)
+            return Plan(info, consumers=(Part(part.tensor, Axis.cols, span=span, half=half),))
     prefixes = [parent]
     if base.endswith(".m"):  # LongCat `enorm.m`
         prefixes.append(_parent(parent.rstrip(".")))
@@ -370,7 +453,6 @@ def _mtp_input(
             if ref is None or len(ref.shape) != 2:
                 continue
             cols = ref.shape[1]
-            first = Half.hidden if family in HIDDEN_FIRST_FAMILIES else Half.embedding
             span = (0, cols // 2) if half is first else (cols // 2, cols)
             return Plan(info, consumers=(Part(name, Axis.cols, span=span, half=half),))
     # ERNIE-4.5: model.mtp_emb_norm.{k} -> model.mtp_linear_proj.{k} (cat [emb, hidden]).
@@ -439,6 +521,7 @@ def _checked(plan: Plan, tensors: Mapping[str, TensorRef], conv1d: bool) -> Plan
         reason,
         plan.experts_sampled,
         plan.experts_total,
+        plan.unmatched,
     )
 
 

@@ -136,8 +136,10 @@ class NormInfo:
     rule: str = ""
     """Which rule matched (family:pattern, vocab:name:pattern, vision, width or generic)."""
     consumers: tuple[str, ...] = ()
-    """Patterns (rule syntax, indices filled in, prefix prepended) of the linear maps that read
-    this norm's output, when its rule names them: what folding γ away needs."""
+    """Patterns (rule syntax, indices filled in) of the linear maps that read this norm's
+    output, when its rule names them: what folding γ away needs. Matched as regular
+    expressions of the rule grammar against tensor names (`.weight` optional), anchored at the
+    nearest ancestor of the norm where they match (`model.layers.3.` … `model.`, the root)."""
     producers: tuple[str, ...] = ()
     """Patterns of the tensors whose output this norm normalises, when its rule names them."""
     vocabulary: str | None = None
