@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
+from normscope.naming import natural_key
 from normscope.numeric import median
 from normscope.schema import (
     Band,
@@ -216,7 +218,7 @@ def headline(norms: Sequence[NormStats]) -> tuple[Headline, ...]:
 _ROLE_ORDER = {r: i for i, r in enumerate(Role)}
 
 
-def sort_key(n: NormStats) -> tuple[int, int, float, int, str]:
+def sort_key(n: NormStats) -> tuple[Any, ...]:
     """Main before MTP; embedding first, then by layer, final last; then role, then name."""
     if n.layer is not None:
         position: float = n.layer
@@ -229,7 +231,7 @@ def sort_key(n: NormStats) -> tuple[int, int, float, int, str]:
         n.mtp_depth or 0,
         position,
         _ROLE_ORDER[n.role],
-        n.name,
+        natural_key(n.name),
     )
 
 

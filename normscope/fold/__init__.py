@@ -147,7 +147,10 @@ def fold(
     measured = analyze_checkpoint(checkpoint, scan_options, started)
     scan = measured.report
     stats = {n.name: n for n in scan.norms}
-    infos = [info for info in measured.infos if info.name in stats]
+    # The scan's order (`analysis.sort_key`): main before MTP, layers in natural order
+    # (0, 1, 2, 10), final last; a layer-stacked DCP save lists its tensors role by role.
+    by_name = {info.name: info for info in measured.infos}
+    infos = [by_name[n.name] for n in scan.norms if n.name in by_name]
     plans = plan_all(infos, checkpoint.tensors, scan.model.family, experts)
 
     tasks, skipped = _tasks(plans, checkpoint.tensors)
