@@ -30,6 +30,7 @@ from normscope.sources.dcp.store import (
     DcpCheckpoint,
     DcpStore,
     check_byteorder,
+    check_file_sizes,
     common_state,
     file_size,
     present,
@@ -109,6 +110,7 @@ def open_dcp_checkpoint(directory: Path, source: str) -> DcpCheckpoint:
                 hint="the save is incomplete: copy every __*_*.distcp file",
             )
         shards.append(ShardHeader(str(path), file_size(path), 0, {}, {}))
+    check_file_sizes(metadata, {Path(s.path).name: s.size for s in shards[1:]}, directory)
     config = _read_config(store, directory)
     zero_centered, said = _zero_centered(store, metadata, directory)
     if zero_centered is not None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from normscope.errors import SourceError
 from normscope.schema import TensorRef
-from normscope.sources.dcp.unpickle import ChunkInfo, DcpMetadata, TensorEntry
+from normscope.sources.dcp.unpickle import BytesEntry, ChunkInfo, DcpMetadata, TensorEntry
 from normscope.sources.local import pread_spans, read_small_file
 from normscope.sources.safetensors import DTYPE_BITS
 from normscope.sources.store import Checkpoint, ReadCounter, ShortRead, Span
@@ -315,6 +315,23 @@ def check_byteorder(where: str) -> None:
     """Chunks are decoded to native bytes; normscope's bytes are little-endian."""
     if sys.byteorder != "little":
         raise SourceError(f"DCP sources need a little-endian machine ({where})")
+
+
+def check_file_sizes(metadata: DcpMetadata, sizes: Mapping[str, int], directory: Path) -> None:
+    """Refuse a save whose `.distcp` files end before the bytes the metadata places in them
+    (a copy cut short, a disk that filled): one error naming the file and both sizes."""
+    needed: dict[str, int] = {}
+    items: list[ChunkInfo | BytesEntry] = [c for t in metadata.tensors.values() for c in t.chunks]
+    for item in [*items, *metadata.objects.values()]:
+        needed[item.file] = max(needed.get(item.file, 0), item.offset + item.length)
+    for name, end in sorted(needed.items()):
+        size = sizes.get(name, 0)
+        if size < end:
+            raise SourceError(
+                f"'{name}' is {size:,} bytes but the DCP metadata places data up to byte "
+                f"{end:,}: the file is truncated ({directory})",
+                hint="the save or its copy was cut short: copy the iteration folder again",
+            )
 
 
 def file_size(path: str | os.PathLike[str]) -> int:

@@ -188,27 +188,49 @@ class DcpMetadata:
     version: str | None
 
 
-def _refuse_metadata(module: str, name: str) -> Any:
-    found = METADATA_GLOBALS.get((module, name))
-    if found is None:
-        raise _Refused(f"{module}.{name}")
-    return found
-
-
 class _Refused(Exception):
     pass
 
 
+class _Allowlist:
+    """`find_class` for `.metadata`: the stand-in of an allowed global, in the order met."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __call__(self, module: str, name: str) -> Any:
+        found = METADATA_GLOBALS.get((module, name))
+        if found is None:
+            raise _Refused(f"{module}.{name}")
+        if f"{module}.{name}" not in self.seen:
+            self.seen.append(f"{module}.{name}")
+        return found
+
+
+def _found(seen: list[str]) -> str:
+    """What the pickle named before the refused global, for the hint."""
+    if not seen:
+        return (
+            "it is the pickle's first global (a DCP .metadata begins with torch.distributed."
+            "checkpoint.metadata.Metadata)"
+        )
+    names = ", ".join(n.rsplit(".", 1)[-1] for n in seen[:6]) + (", …" if len(seen) > 6 else "")
+    return f"before it the pickle named {len(seen)} allowed DCP/torch global(s): {names}"
+
+
 def read_metadata(raw: bytes, where: str) -> DcpMetadata:
     """Parse a DCP `.metadata` pickle with the allowlist; SourceError on anything else."""
+    allow = _Allowlist()
     try:
-        md = _Restricted(raw, _refuse_metadata).load()
+        md = _Restricted(raw, allow).load()
     except _Refused as exc:
         raise SourceError(
             f"refused to unpickle '{exc}': DCP metadata may name only the torch.distributed."
-            f"checkpoint metadata classes, torch dtypes and plain containers ({where})",
-            hint="the file is not a checkpoint written by torch.distributed.checkpoint or "
-            "Megatron-Core; do not load it with torch either",
+            f"checkpoint metadata and planner records, torch dtypes and plain containers; "
+            f"nothing was run ({where})",
+            hint=f"{_found(allow.seen)}; do not load this file with torch.load or pickle. If "
+            "a torch or Megatron-Core release newer than those normscope verified (torch "
+            "2.13, Megatron-Core 0.16.1) wrote it, report the class name",
         ) from None
     except Exception as exc:  # a truncated or garbled pickle: any unpickling error
         raise SourceError(f"invalid DCP metadata: {type(exc).__name__}: {exc} ({where})") from None
