@@ -79,7 +79,11 @@ def _leaf(name: str) -> str:
 
 
 def build(spec: dict[str, Any], tp: int) -> Any:
-    """A GPTModel of `spec` on the CPU, its norms set to their known scales (seeded noise)."""
+    """A GPTModel of `spec` on the CPU, its norms set to their known scales (seeded noise).
+
+    `model.keys_map` is the layer spec's `sharded_state_dict_keys_map`: how the saved keys
+    rename the model's own `state_dict()` keys (the local spec saves `input_layernorm.` as
+    `self_attention.linear_qkv.layer_norm_`, Transformer Engine's fused name)."""
     import torch
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import (
@@ -108,9 +112,7 @@ def build(spec: dict[str, Any], tp: int) -> Any:
     )
     layer = get_gpt_layer_local_spec(normalization=spec["norm"], qk_layernorm=spec["qk"])
     mtp = (
-        get_gpt_mtp_block_spec(config, layer, use_transformer_engine=False)
-        if spec["mtp"]
-        else None
+        get_gpt_mtp_block_spec(config, layer, use_transformer_engine=False) if spec["mtp"] else None
     )
     torch.manual_seed(SEED)
     model = GPTModel(
@@ -130,6 +132,7 @@ def build(spec: dict[str, Any], tp: int) -> Any:
                 else:
                     s = scale_of(name)
                     param.copy_(s * (1 + 0.2 * torch.randn(param.shape, generator=noise)))
+    model.keys_map = dict(layer.submodules.sharded_state_dict_keys_map)
     return model
 
 
@@ -241,7 +244,9 @@ def export_hf(model: Any, spec: dict[str, Any], folder: Path) -> None:
             out[f"{hf}.{b}.weight"] = src[f"{mc}.{a}.weight"]
         out[f"{hf}.shared_head.norm.weight"] = src[f"{mc}.final_layernorm.weight"]
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().clone() for k, v in out.items()}, str(folder / "model.safetensors"))
+    save_file(
+        {k: v.contiguous().clone() for k, v in out.items()}, str(folder / "model.safetensors")
+    )
     config = {
         "model_type": "glm4_moe",
         "architectures": ["Glm4MoeForCausalLM"],
@@ -283,8 +288,19 @@ def single(out: Path) -> None:
         deep = build(DEEP, 1)
         save(deep, out / "deep" / "iter_0000005")
         dump(deep, out / "expected" / "deep.safetensors")
-    for name, spec in (("run", RUN), ("deep", DEEP), ("tp2", RUN)):
-        (out / "expected" / f"{name}.json").write_text(json.dumps(spec))
+        for name, spec, keys_map in (
+            ("run", RUN, model.keys_map),
+            ("deep", DEEP, deep.keys_map),
+            ("tp2", RUN, model.keys_map),
+        ):
+            facts = {**spec, "keys_map": keys_map, "megatron_core": _version()}
+            (out / "expected" / f"{name}.json").write_text(json.dumps(facts, indent=2))
+
+
+def _version() -> str:
+    from megatron.core import __version__
+
+    return str(__version__)
 
 
 def tensor_parallel(rank: int, out: Path) -> None:
@@ -301,7 +317,7 @@ def main(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # NOTE: fork after the imports, so the children do not import Megatron-Core again; every
     # child makes its own gloo world on its own file store.
-    import megatron.core.dist_checkpointing  # noqa: F401
+    import megatron.core.dist_checkpointing
     import megatron.core.models.gpt  # noqa: F401
 
     fork = multiprocessing.get_context("fork")

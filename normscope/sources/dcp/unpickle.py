@@ -214,7 +214,8 @@ def _found(seen: list[str]) -> str:
             "it is the pickle's first global (a DCP .metadata begins with torch.distributed."
             "checkpoint.metadata.Metadata)"
         )
-    names = ", ".join(n.rsplit(".", 1)[-1] for n in seen[:6]) + (", …" if len(seen) > 6 else "")
+    short = [n.rsplit(".", 1)[-1] for n in seen]
+    names = ", ".join(short if len(short) <= 6 else [*short[:3], "…", *short[-3:]])
     return f"before it the pickle named {len(seen)} allowed DCP/torch global(s): {names}"
 
 
