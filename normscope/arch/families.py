@@ -41,7 +41,9 @@ MLA = [_n("layers.{L}.self_attn.(q_a_layernorm|kv_a_layernorm)", "latent")]
 DEEPSEEK_MTP = [
     _n("layers.{L}.enorm", "mtp_embedding", consumers=["layers.{L}.eh_proj"]),
     _n("layers.{L}.hnorm", "mtp_hidden", consumers=["layers.{L}.eh_proj"]),
-    _n("layers.{L}.shared_head.norm", "mtp_final", consumers=["layers.{L}.shared_head.head"]),
+    # shared_head.norm feeds shared_head.head where the checkpoint stores one, else the shared
+    # lm_head (GLM-4.5 exports): fold's structure decides, so no consumer pattern here.
+    _n("layers.{L}.shared_head.norm", "mtp_final"),
 ]
 # Gemma-2/3 sandwich norms (transformers models/gemma2/modular_gemma2.py): post_attention_layernorm
 # is an OUTPUT norm there; pre_feedforward_layernorm is the MLP input.
@@ -70,19 +72,21 @@ def _megatron_layer(prefix: str) -> list[dict[str, Any]]:
     return [
         # Transformer Engine fuses the input norms into the next linear layer (TELayerNormColumn
         # ParallelLinear, extensions/transformer_engine.py): the norm feeds exactly that linear
-        # map, `<module>.weight` beside its `<module>.layer_norm_weight`. The local spec saves
+        # map, `<module>.weight` beside its `<module>.layer_norm_weight` (written relative to
+        # the layer: a consumer pattern is anchored at the norm's nearest ancestor holding a
+        # match, so the MTP layer's own linear_qkv is found). The local spec saves
         # the same names (gpt_layer_specs.py sharded_state_dict_keys_map "input_layernorm." ->
         # "self_attention.linear_qkv.layer_norm_", read from megatron-core 0.16.1 saves).
         _n(
             prefix + "self_attention.linear_qkv.layer_norm",
             "attn_input",
-            consumers=[prefix + "self_attention.linear_qkv"],
+            consumers=["self_attention.linear_qkv"],
         ),
         _n(prefix + "input_layernorm", "attn_input"),
         _n(
             prefix + "mlp.linear_fc1.layer_norm",
             "mlp_input",
-            consumers=[prefix + "mlp.linear_fc1"],
+            consumers=["mlp.linear_fc1"],
         ),
         _n(prefix + "pre_mlp_layernorm", "mlp_input"),
         # MLA (multi_latent_attention.py): q_layernorm/kv_layernorm are LATENT norms when the
@@ -98,17 +102,17 @@ def _megatron_layer(prefix: str) -> list[dict[str, Any]]:
         _n(
             prefix + "self_attention.linear_q_up_proj.layer_norm",
             "latent",
-            consumers=[prefix + "self_attention.linear_q_up_proj"],
+            consumers=["self_attention.linear_q_up_proj"],
         ),
         _n(
             prefix + "self_attention.linear_kv_up_proj.layer_norm",
             "latent",
-            consumers=[prefix + "self_attention.linear_kv_up_proj"],
+            consumers=["self_attention.linear_kv_up_proj"],
         ),
         _n(
             prefix + "self_attention.in_proj.layer_norm",
             "attn_input",
-            consumers=[prefix + "self_attention.in_proj"],
+            consumers=["self_attention.in_proj"],
         ),
         _n(prefix + "self_attention.out_norm", "linear_attn"),
     ]

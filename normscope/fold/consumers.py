@@ -14,17 +14,19 @@ Pure: tensor names and shapes in, `Plan`s out; no I/O, no torch.
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
-import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
-from normscope.arch.rules import compile_pattern
+from normscope.fold.names import Names, ancestors, consumer_regex
+from normscope.fold.names import base as base_of
+from normscope.fold.names import parent as parent_of
 from normscope.schema import NormInfo, Role, TensorRef
+
+__all__ = ["Axis", "ExpertChoice", "Half", "Part", "Plan", "consumer_regex", "plan_all"]
 
 
 class Axis(str, Enum):
@@ -155,40 +157,6 @@ HIDDEN_FIRST_FAMILIES = frozenset({"mimo"})
 _CONV1D_FAMILIES = frozenset({"gpt2"})
 
 
-@dataclass
-class _Names:
-    """The checkpoint's tensor names, sorted once for prefix look-ups (92k names in DeepSeek-V3)."""
-
-    tensors: Mapping[str, TensorRef]
-    ordered: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.ordered = sorted(self.tensors)
-
-    def under(self, prefix: str) -> list[str]:
-        """Names starting with `prefix`, by bisection."""
-        lo = bisect.bisect_left(self.ordered, prefix)
-        hi = bisect.bisect_left(self.ordered, prefix + "\U0010ffff")
-        return self.ordered[lo:hi]
-
-
-def _base(name: str) -> str:
-    for suffix in (".layer_norm_weight", ".weight"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _parent(base: str) -> str:
-    return base.rsplit(".", 1)[0] + "." if "." in base else ""
-
-
-def _ancestors(prefix: str) -> list[str]:
-    """'a.b.c.' -> ['a.b.c.', 'a.b.', 'a.', '']."""
-    parts = prefix.rstrip(".").split(".") if prefix else []
-    return [".".join(parts[:k]) + "." if k else "" for k in range(len(parts), -1, -1)]
-
-
 def plan_all(
     norms: Sequence[NormInfo],
     tensors: Mapping[str, TensorRef],
@@ -196,9 +164,9 @@ def plan_all(
     experts: ExpertChoice,
 ) -> list[Plan]:
     """A `Plan` for every norm: its consumers (input norms) or producers (output norms)."""
-    names = _Names(tensors)
+    names = Names(tensors)
     conv1d = family in _CONV1D_FAMILIES
-    blocks_with_mlp_norm = {_parent(_base(n.name)) for n in norms if n.role is Role.mlp_input}
+    blocks_with_mlp_norm = {parent_of(base_of(n.name)) for n in norms if n.role is Role.mlp_input}
     out = []
     for info in norms:
         plan = _plan(info, names, family, experts, conv1d, blocks_with_mlp_norm)
@@ -208,13 +176,13 @@ def plan_all(
 
 def _plan(
     info: NormInfo,
-    names: _Names,
+    names: Names,
     family: str,
     experts: ExpertChoice,
     conv1d: bool,
     blocks_with_mlp_norm: set[str],
 ) -> Plan:
-    base = _base(info.name)
+    base = base_of(info.name)
     cons_axis = Axis.rows if conv1d else Axis.cols
     prod_axis = Axis.cols if conv1d else Axis.rows
     if info.role is Role.qk:
@@ -223,7 +191,7 @@ def _plan(
     if declared is not None:
         if info.role in (Role.mtp_embedding, Role.mtp_hidden):
             tensors = names.tensors
-            return _mtp_input(info, base, _parent(base), tensors, family, declared.consumers)
+            return _mtp_input(info, base, parent_of(base), tensors, family, declared.consumers)
         return declared
     plan = _by_name(info, names, family, experts, conv1d, blocks_with_mlp_norm)
     patterns = (*info.consumers, *info.producers)
@@ -232,7 +200,7 @@ def _plan(
 
 def _by_name(
     info: NormInfo,
-    names: _Names,
+    names: Names,
     family: str,
     experts: ExpertChoice,
     conv1d: bool,
@@ -240,8 +208,8 @@ def _by_name(
 ) -> Plan:
     """The generic resolution: the block's names in each vocabulary, by role."""
     tensors = names.tensors
-    base = _base(info.name)
-    parent = _parent(base)
+    base = base_of(info.name)
+    parent = parent_of(base)
     leaf = base.rsplit(".", 1)[-1]
     cons_axis = Axis.rows if conv1d else Axis.cols
     prod_axis = Axis.cols if conv1d else Axis.rows
@@ -343,20 +311,20 @@ def _experts(
 
 def _declared(
     info: NormInfo,
-    names: _Names,
+    names: Names,
     base: str,
     experts: ExpertChoice,
     cons_axis: Axis,
     prod_axis: Axis,
 ) -> Plan | None:
     """The consumers/producers the architecture rules name, when any pattern matches."""
-    parent = _parent(base)
+    parent = parent_of(base)
     found: dict[str, list[str]] = {}
     for field_name in ("consumers", "producers"):
         hits: list[str] = []
         for pattern in getattr(info, field_name, ()) or ():
-            for prefix in _ancestors(parent):  # the nearest ancestor that holds a match
-                matched = _matching(names, prefix, pattern)
+            for prefix in ancestors(parent):  # the nearest ancestor that holds a match
+                matched = names.matching(prefix, pattern)
                 if matched:
                     hits += [m for m in matched if m not in hits]
                     break
@@ -374,24 +342,6 @@ def _declared(
         experts_sampled=sample[0] if sample else None,
         experts_total=sample[1] if sample else None,
     )
-
-
-@functools.cache
-def consumer_regex(pattern: str) -> re.Pattern[str]:
-    """A consumer pattern (rule grammar, indices filled): an anchored regex, `.weight` optional."""
-    return re.compile(rf"^{compile_pattern(pattern)}(?:\.weight)?$")
-
-
-def _literal_head(pattern: str) -> str:
-    """The pattern's text before its first group or placeholder (the bisection key)."""
-    cut = min((i for i in (pattern.find("("), pattern.find("{")) if i >= 0), default=len(pattern))
-    return pattern[:cut]
-
-
-def _matching(names: _Names, prefix: str, pattern: str) -> list[str]:
-    regex = consumer_regex(pattern)
-    found = names.under(prefix + _literal_head(pattern))
-    return [n for n in found if regex.match(n[len(prefix) :])]
 
 
 def _sampled(
@@ -413,7 +363,7 @@ def _head(
             if parent + c + ".weight" in tensors:
                 return Plan(info, consumers=(Part(parent + c + ".weight", Axis.cols),))
     for names in (_HEADS, _TIED):  # an untied head first, then the tied embedding
-        for prefix in _ancestors(parent):
+        for prefix in ancestors(parent):
             for c in names:
                 if prefix + c + ".weight" in tensors:
                     # Conv1D models store Linear-shaped heads and embeddings: always columns.
@@ -442,7 +392,7 @@ def _mtp_input(
             return Plan(info, consumers=(Part(part.tensor, Axis.cols, span=span, half=half),))
     prefixes = [parent]
     if base.endswith(".m"):  # LongCat `enorm.m`
-        prefixes.append(_parent(parent.rstrip(".")))
+        prefixes.append(parent_of(parent.rstrip(".")))
     for prefix in prefixes:
         split = prefix + ("e_proj" if half is Half.embedding else "h_proj") + ".weight"
         if split in tensors:
