@@ -13,7 +13,6 @@ import json
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 

@@ -22,12 +22,8 @@ def _n(pattern: str, role: str | list[str], **kw: Any) -> dict[str, Any]:
 
 # Llama naming: `post_attention_layernorm` is the pre-MLP INPUT norm (LlamaDecoderLayer applies it
 # before self.mlp; llama.cpp tensor_mapping.py lists it under FFN_NORM "llama-hf").
-# NOTE: no `consumers` here. A rule's consumers are authoritative for fold (they resolve as
-# regexes since issue 23), and this table is shared by MLA families (DeepSeek-V2-Lite reads
-# q_proj AND kv_a_proj_with_mqa) and MoE families (router, shared and routed experts, sampled):
-# a dense-Llama list would fold them against part of their consumers. fold's name vocabulary
-# (fold/consumers.py) resolves all of them; `tests/test_fold_rules.py` holds every consumer
-# pattern below to the same matrices that vocabulary finds.
+# NOTE: no `consumers`: they decide fold's matrices, and MLA (DeepSeek-V2-Lite: q_proj AND
+# kv_a_proj_with_mqa) and MoE families share this table; fold's name vocabulary finds them all.
 LLAMA = [
     _n("layers.{L}.input_layernorm", "attn_input"),
     _n("layers.{L}.post_attention_layernorm", "mlp_input"),
@@ -67,27 +63,25 @@ QWEN_NEXT_MTP = [
 GATED = [_n("layers.{L}.linear_attn.norm", "linear_attn", parametrization="standard")]
 
 
+# Transformer Engine's LayerNormLinear (extensions/transformer_engine.py) fuses a norm into the
+# linear map it feeds: `<module>.layer_norm_weight` feeds exactly `<module>.weight` of the same
+# layer. The local spec saves the same names (gpt_layer_specs.py sharded_state_dict_keys_map
+# "input_layernorm." -> "self_attention.linear_qkv.layer_norm_"; read in megatron-core 0.16.1
+# saves). Consumers are written relative to the layer: fold anchors a pattern at the norm's
+# nearest ancestor holding a match, so an MTP layer's norm finds its own linear_qkv.
+_TE_FUSED = [
+    ("self_attention.linear_qkv", "attn_input"),
+    ("mlp.linear_fc1", "mlp_input"),
+    ("self_attention.linear_q_up_proj", "latent"),  # MLA
+    ("self_attention.linear_kv_up_proj", "latent"),
+    ("self_attention.in_proj", "attn_input"),  # gated delta net
+]
+
+
 def _megatron_layer(prefix: str) -> list[dict[str, Any]]:
     """Megatron-Core transformer-layer norms under `prefix` (NVIDIA/Megatron-LM @d98e8a6)."""
-    return [
-        # Transformer Engine fuses the input norms into the next linear layer (TELayerNormColumn
-        # ParallelLinear, extensions/transformer_engine.py): the norm feeds exactly that linear
-        # map, `<module>.weight` beside its `<module>.layer_norm_weight` (written relative to
-        # the layer: a consumer pattern is anchored at the norm's nearest ancestor holding a
-        # match, so the MTP layer's own linear_qkv is found). The local spec saves
-        # the same names (gpt_layer_specs.py sharded_state_dict_keys_map "input_layernorm." ->
-        # "self_attention.linear_qkv.layer_norm_", read from megatron-core 0.16.1 saves).
-        _n(
-            prefix + "self_attention.linear_qkv.layer_norm",
-            "attn_input",
-            consumers=["self_attention.linear_qkv"],
-        ),
+    return [_n(prefix + m + ".layer_norm", role, consumers=[m]) for m, role in _TE_FUSED] + [
         _n(prefix + "input_layernorm", "attn_input"),
-        _n(
-            prefix + "mlp.linear_fc1.layer_norm",
-            "mlp_input",
-            consumers=["mlp.linear_fc1"],
-        ),
         _n(prefix + "pre_mlp_layernorm", "mlp_input"),
         # MLA (multi_latent_attention.py): q_layernorm/kv_layernorm are LATENT norms when the
         # layer has a q/kv down-projection (or their width is q_lora_rank); otherwise QK norms.
@@ -99,21 +93,6 @@ def _megatron_layer(prefix: str) -> list[dict[str, Any]]:
         _n(prefix + "self_attention.kv_layernorm", "latent"),
         _n(prefix + "self_attention.q_layernorm", ["qk", "latent"]),
         _n(prefix + "self_attention.k_layernorm", "qk"),
-        _n(
-            prefix + "self_attention.linear_q_up_proj.layer_norm",
-            "latent",
-            consumers=["self_attention.linear_q_up_proj"],
-        ),
-        _n(
-            prefix + "self_attention.linear_kv_up_proj.layer_norm",
-            "latent",
-            consumers=["self_attention.linear_kv_up_proj"],
-        ),
-        _n(
-            prefix + "self_attention.in_proj.layer_norm",
-            "attn_input",
-            consumers=["self_attention.in_proj"],
-        ),
         _n(prefix + "self_attention.out_norm", "linear_attn"),
     ]
 
@@ -493,24 +472,12 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         + [
             # multi_token_prediction.py `_concat_embeddings`: cat(enorm(emb), hnorm(hidden))
             # into eh_proj [H, 2H]; the MTP final norm feeds the shared output_layer.
-            _n(
-                "mtp.layers.{M}.enorm",
-                "mtp_embedding",
-                module="mtp",
-                consumers=["mtp.layers.{M}.eh_proj"],
-            ),
-            _n(
-                "mtp.layers.{M}.hnorm",
-                "mtp_hidden",
-                module="mtp",
-                consumers=["mtp.layers.{M}.eh_proj"],
-            ),
-            _n(
-                "mtp.layers.{M}.final_layernorm",
-                "mtp_final",
-                module="mtp",
-                consumers=["output_layer"],
-            ),
+            _n("mtp.layers.{M}." + leaf, role, module="mtp", consumers=[consumer])
+            for leaf, role, consumer in (
+                ("enorm", "mtp_embedding", "mtp.layers.{M}.eh_proj"),
+                ("hnorm", "mtp_hidden", "mtp.layers.{M}.eh_proj"),
+                ("final_layernorm", "mtp_final", "output_layer"),
+            )
         ]
         + [
             {**r, "module": "mtp"}
