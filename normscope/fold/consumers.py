@@ -167,52 +167,53 @@ def plan_all(
     names = Names(tensors)
     conv1d = family in _CONV1D_FAMILIES
     blocks_with_mlp_norm = {parent_of(base_of(n.name)) for n in norms if n.role is Role.mlp_input}
-    out = []
-    for info in norms:
-        plan = _plan(info, names, family, experts, conv1d, blocks_with_mlp_norm)
-        out.append(_checked(plan, tensors, conv1d))
-    return out
+    ctx = _Context(names, family, experts, conv1d, blocks_with_mlp_norm)
+    return [_checked(_plan(info, ctx), tensors, conv1d) for info in norms]
 
 
-def _plan(
-    info: NormInfo,
-    names: Names,
-    family: str,
-    experts: ExpertChoice,
-    conv1d: bool,
-    blocks_with_mlp_norm: set[str],
-) -> Plan:
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What every norm's resolution shares: the names, the family and the choices."""
+
+    names: Names
+    family: str
+    experts: ExpertChoice
+    conv1d: bool
+    blocks_with_mlp_norm: set[str]
+
+    @property
+    def cons_axis(self) -> Axis:
+        return Axis.rows if self.conv1d else Axis.cols
+
+    @property
+    def prod_axis(self) -> Axis:
+        return Axis.cols if self.conv1d else Axis.rows
+
+
+def _plan(info: NormInfo, ctx: _Context) -> Plan:
     base = base_of(info.name)
-    cons_axis = Axis.rows if conv1d else Axis.cols
-    prod_axis = Axis.cols if conv1d else Axis.rows
     if info.role is Role.qk:
         return Plan(info, not_applicable=True, reason="QK norms feed no linear map")
-    declared = _declared(info, names, base, experts, cons_axis, prod_axis)
+    declared = _declared(info, ctx.names, base, ctx.experts, ctx.cons_axis, ctx.prod_axis)
     if declared is not None:
         if info.role in (Role.mtp_embedding, Role.mtp_hidden):
-            tensors = names.tensors
-            return _mtp_input(info, base, parent_of(base), tensors, family, declared.consumers)
+            tensors = ctx.names.tensors
+            return _mtp_input(info, base, parent_of(base), tensors, ctx.family, declared.consumers)
         return declared
-    plan = _by_name(info, names, family, experts, conv1d, blocks_with_mlp_norm)
+    plan = _by_name(info, ctx)
     patterns = (*info.consumers, *info.producers)
     return dataclasses.replace(plan, unmatched=patterns) if patterns else plan
 
 
-def _by_name(
-    info: NormInfo,
-    names: Names,
-    family: str,
-    experts: ExpertChoice,
-    conv1d: bool,
-    blocks_with_mlp_norm: set[str],
-) -> Plan:
+def _by_name(info: NormInfo, ctx: _Context) -> Plan:
     """The generic resolution: the block's names in each vocabulary, by role."""
+    names, family, experts = ctx.names, ctx.family, ctx.experts
+    blocks_with_mlp_norm = ctx.blocks_with_mlp_norm
     tensors = names.tensors
     base = base_of(info.name)
     parent = parent_of(base)
     leaf = base.rsplit(".", 1)[-1]
-    cons_axis = Axis.rows if conv1d else Axis.cols
-    prod_axis = Axis.cols if conv1d else Axis.rows
+    cons_axis, prod_axis = ctx.cons_axis, ctx.prod_axis
     if info.name.endswith(".layer_norm_weight"):
         # Transformer Engine's LayerNormLinear: the norm feeds exactly the linear map it is
         # fused into, `<module>.weight` beside `<module>.layer_norm_weight` (in a layer-stacked
