@@ -9,7 +9,7 @@ Transformer Engine, no apex), gives their norms known per-layer scales, and save
   `latest_checkpointed_iteration.txt`: 3 layers, hidden 64, RMSNorm, `qk_layernorm`,
   `mtp_num_layers=1`, FP32; one single-process gloo group.
 - `deep/iter_0000005`: 12 layers, hidden 32, LayerNorm (weights and biases), no MTP, no QK
-  norm, BF16 parameters; one single-process gloo group.
+  norm, BF16 parameters, the output layer tied to the embedding; one single-process gloo group.
 - `tp2/iter_0000003`: the `run` architecture with tensor parallelism 2: two gloo processes.
 
 Beside each save, `expected/<name>.safetensors` holds the model's own `state_dict()` at save
@@ -38,6 +38,7 @@ from typing import Any
 SEED = 1234
 RUN = {"layers": 3, "hidden": 64, "mtp": 1, "qk": True, "norm": "RMSNorm", "bf16": False}
 DEEP = {"layers": 12, "hidden": 32, "mtp": 0, "qk": False, "norm": "LayerNorm", "bf16": True}
+DEEP["tied"] = True  # Megatron-LM's default: the output layer is the embedding, not saved
 HEADS, VOCAB, SEQ = 4, 128, 32
 
 
@@ -122,6 +123,7 @@ def build(spec: dict[str, Any], tp: int) -> Any:
         max_sequence_length=SEQ,
         position_embedding_type="rope",
         mtp_block_spec=mtp,
+        share_embeddings_and_output_weights=bool(spec.get("tied")),
     )
     noise = torch.Generator().manual_seed(SEED)  # the same on every TP rank: norms replicate
     with torch.no_grad():

@@ -310,7 +310,11 @@ def test_fold_finds_every_fused_norms_matrix(megatron: Saves, name: str, tmp_pat
     """Every TE-fused norm folds against `<module>.weight` of its own layer, with the metrics
     of the same model converted to per-layer tensors and a folded ratio computed here."""
     report = fold(megatron.path(name), FoldOptions(device="cpu"))
-    state = megatron.state(name)
+    state, facts = megatron.state(name), megatron.facts(name)
+    assert (
+        "output_layer.weight" not in state if facts.get("tied") else "output_layer.weight" in state
+    )
+    assert not any("matched no tensor" in w for w in report.warnings)
     expected = expected_norms(megatron, name)
     assert report.fold_summary.no_consumer == 0 and report.fold_summary.skipped == 0
     for n in report.norms:
@@ -326,7 +330,8 @@ def test_fold_finds_every_fused_norms_matrix(megatron: Saves, name: str, tmp_pat
             h = state["mtp.layers.0.eh_proj.weight"].shape[1] // 2
             span = (0, h) if n.role is Role.mtp_embedding else (h, 2 * h)  # cat(emb, hidden)
         if n.role in (Role.final, Role.mtp_final):
-            assert n.consumers == ("output_layer.weight",)
+            head = "embedding.word_embeddings" if facts.get("tied") else "output_layer"
+            assert n.consumers == (head + ".weight",)
         matrices = [state[c].float().numpy() for c in n.consumers]  # the layer's own slice
         assert n.folded_ratio == pytest.approx(
             _folded_ratio(expected[n.name].gain, matrices, span), rel=1e-5

@@ -468,16 +468,26 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         note="Megatron-Core checkpoints do not record layernorm_zero_centered_gamma "
         "(--apply-layernorm-1p); gains are read as standard unless --parametrization offset",
         norm=_megatron_layer("decoder.layers.{L}.")
-        + [_n("decoder.final_layernorm", "final", consumers=["output_layer"])]
+        # The final norms feed output_layer, or the embedding when tied (Megatron-LM's default,
+        # share_embeddings_and_output_weights: no output_layer is saved): fold's structure
+        # decides (an untied head first), so they name no consumers.
+        + [_n("decoder.final_layernorm", "final")]
         + [
             # multi_token_prediction.py `_concat_embeddings`: cat(enorm(emb), hnorm(hidden))
-            # into eh_proj [H, 2H]; the MTP final norm feeds the shared output_layer.
-            _n("mtp.layers.{M}." + leaf, role, module="mtp", consumers=[consumer])
-            for leaf, role, consumer in (
-                ("enorm", "mtp_embedding", "mtp.layers.{M}.eh_proj"),
-                ("hnorm", "mtp_hidden", "mtp.layers.{M}.eh_proj"),
-                ("final_layernorm", "mtp_final", "output_layer"),
-            )
+            # into eh_proj [H, 2H].
+            _n(
+                "mtp.layers.{M}.enorm",
+                "mtp_embedding",
+                module="mtp",
+                consumers=["mtp.layers.{M}.eh_proj"],
+            ),
+            _n(
+                "mtp.layers.{M}.hnorm",
+                "mtp_hidden",
+                module="mtp",
+                consumers=["mtp.layers.{M}.eh_proj"],
+            ),
+            _n("mtp.layers.{M}.final_layernorm", "mtp_final", module="mtp"),
         ]
         + [
             {**r, "module": "mtp"}
