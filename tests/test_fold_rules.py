@@ -74,9 +74,13 @@ def test_every_builtin_pattern_resolves(family: arch.Family, rule: arch.NormRule
     wanted = set()
     for pattern in (*rule.consumers, *rule.producers):
         filled = _fill(pattern)
-        # A pattern relative to the norm's layer (`self_attention.linear_qkv`) sits in it.
+        # A pattern with an index is written from the model's root (`layers.{L}.eh_proj`);
+        # one without, relative to the norm's layer (`self_attention.linear_qkv`), or beside
+        # the norm (`eh_proj`).
         at = norm.find("." + filled.split(".")[0] + ".")
-        block = norm[: at + 1] if not filled.startswith(norm.split(".")[0]) and at > 0 else ""
+        block = norm[: at + 1] if at > 0 else norm.rsplit(".", 1)[0] + "."
+        if "{L}" in pattern or "{M}" in pattern or norm.startswith(filled.split(".")[0] + "."):
+            block = ""
         for name in expand(block + filled):
             wide = rule.role.value in ("mtp_embedding", "mtp_hidden")
             tensors[name + ".weight"] = ref(name + ".weight", (H, 2 * H) if wide else (H, H))

@@ -474,19 +474,9 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         + [_n("decoder.final_layernorm", "final")]
         + [
             # multi_token_prediction.py `_concat_embeddings`: cat(enorm(emb), hnorm(hidden))
-            # into eh_proj [H, 2H].
-            _n(
-                "mtp.layers.{M}.enorm",
-                "mtp_embedding",
-                module="mtp",
-                consumers=["mtp.layers.{M}.eh_proj"],
-            ),
-            _n(
-                "mtp.layers.{M}.hnorm",
-                "mtp_hidden",
-                module="mtp",
-                consumers=["mtp.layers.{M}.eh_proj"],
-            ),
+            # into the layer's eh_proj [H, 2H].
+            _n("mtp.layers.{M}.enorm", "mtp_embedding", module="mtp", consumers=["eh_proj"]),
+            _n("mtp.layers.{M}.hnorm", "mtp_hidden", module="mtp", consumers=["eh_proj"]),
             _n("mtp.layers.{M}.final_layernorm", "mtp_final", module="mtp"),
         ]
         + [
