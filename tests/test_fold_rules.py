@@ -180,3 +180,49 @@ def test_the_regex_is_anchored_and_literal() -> None:
     assert not regex.match("layers.1.mlp.gate_proj.weight_scale_inv")
     assert not regex.match("layers.11.mlp.gate_proj.weight")
     assert not regex.match("layers.1Xmlp.gate_proj.weight")  # '.' is a dot, not any character
+
+
+_USER_RULES = """
+[[family]]
+name = "llama-{name}"
+model_types = ["llama"]
+parametrization = "standard"
+source = "tests/test_fold_rules.py (a user's rules file)"
+extends = "llama"
+
+[[family.norm]]
+pattern = "layers.{{L}}.input_layernorm"
+role = "attn_input"
+consumers = ["{pattern}"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("pattern", "folded_against"),
+    [
+        ("layers.{L}.self_attn.(q_proj|k_proj)", ("k_proj", "q_proj")),  # the rule decides
+        ("layers.{L}.self_attn.qkv_typo", ("k_proj", "q_proj", "v_proj")),  # the names decide
+    ],
+)
+def test_a_users_consumer_patterns_in_a_fold(
+    tmp_path: Path, pattern: str, folded_against: tuple[str, ...]
+) -> None:
+    from normscope.fold import FoldOptions, fold
+
+    rules_file = tmp_path / "rules.toml"
+    rules_file.write_text(_USER_RULES.format(name="x", pattern=pattern))
+    options = FoldOptions(device="cpu", rules=arch.load_rules(rules_file))
+    report = fold(FIXTURES / "llama-trained", options)
+    inputs = [n for n in report.norms if n.role is Role.attn_input]
+    assert report.model.family == "llama-x" and len(inputs) > 1
+    for n in inputs:
+        assert tuple(sorted(c.rsplit(".", 2)[-2] for c in n.consumers)) == folded_against
+    said = [w for w in report.warnings if "matched no tensor" in w]
+    if "typo" in pattern:
+        assert said == [
+            f"{len(inputs)} norm(s): the rules' consumer pattern(s) matched no tensor, the "
+            f"matrices were found by name instead, e.g. '{inputs[0].name}' "
+            f"('layers.0.self_attn.qkv_typo')"
+        ]
+    else:
+        assert said == []
