@@ -105,6 +105,7 @@ _PLANNER = "torch.distributed.checkpoint.planner"
 #   writes byte items without it) and `_StoragePrefix` only without collectives, which Megatron
 #   never turns off: both stay refused. normscope reads none of the plans; they are inert records
 #   (tests/test_megatron.py records these globals from real 0.16.1 saves, TP=1 and TP=2).
+#   Megatron-Core 0.15.3's saver sets the same attribute (its state_dict_saver.py, read, not run).
 # - `collections.OrderedDict`: a plain container (planner data of older savers).
 METADATA_GLOBALS: dict[tuple[str, str], Any] = {
     (_DCP, "Metadata"): _record("Metadata"),
