@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from normscope.analysis import relative_change
+from normscope.arch.vocab import qk_side
 from normscope.errors import AnalysisError
 from normscope.scanner import Measured, ScanOptions, measure
 from normscope.schema import (
@@ -32,8 +33,10 @@ MAX_MOVERS = 5
 
 
 def _identity(n: NormStats) -> tuple[object, ...]:
-    """What makes a norm the same norm under another naming (e.g. Megatron vs HF)."""
-    return (n.module, n.mtp_depth, n.layer, n.role, n.dim)
+    """What makes a norm the same norm under another naming (e.g. Megatron vs HF): its place,
+    and for a QK norm the projection its name says (`q_layernorm` is `q_norm`)."""
+    side = qk_side(n.name) if n.role is Role.qk else None
+    return (n.module, n.mtp_depth, n.layer, n.role, n.dim, side)
 
 
 def pair_norms(

@@ -135,6 +135,31 @@ def test_ambiguous_identities_are_not_guessed(tmp_path: Path) -> None:
     ]
 
 
+def test_qk_norms_pair_by_the_projection_their_names_say(tmp_path: Path) -> None:
+    """Megatron's q_layernorm/k_layernorm against HF's q_norm/k_norm of the same layer: each
+    pairs with its own side; names saying no side (per-head `norms.0`) stay unpaired."""
+    norm = measure(_ckpt(tmp_path, "a", np.ones(H, np.float32))).report.norms[0]
+    qk = replace(norm, role=Role.qk, group=None)
+    megatron = [
+        replace(qk, name="decoder.layers.0.self_attention.q_layernorm.weight"),
+        replace(qk, name="decoder.layers.0.self_attention.k_layernorm.weight"),
+    ]
+    hf = [
+        replace(qk, name="model.layers.0.self_attn.k_norm.weight"),
+        replace(qk, name="model.layers.0.self_attn.q_norm.weight"),
+    ]
+    pairs, only_a, only_b = pair_norms(megatron, hf)
+    assert sorted((a.name.split(".")[-2], b.name.split(".")[-2]) for a, b, _ in pairs) == [
+        ("k_layernorm", "k_norm"),
+        ("q_layernorm", "q_norm"),
+    ]
+    assert not only_a and not only_b
+    heads = [replace(qk, name=f"a.attn.norms.{h}.weight") for h in range(2)]
+    other = [replace(qk, name=f"b.attn.norms_{h}.weight") for h in range(2)]
+    pairs, only_a, only_b = pair_norms(heads, other)
+    assert pairs == [] and len(only_a) == len(only_b) == 2
+
+
 def test_dimension_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     a = _ckpt(tmp_path, "a", np.ones(H, np.float32))
     b = write_checkpoint(tmp_path / "b", llama_tensors(hidden=16), llama_config(hidden=16))

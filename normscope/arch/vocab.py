@@ -216,6 +216,19 @@ def _parse(
     return site, ordinal
 
 
+# The projection a QK norm normalises, as every vocabulary below names it: q_norm / k_norm (HF,
+# OLMo-core), q_layernorm / k_layernorm (Megatron-Core, StableLM's per-head `.norms.{h}`),
+# query_layernorm / key_layernorm.
+_QK_SIDE = re.compile(r"(?:^|\.)(q|k|query|key)_(?:norm|layernorm)(?:\.|$)")
+
+
+def qk_side(name: str) -> str | None:
+    """'q' or 'k': which projection a QK norm's name says it normalises; None when it says
+    neither (then a layer's two QK norms cannot be told apart by their place alone)."""
+    m = _QK_SIDE.search(name)
+    return m.group(1)[0] if m else None
+
+
 def mtp_local(site: Site) -> str:
     """The path inside an MTP module stored as a trunk layer (`layers.61.transformer.x` -> x)."""
     parts = site.local.split(".")
