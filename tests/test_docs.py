@@ -2,16 +2,24 @@
 
 - ARCHITECTURE.md has one row per module of `normscope/` (and none for a module that does not
   exist), each on the floor `tests/test_layout.py` gives it, and stays one page (<= 120 lines);
-- every link between the project's Markdown pages, and every citation of `docs/architectures.md`
-  in the code, points at a file and a section that exist.
+- every link between the project's Markdown pages resolves, and every citation of
+  `docs/architectures.md` in the code (rule tables included) names a section that exists; every
+  model type and config key normscope reads is written up there;
+- the README documents every command and every option of every command (introspected from the
+  typer app), states the API's signatures, the JSON keys and `schema_version` the output has, and
+  every example command in it parses, and runs with the exit code it states when its inputs are
+  the bundled fixtures; its Python example runs.
 
-A new module fails here until it has its row: saying what it owns is part of adding it.
+A new module, option, config key or example fails here until the docs say it: that is part of
+adding it.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO_ROOT
@@ -171,3 +179,235 @@ def test_the_config_keys_normscope_reads_are_written_up() -> None:
     ]
     missing = [k for k in keys if f"`{k}`" not in text]
     assert missing == [], f"config keys not in docs/architectures.md#config-signals: {missing}"
+
+
+# --- the README against the command line ---------------------------------------------------------
+#
+# Every command and every option of every command (introspected from the typer app) is in the
+# README: in the command's own section (`### `normscope CMD``), or in the table of options the
+# commands share, on a row that names the command. Every example command in the README's shell
+# blocks is parsed by the command line with its options accepted; an example whose inputs exist
+# in a clone (the bundled fixtures, files the README itself writes out) also runs, and exits with
+# the code its comment states (`# exit 1: ...`; no code stated: 0). Examples on inputs a test
+# cannot have (a Hub repo, a bucket, `path/to/checkpoint`) are parsed only.
+
+README = REPO_ROOT / "README.md"
+SHARED = "Options every command shares"
+INPUT_PARAMS = ("source", "sources", "a", "b", "baseline", "rules", "config", "events")
+
+
+def _readme() -> str:
+    return README.read_text(encoding="utf-8")
+
+
+def _group() -> Any:
+    import typer.main
+
+    from normscope.cli import app
+
+    return typer.main.get_command(app)
+
+
+def _commands() -> dict[str, Any]:
+    return dict(_group().commands)
+
+
+def _flags(params: list[Any]) -> list[str]:
+    """Every option string (`-f`, `--format`, `--no-expect-init`) of a command's parameters."""
+    return [
+        o for p in params if p.param_type_name == "option" for o in [*p.opts, *p.secondary_opts]
+    ]
+
+
+def _has_flag(text: str, flag: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text) is not None
+
+
+def _section(name: str) -> str:
+    """The README's text from `### `normscope NAME` to the next `## ` or `### ` heading."""
+    lines = _readme().splitlines()
+    start = next(
+        (i for i, line in enumerate(lines) if line.startswith(f"### `normscope {name}")), None
+    )
+    assert start is not None, f"README.md has no section `### `normscope {name} ...``"
+    end = next(
+        (j for j in range(start + 1, len(lines)) if re.match(r"#{2,3} ", lines[j])), len(lines)
+    )
+    return "\n".join(lines[start:end])
+
+
+def _shared_rows() -> list[tuple[list[str], set[str]]]:
+    """(flags, commands) per row of the shared-options table; `normscope` names the group."""
+    text = _readme()
+    assert f"### {SHARED}" in text, f"README.md has no section `### {SHARED}`"
+    table = text.split(f"### {SHARED}", 1)[1].split("\n#", 1)[0]
+    rows = []
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not cells[0].startswith("`-"):
+            continue
+        flags = re.findall(r"`(-[\w-]+)`", cells[0])
+        rows.append((flags, set(re.findall(r"[\w-]+", cells[1]))))
+    return rows
+
+
+def test_every_command_and_option_is_in_the_readme() -> None:
+    shared = _shared_rows()
+    undocumented = []
+    for name, command in _commands().items():
+        section = _section(name)
+        for flag in _flags(command.params):
+            in_table = any(flag in flags and name in cmds for flags, cmds in shared)
+            if not (_has_flag(section, flag) or in_table):
+                undocumented.append(f"{name} {flag}")
+    undocumented += [  # `normscope --version`, `-v`
+        f"normscope {flag}"
+        for flag in _flags(_group().params)
+        if not any(flag in flags and "normscope" in cmds for flags, cmds in shared)
+    ]
+    assert undocumented == [], f"options the README does not document: {undocumented}"
+
+
+def test_the_shared_options_table_names_no_option_a_command_lacks() -> None:
+    commands = {**_commands(), "normscope": _group()}
+    ghosts = []
+    for flags, names in _shared_rows():
+        for name in sorted(names & set(commands)):
+            ghosts += [f"{name} {f}" for f in flags if f not in _flags(commands[name].params)]
+        unknown = names - set(commands)
+        assert not unknown, f"shared-options row {flags} names no command: {sorted(unknown)}"
+    assert ghosts == [], f"README's shared-options table lists options that do not exist: {ghosts}"
+
+
+def test_readme_schema_version_is_the_outputs() -> None:
+    from normscope.schema.scan import SCHEMA_VERSION
+
+    stated = re.findall(r"`schema_version` is (\d+)", _readme())
+    assert stated == [str(SCHEMA_VERSION)], f"README says schema_version {stated}"
+
+
+def _examples() -> list[tuple[int, list[str], str]]:
+    """(line, argv after `normscope`, comment) of every command in the README's shell blocks."""
+    out: list[tuple[int, list[str], str]] = []
+    lang = None
+    for number, line in enumerate(_readme().splitlines(), 1):
+        if line.startswith("```"):
+            lang = line[3:].strip() if lang is None else None
+            continue
+        if lang not in ("bash", "sh", "yaml"):
+            continue
+        code, _, comment = re.sub(r"^\s*(- )?", "", line).partition("  #")
+        for segment in re.split(r"&&|;|\|(?!\|)", code):
+            words = shlex.split(segment)
+            while words and re.match(r"^[A-Z_]+=", words[0]):
+                words = words[1:]  # VAR=value normscope ...
+            if words[:3] in (["python", "-m", "normscope"], ["python3", "-m", "normscope"]):
+                words = ["normscope", *words[3:]]
+            if words[:1] != ["normscope"] or len(words) < 2:
+                continue
+            for i, word in enumerate(words):
+                if word in (">", ">>", "<", "2>"):
+                    words = words[:i]
+                    break
+            out.append((number, words[1:], comment))
+    return out
+
+
+def _readme_files(folder: Path) -> None:
+    """Write the files the README spells out (a ```toml block opening `# NAME.toml`)."""
+    for block in re.findall(r"```toml\n(.*?)```", _readme(), flags=re.DOTALL):
+        if m := re.match(r"# ([\w.-]+\.toml)\b", block):
+            (folder / m[1]).write_text(block, encoding="utf-8")
+
+
+def _inputs(argv: list[str]) -> list[str]:
+    """The input paths the command line parsed out of an example (sources, baseline, rules...)."""
+    command = _commands()[argv[0]]
+    ctx = command.make_context(argv[0], list(argv[1:]))  # raises on an unknown option or value
+    values = []
+    for key in INPUT_PARAMS:
+        value = ctx.params.get(key)
+        if value is None:
+            continue
+        values += [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+    return values
+
+
+EXAMPLES = _examples()
+
+
+@pytest.mark.parametrize(
+    ("line", "argv", "comment"), EXAMPLES, ids=[f"README.md:{n}" for n, _, _ in EXAMPLES]
+)
+def test_every_readme_example_runs(
+    line: int, argv: list[str], comment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert argv[0] in _commands(), f"README.md:{line}: no command {argv[0]!r}"
+    (tmp_path / "fixtures").symlink_to(REPO_ROOT / "fixtures", target_is_directory=True)
+    _readme_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    inputs = _inputs(argv)
+    fixtures = [p for p in inputs if p.startswith("fixtures/")]
+    assert all(Path(p).exists() for p in fixtures), f"README.md:{line}: {fixtures}"
+    if not all(Path(p).exists() for p in inputs):
+        return  # a Hub repo, a bucket, your checkpoint: parsed above, options accepted
+    from typer.testing import CliRunner
+
+    from normscope.cli import app
+
+    result = CliRunner().invoke(app, argv)
+    stated = re.search(r"\bexit (\d+)", comment)
+    expected = int(stated[1]) if stated else 0
+    assert result.exit_code == expected, (
+        f"README.md:{line}: normscope {shlex.join(argv)} exited {result.exit_code}, the README "
+        f"implies {expected}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+    )
+
+
+def test_the_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (block,) = re.findall(r"```python\n(.*?)```", _readme(), flags=re.DOTALL)
+    (tmp_path / "fixtures").symlink_to(REPO_ROOT / "fixtures", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, Any] = {}
+    exec(compile(block, "README.md (Python example)", "exec"), scope)
+    assert scope["final"].ratio == pytest.approx(0.270, abs=5e-4)  # the headline of the README
+    assert {type(scope[k]).__name__ for k in ("report", "changes", "run", "verdict")} == {
+        "Report",
+        "DiffReport",
+        "SeriesReport",
+        "CheckReport",
+    }
+
+
+@pytest.mark.parametrize("name", ["scan", "diff", "series", "check"])
+def test_the_readme_states_each_api_signature(name: str) -> None:
+    import inspect
+
+    import normscope
+
+    text = " ".join(_readme().split())  # the signatures wrap over lines
+    stated = re.search(rf"`{name}\(([^`]*)\)`", text)
+    assert stated, f"README.md states no signature `{name}(...)`"
+    words = [w.strip().lstrip("*").split("=")[0] for w in stated[1].split(",")]
+    real = list(inspect.signature(getattr(normscope, name)).parameters)
+    assert [w for w in words if w] == real, f"README's {name}{tuple(words)}: the API has {real}"
+
+
+def test_the_readme_json_keys_are_the_outputs() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from normscope.cli import app
+
+    text = " ".join(_readme().split())
+    sentence = text.split("`normscope scan --format json` prints one object: ", 1)[1]
+    sentence = sentence.split("`warnings`.", 1)[0] + "`warnings`"
+    sentence = re.sub(r"\([^)]*\)", "", sentence)  # "(count per band)"
+    top = re.findall(r"`(\w+)`(?: \{([^}]*)\}| \[)?", re.sub(r"\[[^\]]*\]", "[", sentence))
+    showcase = str(REPO_ROOT / "fixtures" / "deepseek-v3-mtp")
+    data = json.loads(CliRunner().invoke(app, ["scan", showcase, "-f", "json"]).stdout)
+    assert [k for k, _ in top] == list(data), "README's top-level JSON keys"
+    for key, inner in top:
+        if inner:
+            assert [w.strip() for w in inner.split(",")] == list(data[key]), f"README's `{key}`"
