@@ -1,4 +1,4 @@
-"""cli.py through typer's CliRunner: every exit code, every format, stdout/stderr discipline.
+"""normscope.cli through typer's CliRunner: every exit code, every format, stdout/stderr discipline.
 
 typer's CliRunner keeps stdout and stderr apart (`result.stdout`, `result.stderr`; `output` mixes
 them), so each test checks the data on stdout and the diagnostics on stderr separately.

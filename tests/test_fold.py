@@ -690,7 +690,7 @@ def test_cuda_equals_cpu(tmp_path: Path) -> None:
             assert a.top_share == pytest.approx(b.top_share, rel=1e-5)
 
 
-# --- the command body cli.py will register --------------------------------------------------------
+# --- the command body cli/folding.py registers --------------------------------------------------
 
 
 def _cli() -> Any:

@@ -1,4 +1,4 @@
-"""hub.py: Hub repos scanned through the real huggingface_hub client against a fake Hub.
+"""sources/hub/: Hub repos scanned through the real huggingface_hub client against a fake Hub.
 
 The fake Hub (tests/hubserver.py) is a real HTTP server on 127.0.0.1 serving the endpoints the
 installed huggingface_hub calls, the way the Hub answers them; it counts what it serves, so the
