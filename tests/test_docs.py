@@ -346,6 +346,9 @@ def test_every_readme_example_runs(
     (tmp_path / "fixtures").symlink_to(REPO_ROOT / "fixtures", target_is_directory=True)
     _readme_files(tmp_path)
     monkeypatch.chdir(tmp_path)
+    # `cache --clear` clears only this test's cache; `--format github` writes no CI summary.
+    monkeypatch.setenv("NORMSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     inputs = _inputs(argv)
     fixtures = [p for p in inputs if p.startswith("fixtures/")]
     assert all(Path(p).exists() for p in fixtures), f"README.md:{line}: {fixtures}"
