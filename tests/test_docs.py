@@ -52,7 +52,10 @@ def test_architecture_has_one_row_per_module() -> None:
     twice = sorted({m for m in named if named.count(m) > 1})
     assert twice == [], f"modules listed more than once in ARCHITECTURE.md: {twice}"
     missing = sorted(set(MODULES) - set(named))
-    assert missing == [], f"modules without a row in ARCHITECTURE.md: {missing}"
+    assert missing == [], (
+        f"modules without a row in ARCHITECTURE.md: {missing}; add `| floor | `path.py` | what it "
+        "owns |` in floor order (a package is `name/`, its floor from tests/test_layout.py)"
+    )
     ghosts = sorted(set(named) - set(MODULES))
     assert ghosts == [], f"ARCHITECTURE.md rows naming no module: {ghosts}"
 
@@ -265,7 +268,10 @@ def test_every_command_and_option_is_in_the_readme() -> None:
         for flag in _flags(_group().params)
         if not any(flag in flags and "normscope" in cmds for flags, cmds in shared)
     ]
-    assert undocumented == [], f"options the README does not document: {undocumented}"
+    assert undocumented == [], (
+        f"options the README does not document: {undocumented}; name each in the command's "
+        f"section (### `normscope CMD`) or on its row of the table `### {SHARED}`"
+    )
 
 
 def test_the_shared_options_table_names_no_option_a_command_lacks() -> None:
