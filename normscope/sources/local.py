@@ -12,7 +12,7 @@ from pathlib import Path
 
 from normscope.errors import SourceError
 from normscope.sources.safetensors import INDEX_SUFFIX, header_length
-from normscope.sources.store import ReadCounter, ShortRead, Span
+from normscope.sources.store import MAX_SMALL_FILE, ReadCounter, ShortRead, Span
 
 
 class LocalStore:
@@ -40,9 +40,7 @@ class LocalStore:
         path = self.directory / name
         if _file_size(path) is None:
             return None
-        data = path.read_bytes()
-        self.counter.metadata_bytes += len(data)
-        return data
+        return read_small_file(path, self.counter)
 
     def headers(self, names: Sequence[str], weight_map: Mapping[str, str] | None) -> list[bytes]:
         return [read_header(Path(self.path(name))) for name in names]
@@ -76,13 +74,28 @@ def _file_size(path: Path) -> int | None:
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
-def read_small_file(path: Path, counter: ReadCounter) -> bytes | None:
+def read_small_file(
+    path: Path, counter: ReadCounter | None, limit: int = MAX_SMALL_FILE
+) -> bytes | None:
     """A whole small file beside the shards (config.json, an index), counted as metadata;
-    None when there is none."""
+    None when there is none. SourceError for one over `limit` bytes, refused before it is read
+    (and never read past `limit` if it grows meanwhile, or is a pipe or a /proc file)."""
     if not path.is_file():
         return None
-    data = path.read_bytes()
-    counter.metadata_bytes += len(data)
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data = b"" if size > limit else handle.read(limit + 1)
+    except OSError as exc:
+        raise SourceError(f"cannot read {path.name}: {exc.strerror} ({path})") from None
+    if size > limit or len(data) > limit:
+        raise SourceError(
+            f"{path.name} is {max(size, len(data))} bytes, more than normscope reads of a "
+            f"metadata file (at most {limit}) ({path})",
+            hint="it is not a config, an index or checkpoint metadata as their tools write them",
+        )
+    if counter is not None:
+        counter.metadata_bytes += len(data)
     return data
 
 

@@ -44,6 +44,7 @@ from normscope.sources.layout import open_layout
 from normscope.sources.ranged import HeaderSizer, parallel, plan_reads, whole_header
 from normscope.sources.safetensors import INDEX_SUFFIX, header_length
 from normscope.sources.store import (
+    MAX_SMALL_FILE,
     Checkpoint,
     ProgressFactory,
     ReadCounter,
@@ -54,8 +55,6 @@ from normscope.sources.store import (
 
 MAX_IN_FLIGHT = 16
 """Ranged GETs in flight at once per store (benchmarks/objstore_bench.py measured at 16)."""
-MAX_SMALL_FILE = 256 * 1024 * 1024
-"""config.json and the index are fetched whole: refuse anything this large."""
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
           "abfss": "azure", "azure": "azure", "file": "s3"}  # fmt: skip
 """URL scheme -> the optional extra that reads it (file:// needs obstore too: any extra)."""
@@ -248,8 +247,17 @@ class ObjectStore:
         if info is None or self.only is not None:
             return None
         if info.size > MAX_SMALL_FILE:
-            raise SourceError(f"{name} is {info.size} bytes: too large ({self.path(name)})")
+            raise SourceError(
+                f"{name} is {info.size} bytes, more than normscope reads of a metadata file "
+                f"(at most {MAX_SMALL_FILE}) ({self.path(name)})"
+            )
         data = self.bucket.get(info)
+        if len(data) != info.size:
+            raise SourceError(
+                f"{name} came with {len(data)} bytes, the listing says {info.size}: the object "
+                f"changed during the scan ({self.path(name)})",
+                hint="run again",
+            )
         self.counter.metadata_bytes += len(data)
         return data
 

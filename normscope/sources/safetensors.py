@@ -86,6 +86,7 @@ class _Entry(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 _DECODE_ENTRIES = msgspec.json.Decoder(dict[str, _Entry])
 _METADATA_FIRST = re.compile(rb'\{"__metadata__":(\{(?:[^"}]|"[^"\\]*")*\}),')
 """`{"__metadata__":{...},` as safetensors writes it (compact, metadata first, no escapes)."""
+_METADATA_SCAN = 1 << 16
 
 
 def _parse_fast(
@@ -108,7 +109,10 @@ def _parse_fast(
     """
     if not raw.isascii() or b"\\" in raw:
         return None
-    match = _METADATA_FIRST.match(raw)
+    # NOTE: the regex backtracks (Python's `re` keeps a frame per repetition: 4.5 GB for 32 MB
+    # of whitespace), so it sees only the first _METADATA_SCAN bytes; a longer `__metadata__`
+    # (none real is) takes the general path, whose memory is linear in the header.
+    match = _METADATA_FIRST.match(raw[:_METADATA_SCAN])
     if match is None:
         if raw.startswith(b'{"__metadata__"'):
             return None

@@ -53,6 +53,14 @@ and measuring a norm costs ~40 bytes of memory per element, so this bounds one n
 MAX_READ_ELEMENTS = 1 << 25
 """All tensors read at once (the norms of one checkpoint): 8x those of Llama-3-405B (4.1M)."""
 
+MAX_SMALL_FILE = 64 << 20
+"""The largest small file read whole: config.json, a shard index, a run configuration (the
+largest index known, DeepSeek-V3's, is 8.9 MB). Local, Hub and object-store reads all refuse a
+bigger one before reading it."""
+MAX_DCP_METADATA = 512 << 20
+"""The largest DCP `.metadata` read (a pickle of every tensor's chunks, optimizer state
+included)."""
+
 Span = tuple[int, int]
 """An absolute byte range [start, end) of a shard."""
 
@@ -134,20 +142,7 @@ class Checkpoint:
         MAX_READ_ELEMENTS in all, before reading anything: memory stays bounded whatever a
         header declares.
         """
-        total = 0
-        for ref in refs:
-            if ref.numel > MAX_NORM_ELEMENTS:
-                raise AnalysisError(
-                    f"tensor '{ref.name}' has {ref.numel} elements (shape {list(ref.shape)}): "
-                    f"wider than any model's norm (at most {MAX_NORM_ELEMENTS}); not read "
-                    f"({ref.shard})"
-                )
-            total += ref.numel
-        if total > MAX_READ_ELEMENTS:
-            raise AnalysisError(
-                f"the {len(refs)} norm tensors to read hold {total} elements in all, more than "
-                f"any model's norms (at most {MAX_READ_ELEMENTS}) ({self.source})"
-            )
+        check_read_budget(refs, self.source)
         spans: dict[str, list[Span]] = {}
         for ref in refs:
             spans.setdefault(ref.shard, []).append((ref.start, ref.end))
@@ -173,6 +168,26 @@ class Checkpoint:
         self.counter.bytes_read += len(data)
         self.counter.reads += 1
         return data
+
+
+def check_read_budget(refs: Sequence[TensorRef], source: str) -> None:
+    """Refuse (AnalysisError) a tensor wider than MAX_NORM_ELEMENTS, or more than
+    MAX_READ_ELEMENTS in all, before anything is read: every store's `Checkpoint.read` calls it,
+    so memory stays bounded whatever a header or a DCP `.metadata` declares."""
+    total = 0
+    for ref in refs:
+        if ref.numel > MAX_NORM_ELEMENTS:
+            raise AnalysisError(
+                f"tensor '{ref.name}' has {ref.numel} elements (shape {list(ref.shape)}): "
+                f"wider than any model's norm (at most {MAX_NORM_ELEMENTS}); not read "
+                f"({ref.shard})"
+            )
+        total += ref.numel
+    if total > MAX_READ_ELEMENTS:
+        raise AnalysisError(
+            f"the {len(refs)} norm tensors to read hold {total} elements in all, more than "
+            f"any model's norms (at most {MAX_READ_ELEMENTS}) ({source})"
+        )
 
 
 def hf_cache_folder(kind: str) -> Path:

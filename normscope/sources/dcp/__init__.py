@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from normscope.errors import SourceError
+from normscope.sources.dcp.bounds import check_extents
 from normscope.sources.dcp.store import (
     DcpCheckpoint,
     DcpStore,
@@ -37,7 +40,9 @@ from normscope.sources.dcp.store import (
 )
 from normscope.sources.dcp.unpickle import DcpMetadata, read_common_args, read_metadata
 from normscope.sources.formats import DCP_METADATA
-from normscope.sources.safetensors import ShardHeader
+from normscope.sources.local import read_small_file
+from normscope.sources.safetensors import DTYPE_BITS, ShardHeader
+from normscope.sources.store import MAX_DCP_METADATA, MAX_SMALL_FILE
 
 __all__ = [
     "METADATA",
@@ -90,7 +95,7 @@ def open_dcp_checkpoint(directory: Path, source: str) -> DcpCheckpoint:
     _require_torch(where)
     check_byteorder(where)
     store = DcpStore(directory)
-    raw = (directory / METADATA).read_bytes()
+    raw = read_small_file(directory / METADATA, None, MAX_DCP_METADATA) or b""
     store.counter.bytes_read += len(raw)
     store.counter.reads += 1
     metadata = read_metadata(raw, where)
@@ -111,6 +116,7 @@ def open_dcp_checkpoint(directory: Path, source: str) -> DcpCheckpoint:
             )
         shards.append(ShardHeader(str(path), file_size(path), 0, {}, {}))
     check_file_sizes(metadata, {Path(s.path).name: s.size for s in shards[1:]}, directory)
+    check_extents(_extents(metadata), {Path(s.path).name: s.size for s in shards[1:]}, where)
     config = _read_config(store, directory)
     zero_centered, said = _zero_centered(store, metadata, directory)
     if zero_centered is not None:
@@ -138,6 +144,23 @@ def _files(metadata: DcpMetadata) -> list[str]:
     return sorted(names)
 
 
+def _extents(metadata: DcpMetadata) -> Iterator[tuple[str, str, int, int, int | None]]:
+    """Every item's place in its file and the most bytes it may take (for `check_extents`)."""
+    for fqn, entry in metadata.tensors.items():
+        bits = DTYPE_BITS.get(entry.dtype)
+        for chunk in entry.chunks:
+            data = None if bits is None else -(-math.prod(chunk.sizes) * bits // 8)
+            yield (
+                f"chunk {list(chunk.offsets)} of '{fqn}'",
+                chunk.file,
+                chunk.offset,
+                chunk.length,
+                data,
+            )
+    for fqn, item in metadata.objects.items():
+        yield f"item '{fqn}'", item.file, item.offset, item.length, None
+
+
 def _check_backend(store: DcpStore) -> None:
     """Megatron's `metadata.json` names the sharded backend; only torch_dist is DCP."""
     data = store.fetch("metadata.json")
@@ -159,9 +182,8 @@ def _read_config(store: DcpStore, directory: Path) -> dict[str, Any] | None:
     folders = [directory] + ([directory.parent] if directory.name in _NESTED else [])
     for folder in folders:
         path = folder / "config.json"
-        if path.is_file():
-            data = path.read_bytes()
-            store.counter.metadata_bytes += len(data)
+        data = read_small_file(path, store.counter)
+        if data is not None:
             try:
                 config = json.loads(data)
             except ValueError as exc:
@@ -176,6 +198,12 @@ def _zero_centered(
 ) -> tuple[bool | None, str | None]:
     """`layernorm_zero_centered_gamma` and where it was read, or (None, None)."""
     item = common_state(metadata)
+    if item is not None and item.length > MAX_SMALL_FILE:
+        store.warnings.append(
+            f"the common state is {item.length} bytes, more than normscope reads of side "
+            f"information (at most {MAX_SMALL_FILE}): not read ({item.fqn} in {item.file})"
+        )
+        item = None
     if item is not None:
         where = f"{item.fqn} in {item.file}"
         blob = store.read_blob(item.file, item.offset, item.length, item.transforms, where)
@@ -191,9 +219,8 @@ def _zero_centered(
         (directory / "model_config.yaml", "NeMo model_config.yaml"),
         (directory.parent / "model_config.yaml", "NeMo model_config.yaml"),
     ):
-        if path.is_file():
-            text = path.read_bytes()
-            store.counter.metadata_bytes += len(text)
+        text = read_small_file(path, store.counter)
+        if text is not None:
             value = yaml_flag(text.decode("utf-8", "replace"))
             if value is not None:
                 return value, f"{label} ({path})"

@@ -23,6 +23,7 @@ import io
 import math
 import os
 import sys
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,19 @@ from typing import TYPE_CHECKING, Any
 
 from normscope.errors import SourceError
 from normscope.schema import TensorRef
+from normscope.sources.dcp.bounds import CHUNK_SLACK, show
 from normscope.sources.dcp.unpickle import BytesEntry, ChunkInfo, DcpMetadata, TensorEntry
 from normscope.sources.local import pread_spans, read_small_file
 from normscope.sources.safetensors import DTYPE_BITS
-from normscope.sources.store import Checkpoint, ReadCounter, ShortRead, Span
+from normscope.sources.store import (
+    MAX_READ_ELEMENTS,
+    MAX_SMALL_FILE,
+    Checkpoint,
+    ReadCounter,
+    ShortRead,
+    Span,
+    check_read_budget,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -202,7 +212,9 @@ class DcpStore:
         if math.prod(shape) == 0:
             return b""
         out = None
-        covered = 0
+        # Which elements a chunk filled: two chunks that overlap are an inconsistent save,
+        # however their volumes add up.
+        filled = torch.zeros(shape, dtype=torch.bool)
         for chunk in entry.chunks:
             inter = [
                 (max(lo, o), min(hi, o + n))
@@ -219,9 +231,14 @@ class DcpStore:
                 slice(lo - o, hi - o) for (lo, hi), o in zip(inter, chunk.offsets, strict=True)
             )
             dst = tuple(slice(lo - b, hi - b) for (lo, hi), (b, _) in zip(inter, box, strict=True))
+            if bool(filled[dst].any()):
+                raise SourceError(
+                    f"chunks of tensor '{entry.fqn}' overlap at {[list(i) for i in inter]} "
+                    f"(an inconsistent save) ({self.virtual})"
+                )
             out[dst] = tensor[src]
-            covered += math.prod(hi - lo for lo, hi in inter)
-        if out is None or covered != math.prod(shape):
+            filled[dst] = True
+        if out is None or not bool(filled.all()):
             raise SourceError(
                 f"the chunks of tensor '{entry.fqn}' do not cover {[list(b) for b in box]} "
                 f"(a partial or inconsistent save) ({self.virtual})"
@@ -232,13 +249,27 @@ class DcpStore:
         import torch
 
         where = f"{entry.fqn} chunk {list(chunk.offsets)} in {chunk.file}"
-        blob = self.read_blob(chunk.file, chunk.offset, chunk.length, chunk.transforms, where)
+        numel = math.prod(chunk.sizes)
+        if numel > MAX_READ_ELEMENTS:
+            raise SourceError(
+                f"{where} holds {numel} elements, more than normscope reads at once (at most "
+                f"{MAX_READ_ELEMENTS}) ({self.virtual})"
+            )
+        data_bytes = numel * _itemsize(entry.dtype)
+        blob = self.read_blob(
+            chunk.file,
+            chunk.offset,
+            chunk.length,
+            chunk.transforms,
+            where,
+            data_bytes + CHUNK_SLACK,
+        )
+        _check_members(blob, data_bytes + CHUNK_SLACK, f"{where} ({self.virtual})")
         try:
             tensor = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for a bad blob
             raise SourceError(
-                f"cannot load {where}: {type(exc).__name__}: {str(exc).splitlines()[0]} "
-                f"({self.virtual})"
+                f"cannot load {where}: {type(exc).__name__}: {_first_line(exc)} ({self.virtual})"
             ) from None
         if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != chunk.sizes:
             got = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor)
@@ -253,9 +284,21 @@ class DcpStore:
         return tensor
 
     def read_blob(
-        self, file: str, offset: int, length: int, transforms: Sequence[str], where: str
+        self,
+        file: str,
+        offset: int,
+        length: int,
+        transforms: Sequence[str],
+        where: str,
+        limit: int = MAX_SMALL_FILE,
     ) -> bytes:
-        """One item's bytes, counted in `bytes_read`, with its stream transforms undone."""
+        """One item's bytes, counted in `bytes_read`, with its stream transforms undone; at
+        most `limit` bytes, read or inflated (SourceError past it)."""
+        if length > limit:
+            raise SourceError(
+                f"{where} is {length} bytes, more than normscope reads of it (at most {limit}) "
+                f"({self.directory})"
+            )
         path = self.directory / file
         try:
             data = pread_spans(path, str(path), [(offset, offset + length)])
@@ -267,11 +310,31 @@ class DcpStore:
         self.counter.bytes_read += length
         self.counter.reads += 1
         for descriptor in reversed(transforms):
-            blob = _untransform(descriptor, blob, f"{where} ({path})")
+            blob = _untransform(descriptor, blob, f"{where} ({path})", limit)
         return blob
 
 
-def _untransform(descriptor: str, blob: bytes, where: str) -> bytes:
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    lines = str(exc).splitlines()
+    return show(lines[0]) if lines else type(exc).__name__
+
+
+def _check_members(blob: bytes, limit: int, where: str) -> None:
+    """A chunk blob is a `torch.save` zip; refuse one whose members would inflate past
+    `limit` (torch's reader inflates a compressed member whole)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            total = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # not a zip: torch.load says what is wrong with it
+    if total > limit:
+        raise SourceError(
+            f"{where} inflates to {total} bytes, more than its tensor's (at most {limit})"
+        )
+
+
+def _untransform(descriptor: str, blob: bytes, where: str, limit: int) -> bytes:
     """Undo one save-time stream transform (torch `_extension.py`: only ZStandard exists)."""
     name, _, version = descriptor.partition("/")
     if name != ZSTD or version.partition(".")[0] != "1":
@@ -285,9 +348,12 @@ def _untransform(descriptor: str, blob: bytes, where: str) -> bytes:
         ) from None
     try:
         with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(blob)) as reader:
-            return bytes(reader.read())
+            out = bytes(reader.read(limit + 1))
     except zstandard.ZstdError as exc:
         raise SourceError(f"corrupt ZStandard stream: {exc} ({where})") from None
+    if len(out) > limit:
+        raise SourceError(f"{where} inflates past {limit} bytes, more than its data can take")
+    return out
 
 
 class DcpCheckpoint(Checkpoint):
@@ -298,6 +364,7 @@ class DcpCheckpoint(Checkpoint):
     """Where `layernorm_zero_centered_gamma` was read (None: nowhere; the user decides)."""
 
     def read(self, refs: Sequence[TensorRef]) -> dict[str, bytes]:
+        check_read_budget(refs, self.source)
         spans: dict[str, list[Span]] = {}
         for ref in refs:
             spans.setdefault(ref.shard, []).append((ref.start, ref.end))

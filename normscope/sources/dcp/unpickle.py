@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from normscope.errors import SourceError
+from normscope.sources.dcp.bounds import MAX_DIMS, MAX_VALUE, check_graph, show
+from normscope.sources.store import MAX_SMALL_FILE
 
 # torch dtype name -> safetensors dtype (safetensors/src/tensor.rs `Dtype`).
 TORCH_DTYPES: dict[str, str] = {
@@ -235,7 +237,11 @@ def read_metadata(raw: bytes, where: str) -> DcpMetadata:
             "2.13, Megatron-Core 0.16.1) wrote it, report the class name",
         ) from None
     except Exception as exc:  # a truncated or garbled pickle: any unpickling error
-        raise SourceError(f"invalid DCP metadata: {type(exc).__name__}: {exc} ({where})") from None
+        raise SourceError(
+            f"invalid DCP metadata: {type(exc).__name__}: {show(str(exc))} ({where})"
+        ) from None
+    # Bounded before any use (formatting included): see bounds.py.
+    check_graph(md, len(raw), where)
     try:
         return _convert(md)
     except (AttributeError, TypeError, ValueError, KeyError) as exc:
@@ -243,9 +249,12 @@ def read_metadata(raw: bytes, where: str) -> DcpMetadata:
 
 
 def _ints(value: Any) -> tuple[int, ...]:
+    """A shape or an offset: a tuple or list of at most MAX_DIMS integers in [0, MAX_VALUE]."""
+    if not isinstance(value, (tuple, list)) or len(value) > MAX_DIMS:
+        raise ValueError(f"not a shape: {show(value)}")
     out = tuple(value)
-    if not all(type(v) is int and v >= 0 for v in out):
-        raise ValueError(f"not a shape: {out!r}")
+    if not all(type(v) is int and 0 <= v <= MAX_VALUE for v in out):
+        raise ValueError(f"not a shape: {show(out)}")
     return out
 
 
@@ -261,7 +270,7 @@ def _convert(md: Any) -> DcpMetadata:
     objects: dict[str, BytesEntry] = {}
     for fqn, item in dict(md.state_dict_metadata).items():
         if not isinstance(fqn, str):
-            raise TypeError(f"state dict key {fqn!r} is not a string")
+            raise TypeError(f"state dict key {show(fqn)} is not a string")
         kind = type(item).__name__
         if kind == "BytesStorageMetadata":
             info = storage.get((fqn, None))
@@ -271,6 +280,8 @@ def _convert(md: Any) -> DcpMetadata:
         if kind != "TensorStorageMetadata":
             raise TypeError(f"unknown storage metadata {kind} for '{fqn}'")
         dtype = item.properties.state[0] if item.properties.state else item.properties.dtype
+        if not isinstance(dtype, str) or len(dtype) > 64:
+            raise TypeError(f"the dtype of '{fqn}' is {show(dtype)}, not a torch dtype")
         shape = _ints(item.size)
         chunks = []
         for chunk in item.chunks:
@@ -299,11 +310,13 @@ def _where(info: Any) -> tuple[str, int, int, tuple[str, ...]]:
     path, offset, length = info.relative_path, info.offset, info.length
     transforms = tuple(getattr(info, "transform_descriptors", None) or ())
     if not (isinstance(path, str) and type(offset) is int and type(length) is int):
-        raise TypeError(f"invalid storage entry {info.__dict__!r}")
-    if offset < 0 or length < 0 or "/" in path or "\\" in path or path.startswith("."):
-        raise ValueError(f"storage entry outside the checkpoint folder: {path!r}")
-    if not all(isinstance(t, str) for t in transforms):
-        raise TypeError(f"invalid transform descriptors {transforms!r}")
+        raise TypeError(f"invalid storage entry {show(vars(info))}")
+    if not (0 <= offset <= MAX_VALUE and 0 <= length <= MAX_VALUE):
+        raise ValueError(f"invalid storage entry: offset {offset}, length {length}")
+    if "/" in path or "\\" in path or path.startswith(".") or len(path) > 4096:
+        raise ValueError(f"storage entry outside the checkpoint folder: {show(path)}")
+    if len(transforms) > 8 or not all(isinstance(t, str) and len(t) < 256 for t in transforms):
+        raise TypeError(f"invalid transform descriptors {show(transforms)}")
     return path, offset, length, transforms
 
 
@@ -345,13 +358,21 @@ def read_common_args(blob: bytes, where: str) -> dict[str, Any] | None:
             pkl = next((n for n in archive.namelist() if n.endswith("/data.pkl")), None)
             if pkl is None:
                 raise SourceError(f"the common state is no torch.save archive ({where})")
-            data = archive.read(pkl)
+            # A compressed member may inflate without bound (a zip bomb): read at most the
+            # limit, whatever its header says.
+            with archive.open(pkl) as member:
+                data = member.read(MAX_SMALL_FILE + 1)
+            if len(data) > MAX_SMALL_FILE:
+                raise SourceError(
+                    f"the common state's pickle inflates past {MAX_SMALL_FILE} bytes: not "
+                    f"read ({where})"
+                )
         state = _Restricted(data, _stub).load()
     except SourceError:
         raise
     except Exception as exc:  # zip or pickle errors of a damaged blob
         raise SourceError(
-            f"cannot read the common state: {type(exc).__name__}: {exc} ({where})"
+            f"cannot read the common state: {type(exc).__name__}: {show(str(exc))} ({where})"
         ) from None
     if isinstance(state, list) and state:
         state = state[0]

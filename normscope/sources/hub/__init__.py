@@ -64,6 +64,7 @@ from normscope.sources.hub.spec import (
 )
 from normscope.sources.jsonload import load_json
 from normscope.sources.layout import open_layout
+from normscope.sources.local import read_small_file
 from normscope.sources.safetensors import INDEX_SUFFIX
 from normscope.sources.store import Checkpoint, ProgressFactory
 
@@ -205,8 +206,9 @@ class _Opener:
         if indexes:
             # Partly downloaded (`hf download --include`)? Use it only when every shard is there.
             try:
-                shards = set(load_json((snapshot / indexes[0]).read_bytes())["weight_map"].values())
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                index = read_small_file(snapshot / indexes[0], None) or b""
+                shards = set(load_json(index)["weight_map"].values())
+            except (OSError, ValueError, KeyError, TypeError, AttributeError, SourceError):
                 return None
             if not shards or not shards <= set(files):
                 return None

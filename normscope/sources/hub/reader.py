@@ -18,10 +18,16 @@ from pathlib import Path
 from normscope.errors import SourceError
 from normscope.sources.hub.remote import Remote, RepoContext, staged_writes
 from normscope.sources.hub.spec import HubFile
-from normscope.sources.local import pread_spans, read_header
+from normscope.sources.local import pread_spans, read_header, read_small_file
 from normscope.sources.ranged import HeaderSizer, parallel, plan_reads, whole_header
 from normscope.sources.safetensors import header_length
-from normscope.sources.store import ProgressFactory, ProgressTask, ReadCounter, Span
+from normscope.sources.store import (
+    MAX_SMALL_FILE,
+    ProgressFactory,
+    ProgressTask,
+    ReadCounter,
+    Span,
+)
 
 MAX_IN_FLIGHT = 20
 """Requests in flight at once. Measured at 50 ms per request on the DeepSeek-V3 replica (163
@@ -29,8 +35,6 @@ shards, 452 requests): 8 → 4.6 s, 16 → 2.9 s, 20 → 2.6 s, 32 → 2.0 s. No
 the keep-alive pool of huggingface_hub's httpx session, so every connection is reused; beyond it
 each request over 20 would open a new TLS connection to the real Hub or CDN (2-3 round trips more),
 which the loopback fake Hub of the benchmark does not charge."""
-MAX_SMALL_FILE = 256 * 1024 * 1024
-"""config.json and the index are fetched whole: refuse anything this large."""
 MAX_CACHED_RANGE = 1 << 20
 """Ranges kept in normscope's cache are at most this long: norm vectors (KBs, coalesced a little
 more) are, the matrix row blocks `normscope fold` streams are not — caching those would copy
@@ -95,7 +99,7 @@ class HubStore:
         ctx = self.ctx
         local = ctx.hf_cached(file.name)
         if local is not None:
-            data = local.read_bytes()
+            data = read_small_file(local, None) or b""
         else:
             cached = ctx.cache.blob("files", file.etag)
             if cached is not None and len(cached) == file.size:
@@ -105,8 +109,8 @@ class HubStore:
                     raise ctx.not_cached(file.name)
                 if file.size > MAX_SMALL_FILE:
                     raise SourceError(
-                        f"{file.name} is {file.size} bytes: too large to be a config or an index "
-                        f"({ctx.where})"
+                        f"{file.name} is {file.size} bytes, more than normscope reads of a "
+                        f"metadata file (at most {MAX_SMALL_FILE}) ({ctx.where})"
                     )
                 data = self.remote.get(file, 0, None)
                 ctx.cache.set_blob("files", file.etag, data)

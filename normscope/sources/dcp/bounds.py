@@ -1,0 +1,159 @@
+"""Bounds on what a DCP `.metadata` may hold, checked before any of it is used.
+
+A pickle is a program: a few KB can describe a structure whose *tree* is exponential (each level
+a list holding the level below twice, through the pickle memo), a nesting a million deep, a cycle,
+or integers of any size. Unpickling such a file is cheap — the memo shares objects — but every
+later walk that treats the graph as a tree (`repr` for an error message, `tuple(...)`, `str`) takes
+exponential time, recurses past Python's limit, or allocates what the numbers say.
+
+`check_graph` walks what the restricted unpickler returned once, iteratively, each object once,
+whatever records it holds (the allowlist in `unpickle.py` decides which records exist; this layer
+does not depend on them), and refuses, naming only counts:
+
+- nesting deeper than `MAX_DEPTH` (real saves: 7 levels, Metadata → state_dict_metadata →
+  TensorStorageMetadata → chunks → ChunkStorageMetadata → offsets → int);
+- a cycle;
+- a tree larger than `TREE_FACTOR` × the file's bytes + `TREE_SLACK` nodes (a node takes at
+  least one byte of pickle unless the memo shares it; real saves share only `torch.Size` tuples
+  between a chunk and its `MetadataIndex`: 1.2-1.6 nodes per byte, measured in tests/test_dcp.py);
+- an integer wider than `MAX_INT_BITS` bits, a string longer than `MAX_STRING`.
+
+`show` formats any value for a message within a fixed budget (reprlib), so a refused value can be
+named without walking it. `check_extents` bounds each chunk's `(offset, length)` by its file and
+by the bytes its shape and dtype can take.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from normscope.errors import SourceError
+
+MAX_DEPTH = 32
+"""Nesting levels a `.metadata` may use (real saves use 7)."""
+TREE_FACTOR = 4
+TREE_SLACK = 4096
+MAX_INT_BITS = 64
+"""Every integer of DCP metadata is a size, an offset or a length: u64 at most."""
+MAX_STRING = 1 << 20
+"""Longest string (a tensor's fully qualified name, a file name): 1 MiB."""
+MAX_DIMS = 64
+"""Dimensions of a tensor shape (torch allows 64)."""
+MAX_VALUE = 1 << 62
+"""Largest shape entry, offset or length accepted (no file or tensor comes near it)."""
+CHUNK_SLACK = 1 << 20
+"""Bytes a chunk's `torch.save` blob may hold beyond its tensor's data (zip headers, pickle,
+alignment: ~1-2 KB in torch 2.13; ZStandard's frame overhead is smaller still)."""
+
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel = 3
+_SHOW.maxlist = _SHOW.maxtuple = _SHOW.maxdict = _SHOW.maxset = 6
+_SHOW.maxstring = _SHOW.maxother = 80
+_SHOW.maxlong = 40
+
+
+def show(value: Any) -> str:
+    """`repr(value)` within a fixed budget: safe on any unpickled value."""
+    try:
+        return _SHOW.repr(value)
+    except Exception:  # a record whose repr fails: name its type only
+        return f"<{type(value).__name__}>"
+
+
+_LEAVES = (int, float, complex, bool, type(None), str, bytes, bytearray)
+
+
+def _children(obj: Any) -> Iterable[Any] | None:
+    """What `obj` refers to, or None for a leaf."""
+    if isinstance(obj, _LEAVES):
+        return None
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return obj
+    if isinstance(obj, dict):
+        return [*obj.keys(), *obj.values()]
+    state = getattr(obj, "__dict__", None)
+    if isinstance(state, dict):  # a record stand-in (see unpickle._Record)
+        return list(state.values())
+    return None  # a stand-in function or a type: refers to nothing the pickle made
+
+
+def _check_leaf(obj: Any, where: str) -> None:
+    if isinstance(obj, int) and obj.bit_length() > MAX_INT_BITS:
+        raise SourceError(
+            f"invalid DCP metadata: an integer of {obj.bit_length()} bits (at most "
+            f"{MAX_INT_BITS}) ({where})"
+        )
+    if isinstance(obj, (str, bytes, bytearray)) and len(obj) > MAX_STRING:
+        raise SourceError(
+            f"invalid DCP metadata: a string of {len(obj)} characters (at most {MAX_STRING}) "
+            f"({where})"
+        )
+
+
+def check_graph(root: Any, raw_bytes: int, where: str) -> None:
+    """Refuse (SourceError) an unpickled `.metadata` that is too deep, cyclic, or whose tree
+    is far larger than its file: see the module doc. Linear in the objects, never recursive."""
+    limit = TREE_FACTOR * raw_bytes + TREE_SLACK
+    sizes: dict[int, int] = {}
+    """Tree size of each finished object, by id (the objects live as long as `root`)."""
+    on_path: set[int] = set()
+    stack: list[tuple[Any, list[Any] | None]] = [(root, None)]
+    while stack:
+        obj, kids = stack[-1]
+        oid = id(obj)
+        if kids is None:
+            if oid in sizes:
+                stack.pop()
+                continue
+            found = _children(obj)
+            if found is None:
+                _check_leaf(obj, where)
+                sizes[oid] = 1
+                stack.pop()
+                continue
+            if len(on_path) >= MAX_DEPTH:
+                raise SourceError(
+                    f"invalid DCP metadata: nested more than {MAX_DEPTH} levels deep ({where})"
+                )
+            kids = list(found)
+            stack[-1] = (obj, kids)
+            on_path.add(oid)
+            for kid in kids:
+                if id(kid) in on_path:
+                    raise SourceError(f"invalid DCP metadata: a structure holds itself ({where})")
+                if id(kid) not in sizes:
+                    stack.append((kid, None))
+            continue
+        stack.pop()
+        on_path.discard(oid)
+        total = 1 + sum(sizes[id(k)] for k in kids)
+        if total > limit:
+            raise SourceError(
+                f"invalid DCP metadata: its structure unfolds to more than {limit} values for "
+                f"a {raw_bytes}-byte file (the pickle refers to the same parts again and again) "
+                f"({where})"
+            )
+        sizes[oid] = total
+
+
+def check_extents(
+    chunks: Iterable[tuple[str, str, int, int, int | None]],
+    file_sizes: Mapping[str, int],
+    where: str,
+) -> None:
+    """Each `(what, file, offset, length, data_bytes)` must lie inside its file and hold at
+    most its data (`data_bytes`: shape x dtype, None for a byte item) plus `CHUNK_SLACK`."""
+    for what, file, offset, length, data_bytes in chunks:
+        size = file_sizes.get(file, 0)
+        if length <= 0 or offset + length > size:
+            raise SourceError(
+                f"invalid DCP metadata: {what} is bytes {offset}..{offset + length} of "
+                f"{file}, which has {size} bytes ({where})"
+            )
+        if data_bytes is not None and length > data_bytes + CHUNK_SLACK:
+            raise SourceError(
+                f"invalid DCP metadata: {what} takes {length} bytes of {file} for "
+                f"{data_bytes} bytes of tensor data ({where})"
+            )

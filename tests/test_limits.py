@@ -1,0 +1,93 @@
+"""Issue 28, item 2: small inputs that asked for gigabytes. Every read has a documented limit
+(`sources.store.MAX_SMALL_FILE`, `MAX_DCP_METADATA`, `MAX_NORM_ELEMENTS`, safetensors'
+100 MB header), refused before the bytes are read; benchmarks/fuzz.py measures the memory."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import llama_config, llama_tensors, write_checkpoint
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from normscope.cli import app
+from normscope.errors import SourceError
+from normscope.sources import open_checkpoint
+from normscope.sources.local import read_small_file
+from normscope.sources.safetensors import _parse_fast, parse_header
+from normscope.sources.store import MAX_SMALL_FILE, ReadCounter
+
+runner = CliRunner()
+
+
+def _sparse(path: Path, size: int, head: bytes = b"{") -> None:
+    """A file of `size` bytes that costs nothing on disk."""
+    with path.open("wb") as handle:
+        handle.write(head)
+        handle.truncate(size)
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json"])
+def test_a_huge_sparse_config_or_index_is_refused_unread(tmp_path: Path, name: str) -> None:
+    """A 6 GiB sparse file once took the process to 23.6 GB: now refused from its size."""
+    folder = write_checkpoint(tmp_path / "m", llama_tensors(), llama_config(), shards=2)
+    _sparse(folder / name, 6 << 30)
+    result = runner.invoke(app, ["scan", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert f"{name} is {6 << 30} bytes, more than normscope reads" in result.stderr
+    assert f"(at most {MAX_SMALL_FILE})" in result.stderr
+
+
+def test_read_small_file_never_reads_past_its_limit(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 101)
+    counter = ReadCounter()
+    with pytest.raises(SourceError, match="is 101 bytes, more than"):
+        read_small_file(path, counter, limit=100)
+    assert counter.metadata_bytes == 0
+    assert read_small_file(path, counter, limit=101) == b"x" * 101
+    assert read_small_file(tmp_path / "none", counter) is None
+
+
+def _header_with_metadata(metadata: bytes) -> bytes:
+    return (
+        b'{"__metadata__":{'
+        + metadata
+        + b'"format":"pt"},"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'
+    )
+
+
+@pytest.mark.parametrize(
+    "filler",
+    [b" " * (4 << 20), b"".join(b'"k%d":"v",' % i for i in range(1 << 18))],
+    ids=["whitespace", "many-keys"],
+)
+def test_a_big_metadata_skips_the_regex_and_matches_safetensors(
+    tmp_path: Path, filler: bytes
+) -> None:
+    """4 MB of whitespace (or of keys) inside `__metadata__`: the fast path's regex used to keep
+    a backtracking frame per character (32 MB: 4.5 GB, 95 MB: MemoryError). It now looks at the
+    first 64 KiB only and leaves the rest to the general path, which gives safetensors' answer."""
+    raw = _header_with_metadata(filler)
+    assert _parse_fast(raw, "x", 16) is None
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + np.ones(4, np.float32).tobytes())
+    header = parse_header(raw, "x", path.stat().st_size)
+    with safe_open(path, "np") as f:
+        assert header.metadata == f.metadata()
+        assert list(header.tensors) == list(f.keys())
+    checkpoint = open_checkpoint(path)
+    assert np.array_equal(
+        np.frombuffer(checkpoint.read([checkpoint.tensors["w"]])["w"], np.float32), np.ones(4)
+    )
+
+
+def test_a_small_metadata_still_takes_the_fast_path() -> None:
+    raw = _header_with_metadata(b"")
+    fast = _parse_fast(raw, "x", 16)
+    assert fast is not None and fast[1] == {"format": "pt"}
+    assert json.loads(raw)["__metadata__"] == fast[1]
