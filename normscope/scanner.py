@@ -106,11 +106,14 @@ def analyze_checkpoint(
     """Classify, read and measure the norms of an opened checkpoint."""
     started = time.perf_counter() if started is None else started
     warnings = list(checkpoint.warnings)
+    opened = len(checkpoint.warnings)
     cls = classify(
         checkpoint.tensors, checkpoint.config, options.parametrization, rules=options.rules
     )
     warnings.extend(cls.warnings)
     measured = _measure_norms(checkpoint, cls.norms, options.thresholds, warnings)
+    # What the store said while reading the norms (a corrupt cache entry fetched again).
+    warnings.extend(checkpoint.warnings[opened:])
     if not measured.stats:
         raise ArchError(
             f"none of the {len(cls.norms)} norm tensors could be decoded ({checkpoint.source})"

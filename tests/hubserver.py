@@ -132,6 +132,9 @@ class Fault:
     stall: float = 0.0
     """With break_after: after that many bytes, send nothing for this many seconds (or until
     the server stops), then close."""
+    trickle: float = 0.0
+    """With break_after: after that many bytes, send the rest one byte every this many seconds
+    (a body that never stalls long enough for a read timeout)."""
     override: dict[str, str] = field(default_factory=dict)
     """Headers to send instead of the true ones (a wrong ETag, Content-Range, X-Repo-Commit)."""
     ignore_range: bool = False
@@ -429,7 +432,20 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             written = 0
             if not head and body:
-                if break_after is not None and break_after < len(body):
+                if fault is not None and fault.trickle and break_after is not None:
+                    self.wfile.write(body[:break_after])
+                    written = break_after
+                    try:
+                        for i in range(break_after, len(body)):
+                            if hub.stopping.wait(fault.trickle):
+                                break
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                            written += 1
+                    except (BrokenPipeError, ConnectionResetError, OSError):
+                        pass
+                    self.close_connection = True
+                elif break_after is not None and break_after < len(body):
                     self.wfile.write(body[:break_after])
                     self.wfile.flush()
                     written = break_after
@@ -549,7 +565,8 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                 self._error(404, "", "Not Found", head)
                 return
             body = json.dumps(data).encode()
-            self._send(200, body, {"Content-Type": "application/json"}, head)
+            brk = self.fault.break_after if self.fault is not None else None
+            self._send(200, body, {"Content-Type": "application/json"}, head, brk, self.fault)
 
         def _resolve(
             self, repo_id: str, revision: str, path: str, head: bool, brk: int | None

@@ -228,3 +228,31 @@ def test_the_layouts_stay_within_their_budget(
     remaining = list(folder.glob("*/*"))
     assert len(remaining) == 1 and remaining != [entry]
     assert _hit(second) and not _hit(first)
+
+
+def test_an_edited_entry_with_the_stats_unchanged_is_dropped_and_said(tmp_path: Path) -> None:
+    """Issue 28: an entry edited in place (another `model_type`, a norm pointed at another
+    tensor's bytes), the checkpoint's stats untouched, was trusted: silently wrong reports. Its
+    digest no longer matches: dropped, said once, the checkpoint parsed again."""
+    import msgspec
+
+    from normscope.sources.store import CACHE_MAGIC, CORRUPT_CACHE
+
+    path = _ckpt(tmp_path)
+    first = open_checkpoint(path)
+    entry = next(p for p in (headercache.cache_root() / "layouts").rglob("*") if p.is_file())
+    raw = entry.read_bytes()
+    head = len(CACHE_MAGIC) + 32
+    assert raw.startswith(CACHE_MAGIC)
+    doc = msgspec.msgpack.decode(raw[head:])
+    doc["config"]["model_type"] = "gemma"
+    tensors = doc["shards"][0]["tensors"]
+    tensors[0][3], tensors[1][3] = tensors[1][3], tensors[0][3]  # swap two tensors' starts
+    tensors[0][4], tensors[1][4] = tensors[1][4], tensors[0][4]
+    entry.write_bytes(raw[:head] + msgspec.msgpack.encode(doc))  # the old digest kept
+    again = open_checkpoint(path)
+    assert again.config == first.config and again.config["model_type"] == "llama"
+    assert again.tensors == first.tensors
+    assert again.counter.bytes_read > 0  # parsed again
+    assert sum(w.startswith(CORRUPT_CACHE) for w in again.warnings) == 1
+    assert _hit(path)  # rewritten intact

@@ -42,6 +42,7 @@ from normscope.sources.hub import (
 )
 from normscope.sources.hub import reader as hubreader
 from normscope.sources.hub import retry as hubremote
+from normscope.sources.store import read_cache_file
 
 runner = CliRunner()
 DS, LLAMA = "org/deepseek-mini", "org/llama-mini"
@@ -618,7 +619,9 @@ def test_cache_writes_are_atomic_and_keyed_by_commit_and_etag(hub: FakeHub) -> N
     root = Path(os.environ["NORMSCOPE_CACHE"])
     folder = root / "models--org--deepseek-mini"
     commit = hub.repos[DS].branches["main"]
-    assert (folder / "refs" / "main").read_text() == commit
+    warnings: list[str] = []
+    assert read_cache_file(folder / "refs" / "main", warnings) == commit.encode()
+    assert warnings == []
     assert (folder / "manifests" / f"{commit}.json").is_file()
     blobs = hub.repos[DS].commits[commit]
     headers = {p.name for p in (folder / "headers").iterdir()}
@@ -667,7 +670,9 @@ def test_invalid_token(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("where", ["GET hub:/api/", "GET cdn:/blobs/"])
-def test_rate_limited(hub: FakeHub, where: str) -> None:
+def test_rate_limited(hub: FakeHub, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reset beyond the deadline is reported at once (within it, it is waited: below)."""
+    monkeypatch.setenv("NORMSCOPE_HUB_TIMEOUT", "0.9")
     hub.rate_limit(where)
     line = assert_clean_failure(invoke("scan", LLAMA), "rate-limited", "retry in about 1 s")
     assert "429" in line
@@ -916,7 +921,8 @@ def test_a_server_error_always_is_one_line_and_caches_nothing(hub: FakeHub, stat
     assert cache_files() == []
 
 
-def test_429_with_retry_after(hub: FakeHub) -> None:
+def test_429_with_retry_after(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NORMSCOPE_HUB_TIMEOUT", "5")
     hub.fail("GET cdn:/blobs/", 429, headers={"Retry-After": "7"})
     result = invoke("scan", LLAMA)
     assert result.exit_code == 2

@@ -134,7 +134,7 @@ def _open_local(store: LocalStore, source: str) -> Checkpoint:
     except OSError:
         files = None
     if files is not None:
-        hit = headercache.load(directory, only, source, files)
+        hit = headercache.load(directory, only, source, files, store.warnings)
         if hit is not None:
             config, shards, warnings = hit
             store.warnings.extend(warnings)

@@ -15,8 +15,10 @@ set back) moves the ctime, which no unprivileged call can set. The one gap is th
 clock's granularity: a file written in the same clock tick as the stat could keep its times (the
 "racy git" problem), so a layout holding a file changed less than `RACY_SECONDS` before the
 stat is not cached. Stats taken before reading also mean a file changed while it was being read
-is recorded with its old times, so the entry can never match again. Anything unexpected in an
-entry (corrupt, truncated, another version's format) is a miss: the checkpoint is parsed again.
+is recorded with its old times, so the entry can never match again. Every entry carries the
+SHA-256 of its content (`store.write_cache_file`): an entry changed on disk since (a flipped bit,
+an edit that keeps the checkpoint's stats) is dropped, said once, and the checkpoint parsed
+again; anything else unexpected (another version's format) is a quiet miss.
 Writes are atomic (a temporary file, then `os.replace`) and best-effort (a cache that cannot be
 written is a warning, never an error). `NORMSCOPE_NO_CACHE=1` (or `--no-cache`) turns it off.
 """
@@ -34,7 +36,7 @@ import msgspec
 
 from normscope.schema import TensorRef
 from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader
-from normscope.sources.store import cache_root, write_cache_file
+from normscope.sources.store import cache_root, read_cache_file, write_cache_file
 from normscope.version import __version__
 
 FORMAT = 3
@@ -125,13 +127,16 @@ def _entry_path(directory: Path, only: str | None) -> Path:
 
 
 def load(
-    directory: Path, only: str | None, source: str, files: dict[str, Stat]
+    directory: Path, only: str | None, source: str, files: dict[str, Stat], warnings: list[str]
 ) -> tuple[Any, list[ShardHeader], list[str]] | None:
-    """(config, shard headers, warnings) cached for exactly these `files`; None: a miss."""
+    """(config, shard headers, warnings) cached for exactly these `files`; None: a miss. An
+    entry whose digest fails is dropped and said in `warnings` (`store.read_cache_file`)."""
+    data = read_cache_file(_entry_path(directory, only), warnings)
+    if data is None:
+        return None
     try:
-        data = _entry_path(directory, only).read_bytes()
         entry = _DECODER.decode(data)
-    except (OSError, msgspec.DecodeError, ValueError, TypeError):
+    except (msgspec.DecodeError, ValueError, TypeError):
         return None
     if (
         entry.format != FORMAT

@@ -50,6 +50,7 @@ from normscope.sources.store import (
     ReadCounter,
     Span,
     cache_root,
+    read_cache_file,
     write_cache_file,
 )
 
@@ -319,7 +320,7 @@ class ObjectStore:
     def _header(self, info: ObjectInfo, sizer: HeaderSizer) -> bytes:
         shard = self.path(info.name)
         cache = _cache_path(shard, info.etag)
-        raw = _read_cached(cache) if cache is not None else None
+        raw = read_cache_file(cache, self.warnings) if cache is not None else None
         fetched = 0
         if raw is None or not whole_header(raw, info.size):
             if info.size < 8:
@@ -341,13 +342,6 @@ def _cache_path(url: str, etag: str) -> Path | None:
         return None
     digest = hashlib.sha256(f"{url}\0{etag}".encode()).hexdigest()
     return cache_root() / "objects" / digest[:2] / digest
-
-
-def _read_cached(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
 
 
 def _write_cached(path: Path, data: bytes, warnings: list[str]) -> None:

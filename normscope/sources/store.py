@@ -10,6 +10,7 @@ is checked once, in `layout.py`, over this interface.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -212,18 +213,55 @@ def cache_root() -> Path:
     return hf_cache_folder("assets") / "normscope"
 
 
-def write_cache_file(path: Path, data: bytes) -> None:
+CACHE_MAGIC = b"normscope cache\x01"
+"""The first 16 bytes of every cache entry, then the SHA-256 of its content, then the content."""
+_DIGEST = hashlib.sha256().digest_size
+CORRUPT_CACHE = "a corrupt entry of the normscope cache was dropped and read again from the source"
+
+
+def write_cache_file(path: Path, data: bytes, *, digest: bool = True) -> None:
     """Write one file of normscope's cache atomically: a temporary file beside it, then
     `os.replace`, so a reader sees the old file or the new one, never half of one. The folder is
     created; on failure the temporary file is removed and the OSError raised (each cache decides
-    how to say it: caches are best-effort, never an error)."""
+    how to say it: caches are best-effort, never an error).
+
+    With `digest` (every entry; not CACHEDIR.TAG, whose first line is a standard), the content
+    is framed by `CACHE_MAGIC` and its SHA-256, which `read_cache_file` checks."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            if digest:
+                handle.write(CACHE_MAGIC + hashlib.sha256(data).digest())
             handle.write(data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def read_cache_file(path: Path, warnings: list[str]) -> bytes | None:
+    """The content of a cache entry that `write_cache_file` wrote, if it is intact; None when
+    there is none. An entry whose digest does not match (a flipped bit, an edit, a torn or
+    foreign file) is deleted and reads as a miss, so the caller fetches it again; the first
+    such entry of a run is said once in `warnings`, with the way to empty the cache."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    head = len(CACHE_MAGIC) + _DIGEST
+    body = memoryview(raw)[head:]
+    if (
+        raw[: len(CACHE_MAGIC)] == CACHE_MAGIC
+        and hashlib.sha256(body).digest() == raw[len(CACHE_MAGIC) : head]
+    ):
+        return bytes(body)
+    with contextlib.suppress(OSError):
+        path.unlink()
+    if not any(w.startswith(CORRUPT_CACHE) for w in warnings):
+        warnings.append(
+            f"{CORRUPT_CACHE} ({path}); if it happens again, check the disk, or empty the cache "
+            "with `normscope cache --clear`"
+        )
+    return None

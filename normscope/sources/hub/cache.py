@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from normscope.sources.hub.spec import COMMIT, HubFile
 from normscope.sources.jsonload import load_json
-from normscope.sources.store import cache_root, write_cache_file
+from normscope.sources.store import cache_root, read_cache_file, write_cache_file
 
 _SAFE_KEY = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]{0,127}")
 
@@ -114,6 +114,7 @@ class HubCache:
                     self.root / "CACHEDIR.TAG",
                     b"Signature: 8a477f597d28d172789f06886806bc55\n"
                     b"# normscope cache of Hub headers and norm bytes: `normscope cache --clear`\n",
+                    digest=False,
                 )
             write_cache_file(path, data)
             return True
@@ -131,10 +132,8 @@ class HubCache:
         with self._lock:
             if self._staged is not None and path in self._staged:
                 return self._staged[path]
-        try:
-            return path.read_bytes()
-        except OSError:
-            return None
+        with self._lock:  # the warnings list is shared by the reading threads
+            return read_cache_file(path, self._warnings)
 
     def ref(self, revision: str) -> tuple[str, float] | None:
         path = self.dir / "refs" / _ref_file(revision)
@@ -176,6 +175,10 @@ class HubCache:
                 if m:
                     out.append((int(m.group(1)), int(m.group(2)), path))
         return out
+
+    def range_bytes(self, path: Path) -> bytes | None:
+        """The content of one `ranges` entry, checked (see `read_cache_file`)."""
+        return self._get(path)
 
     def set_range(self, etag: str, start: int, data: bytes) -> None:
         if etag:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from normscope.errors import SourceError
+from normscope.sources.hub.cache import HubCache
 from normscope.sources.hub.remote import Remote, RepoContext, staged_writes
 from normscope.sources.hub.spec import HubFile
 from normscope.sources.local import pread_spans, read_header, read_small_file
@@ -112,7 +113,8 @@ class HubStore:
                         f"{file.name} is {file.size} bytes, more than normscope reads of a "
                         f"metadata file (at most {MAX_SMALL_FILE}) ({ctx.where})"
                     )
-                data = self.remote.get(file, 0, None)
+                with self.remote.whole_read():
+                    data = self.remote.get(file, 0, None)
                 ctx.cache.set_blob("files", file.etag, data)
         self.counter.metadata_bytes += len(data)
         return data
@@ -123,10 +125,11 @@ class HubStore:
         remote = [f for f in files if self.ctx.hf_cached(f.name) is None]
         progress = self._progress("Reading shard headers", len(remote))
         try:
-            raws = parallel(
-                [functools.partial(self._header, f, sizer, progress) for f in files],
-                MAX_IN_FLIGHT,
-            )
+            with self.remote.whole_read():
+                raws = parallel(
+                    [functools.partial(self._header, f, sizer, progress) for f in files],
+                    MAX_IN_FLIGHT,
+                )
         finally:
             progress.close()
         self._header_bytes = sum(len(r) for r in raws)
@@ -136,7 +139,7 @@ class HubStore:
     def read(self, spans: Mapping[str, Sequence[Span]]) -> dict[tuple[str, int, int], bytes]:
         """The spans, from the caches or the Hub; what is fetched is cached only if all of it
         arrives, and nothing more of this scan is cached after a `HubMismatch`."""
-        with staged_writes(self.ctx.cache):
+        with staged_writes(self.ctx.cache), self.remote.whole_read():
             return self._read(spans)
 
     def _read(self, spans: Mapping[str, Sequence[Span]]) -> dict[tuple[str, int, int], bytes]:
@@ -151,7 +154,7 @@ class HubStore:
                 continue
             cached = ctx.cache.ranges(file.etag)
             for span in shard_spans:
-                data = _from_ranges(cached, span)
+                data = _from_ranges(ctx.cache, cached, span)
                 if data is None:
                     missing.setdefault(shard, []).append(span)
                 else:
@@ -231,15 +234,13 @@ class HubStore:
         return raw
 
 
-def _from_ranges(cached: list[tuple[int, int, Path]], span: Span) -> bytes | None:
+def _from_ranges(cache: HubCache, cached: list[tuple[int, int, Path]], span: Span) -> bytes | None:
+    """The span from a cached range that covers it (read whole, to check its digest)."""
     start_wanted, end_wanted = span
     for start, end, path in cached:
         if start <= start_wanted and end_wanted <= end:
-            try:
-                with open(path, "rb") as handle:
-                    handle.seek(start_wanted - start)
-                    data = handle.read(end_wanted - start_wanted)
-            except OSError:
+            data = cache.range_bytes(path)
+            if data is None or len(data) != end - start:
                 return None
-            return data if len(data) == end_wanted - start_wanted else None
+            return data[start_wanted - start : end_wanted - start]
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,10 @@ from normscope.sources.hub.retry import (
     RetryStatus,
     hub_timeout,
     quiet_hub_logging,
+    watchdog,
 )
 from normscope.sources.hub.spec import HubFile
-from normscope.sources.store import ReadCounter
+from normscope.sources.store import CORRUPT_CACHE, ReadCounter
 
 _EXPIRED = (400, 401, 403, 404, 410)
 _ETAG = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -55,7 +57,10 @@ class RepoContext:
         return f"{self.repo_id}@{self.revision}"
 
     def not_cached(self, what: str, also: str = "") -> SourceError:
-        """The error for data the caches lack while offline."""
+        """The error for data the caches lack while offline (and why, if an entry was corrupt)."""
+        corrupt = next((w for w in self.warnings if w.startswith(CORRUPT_CACHE)), None)
+        if corrupt is not None:
+            also += f"; {corrupt}"
         return SourceError(
             f"offline (HF_HUB_OFFLINE=1) and {what} is not cached ({self.where}){also}",
             hint=f"run once online to cache its headers and norms, or download the model with "
@@ -101,9 +106,28 @@ class Remote:
     def __init__(self, ctx: RepoContext) -> None:
         self.ctx = ctx
         self.lock = threading.Lock()
+        self._until: float | None = None
+        """The deadline of the read in progress (`whole_read`), shared by its requests."""
         self._headers: dict[str, str] | None = None
         self._locations: dict[tuple[str, str], str] = {}
         """Where each file's `/resolve/` redirected, by (name, etag): the CDN URL, checked."""
+
+    @contextlib.contextmanager
+    def whole_read(self) -> Iterator[None]:
+        """Every request made in the block (from any thread) ends within one `hub_timeout()`
+        from now: the deadline is for the whole read (the shard headers, the norm ranges), not
+        for each of its requests. Nested blocks keep the outer deadline."""
+        if self._until is not None:
+            yield
+            return
+        self._until = time.monotonic() + hub_timeout()
+        try:
+            yield
+        finally:
+            self._until = None
+
+    def _attempts(self) -> Attempts:
+        return Attempts(hub_timeout(), self._until)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -129,16 +153,21 @@ class Remote:
 
         url = f"{constants.ENDPOINT}/{path}"
         what = "the repo's file list"
-        attempts = Attempts(hub_timeout())
+        attempts = self._attempts()
         with quiet_hub_logging():
             while True:
                 try:
-                    response = get_session().get(
-                        url,
-                        headers=self.headers,
-                        params=params,
-                        timeout=attempts.io_timeout(constants.HF_HUB_ETAG_TIMEOUT),
-                    )
+                    with (
+                        get_session().stream(
+                            "GET",
+                            url,
+                            headers=self.headers,
+                            params=params,
+                            timeout=attempts.io_timeout(constants.HF_HUB_ETAG_TIMEOUT),
+                        ) as response,
+                        watchdog(response, attempts.deadline),
+                    ):
+                        response.read()
                 except httpx.TransportError as exc:
                     if isinstance(exc, httpx.ConnectError):
                         close_session()
@@ -171,7 +200,7 @@ class Remote:
 
         expected = (end if end is not None else file.size) - start
         buf = bytearray()
-        attempts = Attempts(hub_timeout())
+        attempts = self._attempts()
         retried_resolve = False
         key = (file.name, file.etag)
         with quiet_hub_logging():
@@ -188,12 +217,15 @@ class Remote:
                     headers["Range"] = f"bytes={position}-{start + expected - 1}"
                     headers["Accept-Encoding"] = "identity"  # CDNs may ignore Range on gzip
                 try:
-                    with get_session().stream(
-                        "GET",
-                        url,
-                        headers=headers,
-                        timeout=attempts.io_timeout(constants.HF_HUB_DOWNLOAD_TIMEOUT),
-                    ) as response:
+                    with (
+                        get_session().stream(
+                            "GET",
+                            url,
+                            headers=headers,
+                            timeout=attempts.io_timeout(constants.HF_HUB_DOWNLOAD_TIMEOUT),
+                        ) as response,
+                        watchdog(response, attempts.deadline),
+                    ):
                         try:
                             if response.status_code in RETRY_STATUS:
                                 response.read()
@@ -389,8 +421,18 @@ def _status(exc: Exception) -> int | None:
 
 
 def _retry_after(response: Any) -> float | None:
-    """Seconds from a `Retry-After: <seconds>` header (an HTTP date is not honoured)."""
-    value = getattr(response, "headers", {}).get("Retry-After", "").strip()
+    """The seconds the server asks to wait, as huggingface_hub's `http_backoff` reads them: a
+    429's RateLimit reset when no request remains, else `Retry-After: <seconds>` (an HTTP date
+    is not honoured); None: the usual backoff."""
+    headers = getattr(response, "headers", {})
+    if getattr(response, "status_code", None) == 429:
+        with contextlib.suppress(Exception):
+            from huggingface_hub.utils import parse_ratelimit_headers
+
+            info = parse_ratelimit_headers(headers)
+            if info is not None and info.remaining == 0:
+                return float(info.reset_in_seconds)
+    value = headers.get("Retry-After", "").strip()
     return float(value) if value.isdigit() and len(value) <= 6 else None
 
 

@@ -1,7 +1,10 @@
 """How long and how often a Hub request is tried, and how quietly.
 
-Each request gets at most `RETRIES` retries (5xx, 408, a broken body resumed where it broke), all
-within one deadline (`NORMSCOPE_HUB_TIMEOUT`, 60 s), every attempt counted in `io.requests`.
+Each request gets at most `RETRIES` retries (5xx, 408, 429 after the server's delay, a broken
+body resumed where it broke), all within one deadline (`NORMSCOPE_HUB_TIMEOUT`, 60 s) that holds
+for the whole read — every request of a phase (the shard headers, the norm bytes) shares it, and
+a watchdog closes a connection whose body is still coming when it passes — every attempt counted
+in `io.requests`.
 huggingface_hub's own log lines are silenced meanwhile unless the user asked for them
 (`set_verbose`, `NORMSCOPE_VERBOSE`): normscope says what failed in its own one line.
 """
@@ -12,6 +15,7 @@ import contextlib
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,9 +26,11 @@ from normscope.errors import SourceError
 RETRIES = 5
 """Retries of a failed request (huggingface_hub's default), waiting RETRY_WAIT, doubled up to 8x."""
 RETRY_WAIT = 1.0
-# Statuses retried. 429 is not: a rate limit is reported at once with its reset time rather than
-# waited out silently for minutes.
-RETRY_STATUS = (408, 500, 502, 503, 504)
+# Statuses retried (huggingface_hub's `_DEFAULT_RETRY_ON_STATUS_CODES`). A 429 waits what the
+# server asks (RateLimit reset when nothing remains, else Retry-After), as huggingface_hub's
+# `http_backoff` does, but only when that wait ends within the deadline: else it is reported at
+# once with its reset time rather than waited out silently for minutes.
+RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 TIMEOUT_ENV = "NORMSCOPE_HUB_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0
 """Seconds one request may take in all, retries and resumed transfers included."""
@@ -101,11 +107,14 @@ def quiet_hub_logging() -> Iterator[None]:
 
 
 class Attempts:
-    """The tries of one request: at most RETRIES retries, all within one deadline."""
+    """The tries of one request: at most RETRIES retries, all within one deadline (`until`, the
+    deadline of the whole read it belongs to, when sooner than `timeout` from now)."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, until: float | None = None) -> None:
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
+        if until is not None:
+            self.deadline = min(self.deadline, until)
         self.failures = 0
 
     def io_timeout(self, per_operation: float) -> float:
@@ -127,6 +136,32 @@ class Attempts:
             return False
         time.sleep(wait)
         return True
+
+
+@contextlib.contextmanager
+def watchdog(response: Any, deadline: float) -> Iterator[None]:
+    """Shut the socket under `response` down when `deadline` passes, so that a body trickling
+    in, or stalled between two reads, cannot outlive the deadline by a read timeout (httpx's
+    timeouts bound each read, not the whole body). The read then fails as a broken transfer."""
+    stream = getattr(response, "extensions", {}).get("network_stream")
+    sock = None
+    with contextlib.suppress(Exception):
+        sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is None:
+        yield
+        return
+
+    def cut() -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 class RetryStatus(Exception):
