@@ -7,6 +7,7 @@ error (exit 2) before anything large is built or read.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import pickle
 import shutil
@@ -31,7 +32,15 @@ NORM = "norm.weight"
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Save]]:
-    with process_group(tmp_path_factory.mktemp("pg")):
+    import torch.distributed as dist
+
+    # test_dcp.py's session-wide group, if it is up; else one for this module.
+    group = (
+        contextlib.nullcontext()
+        if dist.is_initialized()
+        else process_group(tmp_path_factory.mktemp("pg"))
+    )
+    with group:
         yield {
             "titan": write_torchtitan(tmp_path_factory.mktemp("titan") / "step-10"),
             "megatron": write_megatron(tmp_path_factory.mktemp("mcore") / "iter_0000100"),
