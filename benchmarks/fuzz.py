@@ -2,6 +2,13 @@
 
     python benchmarks/fuzz.py                    # 120,000 cases, every CPU
     python benchmarks/fuzz.py --cases 5000 --jobs 2 --seed 1
+    python benchmarks/fuzz.py --worst            # the crafted worst inputs: peak memory, time
+
+`--worst` (issue 28) builds inputs the mutations do not reach — DCP metadata whose pickle memo
+unfolds exponentially, 10^6 nested lists, chunks that all point at one blob, a zip bomb in
+Megatron's common state, megabytes inside `__metadata__`, a sparse 6 GiB config.json — scans each
+in a fresh process and checks the bound: no input under 10 MB on disk may take more than 512 MB
+(peak RSS above the process after its imports) or 10 s.
 
 Seeds are the committed fixtures (one checkpoint per architecture family, sharded ones with an
 index). Each case copies one seed and applies 1-3 mutations: the 8-byte length prefix, header
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import io
 import json
 import multiprocessing
@@ -306,6 +314,285 @@ def run_case(args: tuple[int, int]) -> tuple[str, str, int, float]:
             signal.alarm(0)
 
 
+# --- the worst inputs (issue 28): crafted, each under 10 MB on disk ------------------------------
+
+WORST_MB = 512
+WORST_S = 10.0
+"""The bound issue 28 sets: no input of under 10 MB may take more than 512 MB or 10 s."""
+
+
+def _titan(folder: Path) -> Any:
+    """A torchtitan DCP save (tests/dcp_fixtures.py, torch's own `dcp.save`) and torch's reading
+    of its metadata, for the DCP cases to edit."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import torch.distributed as dist
+    from dcp_fixtures import process_group, torch_metadata, write_torchtitan
+
+    if not dist.is_initialized():
+        with process_group(folder.parent / "pg"):
+            write_torchtitan(folder)
+    else:
+        write_torchtitan(folder)
+    return torch_metadata(folder)
+
+
+def _doubling(levels: int) -> Any:
+    value: Any = [0]
+    for _ in range(levels):
+        value = [value, value]
+    return value
+
+
+def _worst_dcp_doubling(folder: Path) -> Path:
+    md = _titan(folder)
+    md.state_dict_metadata["norm.weight"].size = _doubling(24)
+    (folder / ".metadata").write_bytes(__import__("pickle").dumps(md))
+    return folder
+
+
+def _worst_dcp_nested(folder: Path) -> Path:
+    import pickle
+
+    md = _titan(folder)
+    marker = "@@MARK@@"
+    md.state_dict_metadata["norm.weight"].size = marker
+    raw = pickle.dumps(md, protocol=4)
+    n = 10**6
+    raw = raw.replace(b"\x8c\x08" + marker.encode(), b"]" * n + b"a" * (n - 1))
+    (folder / ".metadata").write_bytes(raw)
+    return folder
+
+
+def _worst_dcp_one_blob(folder: Path) -> Path:
+    """64 chunks of 2**20 elements, all pointing at one 2 MB blob: a 2**26-element norm."""
+    import pickle
+
+    import torch
+    from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex
+
+    md = _titan(folder)
+    blob = io.BytesIO()
+    piece = 1 << 20
+    torch.save(torch.ones(piece, dtype=torch.bfloat16), blob)
+    distcp = folder / "__0_0.distcp"
+    offset = distcp.stat().st_size
+    with distcp.open("ab") as handle:
+        handle.write(blob.getvalue())
+    name = "norm.weight"
+    template = next(v for k, v in md.storage_data.items() if k.fqn == name)
+    for key in [k for k in md.storage_data if k.fqn == name]:
+        del md.storage_data[key]
+    item = md.state_dict_metadata[name]
+    item.size = torch.Size([64 * piece])
+    item.chunks = []
+    for i in range(64):
+        offsets = torch.Size([i * piece])
+        item.chunks.append(ChunkStorageMetadata(offsets=offsets, sizes=torch.Size([piece])))
+        info = type(template)(template.relative_path, offset, len(blob.getvalue()))
+        md.storage_data[MetadataIndex(name, offsets)] = info
+    (folder / ".metadata").write_bytes(pickle.dumps(md))
+    return folder
+
+
+def _worst_dcp_pickle_objects(folder: Path) -> Path:
+    """9.5 MB of EMPTY_DICT opcodes in `.metadata`: the most objects a byte of pickle makes."""
+    _titan(folder)
+    (folder / ".metadata").write_bytes(b"\x80\x04" + b"}" * (9_500_000) + b".")
+    return folder
+
+
+def _worst_dcp_pickle_at_limit(folder: Path) -> Path:
+    """9.5 MB of `.metadata`: as many empty dicts in one list as the pickle check lets through
+    (`bounds.check_pickle_bytes`), padded with NONE+POP."""
+    from normscope.sources.dcp.bounds import PICKLE_FACTOR, PICKLE_SLACK
+
+    _titan(folder)
+    size = 9_500_000
+    dicts = (PICKLE_FACTOR * size + PICKLE_SLACK) // 64 - 1
+    dicts -= (size - dicts - 6) % 2  # an even padding: the list stays on top of the stack
+    body = b"\x80\x04](" + b"}" * dicts + b"e"
+    pad = size - len(body) - 1
+    (folder / ".metadata").write_bytes(body + b"N0" * (pad // 2) + b".")
+    return folder
+
+
+def _worst_common_bomb(folder: Path) -> Path:
+    """Megatron's common state item: a 3 MB deflated zip that inflates to 3 GB."""
+    import pickle
+    import zipfile
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import torch.distributed as dist
+    from dcp_fixtures import process_group, torch_metadata, write_megatron
+
+    if not dist.is_initialized():
+        with process_group(folder.parent / "pg"):
+            write_megatron(folder)
+    else:
+        write_megatron(folder)
+    md = torch_metadata(folder)
+    key = next(k for k in md.storage_data if k.fqn.startswith("common_state/"))
+    info = md.storage_data[key]
+    bomb = io.BytesIO()
+    chunk = b"\0" * (1 << 24)
+    with (
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
+        archive.open("archive/data.pkl", "w", force_zip64=True) as member,
+    ):
+        for _ in range(192):  # 3 GiB of zeros
+            member.write(chunk)
+    data = bomb.getvalue()
+    path = folder / info.relative_path
+    offset = path.stat().st_size
+    with path.open("ab") as handle:
+        handle.write(data)
+    info.offset, info.length = offset, len(data)
+    (folder / ".metadata").write_bytes(pickle.dumps(md))
+    return folder
+
+
+def _safetensors(folder: Path, metadata: bytes) -> Path:
+    header = (
+        b'{"__metadata__":{' + metadata + b'"format":"pt"},'
+        b'"model.norm.weight":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'
+    )
+    path = folder / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+    return path
+
+
+def _worst_metadata_whitespace(folder: Path) -> Path:
+    return _safetensors(folder, b" " * 9_500_000)
+
+
+def _worst_metadata_keys(folder: Path) -> Path:
+    return _safetensors(folder, b"".join(b'"k%d":"",' % i for i in range(800_000)))
+
+
+def _worst_header_objects(folder: Path) -> Path:
+    """A 9.5 MB header whose one odd key holds 3.1 million empty objects."""
+    body = b"[" + b"{}," * 3_150_000 + b"{}]"
+    header = (
+        b'{"model.norm.weight":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"x":' + body + b"}"
+    )
+    path = folder / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 16)
+    return path
+
+
+def _worst_sparse_config(folder: Path) -> Path:
+    seed = ROOT / "fixtures" / "llama-trained"
+    for p in seed.iterdir():
+        if p.is_file():
+            shutil.copyfile(p, folder / p.name)
+    with (folder / "config.json").open("wb") as handle:
+        handle.write(b"{")
+        handle.truncate(6 << 30)
+    return folder
+
+
+def _worst_index(folder: Path) -> Path:
+    """An index naming 150,000 tensors the shard does not hold."""
+    seed = ROOT / "fixtures" / "llama-trained"
+    for p in seed.iterdir():
+        if p.is_file():
+            shutil.copyfile(p, folder / p.name)
+    weight_map = {
+        f"model.layers.{i}.mlp.up_proj.weight": "model.safetensors" for i in range(200_000)
+    }
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return folder
+
+
+WORST = {
+    "dcp: size as a 24-level memo doubling": _worst_dcp_doubling,
+    "dcp: size as 10^6 nested lists": _worst_dcp_nested,
+    "dcp: 64 chunks on one 2 MB blob (2^26-element norm)": _worst_dcp_one_blob,
+    "dcp: .metadata of 9.5 MB of EMPTY_DICT opcodes": _worst_dcp_pickle_objects,
+    "dcp: .metadata of empty dicts, as many as the pickle check lets through": _worst_dcp_pickle_at_limit,
+    "dcp: common state zip bomb (3 GiB inflated)": _worst_common_bomb,
+    "safetensors: 9.5 MB of whitespace in __metadata__": _worst_metadata_whitespace,
+    "safetensors: 800k keys in __metadata__": _worst_metadata_keys,
+    "safetensors: 3.1M empty objects in the header": _worst_header_objects,
+    "config.json: 6 GiB sparse": _worst_sparse_config,
+    "index: 150k tensors": _worst_index,
+}
+
+
+def _on_disk(path: Path) -> tuple[int, int]:
+    """(apparent bytes, allocated bytes) of a file or folder."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    stats = [p.stat() for p in files]
+    return sum(s.st_size for s in stats), sum(s.st_blocks * 512 for s in stats)
+
+
+def _worst_child(target: str, out: Any) -> None:
+    import normscope
+    from normscope.errors import NormscopeError
+
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+    base = _rss_mb()
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    started = time.perf_counter()
+    signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(120)
+    try:
+        normscope.scan(target)
+        outcome = "report"
+    except NormscopeError as exc:
+        outcome = f"error: {str(exc)[:70]}"
+    except BaseException as exc:
+        outcome = f"CRASH {_signature(exc)}"
+    seconds = time.perf_counter() - started
+    out.send((outcome, _hwm_mb(), base, seconds))
+
+
+def _rss_mb() -> int:
+    m = re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text())
+    return int(m.group(1)) // 1024 if m else 0
+
+
+def run_worst(only: str | None = None) -> int:
+    """Build each worst input, scan it in a fresh process (imports done first), print its size,
+    outcome, peak RSS and time; exit 1 if one under 10 MB takes more than 512 MB or 10 s."""
+    ctx = multiprocessing.get_context("fork")
+    import torch  # noqa: F401  (DCP sources import it: outside the measurement)
+
+    import normscope.render.scan
+    import normscope.scanner  # noqa: F401
+
+    over = 0
+    print("| input | on disk (apparent) | outcome | peak RSS | of which the case | seconds |")
+    print("|---|--:|---|--:|--:|--:|")
+    for label, build in WORST.items():
+        if only and only not in label:
+            continue
+        with tempfile.TemporaryDirectory(prefix="worst-") as tmp:
+            folder = Path(tmp) / "case" / "step-10"
+            folder.mkdir(parents=True)
+            target = build(folder)
+            apparent, allocated = _on_disk(target)
+            here, there = ctx.Pipe()
+            child = ctx.Process(target=_worst_child, args=(str(target), there))
+            child.start()
+            child.join(180)
+            if child.is_alive():
+                child.kill()
+                result = ("HANG (killed at 180 s)", 0, 0, 180.0)
+            else:
+                result = here.recv() if here.poll() else (f"died: {child.exitcode}", 0, 0, 0.0)
+        outcome, hwm, base, seconds = result
+        small = allocated < 10 << 20
+        bad = small and (hwm - base > WORST_MB or seconds > WORST_S)
+        over += bad
+        print(
+            f"| {label} | {allocated / 1e6:.1f} MB ({apparent / 1e6:.1f} MB) | {outcome} | "
+            f"{hwm} MB | {hwm - base} MB | {seconds:.2f} |" + (" **over**" if bad else "")
+        )
+    return 1 if over else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=120_000)
@@ -313,7 +600,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--memory-mb", type=int, default=4096)
     ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument(
+        "--worst",
+        nargs="?",
+        const="",
+        metavar="LABEL",
+        help="instead of fuzzing: scan each crafted worst input (issue 28) in a fresh process and "
+        "print its peak memory and time (LABEL: only inputs whose label holds it)",
+    )
     args = ap.parse_args(argv)
+    if args.worst is not None:
+        return run_worst(args.worst or None)
     seed_paths = [str(p) for p in seeds()]
     started = time.perf_counter()
     counts: collections.Counter[str] = collections.Counter()

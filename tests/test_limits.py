@@ -91,3 +91,63 @@ def test_a_small_metadata_still_takes_the_fast_path() -> None:
     fast = _parse_fast(raw, "x", 16)
     assert fast is not None and fast[1] == {"format": "pt"}
     assert json.loads(raw)["__metadata__"] == fast[1]
+
+
+# --- .bin/.pt state dicts: the pickle memo and nesting (torch.load weights_only) ------------------
+
+
+def _torch_file(tmp_path: Path, state: object) -> Path:
+    import torch
+
+    path = tmp_path / "model" / "pytorch_model.bin"
+    path.parent.mkdir()
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("shape", ["doubling", "itself", "deep"])
+def test_a_state_dict_that_is_no_tree_is_refused_at_once(tmp_path: Path, shape: str) -> None:
+    """30 dicts each holding the one below twice are 2^30 paths (a walk never ends); a dict that
+    holds itself under "model" looped; 100 levels recursed. Each is one error line now."""
+    import torch
+
+    leaf: dict[str, object] = {"model.norm.weight": torch.ones(4)}
+    state: dict[str, object] = leaf
+    if shape == "doubling":
+        for _ in range(30):
+            state = {"a": state, "b": state}
+    elif shape == "itself":
+        state = {"model": leaf}
+        state["model"] = state
+    else:
+        for _ in range(100):
+            state = {"x": state}
+    path = _torch_file(tmp_path, state)
+    assert path.stat().st_size < 100_000
+    result = runner.invoke(app, ["scan", str(path)])
+    assert result.exit_code == 2, result.output
+    why = "is nested too deep" if shape == "deep" else "holds the same dict twice"
+    assert f"the PyTorch file's state dict {why}" in result.stderr
+
+
+def test_a_torch_file_keeps_order_and_tied_tensors(tmp_path: Path) -> None:
+    """The iterative walk flattens as the recursive one did: order, dots, a tensor met twice."""
+    import torch
+
+    from normscope.sources.torchfile import _flatten
+
+    norm = torch.ones(3)
+    state = {"model": {"b": {"x": norm}, "a": torch.zeros(2), 7: torch.ones(1)}, "tied": norm}
+    out = _flatten(state, Path("x"))
+    assert list(out) == ["model.b.x", "model.a", "model.7", "tied"]
+    assert out["tied"] is out["model.b.x"]
+
+
+def test_a_deep_config_beside_a_torch_file_is_a_warning(tmp_path: Path) -> None:
+    import torch
+
+    path = _torch_file(tmp_path, {"model.norm.weight": torch.ones(4)})
+    (path.parent / "config.json").write_bytes(b"[" * 100_000 + b"]" * 100_000)
+    checkpoint = open_checkpoint(path)
+    assert checkpoint.config is None
+    assert any("config.json is not JSON" in w for w in checkpoint.warnings)

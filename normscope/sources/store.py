@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,8 +228,12 @@ def write_cache_file(path: Path, data: bytes, *, digest: bool = True) -> None:
     With `digest` (every entry; not CACHEDIR.TAG, whose first line is a standard), the content
     is framed by `CACHE_MAGIC` and its SHA-256, which `read_cache_file` checks."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # NOTE: the name is chosen before the file exists (not mkstemp), so that an interrupt
+    # (SIGINT, SIGTERM: raised between any two bytecodes) can never leave a file that the
+    # cleanup below does not know of.
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             if digest:
                 handle.write(CACHE_MAGIC + hashlib.sha256(data).digest())

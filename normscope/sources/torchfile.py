@@ -10,13 +10,13 @@ are flattened with dots; non-tensor entries are ignored. Needs `normscope[torch]
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from normscope.errors import SourceError
 from normscope.schema import TensorRef
+from normscope.sources.jsonload import load_json
 from normscope.sources.local import read_small_file
 from normscope.sources.safetensors import ShardHeader
 from normscope.sources.store import Checkpoint, ReadCounter, ShortRead, Span
@@ -42,14 +42,37 @@ _DTYPES = {
 }
 
 
-def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
+MAX_NESTING = 32
+"""Levels of nested dicts a state dict may use (real ones: 1-3)."""
+
+
+def _flatten(obj: Any, where: Path) -> dict[str, torch.Tensor]:
+    """The tensors of nested dicts, keys joined with dots, in order; iterative, each dict once.
+
+    NOTE: the pickle memo lets a few bytes describe a dict holding itself, or levels that each
+    hold the one below twice (2^30 paths from 30 dicts): a state dict holds neither, so a dict met
+    twice or nested past MAX_NESTING is refused before the walk can hang. Keys other than
+    strings and integers are no parameter names and are skipped unformatted."""
     import torch
 
-    if isinstance(obj, torch.Tensor):
-        out[prefix] = obj
-    elif isinstance(obj, Mapping):
-        for key, value in obj.items():
-            _flatten(value, f"{prefix}.{key}" if prefix else str(key), out)
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
+    while stack:
+        value, prefix, depth = stack.pop()
+        if isinstance(value, torch.Tensor):
+            out[prefix] = value
+            continue
+        if not isinstance(value, Mapping):
+            continue
+        if id(value) in seen or depth >= MAX_NESTING:
+            why = "holds the same dict twice" if id(value) in seen else "is nested too deep"
+            raise SourceError(f"the PyTorch file's state dict {why}: not a state dict ({where})")
+        seen.add(id(value))
+        items = [(k, v) for k, v in value.items() if type(k) in (str, int)]
+        for key, item in reversed(items):
+            stack.append((item, f"{prefix}.{key}" if prefix else str(key), depth + 1))
+    return out
 
 
 _WRAPPERS = ("state_dict", "model", "module", "model_state_dict")
@@ -58,7 +81,9 @@ _WRAPPERS = ("state_dict", "model", "module", "model_state_dict")
 
 def _unwrap(obj: Any) -> Any:
     """`{"model": {...}, "optimizer": {...}}` -> the model's state dict."""
-    while isinstance(obj, Mapping):
+    for _ in range(MAX_NESTING):  # a dict may hold itself under "model": never loop
+        if not isinstance(obj, Mapping):
+            break
         inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
             return obj
@@ -147,8 +172,7 @@ def open_torch_checkpoint(path: Path, source: str) -> Checkpoint:
             hint="normscope never unpickles arbitrary objects: save a plain state dict "
             "(torch.save(model.state_dict(), ...)) or safetensors",
         ) from None
-    tensors: dict[str, Any] = {}
-    _flatten(_unwrap(loaded), "", tensors)
+    tensors: dict[str, Any] = _flatten(_unwrap(loaded), path)
     store = TorchFileStore(path, tensors)
     if not store.refs:
         raise store.no_shards()
@@ -156,7 +180,7 @@ def open_torch_checkpoint(path: Path, source: str) -> Checkpoint:
     config = None
     if config_bytes is not None:
         try:
-            config = json.loads(config_bytes)
+            config = load_json(config_bytes)
         except ValueError:
             store.warnings.append(f"config.json is not JSON: ignored ({path.parent})")
     size = path.stat().st_size

@@ -20,7 +20,6 @@ the offset signal), and a warning and `DcpCheckpoint.parametrization_source` say
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import re
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from normscope.sources.dcp.store import (
 )
 from normscope.sources.dcp.unpickle import DcpMetadata, read_common_args, read_metadata
 from normscope.sources.formats import DCP_METADATA
+from normscope.sources.jsonload import load_json
 from normscope.sources.local import read_small_file
 from normscope.sources.safetensors import DTYPE_BITS, ShardHeader
 from normscope.sources.store import MAX_DCP_METADATA, MAX_SMALL_FILE
@@ -167,7 +167,7 @@ def _check_backend(store: DcpStore) -> None:
     if data is None:
         return
     try:
-        backend = json.loads(data).get("sharded_backend")
+        backend = load_json(data).get("sharded_backend")
     except (ValueError, AttributeError):
         return  # not Megatron's file: the .metadata decides
     if isinstance(backend, str) and backend != "torch_dist":
@@ -185,7 +185,7 @@ def _read_config(store: DcpStore, directory: Path) -> dict[str, Any] | None:
         data = read_small_file(path, store.counter)
         if data is not None:
             try:
-                config = json.loads(data)
+                config = load_json(data)
             except ValueError as exc:
                 store.warnings.append(f"config.json is malformed ({exc}); ignored ({path})")
                 return None

@@ -18,6 +18,12 @@ does not depend on them), and refuses, naming only counts:
   between a chunk and its `MetadataIndex`: 1.2-1.6 nodes per byte, measured in tests/test_dcp.py);
 - an integer wider than `MAX_INT_BITS` bits, a string longer than `MAX_STRING`.
 
+`check_pickle_bytes` runs before unpickling: a pickle of one-byte opcodes that each push a new
+empty dict (64 bytes), list (56) or set (216) would make 88-240 bytes of objects per byte of file
+(9.5 MB of `}`: 672 MB measured). The bytes that could be such opcodes are counted (an upper
+bound: the same bytes inside strings and integers count too) and their worst memory must stay
+within `PICKLE_FACTOR` bytes per byte of file; real saves use ~1.3 (2% of their bytes).
+
 `show` formats any value for a message within a fixed budget (reprlib), so a refused value can be
 named without walking it. `check_extents` bounds each chunk's `(offset, length)` by its file and
 by the bytes its shape and dtype can take.
@@ -46,6 +52,24 @@ MAX_VALUE = 1 << 62
 CHUNK_SLACK = 1 << 20
 """Bytes a chunk's `torch.save` blob may hold beyond its tensor's data (zip headers, pickle,
 alignment: ~1-2 KB in torch 2.13; ZStandard's frame overhead is smaller still)."""
+
+PICKLE_FACTOR = 4
+PICKLE_SLACK = 4 << 20
+_CONTAINER_COST = {b"}": 64, b"]": 56, b"\x8f": 216}
+"""EMPTY_DICT, EMPTY_LIST, EMPTY_SET: the bytes of objects one opcode byte can push."""
+
+
+def check_pickle_bytes(raw: bytes, where: str) -> None:
+    """Refuse (SourceError), before unpickling, a pickle whose one-byte container opcodes could
+    build more than PICKLE_FACTOR x its size in objects (see the module doc)."""
+    worst = sum(raw.count(op) * cost for op, cost in _CONTAINER_COST.items())
+    limit = PICKLE_FACTOR * len(raw) + PICKLE_SLACK
+    if worst > limit:
+        raise SourceError(
+            f"invalid DCP metadata: its {len(raw)} bytes could unpickle into {worst} bytes of "
+            f"empty containers (at most {limit}): not a checkpoint's metadata ({where})"
+        )
+
 
 _SHOW = reprlib.Repr()
 _SHOW.maxlevel = 3
@@ -94,41 +118,52 @@ def _check_leaf(obj: Any, where: str) -> None:
 
 def check_graph(root: Any, raw_bytes: int, where: str) -> None:
     """Refuse (SourceError) an unpickled `.metadata` that is too deep, cyclic, or whose tree
-    is far larger than its file: see the module doc. Linear in the objects, never recursive."""
+    is far larger than its file: see the module doc. Linear in the objects, never recursive;
+    leaves (numbers, strings) are checked where they are met, never stacked."""
     limit = TREE_FACTOR * raw_bytes + TREE_SLACK
     sizes: dict[int, int] = {}
-    """Tree size of each finished object, by id (the objects live as long as `root`)."""
+    """Tree size of each finished container, by id (the objects live as long as `root`)."""
     on_path: set[int] = set()
-    stack: list[tuple[Any, list[Any] | None]] = [(root, None)]
+    if _children(root) is None:
+        _check_leaf(root, where)
+        return
+    # A frame: the container, the tree size of what it holds that is known, what is pending.
+    stack: list[tuple[Any, int, list[Any] | None]] = [(root, 0, None)]
     while stack:
-        obj, kids = stack[-1]
+        obj, known, pending = stack[-1]
         oid = id(obj)
-        if kids is None:
+        if pending is None:
             if oid in sizes:
-                stack.pop()
-                continue
-            found = _children(obj)
-            if found is None:
-                _check_leaf(obj, where)
-                sizes[oid] = 1
                 stack.pop()
                 continue
             if len(on_path) >= MAX_DEPTH:
                 raise SourceError(
                     f"invalid DCP metadata: nested more than {MAX_DEPTH} levels deep ({where})"
                 )
-            kids = list(found)
-            stack[-1] = (obj, kids)
             on_path.add(oid)
-            for kid in kids:
-                if id(kid) in on_path:
+            known, pending = 1, []
+            for kid in _children(obj) or ():
+                if type(kid) in _LEAVES:
+                    _check_leaf(kid, where)
+                    known += 1
+                    continue
+                kid_id = id(kid)
+                if kid_id in on_path:
                     raise SourceError(f"invalid DCP metadata: a structure holds itself ({where})")
-                if id(kid) not in sizes:
-                    stack.append((kid, None))
+                done = sizes.get(kid_id)
+                if done is not None:
+                    known += done
+                elif _children(kid) is None:
+                    _check_leaf(kid, where)
+                    known += 1
+                else:
+                    pending.append(kid)
+            stack[-1] = (obj, known, pending)
+            stack.extend((kid, 0, None) for kid in pending)
             continue
         stack.pop()
         on_path.discard(oid)
-        total = 1 + sum(sizes[id(k)] for k in kids)
+        total = known + sum(sizes[id(k)] for k in pending)
         if total > limit:
             raise SourceError(
                 f"invalid DCP metadata: its structure unfolds to more than {limit} values for "

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from normscope.errors import SourceError
-from normscope.sources.dcp.bounds import MAX_DIMS, MAX_VALUE, check_graph, show
+from normscope.sources.dcp.bounds import (
+    MAX_DIMS,
+    MAX_VALUE,
+    check_graph,
+    check_pickle_bytes,
+    show,
+)
 from normscope.sources.store import MAX_SMALL_FILE
 
 # torch dtype name -> safetensors dtype (safetensors/src/tensor.rs `Dtype`).
@@ -224,6 +230,7 @@ def _found(seen: list[str]) -> str:
 
 def read_metadata(raw: bytes, where: str) -> DcpMetadata:
     """Parse a DCP `.metadata` pickle with the allowlist; SourceError on anything else."""
+    check_pickle_bytes(raw, where)
     allow = _Allowlist()
     try:
         md = _Restricted(raw, allow).load()
@@ -367,6 +374,7 @@ def read_common_args(blob: bytes, where: str) -> dict[str, Any] | None:
                     f"the common state's pickle inflates past {MAX_SMALL_FILE} bytes: not "
                     f"read ({where})"
                 )
+            check_pickle_bytes(data, where)
         state = _Restricted(data, _stub).load()
     except SourceError:
         raise
