@@ -509,7 +509,7 @@ WORST = {
     "dcp: size as 10^6 nested lists": _worst_dcp_nested,
     "dcp: 64 chunks on one 2 MB blob (2^26-element norm)": _worst_dcp_one_blob,
     "dcp: .metadata of 9.5 MB of EMPTY_DICT opcodes": _worst_dcp_pickle_objects,
-    "dcp: .metadata of empty dicts, as many as the pickle check lets through": _worst_dcp_pickle_at_limit,
+    "dcp: .metadata of empty dicts at the pickle check limit": _worst_dcp_pickle_at_limit,
     "dcp: common state zip bomb (3 GiB inflated)": _worst_common_bomb,
     "safetensors: 9.5 MB of whitespace in __metadata__": _worst_metadata_whitespace,
     "safetensors: 800k keys in __metadata__": _worst_metadata_keys,
