@@ -321,19 +321,14 @@ WORST_S = 10.0
 """The bound issue 28 sets: no input of under 10 MB may take more than 512 MB or 10 s."""
 
 
-def _titan(folder: Path) -> Any:
-    """A torchtitan DCP save (tests/dcp_fixtures.py, torch's own `dcp.save`) and torch's reading
-    of its metadata, for the DCP cases to edit."""
+def _dcp(folder: Path, kind: str = "titan") -> Any:
+    """A DCP save written by torch (`tests/dcp_fixtures.py`: torchtitan or Megatron layout) and
+    torch's reading of its metadata, for the DCP cases to edit."""
     sys.path.insert(0, str(ROOT / "tests"))
-    import torch.distributed as dist
-    from dcp_fixtures import process_group, torch_metadata, write_torchtitan
+    import dcp_fixtures
 
-    if not dist.is_initialized():
-        with process_group(folder.parent / "pg"):
-            write_torchtitan(folder)
-    else:
-        write_torchtitan(folder)
-    return torch_metadata(folder)
+    write = dcp_fixtures.write_torchtitan if kind == "titan" else dcp_fixtures.write_megatron
+    return dcp_fixtures.written(write, folder)
 
 
 def _doubling(levels: int) -> Any:
@@ -344,7 +339,7 @@ def _doubling(levels: int) -> Any:
 
 
 def _worst_dcp_doubling(folder: Path) -> Path:
-    md = _titan(folder)
+    md = _dcp(folder)
     md.state_dict_metadata["norm.weight"].size = _doubling(24)
     (folder / ".metadata").write_bytes(__import__("pickle").dumps(md))
     return folder
@@ -353,7 +348,7 @@ def _worst_dcp_doubling(folder: Path) -> Path:
 def _worst_dcp_nested(folder: Path) -> Path:
     import pickle
 
-    md = _titan(folder)
+    md = _dcp(folder)
     marker = "@@MARK@@"
     md.state_dict_metadata["norm.weight"].size = marker
     raw = pickle.dumps(md, protocol=4)
@@ -365,38 +360,15 @@ def _worst_dcp_nested(folder: Path) -> Path:
 
 def _worst_dcp_one_blob(folder: Path) -> Path:
     """64 chunks of 2**20 elements, all pointing at one 2 MB blob: a 2**26-element norm."""
-    import pickle
+    import dcp_fixtures
 
-    import torch
-    from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex
-
-    md = _titan(folder)
-    blob = io.BytesIO()
-    piece = 1 << 20
-    torch.save(torch.ones(piece, dtype=torch.bfloat16), blob)
-    distcp = folder / "__0_0.distcp"
-    offset = distcp.stat().st_size
-    with distcp.open("ab") as handle:
-        handle.write(blob.getvalue())
-    name = "norm.weight"
-    template = next(v for k, v in md.storage_data.items() if k.fqn == name)
-    for key in [k for k in md.storage_data if k.fqn == name]:
-        del md.storage_data[key]
-    item = md.state_dict_metadata[name]
-    item.size = torch.Size([64 * piece])
-    item.chunks = []
-    for i in range(64):
-        offsets = torch.Size([i * piece])
-        item.chunks.append(ChunkStorageMetadata(offsets=offsets, sizes=torch.Size([piece])))
-        info = type(template)(template.relative_path, offset, len(blob.getvalue()))
-        md.storage_data[MetadataIndex(name, offsets)] = info
-    (folder / ".metadata").write_bytes(pickle.dumps(md))
+    dcp_fixtures.chunks_on_one_blob(folder, _dcp(folder), "norm.weight")
     return folder
 
 
 def _worst_dcp_pickle_objects(folder: Path) -> Path:
     """9.5 MB of EMPTY_DICT opcodes in `.metadata`: the most objects a byte of pickle makes."""
-    _titan(folder)
+    _dcp(folder)
     (folder / ".metadata").write_bytes(b"\x80\x04" + b"}" * (9_500_000) + b".")
     return folder
 
@@ -406,7 +378,7 @@ def _worst_dcp_pickle_at_limit(folder: Path) -> Path:
     (`bounds.check_pickle_bytes`), padded with NONE+POP."""
     from normscope.sources.dcp.bounds import PICKLE_FACTOR, PICKLE_SLACK
 
-    _titan(folder)
+    _dcp(folder)
     size = 9_500_000
     dicts = (PICKLE_FACTOR * size + PICKLE_SLACK) // 64 - 1
     dicts -= (size - dicts - 6) % 2  # an even padding: the list stays on top of the stack
@@ -418,21 +390,11 @@ def _worst_dcp_pickle_at_limit(folder: Path) -> Path:
 
 def _worst_common_bomb(folder: Path) -> Path:
     """Megatron's common state item: a 3 MB deflated zip that inflates to 3 GB."""
-    import pickle
     import zipfile
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    import torch.distributed as dist
-    from dcp_fixtures import process_group, torch_metadata, write_megatron
+    import dcp_fixtures
 
-    if not dist.is_initialized():
-        with process_group(folder.parent / "pg"):
-            write_megatron(folder)
-    else:
-        write_megatron(folder)
-    md = torch_metadata(folder)
-    key = next(k for k in md.storage_data if k.fqn.startswith("common_state/"))
-    info = md.storage_data[key]
+    md = _dcp(folder, "megatron")
     bomb = io.BytesIO()
     chunk = b"\0" * (1 << 24)
     with (
@@ -441,13 +403,7 @@ def _worst_common_bomb(folder: Path) -> Path:
     ):
         for _ in range(192):  # 3 GiB of zeros
             member.write(chunk)
-    data = bomb.getvalue()
-    path = folder / info.relative_path
-    offset = path.stat().st_size
-    with path.open("ab") as handle:
-        handle.write(data)
-    info.offset, info.length = offset, len(data)
-    (folder / ".metadata").write_bytes(pickle.dumps(md))
+    dcp_fixtures.replace_item(folder, md, "common_state/", bomb.getvalue())
     return folder
 
 
@@ -480,11 +436,14 @@ def _worst_header_objects(folder: Path) -> Path:
     return path
 
 
-def _worst_sparse_config(folder: Path) -> Path:
-    seed = ROOT / "fixtures" / "llama-trained"
-    for p in seed.iterdir():
+def _llama(folder: Path) -> None:
+    for p in (ROOT / "fixtures" / "llama-trained").iterdir():
         if p.is_file():
             shutil.copyfile(p, folder / p.name)
+
+
+def _worst_sparse_config(folder: Path) -> Path:
+    _llama(folder)
     with (folder / "config.json").open("wb") as handle:
         handle.write(b"{")
         handle.truncate(6 << 30)
@@ -493,12 +452,9 @@ def _worst_sparse_config(folder: Path) -> Path:
 
 def _worst_index(folder: Path) -> Path:
     """An index naming 150,000 tensors the shard does not hold."""
-    seed = ROOT / "fixtures" / "llama-trained"
-    for p in seed.iterdir():
-        if p.is_file():
-            shutil.copyfile(p, folder / p.name)
+    _llama(folder)
     weight_map = {
-        f"model.layers.{i}.mlp.up_proj.weight": "model.safetensors" for i in range(200_000)
+        f"model.layers.{i}.mlp.up_proj.weight": "model.safetensors" for i in range(150_000)
     }
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     return folder

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import re
 
-# C0/C1 controls (a newline would split the one `Error:` line; ESC starts a terminal sequence)
-# and lone surrogates (from a non-UTF-8 file name or a JSON escape; no encoder writes them).
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# C0/C1 controls (a newline would split the one `Error:` line; ESC starts a terminal sequence),
+# the Unicode bidirectional controls (U+202E RIGHT-TO-LEFT OVERRIDE and kin, which reorder what
+# a terminal or a browser shows: Trojan Source, CVE-2021-42574), line/paragraph separators and
+# lone surrogates (from a non-UTF-8 file name or a JSON escape; no encoder writes them).
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]"
+)
 
 
 def printable(text: str) -> str:
-    """`text` with control characters and lone surrogates escaped (`\\n`, `\\x1b`, `\\udcff`).
+    """`text` with control characters, bidirectional overrides and lone surrogates escaped
+    (`\\n`, `\\x1b`, `\\u202e`, `\\udcff`).
 
     Names in messages come from the input (tensor names, file names, config keys): escaped here,
-    every message is one line that any stream can encode.
+    every message is one line that any stream can encode. The one definition: every view for
+    people uses it too (`render.common.visible`).
     """
     return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
 

@@ -20,7 +20,7 @@ import json
 import pickle
 import sys
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -354,3 +354,52 @@ def torch_load(dcp_dir: Path, key: str) -> torch.Tensor:
         _mcore_metadata_class()
         dcp.load(target, checkpoint_id=dcp_dir)
     return target[key]
+
+
+def written(write: Callable[[Path], Save], folder: Path) -> Metadata:
+    """`write(folder)` inside a process group (the running one, or one for the call), then
+    torch's reading of the save's metadata: what the crafted-input tests and benchmarks edit."""
+    if dist.is_initialized():
+        save = write(folder)
+    else:
+        with process_group(folder.parent / "pg"):
+            save = write(folder)
+    return torch_metadata(save.dcp_dir)
+
+
+def chunks_on_one_blob(folder: Path, metadata: Metadata, name: str, chunks: int = 64) -> None:
+    """Make tensor `name` `chunks` x 2^20 BF16 elements whose chunks all point at one 2 MB blob
+    appended to `__0_0.distcp` (issue 28: a small save that declares a huge norm)."""
+    from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex
+
+    blob = io.BytesIO()
+    piece = 1 << 20
+    torch.save(torch.ones(piece, dtype=torch.bfloat16), blob)
+    distcp = folder / "__0_0.distcp"
+    offset = distcp.stat().st_size
+    with distcp.open("ab") as handle:
+        handle.write(blob.getvalue())
+    template = next(v for k, v in metadata.storage_data.items() if k.fqn == name)
+    for key in [k for k in metadata.storage_data if k.fqn == name]:
+        del metadata.storage_data[key]
+    item = metadata.state_dict_metadata[name]
+    item.size = torch.Size([chunks * piece])
+    item.chunks = []
+    for i in range(chunks):
+        offsets = torch.Size([i * piece])
+        item.chunks.append(ChunkStorageMetadata(offsets=offsets, sizes=torch.Size([piece])))
+        info = type(template)(template.relative_path, offset, len(blob.getvalue()))
+        metadata.storage_data[MetadataIndex(name, offsets)] = info
+    (folder / ".metadata").write_bytes(pickle.dumps(metadata))
+
+
+def replace_item(folder: Path, metadata: Metadata, prefix: str, data: bytes) -> None:
+    """Point the byte item whose key starts with `prefix` at `data`, appended to its file."""
+    key = next(k for k in metadata.storage_data if k.fqn.startswith(prefix))
+    info = metadata.storage_data[key]
+    path = folder / info.relative_path
+    offset = path.stat().st_size
+    with path.open("ab") as handle:
+        handle.write(data)
+    info.offset, info.length = offset, len(data)
+    (folder / ".metadata").write_bytes(pickle.dumps(metadata))

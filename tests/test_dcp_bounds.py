@@ -17,8 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from dcp_fixtures import Save, process_group, torch_metadata, write_megatron, write_torchtitan
+from dcp_fixtures import (
+    Save,
+    chunks_on_one_blob,
+    process_group,
+    replace_item,
+    torch_metadata,
+    write_megatron,
+    write_torchtitan,
+)
 from typer.testing import CliRunner
 
 from normscope.cli import app
@@ -178,28 +185,8 @@ def test_chunk_lengths_outside_the_file_are_refused(
 def test_chunks_of_one_blob_cannot_pass_the_norm_width_limit(titan: Save, tmp_path: Path) -> None:
     """64 chunks all pointing at one 2 MB blob of 2**20 elements: a 2**26-element norm. The
     width limit holds for DCP as for every store: refused before any chunk is read."""
-    from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex
-
     folder, metadata = _copy(titan, tmp_path)
-    blob = io.BytesIO()
-    piece = 1 << 20
-    torch.save(torch.ones(piece, dtype=torch.bfloat16), blob)
-    distcp = folder / "__0_0.distcp"
-    offset = distcp.stat().st_size
-    with distcp.open("ab") as handle:
-        handle.write(blob.getvalue())
-    template = next(v for k, v in metadata.storage_data.items() if k.fqn == NORM)
-    for key in [k for k in metadata.storage_data if k.fqn == NORM]:
-        del metadata.storage_data[key]
-    item = metadata.state_dict_metadata[NORM]
-    item.size = torch.Size([64 * piece])
-    item.chunks = []
-    for i in range(64):
-        offsets = torch.Size([i * piece])
-        item.chunks.append(ChunkStorageMetadata(offsets=offsets, sizes=torch.Size([piece])))
-        info = type(template)(template.relative_path, offset, len(blob.getvalue()))
-        metadata.storage_data[MetadataIndex(NORM, offsets)] = info
-    (folder / ".metadata").write_bytes(pickle.dumps(metadata))
+    chunks_on_one_blob(folder, metadata, NORM)
     checkpoint = open_checkpoint(folder)
     before = checkpoint.counter.bytes_read
     with pytest.raises(AnalysisError, match=f"at most {MAX_NORM_ELEMENTS}"):
@@ -231,19 +218,12 @@ def test_overlapping_chunks_are_refused(titan: Save, tmp_path: Path) -> None:
 def test_a_zip_bomb_in_the_common_state_is_not_inflated(megatron: Save, tmp_path: Path) -> None:
     """A 64 MiB+ pickle deflated to a few hundred KB, in Megatron's common state item."""
     folder, metadata = _copy(megatron, tmp_path)
-    key = next(k for k in metadata.storage_data if k.fqn.startswith("common_state/"))
-    info = metadata.storage_data[key]
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("archive/data.pkl", pickle.dumps(b"\0" * (65 << 20), protocol=4))
     data = bomb.getvalue()
     assert len(data) < 1 << 20
-    path = folder / info.relative_path
-    offset = path.stat().st_size
-    with path.open("ab") as handle:
-        handle.write(data)
-    info.offset, info.length = offset, len(data)
-    (folder / ".metadata").write_bytes(pickle.dumps(metadata))
+    replace_item(folder, metadata, "common_state/", data)
     with pytest.raises(SourceError, match="inflates past"):
         open_checkpoint(folder)
     result = CliRunner().invoke(app, ["scan", str(folder)])

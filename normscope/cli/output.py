@@ -109,9 +109,11 @@ def warn(warnings: Sequence[str], quiet: bool) -> None:
         return
     from rich.markup import escape
 
+    from normscope.render.common import visible
+
     console = stderr()
-    for w in warnings:
-        console.print(f"[yellow]Warning:[/] {escape(w)}", markup=True)
+    for w in warnings:  # names in warnings are data: no escape code reaches the terminal
+        console.print(f"[yellow]Warning:[/] {escape(visible(w))}", markup=True)
 
 
 def check_output(output: str | None) -> None:
@@ -223,9 +225,11 @@ def report_gate(result: GateResult, quiet: bool) -> None:
         return
     from rich.markup import escape
 
+    from normscope.render.common import visible
+
     console = stderr()
     for v in result.violations:
-        console.print(f"[bold red]FAIL:[/] {escape(v.message)}", markup=True)
+        console.print(f"[bold red]FAIL:[/] {escape(visible(v.message))}", markup=True)
     raise typer.Exit(1)
 
 

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 from normscope.enums import CheckName, Severity, Verdict
-from normscope.render.common import text_safe
+from normscope.render.common import for_people
 from normscope.schema import CheckReport, Finding
 
 
@@ -27,7 +27,7 @@ def verdict_line(result: CheckReport) -> str:
     return f"{head}{tail} ({norms} norms, checks: {', '.join(checks)}) {result.source}"
 
 
-@text_safe
+@for_people
 def render_check_text(result: CheckReport, color: bool = False) -> str:
     """One line per violation grouped by check, with value, limit and fix; then the verdict."""
     lines: list[str] = []
@@ -57,7 +57,7 @@ def render_check_text(result: CheckReport, color: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-@text_safe
+@for_people
 def render_junit(result: CheckReport) -> str:
     """JUnit XML: one testsuite per check, one testcase per (check, subject)."""
     root = ET.Element(
@@ -101,7 +101,7 @@ def _escape_property(text: str) -> str:
     return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-@text_safe
+@for_people
 def render_github(result: CheckReport) -> str:
     """`::error`/`::warning` workflow commands, one per violation, and a closing notice."""
     lines = []
@@ -115,7 +115,7 @@ def render_github(result: CheckReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-@text_safe
+@for_people(markdown=True)
 def render_step_summary(result: CheckReport) -> str:
     """Markdown for $GITHUB_STEP_SUMMARY."""
     icon = "✅" if result.verdict is Verdict.passed else "❌"

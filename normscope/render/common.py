@@ -7,16 +7,19 @@ the views for people (tables, Markdown, HTML), which must never be parsed.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 import io
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import msgspec
 
 from normscope.enums import Band, Module
+from normscope.errors import printable
 from normscope.frames import plain
 from normscope.naming import fit_name, strip_weight, structural_name
 from normscope.naming import where as _where_text
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 
 
 _P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def writable(text: str) -> str:
@@ -48,6 +52,76 @@ def text_safe(render: Callable[_P, str]) -> Callable[_P, str]:
         return writable(render(*args, **kwargs))
 
     return rendered
+
+
+# --- names are data: what a view for people shows of them -----------------------------------
+
+_MARKDOWN = str.maketrans({"|": "\\|", "`": "\\x60"})
+
+
+def visible(text: str, markdown: bool = False) -> str:
+    """A string from the input (a tensor or file name, a config value, a warning) as every
+    view for people shows it: control characters (ESC, BEL, newlines), the bidirectional
+    overrides (U+202E and kin) and lone surrogates written as visible escapes (`\\x1b`,
+    `\\u202e`), so no name can drive the terminal, reorder a line or break a table row
+    (`errors.printable`, the one definition, which error lines use too). `markdown`: also `|`
+    as `\\|` (GitHub tables split cells on it, even inside a code span) and a backtick as
+    `\\x60` (it would end the code span names are written in)."""
+    text = printable(text)
+    return text.translate(_MARKDOWN) if markdown else text
+
+
+def _escaped(value: Any, markdown: bool, seen: dict[str, str]) -> Any:
+    """`value` with every string inside it (dataclass fields, tuples, lists, dicts) passed
+    through `visible`; the same object where nothing changed."""
+    kind = type(value)
+    if kind is str:
+        out = seen.get(value)
+        if out is None:
+            out = seen[value] = visible(value, markdown)
+        return out
+    if kind in (tuple, list):
+        items = [_escaped(v, markdown, seen) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else kind(items)
+    if kind is dict:
+        pairs = [
+            (_escaped(k, markdown, seen), _escaped(v, markdown, seen)) for k, v in value.items()
+        ]
+        same = all(a is k and b is v for (a, b), (k, v) in zip(pairs, value.items(), strict=True))
+        return value if same else dict(pairs)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changed = {}
+        for f in dataclasses.fields(value):
+            old = getattr(value, f.name)
+            new = _escaped(old, markdown, seen)
+            if new is not old:
+                changed[f.name] = new
+        if not changed:
+            return value
+        clone = copy.copy(value)
+        for name, new in changed.items():
+            object.__setattr__(clone, name, new)  # frozen dataclasses: a copy, set once
+        return clone
+    return value
+
+
+def for_people(render: Callable[_P, _R] | None = None, *, markdown: bool = False) -> Any:
+    """Decorate a renderer for people (a table, Markdown, HTML, JUnit, GitHub annotations): the
+    report it is given is shown with every string `visible` (markdown: `visible(markdown=True)`),
+    and text it returns always encodes as UTF-8 (`writable`). JSON and CSV, for machines, keep
+    the names as they are (JSON escapes control characters itself; CSV: `frame_csv`)."""
+
+    def decorate(func: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(func)
+        def rendered(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if args:
+                args = (_escaped(args[0], markdown, {}), *args[1:])  # type: ignore[assignment]
+            out = func(*args, **kwargs)
+            return writable(out) if isinstance(out, str) else out  # type: ignore[return-value]
+
+        return rendered
+
+    return decorate if render is None else decorate(render)
 
 
 def to_dict(report: Any) -> dict[str, Any]:
@@ -73,8 +147,29 @@ def render_json(report: Any) -> str:
         return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula (OWASP CSV injection: it starts with
+    `=`, `+`, `-`, `@`, a tab or a carriage return) prefixed with `'`; anything else as is."""
+    if type(cell) is str and cell.startswith(_FORMULA):
+        return "'" + cell
+    return cell
+
+
 def frame_csv(frame: pandas.DataFrame) -> str:
-    """CSV text of a frame: header row, no index, full float precision, empty cells for null."""
+    """CSV text of a frame: header row, no index, full float precision, empty cells for null.
+
+    NOTE: text columns go through `spreadsheet_safe`; numeric columns never do: pandas writes a
+    number as a number (`-0.312`, `1e-05`), which no spreadsheet evaluates, and a `'` before a
+    negative ratio would turn every `min` below zero into text for pandas and for the sheet.
+    """
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    text = [c for c in frame.columns if is_object_dtype(frame[c]) or is_string_dtype(frame[c])]
+    if text:
+        frame = frame.assign(**{c: frame[c].map(spreadsheet_safe) for c in text})
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, lineterminator="\n")
     return buffer.getvalue()

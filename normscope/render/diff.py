@@ -11,6 +11,7 @@ from normscope.render.common import (
     BAND_STYLE,
     display_name,
     fmt,
+    for_people,
     frame_csv,
     header_panel,
     name_column_width,
@@ -132,6 +133,7 @@ def moved(result: DiffReport) -> list[NormDiff]:
     return [d for d in result.norms if d.rel_change > 0 or d.band_changed]
 
 
+@for_people
 def render_diff_table(
     result: DiffReport, show_all: bool = False, width: int = 100, wide: bool = False
 ) -> list[RenderableType]:
@@ -192,7 +194,7 @@ def render_diff_table(
     return out
 
 
-@text_safe
+@for_people(markdown=True)
 def render_diff_markdown(result: DiffReport, show_all: bool = False) -> str:
     """Markdown: header, per-role drift and the movers (or every row with show_all)."""
     lines = [f"### normscope diff {result.normscope_version}", ""]

@@ -9,6 +9,7 @@ from normscope.enums import FoldStatus, Module, Role
 from normscope.render.common import (
     BAND_STYLE,
     fmt,
+    for_people,
     frame_csv,
     header_panel,
     human_bytes,
@@ -103,6 +104,7 @@ def _selected(report: FoldReport, show_all: bool) -> list[FoldNorm]:
     ]
 
 
+@for_people
 def render_fold_table(
     report: FoldReport, show_all: bool = False, width: int = 120
 ) -> list[RenderableType]:
@@ -133,7 +135,7 @@ def render_fold_table(
     return out
 
 
-@text_safe
+@for_people(markdown=True)
 def render_fold_markdown(report: FoldReport, show_all: bool = False) -> str:
     """Markdown: header facts and one row per selected folded norm, with its consumers."""
     lines = [f"### normscope {report.normscope_version} fold", ""]

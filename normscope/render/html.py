@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from html import escape
 
 from normscope.enums import Band, Module, Role, Severity
-from normscope.render.common import display_name, fmt, text_safe, where
+from normscope.render.common import display_name, fmt, for_people, where
 from normscope.schema import CheckReport, DiffReport, Report, SeriesReport, Thresholds
 from normscope.schema.fold import FoldReport
 from normscope.scope import DEFAULT, Selector
@@ -154,7 +154,7 @@ def heatmap(report: Report) -> str:
     return "".join(out)
 
 
-@text_safe
+@for_people
 def render_scan_html(report: Report, scope: Selector = DEFAULT) -> str:
     from normscope.render.scan import header_lines, summarize_roles
 
@@ -188,7 +188,7 @@ def _warnings(warnings: Sequence[str]) -> list[str]:
 # --- diff ---------------------------------------------------------------------------------------
 
 
-@text_safe
+@for_people
 def render_diff_html(result: DiffReport) -> str:
     from normscope.render.diff import header_lines
 
@@ -220,7 +220,7 @@ def render_diff_html(result: DiffReport) -> str:
 # --- fold ---------------------------------------------------------------------------------------
 
 
-@text_safe
+@for_people
 def render_fold_html(result: FoldReport) -> str:
     """`normscope fold --format html`: every norm against the matrices it feeds."""
     from normscope.render.fold import header_lines
@@ -244,7 +244,7 @@ def render_fold_html(result: FoldReport) -> str:
 # --- check --------------------------------------------------------------------------------------
 
 
-@text_safe
+@for_people
 def render_check_html(result: CheckReport) -> str:
     from normscope.render.check import verdict_line
 
@@ -348,7 +348,7 @@ def _drift(value: float | None) -> Cell:
     return (drift_text(value), value if value is not None else math.nan, "num")
 
 
-@text_safe
+@for_people
 def render_series_html(report: SeriesReport) -> str:
     from normscope.render.series import header_lines
     from normscope.render.series_text import projection

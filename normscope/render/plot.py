@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from normscope.enums import Module, Role
 from normscope.errors import ConfigError
-from normscope.render.common import short_name, text_safe
+from normscope.render.common import for_people, short_name
 from normscope.render.series_text import (
     drift_text,
     fmt_step,
@@ -419,7 +419,7 @@ svg { max-width: 100%; height: auto; }
 """
 
 
-@text_safe
+@for_people
 def render_html(report: SeriesReport, svg: str) -> str:
     """A self-contained page: the SVG inline, the trend table, the ratios, the outlook."""
 

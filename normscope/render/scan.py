@@ -19,6 +19,7 @@ from normscope.render.common import (
     SEVERITY,
     display_name,
     fmt,
+    for_people,
     frame_csv,
     header_panel,
     human_bytes,
@@ -220,6 +221,7 @@ def _offset(n: NormStats) -> bool:
     return n.parametrization.value == "offset"
 
 
+@for_people
 def render_table(
     report: Report,
     show_all: bool = False,
@@ -373,7 +375,7 @@ def _fold(n: NormStats) -> str:
     return f"÷{n.peer_median / n.ratio:.1f}"
 
 
-@text_safe
+@for_people(markdown=True)
 def render_markdown(report: Report, show_all: bool = False, scope: Selector = DEFAULT) -> str:
     """Markdown for PR comments and job summaries: header, per-role summary, norm rows."""
     lines = [f"### normscope {report.normscope_version}", ""]

@@ -19,6 +19,7 @@ from normscope.render.common import (
     BAND_STYLE,
     display_name,
     fmt,
+    for_people,
     frame_csv,
     header_panel,
     human_bytes,
@@ -143,6 +144,7 @@ def _styled(text: str, t: Trend) -> str:
 # --- rich views ---------------------------------------------------------------------------------
 
 
+@for_people
 def render_series_table(
     report: SeriesReport, show_all: bool = False, width: int = 100, wide: bool = False
 ) -> list[RenderableType]:
@@ -377,7 +379,7 @@ def _all_table(report: SeriesReport, width: int, wide: bool = False) -> Renderab
 # --- Markdown -----------------------------------------------------------------------------------
 
 
-@text_safe
+@for_people(markdown=True)
 def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
     """Markdown for PR comments and job summaries."""
     lines = [f"### normscope series {report.normscope_version}", ""]
