@@ -373,19 +373,24 @@ def _worst_dcp_pickle_objects(folder: Path) -> Path:
     return folder
 
 
-def _worst_dcp_pickle_at_limit(folder: Path) -> Path:
-    """9.5 MB of `.metadata`: as many empty dicts in one list as the pickle check lets through
-    (`bounds.check_pickle_bytes`), padded with NONE+POP."""
+def _worst_dcp_pickle_at_limit(folder: Path, item: bytes = b"") -> Path:
+    """9.5 MB of `.metadata`: as many dicts (empty, or holding `item`) in one list as the pickle
+    check lets through (`bounds.check_pickle_bytes`), padded with NONE+POP."""
     from normscope.sources.dcp.bounds import PICKLE_FACTOR, PICKLE_SLACK
 
     _dcp(folder)
     size = 9_500_000
     dicts = (PICKLE_FACTOR * size + PICKLE_SLACK) // 64 - 1
-    dicts -= (size - dicts - 6) % 2  # an even padding: the list stays on top of the stack
-    body = b"\x80\x04](" + b"}" * dicts + b"e"
+    body = b"\x80\x04](" + (b"}" + item) * dicts + b"e"
+    if (size - len(body) - 1) % 2:  # an even padding: the list stays on top of the stack
+        body = b"\x80\x04](" + (b"}" + item) * (dicts - 1) + b"e"
     pad = size - len(body) - 1
     (folder / ".metadata").write_bytes(body + b"N0" * (pad // 2) + b".")
     return folder
+
+
+def _worst_dcp_items_at_limit(folder: Path) -> Path:
+    return _worst_dcp_pickle_at_limit(folder, b"K\x00Ns")  # {0: None}
 
 
 def _worst_common_bomb(folder: Path) -> Path:
@@ -466,6 +471,7 @@ WORST = {
     "dcp: 64 chunks on one 2 MB blob (2^26-element norm)": _worst_dcp_one_blob,
     "dcp: .metadata of 9.5 MB of EMPTY_DICT opcodes": _worst_dcp_pickle_objects,
     "dcp: .metadata of empty dicts at the pickle check limit": _worst_dcp_pickle_at_limit,
+    "dcp: .metadata of {0: None} dicts at the pickle check limit": _worst_dcp_items_at_limit,
     "dcp: common state zip bomb (3 GiB inflated)": _worst_common_bomb,
     "safetensors: 9.5 MB of whitespace in __metadata__": _worst_metadata_whitespace,
     "safetensors: 800k keys in __metadata__": _worst_metadata_keys,

@@ -32,7 +32,7 @@ by the bytes its shape and dtype can take.
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from normscope.errors import SourceError
@@ -87,9 +87,12 @@ def show(value: Any) -> str:
 
 
 _LEAVES = (int, float, complex, bool, type(None), str, bytes, bytearray)
+_LEAF_TYPES = frozenset(_LEAVES)
+_CONTAINERS = frozenset((dict, list, tuple, set, frozenset))
+_INT_BOUND = 1 << MAX_INT_BITS
 
 
-def _children(obj: Any) -> Iterable[Any] | None:
+def _children(obj: Any) -> Collection[Any] | None:
     """What `obj` refers to, or None for a leaf."""
     if isinstance(obj, _LEAVES):
         return None
@@ -114,6 +117,20 @@ def _check_leaf(obj: Any, where: str) -> None:
             f"invalid DCP metadata: a string of {len(obj)} characters (at most {MAX_STRING}) "
             f"({where})"
         )
+
+
+def _leaf_only(items: Iterable[Any], where: str) -> bool:
+    """True when every item is a leaf (each checked); False at the first that is not."""
+    for item in items:
+        kind = type(item)
+        if kind not in _LEAF_TYPES:
+            return False
+        if kind is int:
+            if not -_INT_BOUND < item < _INT_BOUND:
+                _check_leaf(item, where)
+        elif kind is str and len(item) > MAX_STRING:
+            _check_leaf(item, where)
+    return True
 
 
 def check_graph(root: Any, raw_bytes: int, where: str) -> None:
@@ -143,8 +160,16 @@ def check_graph(root: Any, raw_bytes: int, where: str) -> None:
             on_path.add(oid)
             known, pending = 1, []
             for kid in _children(obj) or ():
-                if type(kid) in _LEAVES:
-                    _check_leaf(kid, where)
+                kind = type(kid)
+                if kind in _LEAF_TYPES:
+                    if kind is int:
+                        if not -_INT_BOUND < kid < _INT_BOUND:
+                            _check_leaf(kid, where)
+                    elif kind is str and len(kid) > MAX_STRING:
+                        _check_leaf(kid, where)
+                    known += 1
+                    continue
+                if kind in _CONTAINERS and not kid:  # an empty container holds nothing
                     known += 1
                     continue
                 kid_id = id(kid)
@@ -153,9 +178,15 @@ def check_graph(root: Any, raw_bytes: int, where: str) -> None:
                 done = sizes.get(kid_id)
                 if done is not None:
                     known += done
-                elif _children(kid) is None:
+                    continue
+                grand = _children(kid)
+                if grand is None:
                     _check_leaf(kid, where)
                     known += 1
+                elif len(on_path) < MAX_DEPTH and _leaf_only(grand, where):
+                    # Finished here, without a frame: most containers hold only leaves.
+                    sizes[kid_id] = done = 1 + len(grand)
+                    known += done
                 else:
                     pending.append(kid)
             stack[-1] = (obj, known, pending)
