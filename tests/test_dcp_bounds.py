@@ -167,7 +167,7 @@ def test_a_cycle_is_refused(titan: Save, tmp_path: Path) -> None:
     ("length", "message"),
     [
         (0, r"is bytes \d+\.\.\d+ of __0_0.distcp, which has"),
-        (2**40, r"is bytes \d+\.\.\d+ of __0_0.distcp, which has"),
+        (2**40, "the DCP metadata places data up to byte 1,099,511,"),  # a truncated file
         (2**64, "an integer of 65 bits"),
     ],
 )
@@ -245,5 +245,5 @@ def test_real_saves_stay_far_below_the_tree_limit(titan: Save, megatron: Save) -
 
     for save in (titan, megatron):
         raw = (save.dcp_dir / ".metadata").read_bytes()
-        md = unpickle._Restricted(raw, unpickle._refuse_metadata).load()
+        md = unpickle._Restricted(raw, unpickle._Allowlist()).load()
         check_graph(md, len(raw) // 2, str(save.dcp_dir))  # passes at half the real budget
