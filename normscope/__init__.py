@@ -3,7 +3,8 @@
 Offline analysis of RMSNorm/LayerNorm gains in safetensors checkpoints (and DCP saves and PyTorch
 state dicts), main model and Multi-Token-Prediction modules alike. The API mirrors the commands:
 `scan(source)` returns a `Report`, `diff(a, b)` a `DiffReport`, `series(run)` a `SeriesReport`,
-`check(source)` a `CheckReport`, each with keyword options named as the flags and `to_frame()`.
+`check(source)` a `CheckReport`, `fold(source)` a `FoldReport`, each with keyword options named
+as the flags and `to_frame()`.
 
 The public names are imported lazily, so that `normscope --help` does not pay for numpy.
 """
@@ -17,7 +18,7 @@ import typing as _typing
 from normscope.version import __version__
 
 if _typing.TYPE_CHECKING:
-    from normscope.api import check, diff, scan, series
+    from normscope.api import check, diff, fold, scan, series
     from normscope.enums import Order, Parametrization
     from normscope.errors import NormscopeError
     from normscope.scanner import Measured, ScanOptions, measure
@@ -35,6 +36,7 @@ if _typing.TYPE_CHECKING:
 _LAZY = {
     "check": "normscope.api",
     "diff": "normscope.api",
+    "fold": "normscope.api",
     "scan": "normscope.api",
     "series": "normscope.api",
     "Order": "normscope.enums",
@@ -69,6 +71,7 @@ __all__ = [
     "__version__",
     "check",
     "diff",
+    "fold",
     "measure",
     "measure_series",
     "scan",
@@ -77,8 +80,9 @@ __all__ = [
 
 
 class _Face(_types.ModuleType):
-    """The package object: `import normscope.series` (the module measuring a run) must not
-    replace the public function `normscope.series`, as a submodule import otherwise would."""
+    """The package object: `import normscope.series` (the module measuring a run) or
+    `normscope.fold` (the package) must not replace the public function of that name, as a
+    submodule import otherwise would."""
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in _SHADOWED and isinstance(value, _types.ModuleType):
@@ -86,7 +90,7 @@ class _Face(_types.ModuleType):
         super().__setattr__(name, value)
 
 
-_SHADOWED = frozenset({"series"})
+_SHADOWED = frozenset({"fold", "series"})
 _sys.modules[__name__].__class__ = _Face
 
 

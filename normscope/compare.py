@@ -6,9 +6,9 @@ Pure functions of two `Measured` scans (Report + effective gains); `diff()` runs
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from normscope.schema import (
     RoleDrift,
 )
 from normscope.version import __version__
+
+if TYPE_CHECKING:
+    from normscope.sources import Source, SourceSpec
 
 MAX_MOVERS = 5
 
@@ -167,7 +170,7 @@ def _role_drift(rows: Sequence[NormDiff]) -> list[RoleDrift]:
 
 
 def diff(
-    a: str | os.PathLike[str], b: str | os.PathLike[str], options: ScanOptions | None = None
+    a: Source | SourceSpec, b: Source | SourceSpec, options: ScanOptions | None = None
 ) -> DiffReport:
     """Scan two checkpoints and compare their norms."""
     return diff_measured(measure(a, options), measure(b, options))

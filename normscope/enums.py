@@ -173,3 +173,24 @@ class FoldStatus(str, Enum):
     """Matrices found but not decodable (bnb, MLX, GPTQ, FP4...); `reason` says which."""
     planned = "planned"
     """Dry run: the consumers are listed, nothing was read."""
+
+
+class SourceKind(str, Enum):
+    """What a source names, decided once when it is parsed (`sources.spec.parse_source`)."""
+
+    folder = "folder"
+    """A local folder of `.safetensors` shards (with or without an index)."""
+    safetensors = "safetensors"
+    """One local `.safetensors` file."""
+    gguf = "gguf"
+    """One local `.gguf` file (`sources/gguf.py` reads it where installed)."""
+    torch = "torch"
+    """One local PyTorch state dict (`.bin/.pt/.pth`), or a folder holding just one."""
+    dcp = "dcp"
+    """A PyTorch Distributed Checkpoint save (its folder, or its `.metadata` file)."""
+    hub = "hub"
+    """A Hugging Face Hub model repo and revision."""
+    object_store = "object_store"
+    """An object-store prefix or object (`s3://`, `gs://`, `az://`, `file://`)."""
+    memory = "memory"
+    """A state dict or module in this process (the Python API)."""

@@ -66,3 +66,8 @@ class UsageError(NormscopeError):
 
 class OutputError(NormscopeError):
     """The output (an `-o` file, a plot, a report folder) cannot be written where asked."""
+
+
+class NotJudged(NormscopeError):
+    """A gate was asked for and looked at nothing (its scope matched no norm): it cannot pass
+    (exit 2, `normscope.exitcodes`)."""

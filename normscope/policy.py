@@ -1,33 +1,27 @@
-"""`normscope check`: the policy, from defaults < config file < flags (the checks: `gates.py`).
+"""The policy of every command, from defaults < config file < flags (the checks: `gates.py`).
 
-Configuration lives in `[tool.normscope]` of the nearest `pyproject.toml` (searched from the
-current directory upward) or in a TOML file given with `--config` (its `[tool.normscope]` table,
-or its top level). Every key is validated: an unknown key or a bad value is a ConfigError naming
-the key, never ignored.
+Configuration lives in `[tool.normscope]` of the nearest `pyproject.toml` or in a TOML file given
+with `--config` (found and read once by `arch.project`). Every key is validated: an unknown key
+or a bad value is a ConfigError naming the key, never ignored. The bands, roles, scope,
+parametrization and anomaly rule apply to every command (`normscope.settings`); the checks'
+knobs (max_drift, expect_*, severity, max_unknown) to `check`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from normscope.arch.project import ProjectConfig, read_project_config
 from normscope.enums import Parametrization, Role, Severity
 from normscope.errors import ConfigError, UsageError
 from normscope.schema import PeerRule, Policy, RoleBand, Severities, Thresholds
+from normscope.schema.check import role_thresholds
 from normscope.scope import parse_scope
-
-if TYPE_CHECKING:
-    from normscope.arch import RuleSet
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 # The keys of [tool.normscope] besides `rules` (read by `arch` for every command).
 _KEYS = {
@@ -46,63 +40,6 @@ _KEYS = {
 }
 _SHARED_KEYS = {"rules"}
 """Keys of the same table that other parts of normscope read (the architecture rules)."""
-
-
-def user_rules(
-    rules_file: Path | None = None, config: Path | None = None, start: Path | None = None
-) -> RuleSet:
-    """The user's architecture rules, for every command: the `rules` table of `config` (or of
-    `[tool.normscope]` in the nearest pyproject.toml), then `--rules FILE`, which is tried first.
-
-    Raises ConfigError naming the file and the bad key.
-    """
-    from normscope.arch import RuleSet, load_rules, rules_from_pyproject
-
-    rules = RuleSet()
-    found = config if config is not None else find_pyproject(start or Path.cwd())
-    if found is not None and found.is_file():
-        table = _tool_table(_read_toml(found), found, required=config is not None) or {}
-        if "rules" in table:
-            rules = rules_from_pyproject(table["rules"], f"{found} [tool.normscope.rules]")
-    if rules_file is not None:
-        if not rules_file.is_file():
-            raise ConfigError(f"rules file not found ({rules_file})")
-        rules = rules.merged(load_rules(rules_file))
-    return rules
-
-
-def find_pyproject(start: Path) -> Path | None:
-    """The nearest pyproject.toml with a [tool.normscope] table, from `start` upward."""
-    for directory in (start, *start.parents):
-        candidate = directory / "pyproject.toml"
-        if candidate.is_file():
-            table = _tool_table(_read_toml(candidate), candidate, required=False)
-            if table is not None:
-                return candidate
-    return None
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config: {exc.strerror} ({path})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc} ({path})") from None
-
-
-def _tool_table(data: dict[str, Any], path: Path, required: bool) -> dict[str, Any] | None:
-    tool = data.get("tool")
-    if isinstance(tool, dict) and "normscope" in tool:
-        table = tool["normscope"]
-        if not isinstance(table, dict):
-            raise ConfigError(f"[tool.normscope] is not a table ({path})")
-        return table
-    if required:
-        # A dedicated normscope file may hold the keys at its top level.
-        return {k: v for k, v in data.items() if k != "tool"}
-    return None
 
 
 def _number(key: str, value: Any, where: str, minimum: float = 0.0) -> float:
@@ -284,22 +221,19 @@ def load_policy(
     start: Path | None = None,
 ) -> Policy:
     """Build the effective policy: defaults, then the config file, then explicit flags."""
+    return policy_from(read_project_config(config, start), overrides)
+
+
+def policy_from(
+    project: ProjectConfig | None, overrides: PolicyOverrides | None = None, check: bool = True
+) -> Policy:
+    """The effective policy of one read of the configuration (`arch.project`) and the flags;
+    `check`: refuse bands with low >= high (ConfigError)."""
     policy = Policy()
     origin = ["defaults"]
-    if config is not None:
-        if not config.is_file():
-            raise ConfigError(f"config file not found ({config})")
-        data = _read_toml(config)
-        table = _tool_table(data, config, required=True) or {}
-        prefix = "tool.normscope." if "tool" in data else ""
-        policy = _apply(policy, table, str(config), prefix)
-        origin.append(str(config))
-    else:
-        found = find_pyproject(start or Path.cwd())
-        if found is not None:
-            table = _tool_table(_read_toml(found), found, required=False) or {}
-            policy = _apply(policy, table, str(found), "tool.normscope.")
-            origin.append(str(found))
+    if project is not None:
+        policy = _apply(policy, project.table, str(project.path), project.prefix)
+        origin.append(str(project.path))
     given = (overrides or PolicyOverrides()).given()
     if given:
         severity = given.pop("severity", None)
@@ -309,6 +243,12 @@ def load_policy(
                 policy, severity=_severities(policy.severity, severity, "flags", "--severity")
             )
         origin.append("flags")
+    if check:
+        _check_bands(policy)
+    return dataclasses.replace(policy, origin=tuple(origin))
+
+
+def _check_bands(policy: Policy) -> None:
     if not 0 < policy.low < policy.high:
         raise ConfigError(f"need 0 < low < high, got low={policy.low}, high={policy.high}")
     for rb in policy.roles:
@@ -317,7 +257,6 @@ def load_policy(
             raise ConfigError(
                 f"roles.{rb.role.value} needs 0 < low < high, got low={t.low:g}, high={t.high:g}"
             )
-    return dataclasses.replace(policy, origin=tuple(origin))
 
 
 def policy_toml(policy: Policy) -> str:
@@ -362,10 +301,4 @@ def policy_toml(policy: Policy) -> str:
 
 def thresholds_for(policy: Policy, role: Role) -> Thresholds:
     """The band of one role: its override in `roles`, edges it leaves unset from the policy."""
-    for rb in policy.roles:
-        if rb.role is role:
-            return Thresholds(
-                low=policy.low if rb.low is None else rb.low,
-                high=policy.high if rb.high is None else rb.high,
-            )
-    return Thresholds(low=policy.low, high=policy.high)
+    return role_thresholds(Thresholds(low=policy.low, high=policy.high), policy.roles, role)

@@ -6,7 +6,6 @@ This is the library entry point behind `normscope.scan(path)` and `normscope sca
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from normscope.analysis import (
     parametrization_doubt,
     sort_key,
 )
-from normscope.arch import RuleSet, classify, read_config
+from normscope.arch import RuleSet, classify
 from normscope.errors import ArchError
 from normscope.peers import find_anomalies
 from normscope.schema import (
@@ -35,11 +34,13 @@ from normscope.schema import (
     PeerRule,
     Report,
     Role,
+    RoleBand,
     Summary,
     Thresholds,
 )
+from normscope.schema.check import role_thresholds
 from normscope.scope import DEFAULT, Selector, parse_scope
-from normscope.sources import Checkpoint, ProgressFactory, open_checkpoint
+from normscope.sources import Checkpoint, ProgressFactory, Source, SourceSpec, open_checkpoint
 from normscope.version import __version__
 
 
@@ -56,10 +57,20 @@ class ScanOptions:
     """The anomaly rule: when a norm has left its peers (`normscope.peers`)."""
     rules: RuleSet = field(default_factory=RuleSet)
     """User architecture rules (`normscope.arch.load_rules`), tried before the built-in ones."""
+    roles: tuple[RoleBand, ...] = ()
+    """Per-role bands (`[tool.normscope.roles]`): a norm of such a role is banded by its own."""
+    cache: bool = True
+    """Reuse a local checkpoint's cached layout (`--no-cache`: False)."""
+    verbose: bool = False
+    """Let huggingface_hub's own log lines reach stderr (`-v`)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.scope, str):  # the library's edge: parse a scope given as text
             object.__setattr__(self, "scope", parse_scope(self.scope))
+
+    def band_of(self, role: Role) -> Thresholds:
+        """The band a norm of `role` is held to: its `roles` entry, else `thresholds`."""
+        return role_thresholds(self.thresholds, self.roles, role)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +92,13 @@ class Measured:
     """What the architecture rules said of every norm found (fold reads its consumers)."""
 
 
-def scan(source: str | os.PathLike[str], options: ScanOptions | None = None) -> Report:
+def scan(source: Source | SourceSpec, options: ScanOptions | None = None) -> Report:
     """Scan one checkpoint (a .safetensors file or a directory of shards) and return its Report."""
     return measure(source, options).report
 
 
 def measure(
-    source: str | os.PathLike[str],
+    source: Source | SourceSpec,
     options: ScanOptions | None = None,
     progress: ProgressFactory | None = None,
 ) -> Measured:
@@ -96,8 +107,9 @@ def measure(
     `progress` reports long transfers (Hub sources); None: quiet.
     """
     started = time.perf_counter()
-    checkpoint = open_checkpoint(source, progress)
-    return analyze_checkpoint(checkpoint, options or ScanOptions(), started)
+    options = options or ScanOptions()
+    checkpoint = open_checkpoint(source, progress, cache=options.cache, verbose=options.verbose)
+    return analyze_checkpoint(checkpoint, options, started)
 
 
 def analyze_checkpoint(
@@ -111,7 +123,7 @@ def analyze_checkpoint(
         checkpoint.tensors, checkpoint.config, options.parametrization, rules=options.rules
     )
     warnings.extend(cls.warnings)
-    measured = _measure_norms(checkpoint, cls.norms, options.thresholds, warnings)
+    measured = _measure_norms(checkpoint, cls.norms, options, warnings)
     # What the store said while reading the norms (a corrupt cache entry fetched again).
     warnings.extend(checkpoint.warnings[opened:])
     if not measured.stats:
@@ -119,11 +131,8 @@ def analyze_checkpoint(
             f"none of the {len(cls.norms)} norm tensors could be decoded ({checkpoint.source})"
         )
     stats = _with_peers(sorted(measured.stats, key=sort_key), options.peers)
-    facts = read_config(checkpoint.config)
-    model = ModelInfo(
-        facts.model_type, cls.family, _hidden_size(facts.hidden_size, stats), cls.num_layers,
-        cls.mtp_depth,
-    )  # fmt: skip
+    hidden_size = _hidden_size(cls.facts.hidden_size, stats)
+    model = ModelInfo(cls.facts.model_type, cls.family, hidden_size, cls.num_layers, cls.mtp_depth)
     report = Report(
         schema_version=SCHEMA_VERSION,
         normscope_version=__version__,
@@ -153,7 +162,7 @@ class _Measurements:
 def _measure_norms(
     checkpoint: Checkpoint,
     norms: Sequence[NormInfo],
-    thresholds: Thresholds,
+    options: ScanOptions,
     warnings: list[str],
 ) -> _Measurements:
     """Read the bytes of every norm (and bias) at once, then measure each norm."""
@@ -182,7 +191,7 @@ def _measure_norms(
         doubt = parametrization_doubt(info, gain)
         if doubt:
             doubts.append((info.name, doubt))
-        row = compute_stats(info, gain, bias, thresholds)
+        row = compute_stats(info, gain, bias, options.band_of(info.role))
         out.stats.append(row)
         out.gains[row.name] = gain.reshape(-1) + info.parametrization.shift
     if doubts:

@@ -348,7 +348,7 @@ def test_json_junit_and_github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert "FAIL" in gh.stderr
 
 
-def test_warning_when_scope_matches_nothing(tmp_path: Path) -> None:
+def test_a_band_check_that_looks_at_nothing_exits_2(tmp_path: Path) -> None:
     bert = write_checkpoint(
         tmp_path / "bert",
         {
@@ -358,8 +358,12 @@ def test_warning_when_scope_matches_nothing(tmp_path: Path) -> None:
         {"model_type": "bert", "hidden_size": H, "num_hidden_layers": 0},
     )
     result = _check(str(bert))
-    assert result.exit_code == 0
-    assert "no norm matches the scope 'final,mtp'" in result.stderr
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[0] == (
+        f"Error: no norm matches the scope 'final,mtp': the band check looked at nothing ({bert})"
+    )
+    assert _check(str(bert), "--scope", "all").exit_code == 0
+    assert _check(str(bert), "--severity", "band=off").exit_code == 0
 
 
 def test_a_norm_that_cannot_be_measured_fails_the_check(tmp_path: Path) -> None:

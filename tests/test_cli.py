@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -559,8 +560,9 @@ def test_readme_documents_the_exit_codes() -> None:
         assert re.search(rf"(^|\W){code}(\W|$)", text), code
 
 
-def test_gates_warn_when_their_scope_matches_nothing(tmp_path: Path) -> None:
-    # BERT has no final norm and no MTP: the default gate scope is empty.
+def test_gates_that_judge_nothing_exit_2(tmp_path: Path) -> None:
+    # BERT has no final norm and no MTP: the default gate scope is empty. A gate that looked at
+    # nothing cannot pass (issue 22): the report is written, then one Error line, exit 2.
     bert = tmp_path / "bert"
     from conftest import write_checkpoint
 
@@ -578,9 +580,15 @@ def test_gates_warn_when_their_scope_matches_nothing(tmp_path: Path) -> None:
         ("series", bert, bert, "--fail-on", "out-of-band", "-f", "json"),
     ):
         result = invoke(*args)
-        assert result.exit_code == 0, (args, result.stderr)
-        assert "no norm matches the scope 'final,mtp'" in result.stderr, args
+        assert result.exit_code == 2, (args, result.stderr)
+        assert json.loads(result.stdout)["schema_version"] == 4
+        assert result.stderr.splitlines() == [
+            "Error: no norm matches the scope 'final,mtp': the gate looked at nothing",
+            "Hint: this model may have no final or MTP norm identified; try --scope all",
+        ], args
         assert invoke(*args, "--scope", "all").exit_code == (0 if args[0] == "diff" else 1)
+        ungated = args[:2] if args[0] == "scan" else args[:3]
+        assert invoke(*ungated).exit_code == 0, ungated  # no gate asked for: nothing to judge
 
 
 def test_empty_output_name_is_a_usage_error(llama_dir: Path) -> None:
@@ -589,14 +597,25 @@ def test_empty_output_name_is_a_usage_error(llama_dir: Path) -> None:
     assert "empty file name" in result.stderr
 
 
-def test_verbose_lets_the_hub_library_log(llama_dir: Path) -> None:
-    from normscope.sources.hub.retry import is_verbose, set_verbose
+def test_verbose_travels_in_the_scan_options(
+    llama_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # -v (or NORMSCOPE_VERBOSE) is a field of the scan options, not a module global: the Hub
+    # opener gets it from there (tests/test_hub.py: the logger stays quiet unless it is set).
+    from normscope.cli import inputs
 
-    assert not is_verbose()
-    try:
-        result = invoke("-v", "scan", llama_dir)
-        assert result.exit_code == 0, result.stderr
-        assert is_verbose()
-    finally:
-        set_verbose(None)
+    built: list[Any] = []
+    build = inputs.settings
+
+    def keep(*args: Any, **kwargs: Any) -> Any:
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(inputs, "settings", keep)
+    monkeypatch.delenv("NORMSCOPE_VERBOSE", raising=False)
+    assert invoke("-v", "scan", llama_dir).exit_code == 0
+    assert invoke("scan", llama_dir).exit_code == 0
+    monkeypatch.setenv("NORMSCOPE_VERBOSE", "1")
+    assert invoke("scan", llama_dir).exit_code == 0
+    assert [s.scan.verbose for s in built] == [True, False, True]
     assert "--verbose" in invoke("--help").stdout

@@ -231,8 +231,12 @@ def test_any_bytes_give_a_report_or_a_normscope_error(
     (folder / "config.json").write_bytes(config)
     try:
         report = normscope.scan(folder)
-    except NormscopeError:
+    except NormscopeError as exc:
+        assert exc.message and "\n" not in exc.message  # one line that says something
         return
+    # A report is a whole one: of this folder, with every norm it lists measured.
+    assert report.source == str(folder) and report.norms
+    assert all(n.dim > 0 for n in report.norms)
     render_everything(report)
 
 

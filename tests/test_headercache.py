@@ -14,8 +14,10 @@ import pytest
 from conftest import llama_config, llama_tensors, write_checkpoint
 from typer.testing import CliRunner
 
+import normscope
 from normscope.cli import app
 from normscope.errors import SourceError
+from normscope.settings import build_settings
 from normscope.sources import headercache, open_checkpoint
 
 SETTLE = 0.05
@@ -169,10 +171,17 @@ def test_a_corrupt_entry_is_a_miss(tmp_path: Path, damage: str) -> None:
 
 def test_the_cache_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _ckpt(tmp_path)
-    monkeypatch.setenv("NORMSCOPE_NO_CACHE", "1")
-    open_checkpoint(path)
-    assert not _hit(path)
+    open_checkpoint(path, cache=False)
+    again = open_checkpoint(path, cache=False)
+    assert again.counter.metadata_bytes > 0  # parsed again, not served by a cache
     assert not (headercache.cache_root() / "layouts").exists()
+    # NORMSCOPE_NO_CACHE is read once, by the options builder, into the scan options.
+    monkeypatch.setenv("NORMSCOPE_NO_CACHE", "1")
+    assert build_settings().scan.cache is False
+    normscope.scan(path)
+    assert not (headercache.cache_root() / "layouts").exists()
+    monkeypatch.setenv("NORMSCOPE_NO_CACHE", "0")
+    assert build_settings().scan.cache is True
 
 
 def test_no_cache_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

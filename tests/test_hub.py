@@ -1118,13 +1118,28 @@ def test_hub_logging_is_quiet_unless_verbose(
         log.warning("Retrying in 1s [Retry 1/5].")
     assert caplog.records == []
     assert logging.getLogger("huggingface_hub").level == level  # restored
-    for verbose in (True, None):
-        if verbose is None:
-            monkeypatch.setenv("NORMSCOPE_VERBOSE", "1")
-        hubmod.set_verbose(verbose)
-        try:
-            with hubmod.quiet_hub_logging():
-                log.warning("Retrying in 1s [Retry 1/5].")
-        finally:
-            hubmod.set_verbose(None)
+    with hubmod.quiet_hub_logging(verbose=True):
+        log.warning("Retrying in 1s [Retry 1/5].")
+    with hubmod.quiet_hub_logging(True):
+        log.warning("Retrying in 1s [Retry 1/5].")
     assert [r.getMessage() for r in caplog.records] == ["Retrying in 1s [Retry 1/5]."] * 2
+
+
+def test_the_hub_spec_is_parsed_once_per_scan(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 22: the source is parsed once into a typed spec; `--revision` travels as its field.
+    from normscope.sources.hub import spec as hub_spec
+
+    calls: list[str] = []
+    parse = hub_spec.parse_hub_spec
+
+    def counted(text: str) -> Any:
+        calls.append(text)
+        return parse(text)
+
+    monkeypatch.setattr(hub_spec, "parse_hub_spec", counted)
+    result = invoke("scan", DS, "--revision", "v1", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    assert calls == [DS]
+    assert json.loads(result.stdout)["source"].startswith(f"hf://{DS}@")

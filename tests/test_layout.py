@@ -24,6 +24,7 @@ FLOORS: dict[str, int] = {
     "normscope.frames": 0,
     "normscope.numeric": 0,
     "normscope.version": 0,
+    "normscope.exitcodes": 0,  # the exit-code contract
     "normscope.scope": 1,
     "normscope.schema": 2,
     "normscope.sources": 3,
@@ -41,6 +42,7 @@ FLOORS: dict[str, int] = {
     "normscope.fold": 6,
     "normscope.executors": 5,
     "normscope.gates": 7,
+    "normscope.settings": 7,  # the one options builder: flags + [tool.normscope] -> options
     "normscope.api": 8,  # the Python API: one function per command (gates for check)
     "normscope.render": 8,
     "normscope.cli": 9,

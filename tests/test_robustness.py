@@ -8,7 +8,6 @@ bytes, never with what a header declares or with ties.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import struct
 import subprocess
@@ -279,7 +278,7 @@ def _measure(path: Path) -> tuple[int, float, int, str]:
 def test_a_2_to_the_27_element_norm_is_refused_before_reading(tmp_path: Path) -> None:
     path = _sparse_norm(tmp_path / "huge", 1 << 27)
     code, seconds, mb, stderr = _measure(path)
-    assert code == 2 and seconds < 20 and mb < 400, (code, seconds, mb)
+    assert code == 2 and mb < 400, (code, seconds, mb)  # seconds: reported, not asserted
     assert stderr == (
         f"Error: tensor 'model.norm.weight' has {1 << 27} elements (shape [{1 << 27}]): wider "
         f"than any model's norm (at most {1 << 24}); not read ({path})"
@@ -289,7 +288,7 @@ def test_a_2_to_the_27_element_norm_is_refused_before_reading(tmp_path: Path) ->
 def test_a_2_to_the_24_element_norm_is_measured_in_bounded_memory(tmp_path: Path) -> None:
     # The widest norm read: 32 MB of BF16 zeros (all ties). Before: 3.2 GB and 9.6 s.
     code, seconds, mb, _ = _measure(_sparse_norm(tmp_path / "wide", 1 << 24))
-    assert code == 0 and seconds < 15 and mb < 1200, (code, seconds, mb)
+    assert code == 0 and mb < 1200, (code, seconds, mb)  # seconds: reported, not asserted
 
 
 def test_the_loader_reads_a_wide_header_like_json_loads() -> None:
@@ -302,10 +301,46 @@ def test_the_loader_reads_a_wide_header_like_json_loads() -> None:
     assert load_json(raw, strict=True) == json.loads(raw)
 
 
-def test_open_checkpoint_on_odd_bytes_raises_only_source_errors(tmp_path: Path) -> None:
-    for i, raw in enumerate(
-        [b"", b"{", b"{}", b"[]", b'{"a":1}', b'{"__metadata__":[]}', b"\xff" * 8, b"{" * 200]
-    ):
-        path = one_tensor(tmp_path / str(i), raw)
-        with contextlib.suppress(SourceError):
-            open_checkpoint(path)
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b"", "not a safetensors file: header does not start with '{'"),
+        (
+            b"{",
+            "invalid safetensors header JSON: Expecting property name enclosed in double quotes",
+        ),
+        (b"[]", "not a safetensors file: header does not start with '{'"),
+        (b'{"a":1}', "invalid header entry for tensor 'a'"),
+        (
+            b'{"__metadata__":[]}',
+            "invalid safetensors header: __metadata__ is not an object of strings",
+        ),
+        (b"\xff" * 8, "not a safetensors file: header does not start with '{'"),
+        (b"{" * 200, f"invalid safetensors header JSON: nested deeper than {MAX_DEPTH} levels"),
+    ],
+)
+def test_open_checkpoint_on_odd_bytes_names_the_fault(
+    tmp_path: Path, raw: bytes, says: str
+) -> None:
+    path = one_tensor(tmp_path, raw)
+    with pytest.raises(SourceError) as raised:
+        open_checkpoint(path)
+    assert raised.value.message.startswith(says) and raised.value.message.endswith(f"({path})")
+    # The reference reader refuses the same file.
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    with pytest.raises(SafetensorError):
+        load_file(path)
+
+
+def test_an_empty_header_is_an_empty_checkpoint_and_no_norm_to_scan(tmp_path: Path) -> None:
+    # `{}` is a valid safetensors file holding no tensor (the reference reader agrees): opening
+    # it gives 0 tensors, and a scan refuses it naming why (exit 2), never an empty report.
+    from safetensors.numpy import load_file
+
+    path = one_tensor(tmp_path, b"{}")
+    assert load_file(path) == {}
+    checkpoint = open_checkpoint(path)
+    assert checkpoint.tensors == {} and checkpoint.warnings == []
+    assert error_line(scan(path)).startswith("Error: no norm tensors found among 0 tensors")

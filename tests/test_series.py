@@ -672,9 +672,13 @@ def test_cli_gate_max_drift(tmp_path: Path) -> None:
 def test_cli_max_drift_needs_two_checkpoints(tmp_path: Path) -> None:
     run = healthy_run(tmp_path / "run")
     result = runner.invoke(app, ["series", str(run / "checkpoint-0"), "--max-drift", "0.1"])
-    assert result.exit_code == 0
+    assert result.exit_code == 2  # the only gate asked for judged nothing
     assert "a series of one checkpoint" in result.stderr
-    assert "--max-drift needs two checkpoints" in result.stderr
+    assert "Error: --max-drift needs two checkpoints: not checked" in result.stderr
+    both = ["series", str(run / "checkpoint-0"), "--max-drift", "0.1", "--fail-on", "out-of-band"]
+    result = runner.invoke(app, both)
+    assert result.exit_code == 0  # the band gate judged the checkpoint
+    assert "Warning: --max-drift needs two checkpoints: not checked" in result.stderr
 
 
 def test_cli_strict_and_no_checkpoints(tmp_path: Path) -> None:

@@ -62,6 +62,8 @@ class Classification:
     """Norms read by each naming vocabulary (names the family table does not list)."""
     skipped: list[str] = field(default_factory=list)
     """Tensors left out (an index too long to be a layer), each with a warning."""
+    facts: ConfigFacts = field(default_factory=lambda: read_config(None))
+    """What config.json says (read once per scan: the scan's model info comes from here)."""
 
 
 def _select(
@@ -262,4 +264,5 @@ def classify(
         expects_final_norm=expects_final,
         vocabularies=dict(vocabularies),
         skipped=skipped,
+        facts=facts,
     )

@@ -19,6 +19,7 @@ from normscope.cli.options import (
     ClearOpt,
     ClusterOpt,
     Command,
+    ConfigOpt,
     DiffA,
     DiffB,
     DiffFailOn,
@@ -51,13 +52,13 @@ from normscope.cli.options import (
     SeriesExecutor,
     SeriesFailOpt,
     SeriesSources,
+    ShowConfigOpt,
     SourceArg,
     StrictOpt,
     TensorboardOpt,
     WideOpt,
 )
-from normscope.enums import DEFAULT_HIGH, DEFAULT_LOW, Order
-from normscope.scope import DEFAULT_SCOPE
+from normscope.enums import Order
 from normscope.version import __version__
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
@@ -97,40 +99,43 @@ def _root(
 ) -> None:
     """Are the normalization scale vectors in this checkpoint healthy?"""
     out.escape_unencodable()
-    if verbose:
-        from normscope.sources.hub.retry import set_verbose
-
-        set_verbose(True)
+    ctx.obj = {"verbose": verbose}  # the commands read it into their settings (inputs.verbose)
 
 
 @app.command(epilog=EXIT_HELP, cls=Command)
 def scan(
+    ctx: typer.Context,
     source: SourceArg,
     format: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     show_all: AllOpt = False,
-    low: LowOpt = DEFAULT_LOW,
-    high: HighOpt = DEFAULT_HIGH,
+    low: LowOpt = None,
+    high: HighOpt = None,
     parametrization: ParamOpt = None,
     fail_on: ScanFailOpt = FailOn.never,
-    scope: ScopeOpt = DEFAULT_SCOPE,
+    scope: ScopeOpt = None,
     rules: RulesOpt = None,
+    config: ConfigOpt = None,
+    show_config: ShowConfigOpt = False,
     quiet: QuietOpt = False,
     no_cache: NoCacheOpt = False,
     revision: RevisionOpt = None,
     wide: WideOpt = False,
 ) -> None:
     """Report every norm gain of one checkpoint: statistics, band, role and parametrization."""
-    with out.errors(no_cache):
+    with out.errors():
+        from normscope.api import run_scan
         from normscope.gates import scan_gate
         from normscope.render import common
         from normscope.render import html as html_view
         from normscope.render import scan as view
-        from normscope.scanner import measure
 
-        options = inputs.scan_options(low, high, parametrization, scope, rules)
-        source = inputs.at_revision(source, revision)
-        result = measure(source, options, out.transfer_progress(quiet)).report
+        flags = (low, high, scope, parametrization, rules, config, no_cache)
+        settings = inputs.settings(ctx, *flags)
+        if inputs.show_config(settings, show_config, output):
+            return
+        options = settings.scan
+        result = run_scan(source, settings, revision, out.transfer_progress(quiet))
         out.warn(result.warnings, quiet)
         out.render(
             format,
@@ -147,18 +152,21 @@ def scan(
 
 @app.command(epilog=EXIT_HELP, cls=Command)
 def diff(
+    ctx: typer.Context,
     a: DiffA,
     b: DiffB,
     format: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
     show_all: AllOpt = False,
-    low: LowOpt = DEFAULT_LOW,
-    high: HighOpt = DEFAULT_HIGH,
+    low: LowOpt = None,
+    high: HighOpt = None,
     parametrization: ParamOpt = None,
     fail_on: DiffFailOpt = DiffFailOn.never,
     max_drift: MaxDriftOpt = None,
-    scope: ScopeOpt = DEFAULT_SCOPE,
+    scope: ScopeOpt = None,
     rules: RulesOpt = None,
+    config: ConfigOpt = None,
+    show_config: ShowConfigOpt = False,
     quiet: QuietOpt = False,
     no_cache: NoCacheOpt = False,
     revision: RevisionOpt = None,
@@ -166,16 +174,19 @@ def diff(
 ) -> None:
     """Compare the norms of two checkpoints: drift, cosine, band changes, channels that moved."""
     inputs.nonnegative(max_drift, "--max-drift")
-    with out.errors(no_cache):
-        from normscope.compare import diff as run_diff
+    with out.errors():
+        from normscope.api import run_diff
         from normscope.gates import diff_gate
         from normscope.render import common
         from normscope.render import diff as view
         from normscope.render import html as html_view
 
-        options = inputs.scan_options(low, high, parametrization, scope, rules)
-        a, b = inputs.at_revision(a, revision), inputs.at_revision(b, revision)
-        result = run_diff(a, b, options)
+        flags = (low, high, scope, parametrization, rules, config, no_cache)
+        settings = inputs.settings(ctx, *flags)
+        if inputs.show_config(settings, show_config, output):
+            return
+        options = settings.scan
+        result = run_diff(a, b, settings, revision)
         out.warn(result.warnings, quiet)
         out.render(
             format,
@@ -202,6 +213,7 @@ app.command(epilog=EXIT_HELP, cls=Command)(gate.check)
 
 @app.command(epilog=EXIT_HELP, cls=Command)
 def series(
+    ctx: typer.Context,
     sources: SeriesSources,
     format: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
@@ -213,13 +225,15 @@ def series(
     strict: StrictOpt = False,
     plot: PlotOpt = None,
     plot_role: PlotRoleOpt = None,
-    low: LowOpt = DEFAULT_LOW,
-    high: HighOpt = DEFAULT_HIGH,
+    low: LowOpt = None,
+    high: HighOpt = None,
     parametrization: ParamOpt = None,
     fail_on: SeriesFailOpt = FailOn.never,
     max_drift: SeriesDriftOpt = None,
-    scope: ScopeOpt = DEFAULT_SCOPE,
+    scope: ScopeOpt = None,
     rules: RulesOpt = None,
+    config: ConfigOpt = None,
+    show_config: ShowConfigOpt = False,
     quiet: QuietOpt = False,
     no_cache: NoCacheOpt = False,
     revisions: RevisionsOpt = None,
@@ -231,18 +245,23 @@ def series(
 ) -> None:
     """Follow a training run: every norm across its checkpoints, drift, and where it heads."""
     inputs.nonnegative(max_drift, "--max-drift")
-    with out.errors(no_cache):
+    with out.errors():
+        from normscope.api import run_series
         from normscope.gates import series_gate
-        from normscope.series import measure_series
+        from normscope.settings import series_options
 
-        options = inputs.scan_options(low, high, parametrization, scope, rules)
+        flags = (low, high, scope, parametrization, rules, config, no_cache)
+        settings = inputs.settings(ctx, *flags)
+        if inputs.show_config(settings, show_config, output):
+            return
+        options = settings.scan
         plotting = runs.check_plot(plot, plot_role)
         if revisions is not None:
             sources = runs.hub_revisions(sources, revisions)
             order = order or Order.step  # revisions are ordered by the step in their names
-        series_options = runs.series_options(options, order, jobs, strict, executor, cluster)
+        run = series_options(settings, order, jobs, strict, executor.value, cluster)
         with out.series_progress(quiet) as progress:
-            result = measure_series(sources, series_options, progress)
+            result = run_series(sources, run, progress)
         result = runs.with_trinity(result, events, main_tag, mtp_tag) if events else result
         out.warn(result.warnings, quiet)
         runs.refuse_stale_latest(result, fail_on is FailOn.out_of_band or max_drift is not None)

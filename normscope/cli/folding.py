@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from normscope.cli import inputs, runs
+from typing import TYPE_CHECKING
+
+import typer
+
+from normscope.cli import inputs
 from normscope.cli import output as out
 from normscope.cli.options import (
     ClusterOpt,
+    ConfigOpt,
     DeviceOpt,
     DryRunOpt,
     ExecutorOpt,
@@ -26,13 +31,16 @@ from normscope.cli.options import (
     RulesOpt,
     ScopeOpt,
     SeriesExecutor,
+    ShowConfigOpt,
     SourceArg,
 )
-from normscope.enums import DEFAULT_HIGH, DEFAULT_LOW
-from normscope.scope import DEFAULT_SCOPE
+
+if TYPE_CHECKING:
+    from normscope.schema.fold import FoldReport
 
 
 def fold(
+    ctx: typer.Context,
     source: SourceArg,
     format: FormatOpt = OutputFormat.table,
     output: OutputOpt = None,
@@ -41,12 +49,14 @@ def fold(
     experts: ExpertsOpt = "8",
     dry_run: DryRunOpt = False,
     show_all: FoldAllOpt = False,
-    low: LowOpt = DEFAULT_LOW,
-    high: HighOpt = DEFAULT_HIGH,
+    low: LowOpt = None,
+    high: HighOpt = None,
     parametrization: ParamOpt = None,
     fail_on: FoldFailOpt = FailOn.never,
-    scope: ScopeOpt = DEFAULT_SCOPE,
+    scope: ScopeOpt = None,
     rules: RulesOpt = None,
+    config: ConfigOpt = None,
+    show_config: ShowConfigOpt = False,
     executor: ExecutorOpt = SeriesExecutor.local,
     cluster: ClusterOpt = None,
     quiet: QuietOpt = False,
@@ -56,30 +66,24 @@ def fold(
     """Fold each norm gain into the matrices it feeds: folded ratio, compensation, MTP balance.
 
     Needs torch: pip install "normscope[torch]"."""
-    with out.errors(no_cache):
-        from normscope.fold import FoldOptions, parse_memory
-        from normscope.fold import fold as run_fold
+    with out.errors():
+        from normscope.api import run_fold
         from normscope.gates import fold_gate
         from normscope.render import fold as view
         from normscope.render import html as html_view
-        from normscope.render.common import human_bytes
+        from normscope.settings import fold_options
 
-        scan = inputs.scan_options(low, high, parametrization, scope, rules)
-        options = FoldOptions(
-            device, parse_memory(max_memory), experts, dry_run, scan.thresholds,
-            parametrization, scan.scope, scan.rules, runs.cluster_spec(executor, cluster),
-        )  # fmt: skip
-        source = inputs.at_revision(source, revision)
+        flags = (low, high, scope, parametrization, rules, config, no_cache)
+        settings = inputs.settings(ctx, *flags)
+        if inputs.show_config(settings, show_config, output):
+            return
+        run = (device, max_memory, experts, dry_run, executor.value, cluster)
+        options = fold_options(settings, *run)
         with out.fold_progress(quiet or dry_run) as progress:
-            result = run_fold(source, options, progress)
+            result = run_fold(source, options, revision, progress)
         out.warn(result.warnings, quiet)
         if dry_run:
-            plan = result.plan
-            out.write_output(
-                f"{plan.bytes_planned} bytes ({human_bytes(plan.bytes_planned)}) in "
-                f"{plan.tensors} matrices would be read from {result.source}\n",
-                None,
-            )
+            _say_plan(result)
             return
         out.render(
             format,
@@ -91,3 +95,15 @@ def fold(
             html=lambda: html_view.render_fold_html(result),
         )
         out.report_gate(fold_gate(result, fail_on is FailOn.out_of_band), quiet)
+
+
+def _say_plan(result: FoldReport) -> None:
+    """`--dry-run`: the bytes a fold would read, and from where."""
+    from normscope.render.common import human_bytes
+
+    plan = result.plan
+    out.write_output(
+        f"{plan.bytes_planned} bytes ({human_bytes(plan.bytes_planned)}) in "
+        f"{plan.tensors} matrices would be read from {result.source}\n",
+        None,
+    )

@@ -16,13 +16,12 @@ from normscope.cli.options import (
     BaselineOpt,
     CheckFormat,
     CheckFormatOpt,
-    CheckHighOpt,
-    CheckLowOpt,
-    CheckScopeOpt,
     CheckSourceArg,
     ConfigOpt,
     ExpectInitOpt,
     ExpectMtpOpt,
+    HighOpt,
+    LowOpt,
     MaxDriftOpt,
     NoCacheOpt,
     OutputOpt,
@@ -30,6 +29,7 @@ from normscope.cli.options import (
     QuietOpt,
     RevisionOpt,
     RulesOpt,
+    ScopeOpt,
     SeverityOpt,
     ShowConfigOpt,
 )
@@ -39,14 +39,15 @@ if TYPE_CHECKING:
 
 
 def check(
+    ctx: typer.Context,
     source: CheckSourceArg = None,
     baseline: BaselineOpt = None,
     max_drift: MaxDriftOpt = None,
     expect_init: ExpectInitOpt = None,
     expect_mtp: ExpectMtpOpt = None,
-    scope: CheckScopeOpt = None,
-    low: CheckLowOpt = None,
-    high: CheckHighOpt = None,
+    scope: ScopeOpt = None,
+    low: LowOpt = None,
+    high: HighOpt = None,
     parametrization: ParamOpt = None,
     severity: SeverityOpt = None,
     config: ConfigOpt = None,
@@ -61,41 +62,28 @@ def check(
 ) -> None:
     """Gate CI on norm health: bands, anomalies, drift against a baseline, init identity, MTP
     presence. A checkpoint whose architecture normscope did not understand is refused (exit 2)."""
-    with out.errors(no_cache):
-        from normscope.gates import run_checks
-        from normscope.policy import (
-            PolicyOverrides,
-            load_policy,
-            parse_severities,
-            policy_toml,
-            user_rules,
-        )
-        from normscope.scanner import ScanOptions, measure
-        from normscope.schema import Thresholds
+    with out.errors():
+        from normscope.api import run_check
+        from normscope.policy import parse_severities
 
-        overrides = PolicyOverrides(
-            low, high, scope, max_drift, expect_init, expect_mtp, parametrization,
-            parse_severities(severity), allow_unknown,
-        )  # fmt: skip
-        policy = load_policy(config, overrides)
-        if show_config:
-            out.write_output(policy_toml(policy), output)
+        flags = (low, high, scope, parametrization, rules, config, no_cache)
+        settings = inputs.settings(
+            ctx,
+            *flags,
+            max_drift=max_drift,
+            expect_init=expect_init,
+            expect_mtp=expect_mtp,
+            severity=parse_severities(severity),
+            allow_unknown=allow_unknown,
+        )
+        if inputs.show_config(settings, show_config, output):
             return
         if source is None:
             raise typer.BadParameter(
                 "a checkpoint is required (or --show-config)", param_hint="SOURCE"
             )
-        options = ScanOptions(
-            Thresholds(low=policy.low, high=policy.high),
-            policy.parametrization,
-            policy.scope,
-            peers=policy.anomaly,
-            rules=user_rules(rules, config),
-        )
         progress = out.transfer_progress(quiet)
-        measured = measure(inputs.at_revision(source, revision), options, progress)
-        base = measure(baseline, options, progress) if baseline is not None else None
-        result = run_checks(measured, policy, base)
+        result = run_check(source, settings, baseline, revision, progress)
         out.warn(result.warnings, quiet)
         render_check(result, format, output)
 

@@ -1,50 +1,66 @@
-"""What several commands check the same way before they read anything: the scan options (band,
-scope, rules), `--revision`, non-negative limits."""
+"""What every command does the same way before it reads anything: its settings from the flags
+and the project's configuration (`normscope.settings`, the builder the API uses too), the
+`--show-config` answer, and the `-v` of the root command."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from normscope.enums import Parametrization
 
 if TYPE_CHECKING:
-    from normscope.scanner import ScanOptions
+    from normscope.settings import Settings
 
 
-def scan_options(
-    low: float,
-    high: float,
+def settings(
+    ctx: typer.Context,
+    low: float | None,
+    high: float | None,
+    scope: str | None,
     parametrization: Parametrization | None,
-    scope: str,
     rules: Path | None,
-) -> ScanOptions:
-    """The options of one scan, validated: a bad band, scope or rules file fails before any
-    checkpoint is read."""
-    from normscope.policy import user_rules
-    from normscope.scanner import ScanOptions
-    from normscope.schema import Thresholds
-    from normscope.scope import parse_scope
+    config: Path | None,
+    no_cache: bool,
+    **check: Any,
+) -> Settings:
+    """The command's settings: defaults < `[tool.normscope]` or `--config` < the flags given.
+    `check`: the policy flags of `normscope check` (max_drift, expect_init, ...)."""
+    from normscope.settings import Flags, build_settings
 
-    if not 0 < low < high:
-        raise typer.BadParameter("need 0 < --low < --high", param_hint="--low/--high")
-    return ScanOptions(
-        Thresholds(low=low, high=high), parametrization, parse_scope(scope), rules=user_rules(rules)
+    return build_settings(
+        Flags(
+            low=low,
+            high=high,
+            scope=scope,
+            parametrization=parametrization,
+            rules=rules,
+            config=config,
+            no_cache=True if no_cache else None,
+            verbose=True if verbose(ctx) else None,
+            **check,
+        )
     )
 
 
-def at_revision(source: str, revision: str | None) -> str:
-    """Fold --revision into a Hub source (org/name@rev); a usage error where it cannot apply."""
-    if revision is None:
-        return source
-    from normscope.sources.hub.spec import with_revision
+def verbose(ctx: typer.Context) -> bool:
+    """Whether `normscope -v` was given (the root command keeps it in its context)."""
+    root = ctx.find_root()
+    return bool(isinstance(root.obj, dict) and root.obj.get("verbose"))
 
-    return with_revision(source, revision)
+
+def show_config(settings: Settings, show: bool, output: str | None) -> bool:
+    """`--show-config`: print the merged configuration; True when the command stops there."""
+    if show:
+        from normscope.cli import output as out
+
+        out.write_output(settings.show(), output)
+    return show
 
 
 def nonnegative(value: float | None, param: str) -> None:
     """A usage error for a negative limit."""
-    if value is not None and value < 0:
+    if value is not None and not value >= 0:
         raise typer.BadParameter("must be >= 0", param_hint=param)

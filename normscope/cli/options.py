@@ -102,22 +102,35 @@ WideOpt = Annotated[
     ),
 ]
 LowOpt = Annotated[
-    float, typer.Option("--low", metavar="RATIO", help="Ratio below which a norm has collapsed.")
+    float | None,
+    typer.Option(
+        "--low",
+        metavar="RATIO",
+        help=f"Ratio below which a norm has collapsed [{DEFAULT_LOW:g}, or the config's low].",
+        show_default=False,
+    ),
 ]
 HighOpt = Annotated[
-    float, typer.Option("--high", metavar="RATIO", help="Ratio above which a norm has exploded.")
+    float | None,
+    typer.Option(
+        "--high",
+        metavar="RATIO",
+        help=f"Ratio above which a norm has exploded [{DEFAULT_HIGH:g}, or the config's high].",
+        show_default=False,
+    ),
 ]
 ParamOpt = Annotated[
     Parametrization | None,
     typer.Option("--parametrization", help="Override the architecture rules for every norm."),
 ]
 ScopeOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--scope",
         metavar="SCOPE",
-        help="Norms the gate looks at: 'final,mtp' (default), 'all', 'role=qk', 'layer>=40', "
-        "'module=mtp', 'name=GLOB'; ',' is or, '&' is and.",
+        help=f"Norms the gate looks at: '{DEFAULT_SCOPE}' (default, or the config's scope), "
+        "'all', 'role=qk', 'layer>=40', 'module=mtp', 'name=GLOB'; ',' is or, '&' is and.",
+        show_default=False,
     ),
 ]
 MaxDriftOpt = Annotated[
@@ -186,22 +199,6 @@ ExpectMtpOpt = Annotated[
     int | None,
     typer.Option("--expect-mtp", metavar="N", min=0, help="The checkpoint must hold N MTP depths."),
 ]
-CheckScopeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--scope",
-        metavar="SCOPE",
-        help=f"Norms the band/drift checks look at (default '{DEFAULT_SCOPE}').",
-    ),
-]
-CheckLowOpt = Annotated[
-    float | None,
-    typer.Option("--low", metavar="RATIO", help=f"Band low edge (default {DEFAULT_LOW:g})."),
-]
-CheckHighOpt = Annotated[
-    float | None,
-    typer.Option("--high", metavar="RATIO", help=f"Band high edge (default {DEFAULT_HIGH:g})."),
-]
 SeverityOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -215,11 +212,15 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         metavar="FILE",
-        help="A TOML policy file (default: [tool.normscope] in the nearest pyproject.toml).",
+        help="A TOML configuration file (default: [tool.normscope] in the nearest "
+        "pyproject.toml): bands, roles, scope, rules, anomaly and check policy.",
     ),
 ]
 ShowConfigOpt = Annotated[
-    bool, typer.Option("--show-config", help="Print the effective policy and exit.")
+    bool,
+    typer.Option(
+        "--show-config", help="Print the merged configuration (defaults < config < flags) and exit."
+    ),
 ]
 AllowUnknownOpt = Annotated[
     bool | None,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from normscope.cli.options import OutputFormat
+from normscope.exitcodes import ExitCode, Terminated
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,7 +34,7 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
+def fail(message: str, hint: str | None = None, code: int = ExitCode.unjudged) -> NoReturn:
     """One `Error:` line (and a `Hint:` line), then exit."""
     from rich.markup import escape
 
@@ -47,14 +48,13 @@ def fail(message: str, hint: str | None = None, code: int = 2) -> NoReturn:
 
 
 @contextlib.contextmanager
-def errors(no_cache: bool = False) -> Iterator[None]:
-    """NormscopeError -> one line + exit 2 (a UsageError as typer's usage error); KeyboardInterrupt
-    -> exit 130; anything unexpected -> traceback + exit 3. `no_cache`: the command's
-    `--no-cache`, which turns the local header cache off while the command runs (and for the
-    worker processes it starts, through the environment); it is restored afterwards."""
+def errors() -> Iterator[None]:
+    """The exit-code contract (`normscope.exitcodes`) around a command: NormscopeError -> one
+    line + exit 2 (a UsageError as typer's usage error); SIGINT -> 130, SIGTERM -> 143; anything
+    unexpected -> traceback + exit 3."""
     from normscope.errors import NormscopeError, UsageError
 
-    with _cache_switched_off(no_cache):
+    with _sigterm_unwinds():
         try:
             yield
         except (typer.Exit, typer.BadParameter):
@@ -66,26 +66,35 @@ def errors(no_cache: bool = False) -> Iterator[None]:
                 traceback.print_exc()
             fail(exc.message, exc.hint)
         except KeyboardInterrupt:
-            fail("interrupted", code=130)
+            fail("interrupted", code=ExitCode.interrupted)
+        except Terminated:
+            fail("terminated", code=ExitCode.terminated)
         except Exception:
             traceback.print_exc()
-            fail("internal error in normscope (a bug): please report the traceback above", code=3)
+            fail(
+                "internal error in normscope (a bug): please report the traceback above",
+                code=ExitCode.internal,
+            )
 
 
 @contextlib.contextmanager
-def _cache_switched_off(off: bool) -> Iterator[None]:
-    from normscope.sources.headercache import ENV_OFF
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a command runs, SIGTERM raises `Terminated` (finally blocks run, partial files
+    are removed, the exit code is 143); the previous handler comes back afterwards."""
+    import signal
 
-    before = os.environ.get(ENV_OFF)
-    if off:
-        os.environ[ENV_OFF] = "1"
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    try:
+        before = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: the host's handling stands
+        yield
+        return
     try:
         yield
     finally:
-        if off and before is None:
-            os.environ.pop(ENV_OFF, None)
-        elif off and before is not None:
-            os.environ[ENV_OFF] = before
+        signal.signal(signal.SIGTERM, before)
 
 
 def escape_unencodable() -> None:
@@ -131,11 +140,12 @@ def write_output(data: str | bytes, output: str | None, what: str = "output") ->
 
     check_output(output)
     if output is None or output == "-":
-        if isinstance(data, bytes):
-            sys.stdout.buffer.write(data)
-        else:
-            sys.stdout.write(data)
-        sys.stdout.flush()
+        with to_stdout():
+            if isinstance(data, bytes):
+                sys.stdout.buffer.write(data)
+            else:
+                sys.stdout.write(data)
+            sys.stdout.flush()
         return
     target = Path(output)
     directory = target.parent if str(target.parent) else Path(".")
@@ -157,6 +167,36 @@ def write_output(data: str | bytes, output: str | None, what: str = "output") ->
         if isinstance(exc, OSError):  # e.g. -o names a directory: the user's input, exit 2
             raise OutputError(f"cannot write {what}: {exc.strerror} ({target})") from None
         raise
+
+
+@contextlib.contextmanager
+def to_stdout() -> Iterator[None]:
+    """Write data to stdout. A reader that left (`| head`: a broken pipe) is no error: the rest
+    goes nowhere and the verdict still decides the exit code, without a message. Any other
+    failure (`> /dev/full`: no space) is an OutputError, exit 2."""
+    from normscope.errors import OutputError
+
+    try:
+        yield
+    except BrokenPipeError:
+        _stdout_to_devnull()
+    except OSError as exc:
+        _stdout_to_devnull()
+        raise OutputError(f"cannot write the output: {exc.strerror} (stdout)") from None
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null: what is still buffered must not fail again at exit."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError):  # e.g. CliRunner's in-memory stream
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives to exit
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _umask_mode(path: str) -> None:
@@ -205,9 +245,10 @@ def emit_rich(build: TableBuilder, output: str | None, wide: bool = False) -> No
     from rich.console import Console
 
     if output in (None, "-"):
-        console = Console(highlight=False, width=WIDE if wide else None)
-        for r in build(console.width):
-            console.print(r)
+        console = _data_console(WIDE if wide else None)
+        with to_stdout():
+            for r in build(console.width):
+                console.print(r)
         return
     width = WIDE if wide else 120
     with open(os.devnull, "w", encoding="utf-8", errors="backslashreplace") as sink:
@@ -218,19 +259,37 @@ def emit_rich(build: TableBuilder, output: str | None, wide: bool = False) -> No
     write_output(text, output)
 
 
+def _data_console(width: int | None) -> Console:
+    """A console for data on stdout whose broken pipe is `to_stdout`'s to handle: rich's own
+    answer is SystemExit(1), which would read as "gate tripped"."""
+    from rich.console import Console
+
+    class DataConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return DataConsole(highlight=False, width=width)
+
+
 def report_gate(result: GateResult, quiet: bool) -> None:
-    """Say what the gate could not judge, then one FAIL line per violation and exit 1."""
-    warn(result.warnings, quiet)
-    if not result.failed:
-        return
+    """One FAIL line per violation and exit 1; else, for a gate that judged nothing, one
+    Error line naming it and exit 2; its warnings first."""
     from rich.markup import escape
 
     from normscope.render.common import visible
 
-    console = stderr()
-    for v in result.violations:
-        console.print(f"[bold red]FAIL:[/] {escape(visible(v.message))}", markup=True)
-    raise typer.Exit(1)
+    warn(result.warnings, quiet)
+    if result.failed:
+        console = stderr()
+        for v in result.violations:
+            console.print(f"[bold red]FAIL:[/] {escape(visible(v.message))}", markup=True)
+        raise typer.Exit(ExitCode.tripped)
+    if result.unjudged:
+        console = stderr()
+        for line in result.unjudged[:-1]:
+            console.print(f"[bold red]Error:[/] {escape(visible(line))}", markup=True)
+        fail(result.unjudged[-1], hint=result.hint)
 
 
 @contextlib.contextmanager

@@ -10,42 +10,10 @@ from typing import TYPE_CHECKING
 import typer
 
 from normscope.cli import output as out
-from normscope.cli.options import OutputFormat, SeriesExecutor
-from normscope.enums import Order
+from normscope.cli.options import OutputFormat
 
 if TYPE_CHECKING:
-    from normscope.executors import ClusterSpec
-    from normscope.scanner import ScanOptions
     from normscope.schema import SeriesReport
-    from normscope.series import SeriesOptions
-
-
-def series_options(
-    scan: ScanOptions,
-    order: Order | None,
-    jobs: int | None,
-    strict: bool,
-    executor: SeriesExecutor,
-    address: str | None,
-) -> SeriesOptions:
-    """`--executor local` lets `auto` choose a loop or a pool; `dask` (or `--cluster`) a cluster."""
-    from normscope.enums import Executor
-    from normscope.series import SeriesOptions
-
-    spec = cluster_spec(executor, address)
-    kind = Executor.dask if spec is not None else Executor.auto
-    return SeriesOptions(scan, order, jobs, kind, strict=strict, cluster=spec)
-
-
-def cluster_spec(executor: SeriesExecutor, address: str | None) -> ClusterSpec | None:
-    """`--executor dask` (or `--cluster ADDRESS`): where units of work run; None: here."""
-    from normscope.executors import ClusterSpec
-
-    if address is not None and not address.strip():
-        raise typer.BadParameter("empty address", param_hint="--cluster")
-    if executor is SeriesExecutor.dask or address is not None:
-        return ClusterSpec(address)
-    return None
 
 
 def refuse_stale_latest(result: SeriesReport, gated: bool) -> None:

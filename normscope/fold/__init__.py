@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from normscope.fold.metrics import NormMetrics
     from normscope.fold.pipeline import LoadStats, ProgressCallback, Task
     from normscope.schema import NormStats, Report
-    from normscope.sources import Checkpoint
+    from normscope.sources import Checkpoint, SourceSpec
 
 __all__ = [
     "FoldNorm",
@@ -86,6 +86,10 @@ class FoldOptions:
     """User architecture rules (`normscope.arch.load_rules`), as for a scan."""
     cluster: ClusterSpec | None = None
     """Reduce the matrices on a Dask cluster (`normscope.executors`), in tensor sets; None: here."""
+    cache: bool = True
+    """Reuse a local checkpoint's cached layout (`--no-cache`: False)."""
+    verbose: bool = False
+    """Let huggingface_hub's own log lines reach stderr (`-v`)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.scope, str):  # the library's edge: parse a scope given as text
@@ -114,7 +118,7 @@ def _import_torch() -> None:
 
 
 def fold(
-    source: str | os.PathLike[str] | Checkpoint,
+    source: str | os.PathLike[str] | SourceSpec | Checkpoint,
     options: FoldOptions | None = None,
     progress: ProgressCallback | None = None,
 ) -> FoldReport:
@@ -140,7 +144,10 @@ def fold(
         block_bytes(options.max_memory, device)
     except ValueError as exc:
         raise UsageError(str(exc), "--device" if "device" in str(exc) else "--max-memory") from None
-    checkpoint = source if isinstance(source, Checkpoint) else open_checkpoint(source)
+    if isinstance(source, Checkpoint):
+        checkpoint = source
+    else:
+        checkpoint = open_checkpoint(source, cache=options.cache, verbose=options.verbose)
     scan_options = ScanOptions(
         options.thresholds, options.parametrization, options.scope, rules=options.rules
     )

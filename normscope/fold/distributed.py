@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from normscope.executors import ClusterSpec, Lost, cluster
+from normscope.sources.spec import SourceSpec
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 class Unit:
     """One unit of work: a checkpoint and the names of the matrices to reduce in it."""
 
-    source: str
+    source: str | SourceSpec
+    """The checkpoint as parsed on the driver (`sources.SourceSpec` pickles: no re-parsing)."""
     tensors: tuple[tuple[str, bool, str | None], ...]
     """(matrix name, reduce over rows, dequantisation scale name) per matrix."""
     device: str
@@ -86,7 +88,7 @@ def split(tasks: Sequence[Task], units: int) -> list[list[Task]]:
 
 
 def load_on_cluster(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | SourceSpec,
     tasks: Sequence[Task],
     device: str,
     max_memory: int,
@@ -105,7 +107,15 @@ def load_on_cluster(
     total = sum(t.ref.nbytes + (t.scale.nbytes if t.scale else 0) for t in tasks)
     with cluster(spec) as engine:
         groups = split(tasks, 2 * engine.slots)
-        units = [_unit(str(source), group, device, max_memory) for group in groups]
+        units = [
+            _unit(
+                source if isinstance(source, SourceSpec) else os.fspath(source),
+                group,
+                device,
+                max_memory,
+            )
+            for group in groups
+        ]
         for group, result in zip(groups, engine.map_ordered(reduce_unit, units), strict=True):
             if isinstance(result, Lost):
                 lost.update({t.ref.name: f"lost on the cluster: {result.reason}" for t in group})
@@ -117,7 +127,7 @@ def load_on_cluster(
     return reduced, stats, lost
 
 
-def _unit(source: str, group: Sequence[Task], device: str, max_memory: int) -> Unit:
+def _unit(source: str | SourceSpec, group: Sequence[Task], device: str, max_memory: int) -> Unit:
     entries = tuple((t.ref.name, t.rows_axis, t.scale.name if t.scale else None) for t in group)
     return Unit(source, entries, device, max_memory)
 

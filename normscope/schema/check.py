@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from normscope.enums import CheckName, Parametrization, Role, Severity, Verdict
-from normscope.schema.scan import DEFAULT_HIGH, DEFAULT_LOW, PeerRule
+from normscope.schema.scan import DEFAULT_HIGH, DEFAULT_LOW, PeerRule, Thresholds
 from normscope.scope import DEFAULT, Selector
 
 if TYPE_CHECKING:
@@ -22,6 +22,17 @@ class RoleBand:
     """None: the policy's `low`."""
     high: float | None
     """None: the policy's `high`."""
+
+
+def role_thresholds(band: Thresholds, roles: tuple[RoleBand, ...], role: Role) -> Thresholds:
+    """The band of one role: its entry in `roles`, the edges it leaves unset from `band`."""
+    for rb in roles:
+        if rb.role is role:
+            return Thresholds(
+                low=band.low if rb.low is None else rb.low,
+                high=band.high if rb.high is None else rb.high,
+            )
+    return band
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ DCP_METADATA = ".metadata"
 
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
 OTHER_SUFFIXES = (".gguf", ".npz", ".onnx")
+GGUF = "GGUF (llama.cpp)"
+"""What `sniff` calls a GGUF file (a `SourceKind.gguf` source)."""
 
 _CONVERT = {
     "GGUF (llama.cpp)": (
@@ -45,7 +47,7 @@ def sniff(path: Path) -> str | None:
     except OSError:
         return None
     if head.startswith(b"GGUF"):
-        return "GGUF (llama.cpp)"
+        return GGUF
     if head.startswith(b"PK\x03\x04"):
         try:
             with zipfile.ZipFile(path) as archive:

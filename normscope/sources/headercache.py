@@ -20,7 +20,8 @@ SHA-256 of its content (`store.write_cache_file`): an entry changed on disk sinc
 an edit that keeps the checkpoint's stats) is dropped, said once, and the checkpoint parsed
 again; anything else unexpected (another version's format) is a quiet miss.
 Writes are atomic (a temporary file, then `os.replace`) and best-effort (a cache that cannot be
-written is a warning, never an error). `NORMSCOPE_NO_CACHE=1` (or `--no-cache`) turns it off.
+written is a warning, never an error). `--no-cache` (or `NORMSCOPE_NO_CACHE=1`, which
+`normscope.settings` reads) turns it off.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ FORMAT = 3
 """Bumped when the entry's layout or the validation it stands for changes."""
 RACY_SECONDS = 2.0
 """Files changed this recently (seconds before the stat) are not trusted to be settled."""
-ENV_OFF = "NORMSCOPE_NO_CACHE"
 MAX_BYTES = 1 << 30
 """The layouts kept in all: past this, the least recently written entries are removed (a
 DeepSeek-V3 entry is ~7 MB; a series over hundreds of checkpoints must not fill the disk)."""
@@ -82,11 +82,6 @@ class _Entry(msgspec.Struct):
 
 
 _DECODER = msgspec.msgpack.Decoder(_Entry)
-
-
-def enabled() -> bool:
-    """False when the user turned the cache off (`NORMSCOPE_NO_CACHE` set to anything but 0)."""
-    return os.environ.get(ENV_OFF, "") in ("", "0")
 
 
 def snapshot(directory: Path, names: list[str]) -> dict[str, Stat] | None:

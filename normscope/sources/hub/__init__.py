@@ -44,15 +44,7 @@ from normscope.sources.hub.remote import (
     RepoContext,
     staged_writes,
 )
-from normscope.sources.hub.retry import (
-    DEFAULT_TIMEOUT,
-    TIMEOUT_ENV,
-    VERBOSE_ENV,
-    hub_timeout,
-    is_verbose,
-    quiet_hub_logging,
-    set_verbose,
-)
+from normscope.sources.hub.retry import DEFAULT_TIMEOUT, TIMEOUT_ENV, hub_timeout, quiet_hub_logging
 from normscope.sources.hub.spec import (
     COMMIT,
     HF_PREFIX,
@@ -60,6 +52,7 @@ from normscope.sources.hub.spec import (
     HubSpec,
     looks_like_hub,
     parse_hub_spec,
+    parse_hub_url,
     with_revision,
 )
 from normscope.sources.jsonload import load_json
@@ -72,7 +65,6 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "HF_PREFIX",
     "TIMEOUT_ENV",
-    "VERBOSE_ENV",
     "CacheEntry",
     "CacheSummary",
     "HubMismatch",
@@ -81,29 +73,31 @@ __all__ = [
     "cache_summary",
     "clear_cache",
     "hub_timeout",
-    "is_verbose",
     "list_hub_revisions",
     "looks_like_hub",
     "open_hub_checkpoint",
     "parse_hub_spec",
+    "parse_hub_url",
     "quiet_hub_logging",
-    "set_verbose",
     "with_revision",
 ]
 
 
-def open_hub_checkpoint(spec: str | HubSpec, progress: ProgressFactory | None = None) -> Checkpoint:
+def open_hub_checkpoint(
+    spec: str | HubSpec, progress: ProgressFactory | None = None, verbose: bool = False
+) -> Checkpoint:
     """Open a Hub model repo: resolve the revision, read config, index and every shard header.
 
     Tensor bytes are read later with `Checkpoint.read`. Raises SourceError, with a hint, for
     every Hub failure: repo or revision not found, gated or private, offline with nothing cached,
-    rate limits, broken transfers. `progress` reports long transfers.
+    rate limits, broken transfers. `progress` reports long transfers; `verbose` lets
+    huggingface_hub's own log lines through.
     """
     hub = spec if isinstance(spec, HubSpec) else parse_hub_spec(spec)
     if hub is None:
         raise SourceError(f"not a Hub model repo id (org/name[@revision]) ({spec})")
     _require_huggingface_hub(str(hub))
-    return _Opener(hub, progress).open()
+    return _Opener(hub, progress, verbose).open()
 
 
 def _require_huggingface_hub(where: str) -> None:
@@ -120,7 +114,9 @@ def _require_huggingface_hub(where: str) -> None:
 class _Opener:
     """Everything one open needs: the spec, the caches, the counters, the Hub session."""
 
-    def __init__(self, spec: HubSpec, progress: ProgressFactory | None = None) -> None:
+    def __init__(
+        self, spec: HubSpec, progress: ProgressFactory | None = None, verbose: bool = False
+    ) -> None:
         from huggingface_hub import constants
 
         warnings: list[str] = []
@@ -131,6 +127,7 @@ class _Opener:
             cache=HubCache(cache_root(), spec.repo_id, warnings),
             hf_cache=Path(constants.HF_HUB_CACHE),
             warnings=warnings,
+            verbose=verbose,
         )
         self.remote = Remote(self.ctx)
         self.progress = progress

@@ -50,6 +50,8 @@ class RepoContext:
     commit: str = ""
     counter: ReadCounter = field(default_factory=ReadCounter)
     warnings: list[str] = field(default_factory=list)
+    verbose: bool = False
+    """Let huggingface_hub's own log lines through (`-v`)."""
 
     @property
     def where(self) -> str:
@@ -154,7 +156,7 @@ class Remote:
         url = f"{constants.ENDPOINT}/{path}"
         what = "the repo's file list"
         attempts = self._attempts()
-        with quiet_hub_logging():
+        with quiet_hub_logging(self.ctx.verbose):
             while True:
                 try:
                     with (
@@ -203,7 +205,7 @@ class Remote:
         attempts = self._attempts()
         retried_resolve = False
         key = (file.name, file.etag)
-        with quiet_hub_logging():
+        with quiet_hub_logging(self.ctx.verbose):
             while True:
                 location = self._locations.get(key)
                 url = location or hf_hub_url(self.ctx.repo_id, file.name, revision=self.ctx.commit)

@@ -6,7 +6,8 @@ for the whole read — every request of a phase (the shard headers, the norm byt
 a watchdog closes a connection whose body is still coming when it passes — every attempt counted
 in `io.requests`.
 huggingface_hub's own log lines are silenced meanwhile unless the user asked for them
-(`set_verbose`, `NORMSCOPE_VERBOSE`): normscope says what failed in its own one line.
+(`-v` or `NORMSCOPE_VERBOSE`, read into the scan options): normscope says what failed in its
+own one line.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 TIMEOUT_ENV = "NORMSCOPE_HUB_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0
 """Seconds one request may take in all, retries and resumed transfers included."""
-VERBOSE_ENV = "NORMSCOPE_VERBOSE"
 
 
 def hub_timeout() -> float:
@@ -56,31 +56,15 @@ def hub_timeout() -> float:
 
 # --- huggingface_hub's logging ------------------------------------------------------------------
 
-_verbose: bool | None = None
 _log_lock = threading.Lock()
 _log_holders = 0
 _log_level = logging.NOTSET
 
 
-def set_verbose(verbose: bool | None) -> None:
-    """Let huggingface_hub's own log lines (retries, server warnings) reach stderr, or not.
-
-    None (the default) defers to $NORMSCOPE_VERBOSE. The CLI's `-v` calls `set_verbose(True)`.
-    """
-    global _verbose
-    _verbose = verbose
-
-
-def is_verbose() -> bool:
-    """Whether huggingface_hub's log lines are let through (see `set_verbose`)."""
-    if _verbose is not None:
-        return _verbose
-    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 @contextlib.contextmanager
-def quiet_hub_logging() -> Iterator[None]:
-    """Silence the `huggingface_hub` logger during a block, unless verbose (see `set_verbose`).
+def quiet_hub_logging(verbose: bool = False) -> Iterator[None]:
+    """Silence the `huggingface_hub` logger during a block, unless `verbose` (`-v`: the scan
+    options' `verbose`).
 
     NOTE: normscope turns every Hub failure into its own one line, so the library's warnings
     ("Retrying in 1s [Retry 1/5]", "HTTP Error 503 thrown while ...") are noise by default. The
@@ -88,7 +72,7 @@ def quiet_hub_logging() -> Iterator[None]:
     requests at once restore it only when the last of them is done.
     """
     global _log_holders, _log_level
-    if is_verbose():
+    if verbose:
         yield
         return
     logger = logging.getLogger("huggingface_hub")

@@ -115,3 +115,38 @@ def with_revision(spec: str, revision: str) -> str:
         )
     prefix = HF_PREFIX if spec.strip().startswith(HF_PREFIX) else ""
     return f"{prefix}{hub.repo_id}@{revision}"
+
+
+_HUB_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
+
+
+def parse_hub_url(url: str) -> HubSpec | None:
+    """A Hub page pasted from the browser: `https://huggingface.co/org/name`, or
+    `.../tree/REV` (a branch, tag or commit; `refs%2Fpr%2F1` is `refs/pr/1`).
+
+    Returns None when `url` is no huggingface.co URL; raises SourceError for a Hub URL that names
+    no model repo (a dataset, a space, a file, a subfolder).
+    """
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or parts.hostname not in _HUB_HOSTS:
+        return None
+    segments = [s for s in parts.path.split("/") if s]
+    if segments and segments[0] in ("datasets", "spaces"):
+        raise SourceError(f"normscope reads model repos, not {segments[0]} ({url})")
+    if len(segments) == 2 or (len(segments) == 3 and segments[2] == "tree"):
+        revision = None
+    elif len(segments) == 4 and segments[2] == "tree":
+        revision = unquote(segments[3])
+    else:
+        raise SourceError(
+            f"not a Hub model repo page: expected https://huggingface.co/org/name[/tree/REV] "
+            f"({url})",
+            hint="name the repo (org/name[@revision]); normscope reads a repo's top-level files",
+        )
+    repo_id = "/".join(segments[:2])
+    hub = parse_hub_spec(repo_id)
+    if hub is None or not (revision is None or revision.strip()):
+        raise SourceError(f"not a Hub model repo: {repo_id} ({url})")
+    return HubSpec(hub.repo_id, revision)

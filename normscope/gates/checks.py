@@ -1,188 +1,31 @@
-"""Gates: a report plus a policy in, typed violations out — the one place pass/fail is decided.
-
-`scan_gate`, `diff_gate` and `series_gate` judge the `--fail-on`/`--max-drift` flags of those
-commands; `run_checks` evaluates every check of `normscope check` into `Finding`s. Each says
-when its scope matched nothing (a gate that looked at nothing must not pass silently). The CLI
-only prints what comes back and picks the exit code.
-"""
+"""`normscope check`: every check of the policy evaluated on one scan (and its baseline) into
+`Finding`s and a verdict. A checkpoint whose architecture was not understood, or whose band check
+would look at nothing, is refused (exit 2) rather than passed."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from normscope.advice import anomaly_advice, band_advice
 from normscope.enums import Band, CheckName, Module, Parametrization, Role, Severity, Verdict
-from normscope.errors import ArchError
+from normscope.errors import ArchError, NotJudged
+from normscope.gates.verdict import SCOPE_HINT, empty_scope
 from normscope.peers import peer_key
 from normscope.scanner import Measured
 from normscope.schema import (
     SCHEMA_VERSION,
     CheckReport,
-    DiffReport,
     Finding,
     NormStats,
     Policy,
     Report,
-    SeriesReport,
 )
 from normscope.scope import Selector
 from normscope.version import __version__
-
-if TYPE_CHECKING:  # NOTE: compare, policy and trends are imported where used (not by scan)
-    from normscope.schema.fold import FoldReport
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    """One tripped gate: what, on which norm (or `model`), in words."""
-
-    check: CheckName
-    subject: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class GateResult:
-    """The violations of one gated command, and what the user must hear besides."""
-
-    violations: tuple[Violation, ...] = ()
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def failed(self) -> bool:
-        """True when any gate tripped (the command exits 1)."""
-        return bool(self.violations)
-
-
-def empty_scope(matched: int, scope: Selector, what: str = "the gate") -> list[str]:
-    """The warning for a gate whose scope matched no norm (else nothing)."""
-    if matched:
-        return []
-    return [
-        f"no norm matches the scope '{scope.text}': {what} looked at nothing "
-        "(this model may have no final or MTP norm identified; try --scope all)"
-    ]
-
-
-def scan_gate(report: Report, scope: Selector, out_of_band: bool) -> GateResult:
-    """`scan --fail-on out-of-band`: any norm in scope out of band."""
-    if not out_of_band:
-        return GateResult()
-    warnings = empty_scope(len(scope.matching(report.norms)), scope)
-    count, t = report.summary.gated_out_of_band, report.summary.thresholds
-    violations: tuple[Violation, ...] = ()
-    if count:
-        message = (
-            f"{count} norm(s) in scope '{report.summary.scope}' are out of band "
-            f"[{t.low:g}, {t.high:g}]"
-        )
-        violations = (Violation(CheckName.band, "model", message),)
-    return GateResult(violations, tuple(warnings))
-
-
-def diff_gate(
-    result: DiffReport,
-    scope: Selector,
-    band_change: bool = False,
-    out_of_band: bool = False,
-    max_drift: float | None = None,
-) -> GateResult:
-    """`diff --fail-on band-change|out-of-band` and `--max-drift`, over the norms in scope."""
-    if not (band_change or out_of_band or max_drift is not None):
-        return GateResult()
-    scoped = scope.matching(result.norms)
-    out: list[Violation] = []
-    if band_change:
-        out += [
-            Violation(
-                CheckName.band_change,
-                d.name,
-                f"{d.name} changed band {d.band_a.value} -> {d.band_b.value}",
-            )
-            for d in scoped
-            if d.band_changed
-        ]
-    if out_of_band:
-        out += [
-            Violation(
-                CheckName.band,
-                d.name,
-                f"{d.name} is out of band in B ({d.band_b.value}, ratio {d.ratio_b:.3f})",
-            )
-            for d in scoped
-            if d.band_b.out_of_band
-        ]
-    if max_drift is not None:
-        out += [
-            Violation(
-                CheckName.drift,
-                d.name,
-                f"{d.name} moved {100 * d.rel_change:.1f}% (limit {100 * max_drift:g}%)",
-            )
-            for d in scoped
-            if not d.rel_change <= max_drift
-        ]
-    return GateResult(tuple(out), tuple(empty_scope(len(scoped), scope)))
-
-
-def series_gate(
-    report: SeriesReport, scope: Selector, out_of_band: bool, max_drift: float | None
-) -> GateResult:
-    """`series --fail-on out-of-band` and `--max-drift`, at the latest checkpoint."""
-    if not (out_of_band or max_drift is not None):
-        return GateResult()
-    from normscope.trends import latest_rows
-
-    rows = [r for r in latest_rows(report) if scope(r.norm)]
-    warnings = empty_scope(len(rows), scope)
-    out: list[Violation] = []
-    t = report.summary.thresholds
-    if out_of_band:
-        out += [
-            Violation(
-                CheckName.band,
-                r.norm.name,
-                f"{r.norm.name} is out of band at step {r.step} ({r.norm.band.value}, ratio "
-                f"{r.norm.ratio:.3f}, band [{t.low:g}, {t.high:g}])",
-            )
-            for r in rows
-            if r.norm.band.out_of_band
-        ]
-    if max_drift is not None:
-        if len(report.checkpoints) < 2:
-            warnings.insert(0, "--max-drift needs two checkpoints: not checked")
-        else:
-            before = report.checkpoints[-2].step
-            out += [
-                Violation(
-                    CheckName.drift,
-                    r.norm.name,
-                    f"{r.norm.name} moved {100 * r.rel_change:.1f}% between step {before} and "
-                    f"{r.step} (limit {100 * max_drift:g}%)",
-                )
-                for r in rows
-                if r.rel_change is not None and not r.rel_change <= max_drift
-            ]
-    return GateResult(tuple(out), tuple(warnings))
-
-
-def fold_gate(result: FoldReport, out_of_band: bool) -> GateResult:
-    """`fold --fail-on out-of-band`: any folded norm in scope out of band."""
-    gated = result.fold_summary.gated_out_of_band
-    if not (out_of_band and gated):
-        return GateResult()
-    scope = result.summary.scope
-    message = f"{gated} folded norm(s) in scope '{scope}' are out of band"
-    return GateResult((Violation(CheckName.band, "model", message),))
-
-
-# --- normscope check ---------------------------------------------------------------------------
 
 
 def _label(n: NormStats) -> str:
@@ -231,10 +74,21 @@ def require_understood(measured: Measured, policy: Policy) -> None:
     )
 
 
+def _require_scope(report: Report, scope: Selector) -> None:
+    """A passing check whose band check looked at nothing is no pass: NotJudged (exit 2) when
+    the band check's scope holds no norm."""
+    unjudged = empty_scope(len(scope.matching(report.norms)), scope, "the band check")
+    if unjudged:
+        raise NotJudged(
+            f"{unjudged[0]} ({report.source})", hint=SCOPE_HINT + ", or set severity.band = 'off'"
+        )
+
+
 def run_checks(measured: Measured, policy: Policy, baseline: Measured | None = None) -> CheckReport:
     """Evaluate every check of `policy` on one scan (and its baseline).
 
-    Raises ArchError when the architecture was not understood (`require_understood`).
+    Raises ArchError when the architecture was not understood (`require_understood`),
+    NotJudged when the band check's scope holds no norm.
     """
     require_understood(measured, policy)
     report = measured.report
@@ -257,10 +111,9 @@ def run_checks(measured: Measured, policy: Policy, baseline: Measured | None = N
     failed = [f for f in findings if not f.passed]
     errors = sum(1 for f in failed if f.severity is Severity.error)
     warned = sum(1 for f in failed if f.severity is Severity.warn)
+    if not errors and sev.band is not Severity.off:  # a failing check was judged: exit 1
+        _require_scope(report, policy.scope)
     warnings = list(report.warnings)
-    if sev.band is not Severity.off:
-        matched = len(policy.scope.matching(report.norms))
-        warnings += empty_scope(matched, policy.scope, "the band check")
     if baseline is not None:
         warnings += [f"baseline: {w}" for w in baseline.report.warnings]
     return CheckReport(

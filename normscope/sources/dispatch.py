@@ -1,0 +1,136 @@
+"""`open_checkpoint`: a parsed source (`spec.SourceSpec`) to the reader of its kind.
+
+Each kind is opened by its own module; the layout check, the byte counting and everything above
+are shared (`layout.open_layout`). A local safetensors layout goes through the header cache
+(`headercache`) unless the options turned it off.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from normscope.enums import SourceKind
+from normscope.errors import UsageError
+from normscope.sources import formats, headercache
+from normscope.sources.layout import merge_shards, open_layout
+from normscope.sources.local import LocalStore
+from normscope.sources.spec import Source, SourceSpec, parse_source
+from normscope.sources.store import Checkpoint, ProgressFactory, hf_cache_folder
+
+
+def open_checkpoint(
+    source: Source | SourceSpec,
+    progress: ProgressFactory | None = None,
+    *,
+    cache: bool = True,
+    verbose: bool = False,
+) -> Checkpoint:
+    """Open a checkpoint: parse config.json, the index and every shard header.
+
+    Reads headers only; tensor data is read later with `Checkpoint.read`. `source` is parsed
+    once (`spec.parse_source`: a local path always wins over a Hub repo id) unless it is a
+    `SourceSpec` already. `progress` reports long transfers (Hub, object stores); `cache`:
+    reuse a local layout's cached headers; `verbose`: let huggingface_hub's log lines through.
+    """
+    spec = parse_source(source)
+    match spec.kind:
+        case SourceKind.folder | SourceKind.safetensors:
+            return _open_safetensors(spec, cache)
+        case SourceKind.torch:
+            from normscope.sources.torchfile import open_torch_checkpoint
+
+            return open_torch_checkpoint(_path(spec), spec.text)
+        case SourceKind.gguf:
+            return _open_gguf(spec)
+        case SourceKind.dcp:
+            from normscope.sources import dcp  # its restricted unpickler only for a DCP save
+
+            return dcp.open_dcp_checkpoint(_path(spec), spec.text)
+        case SourceKind.hub:
+            from normscope.sources import hub  # huggingface_hub only when a repo is opened
+
+            assert spec.hub is not None
+            return hub.open_hub_checkpoint(spec.hub, progress, verbose=verbose)
+        case SourceKind.object_store:
+            from normscope.sources import objstore  # obstore only when an object is read
+
+            return objstore.open_object_checkpoint(spec.text, progress)
+        case SourceKind.memory:
+            # TODO(#27): scan a state dict or module in this process.
+            raise UsageError(
+                f"scanning an in-memory {spec.text} is not supported yet",
+                param="SOURCE",
+                hint="save it first (safetensors.torch.save_file(model.state_dict(), "
+                "'model.safetensors')) and scan the file",
+            )
+        case _:  # pragma: no cover - exhaustive over SourceKind
+            raise AssertionError(spec.kind)
+
+
+def _path(spec: SourceSpec) -> Path:
+    assert spec.path is not None, spec
+    return spec.path
+
+
+def _open_gguf(spec: SourceSpec) -> Checkpoint:
+    """GGUF: `sources/gguf.py` where it is installed, else the conversion hint."""
+    try:
+        reader = importlib.import_module("normscope.sources.gguf")
+    except ModuleNotFoundError:
+        raise formats.refuse(_path(spec), formats.GGUF) from None
+    checkpoint: Checkpoint = reader.open_gguf_checkpoint(_path(spec), spec.text)
+    return checkpoint
+
+
+def _open_safetensors(spec: SourceSpec, cache: bool) -> Checkpoint:
+    path = _path(spec)
+    if spec.kind is SourceKind.safetensors:
+        store = LocalStore(path.parent, only=path.name)
+    else:
+        store = LocalStore(path)
+    checkpoint = _open_local(store, spec.text, cache)
+    if _cached_hub_repo(spec.text):  # `org/name`: a folder and a repo
+        checkpoint.warnings.append(
+            f"'{spec.text}' is a local folder and a Hub repo in the HF cache: read the local "
+            f"folder (for the Hub write hf://{spec.text})"
+        )
+    return checkpoint
+
+
+def _open_local(store: LocalStore, source: str, cache: bool) -> Checkpoint:
+    """`open_layout`, or its result from the header cache when no file changed since."""
+    if not cache:
+        return open_layout(store, source)
+    directory, only = store.directory, store.only
+    try:
+        files = headercache.snapshot(directory, headercache.layout_files(directory, only))
+    except OSError:
+        files = None
+    if files is not None:
+        hit = headercache.load(directory, only, source, files, store.warnings)
+        if hit is not None:
+            config, shards, warnings = hit
+            store.warnings.extend(warnings)
+            tensors = merge_shards(shards)
+            return Checkpoint(source, config, shards, tensors, store, store.warnings)
+    checkpoint = open_layout(store, source)
+    if files is not None:
+        config, shards, warnings = checkpoint.config, checkpoint.shards, checkpoint.warnings
+        problem = headercache.save(directory, only, source, files, config, shards, warnings)
+        if problem is not None:
+            checkpoint.warnings.append(problem)
+    return checkpoint
+
+
+def _cached_hub_repo(spec: str) -> bool:
+    """True when `spec` reads as a repo id that the local Hugging Face cache also holds."""
+    if spec.startswith((".", "/", "~")) or spec.count("/") != 1:
+        return False
+    # The folder first: importing the hub package (~10 ms) is only paid when such a folder exists.
+    repo_id = spec.strip().partition("@")[0]
+    if not (hf_cache_folder("hub") / ("models--" + repo_id.replace("/", "--"))).is_dir():
+        return False
+    from normscope.sources.hub.spec import parse_hub_spec
+
+    return parse_hub_spec(spec) is not None
