@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from normscope.enums import Executor, Order, Parametrization
 from normscope.schema import CheckReport, DiffReport, Report, SeriesReport
@@ -32,8 +32,27 @@ if TYPE_CHECKING:
 Source = str | os.PathLike[str]
 
 
-def _path(value: Source | None) -> Path | None:
-    return Path(value) if value is not None else None
+def _flags(
+    low: float | None,
+    high: float | None,
+    scope: str | None,
+    parametrization: Parametrization | str | None,
+    rules: Source | None,
+    config: Source | None,
+    no_cache: bool | None,
+    **check: Any,
+) -> Flags:
+    """The keywords of a call as the builder's `Flags` (`check`: the policy knobs of `check`)."""
+    return Flags(
+        low=low,
+        high=high,
+        scope=scope,
+        parametrization=parametrization,
+        rules=Path(rules) if rules is not None else None,
+        config=Path(config) if config is not None else None,
+        no_cache=no_cache,
+        **check,
+    )
 
 
 def _settings(options: ScanOptions | None, flags: Flags) -> Settings:
@@ -128,15 +147,7 @@ def scan(
 
     `options` (a `ScanOptions`) replaces the keyword options and the configuration.
     """
-    flags = Flags(
-        low=low,
-        high=high,
-        scope=scope,
-        parametrization=parametrization,
-        rules=_path(rules),
-        config=_path(config),
-        no_cache=no_cache,
-    )
+    flags = _flags(low, high, scope, parametrization, rules, config, no_cache)
     return run_scan(source, _settings(options, flags), revision)
 
 
@@ -155,15 +166,7 @@ def diff(
     no_cache: bool | None = None,
 ) -> DiffReport:
     """Compare the norms of two checkpoints: `normscope diff A B` (`options`: as for `scan`)."""
-    flags = Flags(
-        low=low,
-        high=high,
-        scope=scope,
-        parametrization=parametrization,
-        rules=_path(rules),
-        config=_path(config),
-        no_cache=no_cache,
-    )
+    flags = _flags(low, high, scope, parametrization, rules, config, no_cache)
     return run_diff(a, b, _settings(options, flags), revision)
 
 
@@ -184,15 +187,7 @@ def series(
 ) -> SeriesReport:
     """Follow a run: one run folder, or checkpoints listed (kept in that order unless `order`
     says otherwise): `normscope series`."""
-    flags = Flags(
-        low=low,
-        high=high,
-        scope=scope,
-        parametrization=parametrization,
-        rules=_path(rules),
-        config=_path(config),
-        no_cache=no_cache,
-    )
+    flags = _flags(low, high, scope, parametrization, rules, config, no_cache)
     options = series_options(build_settings(flags), order, jobs, strict, executor, cluster)
     return run_series(sources, options)
 
@@ -217,19 +212,19 @@ def check(
 ) -> CheckReport:
     """Gate a checkpoint on the policy (defaults < `[tool.normscope]`/`config` < these
     keywords): `normscope check`. `severity` maps a check to error|warn|off."""
-    flags = Flags(
-        low=low,
-        high=high,
-        scope=scope,
-        parametrization=parametrization,
-        rules=_path(rules),
-        config=_path(config),
+    flags = _flags(
+        low,
+        high,
+        scope,
+        parametrization,
+        rules,
+        config,
+        no_cache,
         max_drift=max_drift,
         expect_init=expect_init,
         expect_mtp=expect_mtp,
         severity=severity,
         allow_unknown=allow_unknown,
-        no_cache=no_cache,
     )
     return run_check(source, build_settings(flags), baseline, revision)
 
@@ -253,15 +248,7 @@ def fold(
     no_cache: bool | None = None,
 ) -> FoldReport:
     """Fold each norm into the matrices it feeds: `normscope fold` (needs `normscope[torch]`)."""
-    flags = Flags(
-        low=low,
-        high=high,
-        scope=scope,
-        parametrization=parametrization,
-        rules=_path(rules),
-        config=_path(config),
-        no_cache=no_cache,
-    )
+    flags = _flags(low, high, scope, parametrization, rules, config, no_cache)
     options = fold_options(
         build_settings(flags), device, max_memory, experts, dry_run, executor, cluster
     )
