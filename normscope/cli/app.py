@@ -1,8 +1,8 @@
 """The `normscope` commands: parse the flags, make one core call, render, pick the exit code.
 
-Exit codes: 0 report produced, no --fail-on check tripped (check: every check passed); 1 a
---fail-on check tripped (check: an error-severity violation); 2 nothing analysed: a usage error
-or bad input (path, file, config, architecture); 3 internal error (a bug): traceback on stderr.
+The options of every command come from one builder (`normscope.settings`, through
+`inputs.settings`), the core calls are the API's (`normscope.api.run_*`), and the exit codes are
+`normscope.exitcodes`'s: 0 passed, 1 a gate tripped, 2 could not judge, 3 a bug, 130/143.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ from typer.core import TyperCommand
 from normscope.enums import DEFAULT_HIGH, DEFAULT_LOW, Order, Parametrization
 from normscope.scope import DEFAULT_SCOPE
 
-EXIT_HELP = """Exit codes: 0 report produced, no --fail-on check tripped; 1 a --fail-on check
-tripped (check: a violation of error severity); 2 nothing analysed (usage error, bad path or
-file, bad config, unknown architecture); 3 internal error (a bug: please report it with
-NORMSCOPE_DEBUG=1 output)."""
+EXIT_HELP = """Exit codes: 0 judged and passed; 1 a gate tripped (--fail-on, --max-drift; check: a
+violation of error severity); 2 could not judge (usage error, bad path, file or config, unknown
+architecture, unwritable output, or a gate whose scope matched no norm); 3 internal error (a bug:
+please report it with NORMSCOPE_DEBUG=1 output); 130 interrupted; 143 terminated."""
 
 
 class OutputFormat(str, Enum):
