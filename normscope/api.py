@@ -56,13 +56,13 @@ def _flags(
 
 
 def _settings(options: ScanOptions | None, flags: Flags) -> Settings:
-    """The settings of one call; an explicit `ScanOptions` replaces the scan's keywords."""
-    settings = build_settings(flags)
+    """The settings of one call; an explicit `ScanOptions` replaces the keywords and the
+    configuration (nothing is read for them)."""
     if options is None:
-        return settings
-    from dataclasses import replace
+        return build_settings(flags)
+    from normscope.schema import Policy
 
-    return replace(settings, scan=options)
+    return Settings(Policy(), options)
 
 
 def run_scan(

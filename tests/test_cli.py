@@ -480,8 +480,8 @@ def test_help_mentions_exit_codes(args: tuple[str, ...]) -> None:
     result = invoke(*args)
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
-    assert "Exit codes: 0 report produced" in text
-    for code in ("1 a --fail-on check", "2 nothing analysed", "3 internal error"):
+    assert "Exit codes: 0 judged and passed" in text
+    for code in ("1 a gate tripped", "2 could not judge", "3 internal error", "130 interrupted"):
         assert code in text, code
 
 

@@ -153,9 +153,13 @@ def test_check_refuses_an_architecture_it_could_not_read(tmp_path: Path) -> None
         "no architecture rule: 'trunk.cells.0.gatenorm.weight'"
     )
     assert hint.startswith("Hint: teach normscope the names with --rules FILE.toml")
-    allowed = runner.invoke(app, ["check", str(ckpt), "--allow-unknown"])
+    allowed = runner.invoke(app, ["check", str(ckpt), "--allow-unknown", "--scope", "all"])
     assert allowed.exit_code == 0, allowed.stderr
     assert allowed.stdout.startswith("PASS")
+    # Without a scope that holds a norm, the band check would look at nothing: not a pass.
+    unjudged = runner.invoke(app, ["check", str(ckpt), "--allow-unknown"])
+    assert unjudged.exit_code == 2
+    assert "the band check looked at nothing" in unjudged.stderr
 
 
 def test_check_accepts_an_encoder_without_a_final_norm(tmp_path: Path) -> None:
@@ -166,7 +170,12 @@ def test_check_accepts_an_encoder_without_a_final_norm(tmp_path: Path) -> None:
         "encoder.layer.0.attention.output.LayerNorm.bias": np.zeros(H, np.float32),
     }
     ckpt = write_checkpoint(tmp_path / "bert", tensors, {"model_type": "bert"})
-    assert runner.invoke(app, ["check", str(ckpt), "-q"]).exit_code == 0
+    # Understood (no refusal of the architecture), judged on the norms it has...
+    assert runner.invoke(app, ["check", str(ckpt), "-q", "--scope", "all"]).exit_code == 0
+    # ...while the default scope (final, MTP) holds none of them: exit 2, never a silent pass.
+    default = runner.invoke(app, ["check", str(ckpt), "-q"])
+    assert default.exit_code == 2 and "the band check looked at nothing" in default.stderr
+    assert "did not understand" not in default.stderr
 
 
 def test_diff_and_series_say_when_a_norm_left_its_peers(tmp_path: Path) -> None:
