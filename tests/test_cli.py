@@ -447,6 +447,35 @@ def test_failed_write_removes_the_temporary_file(
     _no_temp_files(target.parent)
 
 
+def test_output_onto_a_fifo_writes_into_it(llama_dir: Path, tmp_path: Path) -> None:
+    """`-o /dev/null` or a named pipe: written in place, never replaced by a regular file (as
+    root, the rename replaced the machine's /dev/null)."""
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    result = invoke("scan", llama_dir, "-f", "json", "-o", fifo)
+    reader.join(timeout=30)
+    assert result.exit_code == 0
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert json.loads(received[0])["source"] == str(llama_dir)
+    _no_temp_files(tmp_path)
+
+
+def test_output_through_a_symlink_keeps_the_link(llama_dir: Path, tmp_path: Path) -> None:
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    assert invoke("scan", llama_dir, "-f", "json", "-o", link).exit_code == 0
+    assert link.is_symlink()
+    assert json.loads(real.read_text())["source"] == str(llama_dir)
+
+
 def test_output_into_a_missing_directory(llama_dir: Path, tmp_path: Path) -> None:
     line = assert_clean_failure(invoke("scan", llama_dir, "-o", tmp_path / "nope" / "r.json"))
     assert "output directory does not exist" in line

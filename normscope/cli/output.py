@@ -147,11 +147,15 @@ def write_output(data: str | bytes, output: str | None, what: str = "output") ->
                 sys.stdout.write(data)
             sys.stdout.flush()
         return
-    target = Path(output)
+    # A symlink is followed, so the link stays a link and its target gets the report.
+    target = Path(os.path.realpath(output)) if os.path.islink(output) else Path(output)
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise OutputError(f"output directory does not exist ({directory})")
     raw = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data
+    if target.exists() and not target.is_file() and not target.is_dir():
+        _write_in_place(raw, target, what)
+        return
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=directory)
     except OSError as exc:
@@ -167,6 +171,18 @@ def write_output(data: str | bytes, output: str | None, what: str = "output") ->
         if isinstance(exc, OSError):  # e.g. -o names a directory: the user's input, exit 2
             raise OutputError(f"cannot write {what}: {exc.strerror} ({target})") from None
         raise
+
+
+def _write_in_place(raw: bytes, target: Path, what: str) -> None:
+    """Write into a device or a FIFO (`-o /dev/null`, a named pipe) as it is: a rename would put
+    a regular file in its place (run as root, `-o /dev/null` replaced the machine's /dev/null)."""
+    from normscope.errors import OutputError
+
+    try:
+        with open(target, "wb") as handle:
+            handle.write(raw)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what}: {exc.strerror} ({target})") from None
 
 
 @contextlib.contextmanager
