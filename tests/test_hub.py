@@ -1143,3 +1143,13 @@ def test_the_hub_spec_is_parsed_once_per_scan(
     assert result.exit_code == 0, result.stderr
     assert calls == [DS]
     assert json.loads(result.stdout)["source"].startswith(f"hf://{DS}@")
+
+
+def test_a_pasted_hub_url_scans_that_repo_at_that_revision(hub: FakeHub) -> None:
+    by_id = invoke("scan", f"{DS}@v1", "-f", "json")
+    by_url = invoke("scan", f"https://huggingface.co/{DS}/tree/v1", "-f", "json")
+    assert by_id.exit_code == 0 and by_url.exit_code == 0, by_url.stderr
+    assert json.loads(by_url.stdout)["source"] == json.loads(by_id.stdout)["source"]
+    assert json.loads(by_url.stdout)["norms"] == json.loads(by_id.stdout)["norms"]
+    page = invoke("scan", f"https://huggingface.co/datasets/{DS}")
+    assert page.exit_code == 2 and "normscope reads model repos, not datasets" in page.stderr

@@ -71,8 +71,8 @@ SourceArg = Annotated[
     typer.Argument(
         metavar="SOURCE",
         help="A .safetensors file, a directory of shards, a DCP save, a Hub model repo "
-        "(org/name[@revision], hf://org/name), or an object-store URL (s3://, gs://, az://, "
-        "file://).",
+        "(org/name[@revision], hf://org/name, or its https://huggingface.co/ page), or an "
+        "object-store URL (s3://, gs://, az://, file://).",
         show_default=False,
     ),
 ]
