@@ -8,7 +8,7 @@
 - the README documents every command and every option of every command (introspected from the
   typer app), states the API's signatures, the JSON keys and `schema_version` the output has, and
   every example command in it parses, and runs with the exit code it states when its inputs are
-  the bundled fixtures; its Python example runs.
+  the bundled fixtures; its Python example runs; its test command is the one `.ci/run` runs.
 
 A new module, option, config key or example fails here until the docs say it: that is part of
 adding it.
@@ -420,3 +420,18 @@ def test_the_readme_json_keys_are_the_outputs() -> None:
     for key, inner in top:
         if inner:
             assert [w.strip() for w in inner.split(",")] == list(data[key]), f"README's `{key}`"
+
+
+def test_the_readme_test_command_is_what_ci_runs() -> None:
+    # PROTOCOL: the README's test command and .ci/run stay identical (a new test package goes
+    # into both).
+    def commands(text: str) -> list[str]:
+        return [
+            line
+            for line in text.splitlines()
+            if line.startswith("python3 -m venv") and line.rstrip().endswith("&& pytest")
+        ]
+
+    ci = commands((REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8"))
+    assert len(ci) == 1, ".ci/run runs no (or more than one) test command"
+    assert commands(_readme()) == ci, "README's test command differs from .ci/run's"
