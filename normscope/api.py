@@ -8,6 +8,11 @@ line's (`normscope.settings`): the same inputs and `[tool.normscope]` give the s
 are `NormscopeError`s naming the input, exactly as the command line says them.
 
 The `run_*` functions are what the commands call: a parsed source, the settings, progress.
+
+`scan`, `diff` and `check` also take a model in this process: a `state_dict` (torch tensors on
+one device, or numpy arrays) or an `nn.Module`, with `model_config` (a dict or a transformers
+`PretrainedConfig`; a transformers model brings its own) when the names need it. Only the norm
+vectors leave the device (`normscope.sources.memory`).
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ if TYPE_CHECKING:
     from normscope.fold.pipeline import ProgressCallback as FoldProgressCallback
     from normscope.scanner import ScanOptions
     from normscope.schema.fold import FoldReport
-    from normscope.series import ProgressCallback, SeriesOptions
+    from normscope.series import Observer, ProgressCallback, SeriesOptions
     from normscope.sources import ProgressFactory, SourceSpec
 
 Source = str | os.PathLike[str]
+Model = Any
+"""A source in this process: a `state_dict` mapping, an `nn.Module` or a `memory.InMemory`."""
 
 
 def _flags(
@@ -89,12 +96,16 @@ def run_diff(
 
 
 def run_series(
-    sources: Sequence[Source], options: SeriesOptions, progress: ProgressCallback | None = None
+    sources: Sequence[Source],
+    options: SeriesOptions,
+    progress: ProgressCallback | None = None,
+    observe: Observer | None = None,
 ) -> SeriesReport:
-    """`normscope series`: a run's checkpoints measured and followed."""
+    """`normscope series`: a run's checkpoints measured and followed (`observe` sees each scan,
+    e.g. for `--tensorboard`'s histograms)."""
     from normscope.series import measure_series
 
-    return measure_series(list(sources), options, progress)
+    return measure_series(list(sources), options, progress, observe)
 
 
 def run_check(
@@ -131,7 +142,7 @@ def run_fold(
 
 
 def scan(
-    source: Source,
+    source: Source | Model,
     options: ScanOptions | None = None,
     *,
     low: float | None = None,
@@ -142,18 +153,20 @@ def scan(
     config: Source | None = None,
     revision: str | None = None,
     no_cache: bool | None = None,
+    model_config: Any = None,
 ) -> Report:
-    """Scan one checkpoint (file, folder, DCP save, torch file, Hub repo or URL): `normscope scan`.
+    """Scan one checkpoint (file, folder, DCP save, torch file, Hub repo or URL), or a state
+    dict or module in memory (with its `model_config` when its names need one): `normscope scan`.
 
     `options` (a `ScanOptions`) replaces the keyword options and the configuration.
     """
     flags = _flags(low, high, scope, parametrization, rules, config, no_cache)
-    return run_scan(source, _settings(options, flags), revision)
+    return run_scan(_model(source, model_config), _settings(options, flags), revision)
 
 
 def diff(
-    a: Source,
-    b: Source,
+    a: Source | Model,
+    b: Source | Model,
     options: ScanOptions | None = None,
     *,
     low: float | None = None,
@@ -164,10 +177,13 @@ def diff(
     config: Source | None = None,
     revision: str | None = None,
     no_cache: bool | None = None,
+    model_config: Any = None,
 ) -> DiffReport:
-    """Compare the norms of two checkpoints: `normscope diff A B` (`options`: as for `scan`)."""
+    """Compare the norms of two checkpoints: `normscope diff A B` (`options`: as for `scan`;
+    `model_config`: of the side(s) in memory)."""
     flags = _flags(low, high, scope, parametrization, rules, config, no_cache)
-    return run_diff(a, b, _settings(options, flags), revision)
+    sides = _model(a, model_config, True), _model(b, model_config, True)
+    return run_diff(*sides, _settings(options, flags), revision)
 
 
 def series(
@@ -184,18 +200,23 @@ def series(
     executor: Executor | str = Executor.auto,
     cluster: str | None = None,
     no_cache: bool | None = None,
+    progress: bool | None = None,
 ) -> SeriesReport:
     """Follow a run: one run folder, or checkpoints listed (kept in that order unless `order`
-    says otherwise): `normscope series`."""
+    says otherwise): `normscope series`. `progress`: the command's bar on stderr (None: where
+    stderr is a terminal; False: never; True: always)."""
+    from normscope.progress import series_bar
+
     flags = _flags(low, high, scope, parametrization, rules, config, no_cache)
     options = series_options(build_settings(flags), order, jobs, strict, executor, cluster)
-    return run_series(sources, options)
+    with series_bar(progress) as bar:
+        return run_series(sources, options, bar)
 
 
 def check(
-    source: Source,
+    source: Source | Model,
     *,
-    baseline: Source | None = None,
+    baseline: Source | Model | None = None,
     max_drift: float | None = None,
     expect_init: bool | None = None,
     expect_mtp: int | None = None,
@@ -209,9 +230,11 @@ def check(
     config: Source | None = None,
     revision: str | None = None,
     no_cache: bool | None = None,
+    model_config: Any = None,
 ) -> CheckReport:
     """Gate a checkpoint on the policy (defaults < `[tool.normscope]`/`config` < these
-    keywords): `normscope check`. `severity` maps a check to error|warn|off."""
+    keywords): `normscope check`. `severity` maps a check to error|warn|off. `config` is the
+    policy file; `model_config` the config of a source (or baseline) in memory."""
     flags = _flags(
         low,
         high,
@@ -226,7 +249,30 @@ def check(
         severity=severity,
         allow_unknown=allow_unknown,
     )
-    return run_check(source, build_settings(flags), baseline, revision)
+    if baseline is not None:
+        baseline = _model(baseline, model_config, True)
+    return run_check(_model(source, model_config, True), build_settings(flags), baseline, revision)
+
+
+def _model(source: Source | Model, model_config: Any, either: bool = False) -> Any:
+    """A source in memory with its `model_config`, as `memory.InMemory`; a path, URL or repo id
+    as it is. `model_config` for a source on disk is a UsageError, unless `either` (a diff or
+    check whose other side may be the one in memory)."""
+    if model_config is None:
+        return source
+    if isinstance(source, str | os.PathLike):
+        if either:
+            return source
+        from normscope.errors import UsageError
+
+        raise UsageError(
+            "model_config applies to a state dict or module in memory; a checkpoint on disk "
+            "brings its config.json",
+            param="model_config",
+        )
+    from normscope.sources.memory import InMemory
+
+    return source if isinstance(source, InMemory) else InMemory(source, model_config)
 
 
 def fold(

@@ -6,22 +6,33 @@ joins the main and MTP losses to the checkpoints by step — the last value logg
 each checkpoint's step — next to the final norm's ratio (seed playbook §04: the main loss trend,
 the MTP loss trend, their gap, the final-norm ratio against its band). `write_scalars(report,
 outdir)` writes the series as TensorBoard scalars (`normscope/ratio/<role>/<layer>/<leaf>`,
-`normscope/band/low|high`) so they sit next to the training curves.
+`normscope/band/low|high`) and the per-role histograms of the effective gains γ
+(`normscope/gamma/<role>`, MTP's under `normscope/gamma/mtp/<role>`) so they sit next to the
+training curves, stamped with each checkpoint's own time (its files' mtime), replacing the event
+files an earlier run of normscope left in that folder.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from normscope.enums import Module, Role
 from normscope.errors import SourceError
 from normscope.naming import structural_name, where
 from normscope.schema import SeriesReport, Trinity, TrinityRow
 from normscope.trends import fit_drift
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from normscope.scanner import Measured
 
 MAIN_TAGS = ("lm loss", "lm_loss", "train/lm_loss", "train/lm loss", "loss", "train/loss",
              "train_loss", "training_loss")  # fmt: skip
@@ -141,34 +152,173 @@ def scalar_tag(name: str, role: Role, module: Module, depth: int | None, layer: 
     return f"normscope/ratio/{role.value}/{where(module is Module.mtp, depth, layer)}/{leaf}"
 
 
-def write_scalars(report: SeriesReport, outdir: str | Path) -> Path:
-    """Write every norm's ratio by step and the band edges as TensorBoard scalars; return the
-    event file's folder."""
-    _tensorboard("--tensorboard")
-    from tensorboard.compat.proto import event_pb2, summary_pb2
+SUFFIX = ".normscope"
+"""The file name suffix of normscope's event files: a rerun replaces these, and only these."""
+HISTOGRAM_BINS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """One TensorBoard histogram (its `HistogramProto` fields), computed with numpy."""
+
+    min: float
+    max: float
+    num: int
+    sum: float
+    sum_squares: float
+    limits: tuple[float, ...]
+    """Each bucket's right edge."""
+    counts: tuple[float, ...]
+
+    @classmethod
+    def of(cls, values: np.ndarray, bins: int = HISTOGRAM_BINS) -> Histogram:
+        import numpy as np
+
+        v = values[np.isfinite(values)].astype(np.float64)
+        if v.size == 0:
+            return cls(0.0, 0.0, 0, 0.0, 0.0, (), ())
+        counts, edges = np.histogram(v, bins=bins if v.min() < v.max() else 1)
+        return cls(float(v.min()), float(v.max()), int(v.size), float(v.sum()),
+                   float(np.dot(v, v)), tuple(float(e) for e in edges[1:]),
+                   tuple(float(c) for c in counts))  # fmt: skip
+
+    def proto(self) -> Any:
+        from tensorboard.compat.proto import summary_pb2
+
+        return summary_pb2.HistogramProto(
+            min=self.min, max=self.max, num=self.num, sum=self.sum,
+            sum_squares=self.sum_squares, bucket_limit=list(self.limits), bucket=list(self.counts),
+        )  # fmt: skip
+
+
+def gamma_tag(role: Role, module: Module) -> str:
+    """`normscope/gamma/attn_input`, `normscope/gamma/mtp/final`."""
+    return f"normscope/gamma/{'mtp/' if module is Module.mtp else ''}{role.value}"
+
+
+def role_gains(measured: Measured) -> dict[str, np.ndarray]:
+    """The effective gains γ of every norm of one scan, concatenated per role (MTP apart)."""
+    import numpy as np
+
+    parts: dict[str, list[np.ndarray]] = {}
+    for n in measured.report.norms:
+        gain = measured.gains.get(n.name)
+        if gain is not None:
+            parts.setdefault(gamma_tag(n.role, n.module), []).append(gain)
+    return {tag: np.concatenate(values) for tag, values in parts.items()}
+
+
+def role_histograms(measured: Measured) -> dict[str, Histogram]:
+    """`role_gains` as one histogram per role."""
+    return {tag: Histogram.of(values) for tag, values in role_gains(measured).items()}
+
+
+def checkpoint_time(path: str) -> float | None:
+    """When a checkpoint was written: the mtime of its `trainer_state.json`, else of its newest
+    file (a folder's files, not below), else of the file itself; None for a source that is not
+    a local path (a Hub repo, an object-store URL)."""
+    try:
+        target = Path(path)
+        if not target.exists():
+            return None
+        if target.is_file():
+            return target.stat().st_mtime
+        state = target / "trainer_state.json"
+        if state.is_file():
+            return state.stat().st_mtime
+        times = [f.stat().st_mtime for f in target.iterdir() if f.is_file()]
+        return max(times) if times else target.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _wall_times(paths: Sequence[str]) -> list[float]:
+    """Each checkpoint's time; one without (not local) gets the time of writing, in order."""
+    now = time.time()
+    return [t if t is not None else now for t in map(checkpoint_time, paths)]
+
+
+def write_scalars(
+    report: SeriesReport,
+    outdir: str | Path,
+    histograms: Mapping[str, Mapping[str, Histogram]] | None = None,
+) -> Path:
+    """Write every norm's ratio by step, the band edges and, where given, the per-role
+    histograms of γ (by checkpoint path, then tag) as TensorBoard events; return the folder.
+
+    Each event is stamped with its checkpoint's time (`checkpoint_time`). The event files an
+    earlier run wrote into the folder (`*.normscope`) are removed once the new one is complete,
+    so a rerun replaces its events instead of doubling them; other programs' files stay.
+    """
+    folder = Path(outdir)
+    earlier = set(folder.glob(f"events.out.tfevents.*{SUFFIX}"))
+    writer = open_writer(folder, "--tensorboard")
+    t = report.summary.thresholds
+    by_step: dict[int, dict[str, float]] = {}
+    for row in report.rows:
+        n = row.norm
+        if math.isfinite(n.ratio):
+            tag = scalar_tag(n.name, n.role, n.module, n.mtp_depth, n.layer)
+            by_step.setdefault(row.step, {})[tag] = n.ratio
+    walls = _wall_times([c.path for c in report.checkpoints])
+    for c, wall in zip(report.checkpoints, walls, strict=True):
+        scalars = {**by_step.get(c.step, {}), "normscope/band/low": t.low,
+                   "normscope/band/high": t.high}  # fmt: skip
+        writer.add_event(summary_event(c.step, wall, scalars, (histograms or {}).get(c.path)))
+    writer.close()
+    written = set(folder.glob(f"events.out.tfevents.*{SUFFIX}")) - earlier
+    try:
+        for old in earlier - written:
+            os.unlink(old)
+    except OSError as exc:
+        raise SourceError(
+            f"cannot replace the earlier normscope events: {exc.strerror} ({exc.filename})"
+        ) from None
+    return folder
+
+
+def open_writer(folder: Path, what: str) -> Any:
+    """A new event file (`*.normscope`) in `folder`, created if need be: tensorboard's
+    `EventFileWriter` (`add_event`, `flush`, `close`)."""
+    _tensorboard(what)
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-    folder = Path(outdir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SourceError(
             f"cannot create the TensorBoard folder: {exc.strerror} ({folder})"
         ) from None
-    writer = EventFileWriter(str(folder), filename_suffix=".normscope")
-    t = report.summary.thresholds
-    by_step: dict[int, list[tuple[str, float]]] = {}
-    for row in report.rows:
-        n = row.norm
-        if math.isfinite(n.ratio):
-            tag = scalar_tag(n.name, n.role, n.module, n.mtp_depth, n.layer)
-            by_step.setdefault(row.step, []).append((tag, n.ratio))
-    for c in report.checkpoints:
-        values = [*by_step.get(c.step, []), ("normscope/band/low", t.low),
-                  ("normscope/band/high", t.high)]  # fmt: skip
-        summary = summary_pb2.Summary(
-            value=[summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in values]
-        )
-        writer.add_event(event_pb2.Event(step=c.step, wall_time=c.seconds, summary=summary))
-    writer.close()
-    return folder
+    return EventFileWriter(str(folder), filename_suffix=SUFFIX)
+
+
+def summary_event(
+    step: int,
+    wall_time: float,
+    scalars: Mapping[str, float],
+    histograms: Mapping[str, Histogram] | None = None,
+) -> Any:
+    """One TensorBoard event: the scalars, then the histograms (by tag)."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+
+    summary = summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
+    )
+    for tag, histogram in sorted((histograms or {}).items()):
+        summary.value.add(tag=tag, histo=histogram.proto())
+    return event_pb2.Event(step=step, wall_time=wall_time, summary=summary)
+
+
+def norm_scalars(measured: Measured) -> dict[str, float]:
+    """A scan's scalars for a training log: every norm's ratio (the tags of `write_scalars`),
+    the norms out of band (in the scope, and all) and the anomalies."""
+    report = measured.report
+    out = {
+        scalar_tag(n.name, n.role, n.module, n.mtp_depth, n.layer): n.ratio
+        for n in report.norms
+        if math.isfinite(n.ratio)
+    }
+    out["normscope/out_of_band"] = float(report.summary.gated_out_of_band)
+    out["normscope/out_of_band_all"] = float(report.summary.out_of_band)
+    out["normscope/anomalies"] = float(report.summary.anomalies)
+    return out

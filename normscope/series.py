@@ -94,6 +94,8 @@ class SeriesProgress:
 
 
 ProgressCallback = Callable[[SeriesProgress], None]
+Observer = Callable[[str, Measured], None]
+"""`observe(path, measured)`: sees each scan (its gains too) before only its report is kept."""
 
 
 # --- discovery ----------------------------------------------------------------------------------
@@ -264,8 +266,12 @@ def measure_series(
     sources: Sequence[str | os.PathLike[str]],
     options: SeriesOptions | None = None,
     progress: ProgressCallback | None = None,
+    observe: Observer | None = None,
 ) -> SeriesReport:
     """Discover, measure and summarise the checkpoints of a training run.
+
+    `observe` is called with each checkpoint measured, in series order (e.g. to keep the
+    per-role histograms of its gains for TensorBoard).
 
     Raises SourceError when no checkpoint is usable, and on the first skip with `strict`.
     """
@@ -289,6 +295,8 @@ def measure_series(
         ):
             if outcome.measured is not None:
                 got.add(candidate, outcome.measured)
+                if observe is not None:
+                    observe(candidate.path, outcome.measured)
             else:
                 skip = Skipped(candidate.path, candidate.step, outcome.error or "unknown error")
                 if options.strict:

@@ -98,3 +98,9 @@ def write_smollm2(directory: Path) -> Path:
     }
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return directory
+
+
+def smollm2_norms() -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """SmolLM2-135M's 61 real norm gains by Hugging Face Llama name, and its GGUF widths."""
+    norms, meta = _gguf_norms(smollm2_gguf())
+    return {_hf_name(k): v for k, v in norms.items()}, meta

@@ -374,7 +374,9 @@ def test_every_readme_example_runs(
 
 
 def test_the_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (block,) = re.findall(r"```python\n(.*?)```", _readme(), flags=re.DOTALL)
+    # the first Python block is the API's; the later ones are run by the tests of their
+    # features (tests/test_memory.py, tests/test_integrations.py)
+    block = re.findall(r"```python\n(.*?)```", _readme(), flags=re.DOTALL)[0]
     (tmp_path / "fixtures").symlink_to(REPO_ROOT / "fixtures", target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     scope: dict[str, Any] = {}

@@ -43,9 +43,11 @@ FLOORS: dict[str, int] = {
     "normscope.executors": 5,
     "normscope.gates": 7,
     "normscope.settings": 7,  # the one options builder: flags + [tool.normscope] -> options
+    "normscope.progress": 7,  # the series' progress bar, for the CLI and the Python API
     "normscope.api": 8,  # the Python API: one function per command (gates for check)
     "normscope.render": 8,
     "normscope.cli": 9,
+    "normscope.integrations": 9,  # training callbacks (transformers, Lightning): not the CLI's
     "normscope.__main__": 10,
     "normscope": 10,  # the package face: lazy re-exports of the public API
 }

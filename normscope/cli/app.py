@@ -255,20 +255,20 @@ def series(
         if inputs.show_config(settings, show_config, output):
             return
         options = settings.scan
-        plotting = runs.check_plot(plot, plot_role)
+        runs.check_plot(plot, plot_role)
         if revisions is not None:
             sources = runs.hub_revisions(sources, revisions)
             order = order or Order.step  # revisions are ordered by the step in their names
         run = series_options(settings, order, jobs, strict, executor.value, cluster)
+        histograms, observe = runs.tensorboard_observer(tensorboard)
         with out.series_progress(quiet) as progress:
-            result = run_series(sources, run, progress)
+            result = run_series(sources, run, progress, observe)
         result = runs.with_trinity(result, events, main_tag, mtp_tag) if events else result
         out.warn(result.warnings, quiet)
         runs.refuse_stale_latest(result, fail_on is FailOn.out_of_band or max_drift is not None)
         runs.render_series(result, format, output, show_all, wide)
-        if plot and plotting is not None:
-            runs.write_plot(result, plot, plot_role, quiet)
-        runs.write_tensorboard(result, tensorboard)
+        runs.write_plot(result, plot, plot_role, quiet)
+        runs.write_tensorboard(result, tensorboard, histograms)
         out.report_gate(
             series_gate(result, options.scope, fail_on is FailOn.out_of_band, max_drift), quiet
         )

@@ -311,28 +311,9 @@ def report_gate(result: GateResult, quiet: bool) -> None:
 @contextlib.contextmanager
 def series_progress(quiet: bool) -> Iterator[Any]:
     """A progress callback drawing a bar on stderr when it is a terminal (else None)."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from normscope.progress import series_bar
 
-    from normscope.render.common import human_bytes
-
-    columns = (TextColumn("measuring"), BarColumn(), MofNCompleteColumn())
-    extra = (TextColumn("{task.fields[read]}"), TimeRemainingColumn())
-    with Progress(*columns, *extra, console=stderr(), transient=True) as bar:
-        task = bar.add_task("series", total=None, read="")
-
-        def update(event: Any) -> None:
-            read = f"{human_bytes(event.bytes_read)} read"
-            bar.update(task, total=event.total, completed=event.done, read=read)
-
+    with series_bar(False if quiet else None, None if quiet else stderr()) as update:
         yield update
 
 

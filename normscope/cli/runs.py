@@ -4,8 +4,9 @@ gate a run whose newest checkpoint could not be read."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -13,6 +14,7 @@ from normscope.cli import output as out
 from normscope.cli.options import OutputFormat
 
 if TYPE_CHECKING:
+    from normscope.scanner import Measured
     from normscope.schema import SeriesReport
 
 
@@ -63,7 +65,10 @@ def check_plot(plot: str | None, plot_role: str | None) -> object | None:
     return plotting
 
 
-def write_plot(result: SeriesReport, plot: str, plot_role: str | None, quiet: bool) -> None:
+def write_plot(result: SeriesReport, plot: str | None, plot_role: str | None, quiet: bool) -> None:
+    """`--plot FILE` (checked before measuring by `check_plot`); nothing without it."""
+    if not plot:
+        return
     from normscope.render import plot as plotting
 
     role = plotting.parse_role(plot_role) if plot_role else None
@@ -73,12 +78,29 @@ def write_plot(result: SeriesReport, plot: str, plot_role: str | None, quiet: bo
     out.write_output(data, plot, "the plot")
 
 
-def write_tensorboard(result: SeriesReport, outdir: str | None) -> None:
-    """`--tensorboard OUTDIR`: the norm series as TensorBoard scalars."""
+def tensorboard_observer(
+    outdir: str | None,
+) -> tuple[dict[str, Any], Callable[[str, Measured], None] | None]:
+    """`--tensorboard`: the per-role histograms of γ, kept by checkpoint as each is measured."""
+    kept: dict[str, Any] = {}
+    if outdir is None:
+        return kept, None
+    from normscope.events import role_histograms
+
+    def observe(path: str, measured: Measured) -> None:
+        kept[path] = role_histograms(measured)
+
+    return kept, observe
+
+
+def write_tensorboard(
+    result: SeriesReport, outdir: str | None, histograms: dict[str, Any] | None = None
+) -> None:
+    """`--tensorboard OUTDIR`: the norm series as TensorBoard scalars and histograms."""
     if outdir is not None:
         from normscope.events import write_scalars
 
-        write_scalars(result, outdir)
+        write_scalars(result, outdir, histograms)
 
 
 def with_trinity(

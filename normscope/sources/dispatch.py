@@ -11,7 +11,6 @@ import importlib
 from pathlib import Path
 
 from normscope.enums import SourceKind
-from normscope.errors import UsageError
 from normscope.sources import formats, headercache
 from normscope.sources.layout import merge_shards, open_layout
 from normscope.sources.local import LocalStore
@@ -57,13 +56,10 @@ def open_checkpoint(
 
             return objstore.open_object_checkpoint(spec.text, progress)
         case SourceKind.memory:
-            # TODO(#27): scan a state dict or module in this process.
-            raise UsageError(
-                f"scanning an in-memory {spec.text} is not supported yet",
-                param="SOURCE",
-                hint="save it first (safetensors.torch.save_file(model.state_dict(), "
-                "'model.safetensors')) and scan the file",
-            )
+            from normscope.sources.memory import InMemory, open_memory_checkpoint
+
+            assert isinstance(spec.obj, InMemory), spec
+            return open_memory_checkpoint(spec.obj)
         case _:  # pragma: no cover - exhaustive over SourceKind
             raise AssertionError(spec.kind)
 

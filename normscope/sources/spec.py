@@ -39,7 +39,7 @@ class SourceSpec:
     hub: HubSpec | None = None
     """The repo and revision (kind hub)."""
     obj: object | None = field(default=None, compare=False, repr=False)
-    """The state dict or module (kind memory)."""
+    """The `memory.InMemory` holding the state dict or module, and its config (kind memory)."""
 
     def __str__(self) -> str:
         return str(self.hub) if self.hub is not None else self.text
@@ -51,7 +51,10 @@ def parse_source(source: Source | SourceSpec | object, revision: str | None = No
     if isinstance(source, SourceSpec):
         spec = source
     elif _in_memory(source):
-        spec = SourceSpec(SourceKind.memory, type(source).__name__, obj=source)
+        from normscope.sources.memory import InMemory
+
+        held = source if isinstance(source, InMemory) else InMemory(source)
+        spec = SourceSpec(SourceKind.memory, held.source, obj=held)
     elif isinstance(source, str | os.PathLike):
         if revision is not None and not revision.strip():
             raise UsageError("--revision is empty", param="--revision")
@@ -86,8 +89,15 @@ def at_revision(spec: SourceSpec, revision: str) -> SourceSpec:
 
 
 def _in_memory(source: object) -> bool:
-    """A state dict (a mapping of names to tensors) or a module with `state_dict()`."""
-    return isinstance(source, Mapping) or callable(getattr(source, "state_dict", None))
+    """A state dict (a mapping of names to tensors), a module with `state_dict()`, or a
+    `memory.InMemory` (either, with its config)."""
+    if isinstance(source, Mapping) or callable(getattr(source, "state_dict", None)):
+        return True
+    if isinstance(source, str | os.PathLike):
+        return False
+    from normscope.sources.memory import InMemory
+
+    return isinstance(source, InMemory)
 
 
 def _parse_text(source: str | os.PathLike[str], revised: bool = False) -> SourceSpec:

@@ -18,6 +18,7 @@ from normscope.errors import SourceError
 from normscope.schema import TensorRef
 from normscope.sources.jsonload import load_json
 from normscope.sources.local import read_small_file
+from normscope.sources.memory import DTYPES
 from normscope.sources.safetensors import ShardHeader
 from normscope.sources.store import Checkpoint, ReadCounter, ShortRead, Span
 
@@ -25,21 +26,6 @@ if TYPE_CHECKING:
     import torch
 
 INSTALL = "pip install 'normscope[torch]'"
-
-_DTYPES = {
-    "float32": "F32",
-    "float16": "F16",
-    "bfloat16": "BF16",
-    "float64": "F64",
-    "float8_e4m3fn": "F8_E4M3",
-    "float8_e5m2": "F8_E5M2",
-    "int8": "I8",
-    "uint8": "U8",
-    "int16": "I16",
-    "int32": "I32",
-    "int64": "I64",
-    "bool": "BOOL",
-}
 
 
 MAX_NESTING = 32
@@ -103,7 +89,7 @@ class TorchFileStore:
         self.refs: dict[str, TensorRef] = {}
         offset = 0
         for name, tensor in tensors.items():
-            dtype = _DTYPES.get(str(tensor.dtype).removeprefix("torch."))
+            dtype = DTYPES.get(str(tensor.dtype).removeprefix("torch."))
             if dtype is None:
                 continue
             nbytes = tensor.numel() * tensor.element_size()
