@@ -234,3 +234,18 @@ def test_a_sharded_dtensor_is_refused_before_any_collective(tmp_path: Path) -> N
     finally:
         if mine:
             dist.destroy_process_group()
+
+
+def test_a_span_inside_a_tensor_copies_only_its_rows() -> None:
+    """`fold` reads matrices by row blocks (`Checkpoint.read_span`): the bytes are the rows'."""
+    matrix = torch.arange(24, dtype=torch.bfloat16).reshape(6, 4)
+    cp = open_memory_checkpoint(InMemory({"a": torch.ones(3), "w": matrix}))
+    ref = cp.tensors["w"]
+    whole = matrix.view(torch.int16).numpy().tobytes()
+    assert cp.read_span(ref, 8, 24) == whole[8:24]  # rows 1-2
+    assert cp.read_span(ref, 3, 5) == whole[3:5]  # across an element boundary
+    assert cp.read_span(ref, 0, ref.nbytes) == whole
+    numpy_cp = open_memory_checkpoint(InMemory({"w": matrix.float().numpy()}))
+    assert (
+        numpy_cp.read_span(numpy_cp.tensors["w"], 16, 32) == matrix.float().numpy().tobytes()[16:32]
+    )

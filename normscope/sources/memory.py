@@ -15,6 +15,7 @@ tensor is recognised by its type's module, a numpy array by `numpy.ndarray`.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +118,7 @@ class TensorStore:
         self.warnings: list[str] = []
         self.virtual = virtual
         self.by_start: dict[int, tuple[int, Any]] = {}
+        """Each tensor by its first byte: (its end, the tensor)."""
         self.refs: dict[str, TensorRef] = {}
         self.device: str | None = None
         offset = 0
@@ -131,6 +133,7 @@ class TensorStore:
             self.by_start[offset] = (offset + nbytes, tensor)
             offset += nbytes
         self.nbytes = offset
+        self.starts = sorted(self.by_start)
 
     def path(self, name: str) -> str:
         return self.virtual
@@ -155,12 +158,16 @@ class TensorStore:
         return out
 
     def _bytes(self, start: int, end: int) -> bytes:
-        found = self.by_start.get(start)
-        if found is None or end > found[0]:
+        """Bytes [start, end) of the virtual shard: inside one tensor (a whole norm, or a row
+        block of a matrix for `fold`), only those elements copied off its device."""
+        i = bisect.bisect_right(self.starts, start) - 1
+        if i < 0:
             raise ShortRead(self.virtual, start, end)
-        stop, tensor = found
-        raw = host_bytes(tensor)  # Checkpoint.read counts it (bytes_read)
-        return raw if end == stop else raw[: end - start]
+        first = self.starts[i]
+        stop, tensor = self.by_start[first]
+        if end > stop:
+            raise ShortRead(self.virtual, start, end)
+        return host_bytes(tensor, start - first, end - first)
 
     def missing_shard(self, name: str, index: str) -> SourceError:
         return SourceError(f"the index names '{name}' but it is missing ({index})")
@@ -175,18 +182,24 @@ def _dtype_of(tensor: Any) -> str | None:
     return DTYPES.get(str(tensor.dtype)) if tensor.dtype.byteorder in "=|<" else None
 
 
-def host_bytes(tensor: Any) -> bytes:
-    """The raw little-endian bytes of one tensor, copied off its device (torch) or not (numpy)."""
+def host_bytes(tensor: Any, start: int = 0, end: int | None = None) -> bytes:
+    """Raw little-endian bytes [start, end) of one tensor's data, copied off its device (torch)
+    or not (numpy): only the elements the span covers."""
+    size = int(tensor.element_size() if _kind(tensor) == "torch" else tensor.itemsize)
+    end = int(tensor.nbytes) if end is None else end
+    lo, hi = start // size, -(-end // size)
     if _kind(tensor) == "torch":
         import torch
 
-        flat = tensor.detach().reshape(-1)
+        flat = tensor.detach().reshape(-1)[lo:hi]
         if flat.device.type != "cpu":
             flat = flat.cpu()
-        return bytes(flat.contiguous().view(torch.uint8).numpy().tobytes())
-    import numpy as np
+        raw = bytes(flat.contiguous().view(torch.uint8).numpy().tobytes())
+    else:
+        import numpy as np
 
-    return bytes(np.ascontiguousarray(tensor).reshape(-1).view(np.uint8).tobytes())
+        raw = bytes(np.ascontiguousarray(tensor).reshape(-1)[lo:hi].view(np.uint8).tobytes())
+    return raw[start - lo * size : end - lo * size]
 
 
 def _devices(tensors: Mapping[str, Any]) -> dict[str, str]:

@@ -10,17 +10,16 @@ are flattened with dots; non-tensor entries are ignored. Needs `normscope[torch]
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from normscope.errors import SourceError
-from normscope.schema import TensorRef
 from normscope.sources.jsonload import load_json
 from normscope.sources.local import read_small_file
-from normscope.sources.memory import DTYPES
+from normscope.sources.memory import TensorStore
 from normscope.sources.safetensors import ShardHeader
-from normscope.sources.store import Checkpoint, ReadCounter, ShortRead, Span
+from normscope.sources.store import Checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -77,26 +76,13 @@ def _unwrap(obj: Any) -> Any:
     return obj
 
 
-class TorchFileStore:
-    """One state dict file, its tensors laid end to end in a virtual shard."""
+class TorchFileStore(TensorStore):
+    """One state dict file, its tensors laid end to end in a virtual shard (`memory.TensorStore`:
+    the same reads as a state dict in memory), with the file's folder for config.json."""
 
     def __init__(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
-        self.counter = ReadCounter()
-        self.warnings: list[str] = []
+        super().__init__(str(path), tensors)
         self.file = path
-        self.virtual = str(path)
-        self.by_span: dict[Span, torch.Tensor] = {}
-        self.refs: dict[str, TensorRef] = {}
-        offset = 0
-        for name, tensor in tensors.items():
-            dtype = DTYPES.get(str(tensor.dtype).removeprefix("torch."))
-            if dtype is None:
-                continue
-            nbytes = tensor.numel() * tensor.element_size()
-            ref = TensorRef(name, self.virtual, dtype, tuple(tensor.shape), offset, offset + nbytes)
-            self.refs[name] = ref
-            self.by_span[(ref.start, ref.end)] = tensor
-            offset += nbytes
 
     def path(self, name: str) -> str:
         return str(self.file.parent / name)
@@ -110,34 +96,8 @@ class TorchFileStore:
     def fetch(self, name: str) -> bytes | None:
         return read_small_file(self.file.parent / name, self.counter)
 
-    def headers(self, names: Sequence[str], weight_map: Mapping[str, str] | None) -> list[bytes]:
-        return []
-
-    def read(self, spans: Mapping[str, Sequence[Span]]) -> dict[tuple[str, int, int], bytes]:
-        out: dict[tuple[str, int, int], bytes] = {}
-        for shard, ranges in spans.items():
-            for start, end in ranges:
-                out[(shard, start, end)] = self._bytes(start, end)
-        return out
-
-    def _bytes(self, start: int, end: int) -> bytes:
-        for (s, e), tensor in self.by_span.items():
-            if s <= start and end <= e:
-                raw = tensor.detach().contiguous().reshape(-1).view(_uint8()).numpy().tobytes()
-                return raw[start - s : end - s]
-        raise ShortRead(self.virtual, start, end)
-
-    def missing_shard(self, name: str, index: str) -> SourceError:
-        return SourceError(f"the index names '{name}' but it is missing ({index})")
-
     def no_shards(self) -> SourceError:
         return SourceError(f"no tensors in the PyTorch file ({self.file})")
-
-
-def _uint8() -> Any:
-    import torch
-
-    return torch.uint8
 
 
 def open_torch_checkpoint(path: Path, source: str) -> Checkpoint:
