@@ -138,16 +138,19 @@ def test_errors_of_paths_that_are_no_source(
         parse_source(onnx)
 
 
-def test_an_in_memory_source_is_a_clear_usage_error() -> None:
+def test_an_in_memory_source_is_its_own_kind() -> None:
+    """(Was a placeholder refusal until #27: a state dict or module is now read in memory,
+    tests/test_memory.py.)"""
     import torch
+
+    from normscope.sources.memory import InMemory
 
     state = {"model.norm.weight": torch.ones(4)}
     spec = parse_source(state)
-    assert spec.kind is SourceKind.memory and spec.obj is state
+    assert spec.kind is SourceKind.memory and isinstance(spec.obj, InMemory)
+    assert spec.obj.obj is state and spec.text == "memory:dict"
     assert parse_source(torch.nn.LayerNorm(4)).kind is SourceKind.memory
-    with pytest.raises(UsageError, match="not supported yet") as raised:
-        open_checkpoint(state)  # type: ignore[arg-type]
-    assert raised.value.hint is not None and "save_file" in raised.value.hint
+    assert list(open_checkpoint(state).tensors) == ["model.norm.weight"]  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="not a int"):
         parse_source(3)
 

@@ -200,7 +200,7 @@ class NormMonitor:
             text = (
                 render_json(report) if not isinstance(report, str) else render_json({kind: report})
             )
-            write_cache_file(path, text.encode())
+            write_cache_file(path, text.encode(), digest=False)  # atomic; a plain JSON file
             out.append(path)
         return tuple(out)
 
