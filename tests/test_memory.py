@@ -249,3 +249,27 @@ def test_a_span_inside_a_tensor_copies_only_its_rows() -> None:
     assert (
         numpy_cp.read_span(numpy_cp.tensors["w"], 16, 32) == matrix.float().numpy().tobytes()[16:32]
     )
+
+
+def test_a_modules_extra_state_is_no_weight() -> None:
+    """`get_extra_state()` (TransformerEngine, quantizers) puts any object in the state dict:
+    skipped for a module; in a state dict given as such, a value that is no tensor is refused."""
+
+    class WithExtra(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = torch.nn.LayerNorm(8)
+
+        def get_extra_state(self) -> Any:
+            return {"fp8_meta": "scales"}
+
+        def set_extra_state(self, state: Any) -> None:
+            pass
+
+    module = WithExtra()
+    assert "_extra_state" in module.state_dict()
+    report = normscope.scan(module, model_config={"model_type": "llama"})
+    assert [n.name for n in report.norms] == ["norm.weight"]
+    with pytest.raises(SourceError, match=r"'_extra_state\.x' is a str"):
+        # a nested mapping is joined with dots; its string leaf is no tensor
+        normscope.scan(dict(module.state_dict()) | {"_extra_state": {"x": "y"}})

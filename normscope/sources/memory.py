@@ -74,6 +74,8 @@ def _kind(value: object) -> str | None:
 def _flatten(obj: Mapping[Any, Any], prefix: str, out: dict[str, Any], module: bool) -> None:
     for key, value in obj.items():
         name = f"{prefix}.{key}" if prefix else str(key)
+        if module and name.endswith(EXTRA_STATE) and _kind(value) is None:
+            continue  # a module's extra state (`get_extra_state()`) is no weight
         if isinstance(value, Mapping):
             _flatten(value, name, out, module)
         elif type(value).__name__ == "DTensor":  # FSDP2 / tensor parallel: a shard per rank
@@ -84,8 +86,6 @@ def _flatten(obj: Mapping[Any, Any], prefix: str, out: dict[str, Any], module: b
             )
         elif _kind(value) is not None:
             out[name] = value
-        elif module and name.endswith(EXTRA_STATE):
-            continue  # a module's extra state is not a weight (save_pretrained drops it too)
         else:
             raise SourceError(
                 f"state dict entry '{name}' is a {type(value).__name__}, not a tensor: give a "
