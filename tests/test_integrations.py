@@ -93,6 +93,9 @@ def test_hf_a_healthy_run_trains_to_the_end(tmp_path: Path) -> None:
     assert steps == [2, 4, 6, 8, 10]  # every 2 steps; the saves at 4 and 8 scanned once
     assert not any(o.stop for o in callback.monitor.history)
     assert not (tmp_path / "out" / "normscope").exists()
+    assert all(o.gammas == {} for o in callback.monitor.history)  # only the last keeps its gains
+    assert callback.monitor.last is not None
+    assert callback.monitor.last.gammas["normscope/gamma/final"].size == HIDDEN
     logged = [e for e in trainer.state.log_history if FINAL in e]
     assert [e["step"] for e in logged] == steps
     assert logged[-1][FINAL] == pytest.approx(final_ratio(trainer.model), rel=1e-6)

@@ -15,6 +15,7 @@ unless `on_error` says so: `warn` (the default) logs it on the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -105,6 +106,7 @@ class NormMonitor:
         self.baseline: Measured | None = None
         self.last: Observation | None = None
         self.history: list[Observation] = []
+        """Every scan, without its gains (`last` has them)."""
 
     def due(self, step: int) -> bool:
         """Is `step` a step to scan at (every N steps, not twice)?"""
@@ -132,7 +134,9 @@ class NormMonitor:
         except Exception as exc:  # a monitor must not end a run by its own fault (a full disk)
             observation = self._failed(step, exc, f"{type(exc).__name__}: {exc}", None, out_dir)
         self.last = observation
-        self.history.append(observation)
+        # NOTE: the gains are a model's worth of norm vectors: only the last scan keeps them, so a
+        # long run's history stays a few numbers per scan
+        self.history.append(dataclasses.replace(observation, gammas={}))
         return observation
 
     def _scan(
