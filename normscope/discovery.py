@@ -242,15 +242,36 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order | None = No
     if not sources:
         raise SourceError("no checkpoints given")
     warnings: list[str] = []
-    specs = [os.fspath(s) for s in sources]
+    entries, loose = _entries([os.fspath(s) for s in sources], warnings)
+    usable, skipped = _usable(entries)
+    if order is None:
+        order = Order.given if loose else Order.step
+    elif order is Order.given and not loose:
+        order = Order.step  # a run folder has no order of its own
+    steps_from = _steps_from(loose, usable, warnings)
+    usable = _ordered(usable, order, steps_from, warnings)
+    candidates: list[Candidate] = []
+    seen: dict[int, str] = {}
+    for position, (spec, step) in enumerate(usable):
+        value = position if steps_from is StepSource.position or step is None else step
+        if value in seen:
+            skipped.append(Skipped(spec, value, f"duplicate step {value} (also {seen[value]})"))
+            continue
+        seen[value] = spec
+        candidates.append(Candidate(spec, value, _mtime(Path(spec))))
+    return Discovery(tuple(candidates), tuple(skipped), steps_from, tuple(warnings), order)
+
+
+def _entries(specs: list[str], warnings: list[str]) -> tuple[list[tuple[str, int | None]], bool]:
+    """The checkpoints named, each with the step its name gives; `loose`: an explicit list
+    (not a run folder or a run prefix in an object store)."""
     first = Path(specs[0])
     run_url = _run_prefix(specs[0], warnings) if len(specs) == 1 and _is_url(specs[0]) else None
     if run_url is not None:
-        entries, loose = run_url, False
-    elif len(specs) == 1 and _is_run_folder(first):
-        entries = [(str(p), step) for p, step in _scan_run_folder(first, warnings)]
-        loose = False
-    elif (
+        return run_url, False
+    if len(specs) == 1 and _is_run_folder(first):
+        return [(str(p), step) for p, step in _scan_run_folder(first, warnings)], False
+    if (
         len(specs) == 1
         and not (_is_hub(specs[0]) or _is_url(specs[0]))
         and why_not_checkpoint(first) is not None
@@ -262,15 +283,18 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order | None = No
             hint="a run folder holds checkpoint folders named checkpoint-<step>, iter_<N>, "
             "step-<N>, step<N>, global_step<N> or <N>; or list the checkpoints explicitly",
         )
-    else:
-        entries = [(spec, _step_of_listed(Path(spec))) for spec in specs]
-        loose = True
-        if len(specs) == 1:
-            warnings.append(
-                f"a series of one checkpoint: no drift to measure ({specs[0]}); "
-                "pass a run folder or several checkpoints"
-            )
+    if len(specs) == 1:
+        warnings.append(
+            f"a series of one checkpoint: no drift to measure ({specs[0]}); "
+            "pass a run folder or several checkpoints"
+        )
+    return [(spec, _step_of_listed(Path(spec))) for spec in specs], True
 
+
+def _usable(
+    entries: list[tuple[str, int | None]],
+) -> tuple[list[tuple[str, int | None]], list[Skipped]]:
+    """The entries that are checkpoints, and the others with the reason they are not."""
     skipped: list[Skipped] = []
     usable: list[tuple[str, int | None]] = []
     for spec, step in entries:
@@ -280,20 +304,32 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order | None = No
             usable.append((spec, step))
         else:
             skipped.append(Skipped(spec, step, reason))
+    return usable, skipped
 
-    if order is None:
-        order = Order.given if loose else Order.step
-    elif order is Order.given and not loose:
-        order = Order.step  # a run folder has no order of its own
-    steps_from = StepSource.name
-    if loose and any(step is None for _, step in usable):
-        steps_from = StepSource.position
-        unnamed = [Path(spec).name for spec, step in usable if step is None]
-        if len(unnamed) < len(usable):
-            warnings.append(
-                f"no step number in the name of {_listing(unnamed)}: steps are the positions "
-                "0, 1, 2, ... of the checkpoints in the series"
-            )
+
+def _steps_from(
+    loose: bool, usable: list[tuple[str, int | None]], warnings: list[str]
+) -> StepSource:
+    """Steps from the names, or the positions 0, 1, 2, ... when a listed name has none."""
+    if not loose or all(step is not None for _, step in usable):
+        return StepSource.name
+    unnamed = [Path(spec).name for spec, step in usable if step is None]
+    if len(unnamed) < len(usable):
+        warnings.append(
+            f"no step number in the name of {_listing(unnamed)}: steps are the positions "
+            "0, 1, 2, ... of the checkpoints in the series"
+        )
+    return StepSource.position
+
+
+def _ordered(
+    usable: list[tuple[str, int | None]],
+    order: Order,
+    steps_from: StepSource,
+    warnings: list[str],
+) -> list[tuple[str, int | None]]:
+    """The checkpoints in `order`; sorting keeps the given order of an explicit list whose
+    steps are positions."""
 
     def key(item: tuple[str, int | None]) -> tuple[Any, ...]:
         spec, step = item
@@ -304,7 +340,6 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order | None = No
             return natural
         return (step, *natural)
 
-    # Sorting keeps the given order of an explicit list whose steps are positions.
     if order is Order.given:
         steps = [step for _, step in usable if step is not None and steps_from is StepSource.name]
         if steps != sorted(steps):
@@ -314,16 +349,7 @@ def discover(sources: Sequence[str | os.PathLike[str]], order: Order | None = No
             )
     elif not (order is Order.step and steps_from is StepSource.position):
         usable.sort(key=key)
-    candidates: list[Candidate] = []
-    seen: dict[int, str] = {}
-    for position, (spec, step) in enumerate(usable):
-        value = position if steps_from is StepSource.position or step is None else step
-        if value in seen:
-            skipped.append(Skipped(spec, value, f"duplicate step {value} (also {seen[value]})"))
-            continue
-        seen[value] = spec
-        candidates.append(Candidate(spec, value, _mtime(Path(spec))))
-    return Discovery(tuple(candidates), tuple(skipped), steps_from, tuple(warnings), order)
+    return usable
 
 
 def _is_url(spec: str) -> bool:

@@ -34,11 +34,26 @@ if TYPE_CHECKING:
 
     from normscope.scanner import Measured
 
-MAIN_TAGS = ("lm loss", "lm_loss", "train/lm_loss", "train/lm loss", "loss", "train/loss",
-             "train_loss", "training_loss")  # fmt: skip
+MAIN_TAGS = (
+    "lm loss",
+    "lm_loss",
+    "train/lm_loss",
+    "train/lm loss",
+    "loss",
+    "train/loss",
+    "train_loss",
+    "training_loss",
+)
 """Candidates for the main loss, first match wins: Megatron's `lm loss` first."""
-MTP_TAGS = ("mtp_1 loss", "mtp_1_loss", "mtp loss", "mtp_loss", "train/mtp_loss",
-            "train/mtp_1_loss", "mtp/loss")  # fmt: skip
+MTP_TAGS = (
+    "mtp_1 loss",
+    "mtp_1_loss",
+    "mtp loss",
+    "mtp_loss",
+    "train/mtp_loss",
+    "train/mtp_1_loss",
+    "mtp/loss",
+)
 """Candidates for the MTP loss (Megatron's `mtp_1 loss` first)."""
 INSTALL = "pip install 'normscope[tensorboard]'"
 
@@ -49,8 +64,9 @@ def _tensorboard(what: str) -> Any:
     try:
         from tensorboard.backend.event_processing import event_accumulator
     except ImportError:
-        raise SourceError(f"{what} needs the tensorboard package, which is not installed",
-                          hint=INSTALL) from None  # fmt: skip
+        raise SourceError(
+            f"{what} needs the tensorboard package, which is not installed", hint=INSTALL
+        ) from None
     return event_accumulator
 
 
@@ -178,17 +194,28 @@ class Histogram:
         if v.size == 0:
             return cls(0.0, 0.0, 0, 0.0, 0.0, (), ())
         counts, edges = np.histogram(v, bins=bins if v.min() < v.max() else 1)
-        return cls(float(v.min()), float(v.max()), int(v.size), float(v.sum()),
-                   float(np.dot(v, v)), tuple(float(e) for e in edges[1:]),
-                   tuple(float(c) for c in counts))  # fmt: skip
+        return cls(
+            float(v.min()),
+            float(v.max()),
+            int(v.size),
+            float(v.sum()),
+            float(np.dot(v, v)),
+            tuple(float(e) for e in edges[1:]),
+            tuple(float(c) for c in counts),
+        )
 
     def proto(self) -> Any:
         from tensorboard.compat.proto import summary_pb2
 
         return summary_pb2.HistogramProto(
-            min=self.min, max=self.max, num=self.num, sum=self.sum,
-            sum_squares=self.sum_squares, bucket_limit=list(self.limits), bucket=list(self.counts),
-        )  # fmt: skip
+            min=self.min,
+            max=self.max,
+            num=self.num,
+            sum=self.sum,
+            sum_squares=self.sum_squares,
+            bucket_limit=list(self.limits),
+            bucket=list(self.counts),
+        )
 
 
 def gamma_tag(role: Role, module: Module) -> str:
@@ -262,8 +289,11 @@ def write_scalars(
             by_step.setdefault(row.step, {})[tag] = n.ratio
     walls = _wall_times([c.path for c in report.checkpoints])
     for c, wall in zip(report.checkpoints, walls, strict=True):
-        scalars = {**by_step.get(c.step, {}), "normscope/band/low": t.low,
-                   "normscope/band/high": t.high}  # fmt: skip
+        scalars = {
+            **by_step.get(c.step, {}),
+            "normscope/band/low": t.low,
+            "normscope/band/high": t.high,
+        }
         writer.add_event(summary_event(c.step, wall, scalars, (histograms or {}).get(c.path)))
     writer.close()
     written = set(folder.glob(f"events.out.tfevents.*{SUFFIX}")) - earlier

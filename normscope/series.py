@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from normscope.analysis import relative_change
-from normscope.discovery import Candidate, discover
+from normscope.discovery import Candidate, Discovery, discover
 from normscope.errors import NormscopeError, SourceError
 from normscope.executors import ClusterSpec, Lost, cluster
 from normscope.scanner import Measured, ScanOptions, measure
@@ -277,21 +277,49 @@ def measure_series(
     """
     options = options or SeriesOptions()
     started = time.perf_counter()
-    selector = options.scan.scope
     found = discover(sources, options.order)
     if options.strict and found.skipped:
         _strict_failure(found.skipped[0])
     got = _Collected(skipped=list(found.skipped))
     if not found.candidates:
         raise SourceError(_nothing_usable(sources, got.skipped))
-    paths = [c.path for c in found.candidates]
+    used: list[tuple[Executor, int]] = []
+    _measure_all(found.candidates, options, progress, got, used)
+    if not got.checkpoints:
+        raise SourceError(_nothing_usable(sources, got.skipped))
+    executor, jobs = used[-1] if used else (Executor.serial, 1)
+    return SeriesReport(
+        schema_version=SCHEMA_VERSION,
+        normscope_version=__version__,
+        source=tuple(str(s) for s in sources),
+        model=got.models[-1],
+        steps_from=found.steps_from,
+        order=found.order,
+        checkpoints=tuple(got.checkpoints),
+        skipped=tuple(got.skipped),
+        rows=tuple(got.rows),
+        summary=_summary(got, options),
+        io=SeriesIO(got.bytes_read, time.perf_counter() - started, executor, jobs),
+        warnings=tuple(_warnings(found, got)),
+    )
+
+
+def _measure_all(
+    candidates: Sequence[Candidate],
+    options: SeriesOptions,
+    progress: ProgressCallback | None,
+    got: _Collected,
+    used: list[tuple[Executor, int]],
+) -> None:
+    """Measure every candidate (in order, whatever the executor) into `got`; `used` learns
+    which executor ran them."""
+    paths = [c.path for c in candidates]
     if progress:
         progress(SeriesProgress(0, len(paths), 0, ""))
-    used: list[tuple[Executor, int]] = []
     outcomes = _outcomes(paths, options, used)
     try:
         for done, (candidate, outcome) in enumerate(
-            zip(found.candidates, outcomes, strict=True), start=1
+            zip(candidates, outcomes, strict=True), start=1
         ):
             if outcome.measured is not None:
                 got.add(candidate, outcome.measured)
@@ -306,9 +334,10 @@ def measure_series(
                 progress(SeriesProgress(done, len(paths), got.bytes_read, candidate.path))
     finally:
         outcomes.close()  # shuts a pool down at once on --strict or Ctrl-C
-    if not got.checkpoints:
-        raise SourceError(_nothing_usable(sources, got.skipped))
 
+
+def _warnings(found: Discovery, got: _Collected) -> list[str]:
+    """Discovery's, the skips, each checkpoint's (merged), and a change of architecture."""
     warnings = list(found.warnings)
     warnings += [f"skipped {s.path}: {s.reason}" for s in got.skipped]
     warnings += _merge_warnings(got.warnings) + got.rel_warnings
@@ -318,30 +347,21 @@ def measure_series(
             f"the checkpoints do not share one architecture (rules: {', '.join(families)}): "
             "trends compare norms by name"
         )
+    return warnings
+
+
+def _summary(got: _Collected, options: SeriesOptions) -> SeriesSummary:
+    """The gate's view of the latest checkpoint and the headline trends."""
+    selector = options.scan.scope
     latest = got.checkpoints[-1]
     at_latest = [r.norm for r in got.rows if r.checkpoint == latest.path]
-    summary = SeriesSummary(
+    return SeriesSummary(
         thresholds=options.scan.thresholds,
         scope=selector.text,
         window=min(len(got.checkpoints), DRIFT_WINDOW),
         latest_step=latest.step,
         gated_out_of_band=sum(1 for n in at_latest if n.band.out_of_band and selector(n)),
         headline=tuple(headline_trends(got.checkpoints, got.rows, options.scan.thresholds)),
-    )
-    executor, jobs = used[-1] if used else (Executor.serial, 1)
-    return SeriesReport(
-        schema_version=SCHEMA_VERSION,
-        normscope_version=__version__,
-        source=tuple(str(s) for s in sources),
-        model=got.models[-1],
-        steps_from=found.steps_from,
-        order=found.order,
-        checkpoints=tuple(got.checkpoints),
-        skipped=tuple(got.skipped),
-        rows=tuple(got.rows),
-        summary=summary,
-        io=SeriesIO(got.bytes_read, time.perf_counter() - started, executor, jobs),
-        warnings=tuple(warnings),
     )
 
 

@@ -10,6 +10,7 @@ until it is given a floor: deciding where it lives is part of adding it (ARCHITE
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -165,17 +166,65 @@ def test_no_module_is_over_500_lines(name: str) -> None:
     assert lines <= 500, f"{name} has {lines} lines: split it (ARCHITECTURE.md says where)"
 
 
-@pytest.mark.parametrize("name", ["normscope.cli", "normscope.policy", "normscope.gates"])
-def test_no_long_functions_where_decisions_are_made(name: str) -> None:
-    files = [p for n, p in MODULES.items() if n == name or n.startswith(name + ".")]
-    long = []
-    for path in files:
+MAX_FUNCTION_LINES = 60
+
+# Owned by others and being rewritten this round (issue 22), or regrouped by the renderer views
+# (issue 22 item 5): allowed for now. Each entry must still break the rule, so the lists only
+# shrink; an entry that no longer does fails below and is dropped.
+LONG_ALLOWED = {
+    "normscope/sources/__init__.py:open_checkpoint",  # house-core: the typed source spec
+    "normscope/render/html.py:trend_svg",  # item 5: the renderer views
+    "normscope/render/plot.py:_draw_lines",
+    "normscope/render/plot.py:render_html",
+    "normscope/render/scan.py:render_table",
+    "normscope/render/series.py:render_series_markdown",
+}
+FMT_SKIP_ALLOWED = {
+    "normscope/api.py",  # house-core: one options builder
+    "normscope/cli/gate.py",
+    "normscope/cli/folding.py",
+    "normscope/sources/__init__.py",
+    "normscope/render/html.py",  # item 5: the renderer views
+    "normscope/render/plot.py",
+}
+
+
+def _relative(path: Path) -> str:
+    return path.relative_to(PACKAGE.parent).as_posix()
+
+
+def _long_functions() -> dict[str, int]:
+    out = {}
+    for path in MODULES.values():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 length = (node.end_lineno or node.lineno) - node.lineno + 1
-                if length > 60:
-                    long.append(f"{path.name}:{node.name} ({length} lines)")
+                if length > MAX_FUNCTION_LINES:
+                    out[f"{_relative(path)}:{node.name}"] = length
+    return out
+
+
+def test_no_function_is_over_60_lines() -> None:
+    # A long function becomes a short sequence of steps, each named for what it does.
+    found = _long_functions()
+    long = [
+        f"{where} ({n} lines)" for where, n in sorted(found.items()) if where not in LONG_ALLOWED
+    ]
     assert long == []
+    cleaned = sorted(LONG_ALLOWED - set(found))
+    assert cleaned == [], f"no longer over {MAX_FUNCTION_LINES} lines: drop from LONG_ALLOWED"
+
+
+def test_no_formatter_is_switched_off() -> None:
+    # `# fmt: skip` packed code under the caps; the formatter decides the layout everywhere.
+    marked = {
+        _relative(path)
+        for path in MODULES.values()
+        if re.search(r"#\s*fmt:\s*(skip|off)", path.read_text(encoding="utf-8"))
+    }
+    assert sorted(marked - FMT_SKIP_ALLOWED) == []
+    cleaned = sorted(FMT_SKIP_ALLOWED - marked)
+    assert cleaned == [], "no `# fmt: skip` left: drop from FMT_SKIP_ALLOWED"
 
 
 # The package face (`normscope/__init__.py`, lazy re-exports) is not a subpackage. Being moved

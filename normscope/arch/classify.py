@@ -201,6 +201,36 @@ def classify(
 
     vocabularies = Counter(n.vocabulary for n in norms if n.vocabulary is not None)
     unknown = [n.name for n in norms if not n.recognised]
+    warnings += _reading_warnings(norms, family, facts, parametrization, vocabularies, unknown)
+    depths = {n.mtp_depth for n in norms if n.mtp_depth is not None}
+    mtp_depth = max(depths, default=0)
+    _mtp_claim(facts, mtp_depth, tensors, warnings)
+    return Classification(
+        family=family.name if family else "generic",
+        norms=norms,
+        num_layers=_num_layers(facts, norms),
+        mtp_depth=mtp_depth,
+        warnings=warnings,
+        unknown=unknown,
+        expects_final_norm=_expects_final_norm(family, vocabularies),
+        vocabularies=dict(vocabularies),
+        skipped=skipped,
+        facts=facts,
+    )
+
+
+def _reading_warnings(
+    norms: Sequence[NormInfo],
+    family: Family | None,
+    facts: ConfigFacts,
+    parametrization: Parametrization | None,
+    vocabularies: Counter[str],
+    unknown: Sequence[str],
+) -> list[str]:
+    """How the norms were read: by naming vocabularies, with config.json's parametrization,
+    placed by their width alone, or not recognised at all."""
+    warnings = []
+    signal = facts.parametrization
     guessed = [n.name for n in norms if n.rule == "width"]
     if vocabularies:
         used = ", ".join(f"'{v}' ({c})" for v, c in vocabularies.most_common())
@@ -241,28 +271,20 @@ def classify(
                 f"{len(unknown)} norm-looking tensor(s) match no {table} or naming vocabulary; "
                 f"measured with role 'unknown' and {param} parametrization, e.g. '{unknown[0]}'"
             )
+    return warnings
 
-    depths = {n.mtp_depth for n in norms if n.mtp_depth is not None}
-    mtp_depth = max(depths, default=0)
-    _mtp_claim(facts, mtp_depth, tensors, warnings)
+
+def _num_layers(facts: ConfigFacts, norms: Sequence[NormInfo]) -> int | None:
+    """config.json's depth, else one more than the highest layer index of a norm."""
     layers = {n.layer for n in norms if n.layer is not None}
-    num_layers = facts.num_layers
-    if num_layers is None and layers:
-        num_layers = max(layers) + 1
+    if facts.num_layers is None and layers:
+        return max(layers) + 1
+    return facts.num_layers
+
+
+def _expects_final_norm(family: Family | None, vocabularies: Counter[str]) -> bool:
+    """Whether the family (or every naming vocabulary the names were read with) has one."""
     if family is not None:
-        expects_final = family.final_norm
-    else:
-        read = [v for v in VOCABULARIES if v.name in vocabularies and v.name != "mtp"]
-        expects_final = all(v.final_norm for v in read)
-    return Classification(
-        family=family.name if family else "generic",
-        norms=norms,
-        num_layers=num_layers,
-        mtp_depth=mtp_depth,
-        warnings=warnings,
-        unknown=unknown,
-        expects_final_norm=expects_final,
-        vocabularies=dict(vocabularies),
-        skipped=skipped,
-        facts=facts,
-    )
+        return family.final_norm
+    read = [v for v in VOCABULARIES if v.name in vocabularies and v.name != "mtp"]
+    return all(v.final_norm for v in read)

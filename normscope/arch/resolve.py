@@ -292,73 +292,20 @@ class Context:
 
 def resolve(p: Parsed, ctx: Context) -> NormInfo | None:
     """What one candidate gain is, or None when it is no norm."""
-    site, facts = p.site, ctx.facts
+    site = p.site
     in_mtp_layer = (
         ctx.mtp_base is not None
         and site.block == "layers"
         and p.index is not None
         and p.index >= ctx.mtp_base
     )
-    hit: Hit | None = None
-    vocabulary: str | None = None
-    if ctx.family is not None:
-        t = ctx.tables.families.index(ctx.family)
-        hit = _first(ctx.tables.index.hits(site.template), t, p.base, ctx.tensors, facts)
-    if hit is None and not site.vision:
-        hit = vocab_hit(site, 0 if in_mtp_layer else None, ctx.tables, p.base, ctx.tensors, facts)
-        if hit is not None:
-            vocabulary = VOCABULARIES[hit.table].name
-    ref = ctx.tensors[p.name]
-    recognised = True
-    if hit is not None:
-        rule: NormRule | None = hit.rule
-        role = _by_width(hit.rule, ref, facts)
-    elif site.vision and _NORMISH.search(site.leaf):
-        rule, role = None, Role.unknown
-    elif _NORMISH.search(site.leaf):
-        rule = None
-        guess = None
-        if p.index is not None:
-            if ref.shape not in ctx.guesses:
-                ctx.guesses[ref.shape] = _guess_by_width(ref.shape, facts)
-            guess = ctx.guesses[ref.shape]
-        role = guess or Role.unknown
-        recognised = guess is not None
-    else:
+    hit, vocabulary = _hit(p, ctx, in_mtp_layer)
+    found = _rule_and_role(p, ctx, hit)
+    if found is None:
         return None
-
-    # Module, MTP depth and layer: from the rule, else from the name's structure.
-    mtp = (rule is not None and rule.module is Module.mtp) or site.mtp or in_mtp_layer
-    if rule is not None and rule.module is Module.main:
-        mtp = False
-    depth: int | None = None
-    layer: int | None = None
-    if mtp:
-        if rule is not None and rule.mtp_depth is not None:
-            depth = rule.mtp_depth
-        elif site.mtp:
-            depth = (p.index or 0) + 1
-        elif in_mtp_layer and p.index is not None and ctx.mtp_base is not None:
-            depth = p.index - ctx.mtp_base + 1
-        else:
-            depth = (p.index or 0) + 1 if hit is not None and hit.index_kind else 1
-    elif not site.vision and site.block is not None:
-        layer = p.index
-
-    # Parametrization, per tensor.
-    if ctx.override is not None:
-        param = ctx.override
-    elif site.vision:
-        param = STD
-    elif rule is not None and rule.parametrization is not None:
-        param = rule.parametrization
-    elif facts.parametrization is not None:
-        param = facts.parametrization
-    elif ctx.family is not None:
-        param = ctx.family.parametrization
-    else:
-        param = STD
-
+    rule, role, recognised = found
+    mtp, depth, layer = _placement(p, ctx, rule, hit, in_mtp_layer)
+    param = _parametrization(site, rule, ctx)
     if hit is None:
         rule_name = "vision" if site.vision else ("width" if recognised else "generic")
     elif vocabulary is not None:
@@ -381,3 +328,77 @@ def resolve(p: Parsed, ctx: Context) -> NormInfo | None:
         vocabulary=vocabulary,
         recognised=recognised,
     )
+
+
+def _hit(p: Parsed, ctx: Context, in_mtp_layer: bool) -> tuple[Hit | None, str | None]:
+    """The rule that reads the name: the family's table first, then the naming vocabularies
+    (outside vision towers); the vocabulary's name when one of them did."""
+    site, facts = p.site, ctx.facts
+    hit: Hit | None = None
+    if ctx.family is not None:
+        t = ctx.tables.families.index(ctx.family)
+        hit = _first(ctx.tables.index.hits(site.template), t, p.base, ctx.tensors, facts)
+    if hit is None and not site.vision:
+        hit = vocab_hit(site, 0 if in_mtp_layer else None, ctx.tables, p.base, ctx.tensors, facts)
+        if hit is not None:
+            return hit, VOCABULARIES[hit.table].name
+    return hit, None
+
+
+def _rule_and_role(
+    p: Parsed, ctx: Context, hit: Hit | None
+) -> tuple[NormRule | None, Role, bool] | None:
+    """The rule, the role and whether the norm was recognised; None for no norm at all. A
+    norm-looking name no rule reads is placed by its width where that is unambiguous."""
+    site, ref = p.site, ctx.tensors[p.name]
+    if hit is not None:
+        return hit.rule, _by_width(hit.rule, ref, ctx.facts), True
+    if site.vision and _NORMISH.search(site.leaf):
+        return None, Role.unknown, True
+    if not _NORMISH.search(site.leaf):
+        return None
+    guess = None
+    if p.index is not None:
+        if ref.shape not in ctx.guesses:
+            ctx.guesses[ref.shape] = _guess_by_width(ref.shape, ctx.facts)
+        guess = ctx.guesses[ref.shape]
+    return None, guess or Role.unknown, guess is not None
+
+
+def _placement(
+    p: Parsed, ctx: Context, rule: NormRule | None, hit: Hit | None, in_mtp_layer: bool
+) -> tuple[bool, int | None, int | None]:
+    """Module (MTP or not), MTP depth and layer: from the rule, else from the name's structure."""
+    site = p.site
+    mtp = (rule is not None and rule.module is Module.mtp) or site.mtp or in_mtp_layer
+    if rule is not None and rule.module is Module.main:
+        mtp = False
+    depth: int | None = None
+    layer: int | None = None
+    if mtp:
+        if rule is not None and rule.mtp_depth is not None:
+            depth = rule.mtp_depth
+        elif site.mtp:
+            depth = (p.index or 0) + 1
+        elif in_mtp_layer and p.index is not None and ctx.mtp_base is not None:
+            depth = p.index - ctx.mtp_base + 1
+        else:
+            depth = (p.index or 0) + 1 if hit is not None and hit.index_kind else 1
+    elif not site.vision and site.block is not None:
+        layer = p.index
+    return mtp, depth, layer
+
+
+def _parametrization(site: Site, rule: NormRule | None, ctx: Context) -> Parametrization:
+    """Per tensor: the override, vision towers standard, the rule, config.json, the family."""
+    if ctx.override is not None:
+        return ctx.override
+    if site.vision:
+        return STD
+    if rule is not None and rule.parametrization is not None:
+        return rule.parametrization
+    if ctx.facts.parametrization is not None:
+        return ctx.facts.parametrization
+    if ctx.family is not None:
+        return ctx.family.parametrization
+    return STD

@@ -148,6 +148,33 @@ def _parse(
 ) -> tuple[Site, int]:
     """The Site and the ordinal of the index among the name's number components (-1: none)."""
     parts = base.split(".")
+    start = _prefix_end(parts)
+    prefix = "".join(p + "." for p in parts[:start])
+    out, index, at, ordinal = _components(base, parts, start, block_words, mtp_words)
+    if len(out) > 1 and out[-1] in LEAF_WRAPPERS:
+        out.pop()
+    template = ".".join(out)
+    if at >= 0:
+        out[at] = str(index)
+    canonical = ".".join(out)
+    first = out[0]
+    mtp, block, local = _structure(out, at, template, block_words, mtp_words)
+    site = Site(
+        prefix=prefix,
+        canonical=canonical,
+        template=template,
+        index=index if (mtp or block is not None) else None,
+        block=block,
+        local=local,
+        mtp=mtp,
+        vision=first in VISION_ROOTS,
+        leaf=out[-1],
+    )
+    return site, ordinal
+
+
+def _prefix_end(parts: list[str]) -> int:
+    """How many leading components are a wrapper prefix (`model.`, `language_model.model.`)."""
     start = 0
     while start < len(parts) - 1 and parts[start] in _PREFIX_HEADS:
         for pre in _PREFIX_PARTS:
@@ -157,7 +184,18 @@ def _parse(
                 break
         else:
             break
-    prefix = "".join(p + "." for p in parts[:start])
+    return start
+
+
+def _components(
+    base: str,
+    parts: list[str],
+    start: int,
+    block_words: frozenset[str],
+    mtp_words: frozenset[str],
+) -> tuple[list[str], int | None, int, int]:
+    """The name's components after the prefix, with the block (or MTP) index as `0` and the
+    other numbers (sublayer, head) dropped; the index, its place, its ordinal (-1: none)."""
     out: list[str] = []
     index: int | None = None
     at = -1  # position of the index in `out`
@@ -177,18 +215,19 @@ def _parse(
             continue  # a sublayer or head index: structure, not a name
         out.append(part)
         prev = part
-    if len(out) > 1 and out[-1] in LEAF_WRAPPERS:
-        out.pop()
-    template = ".".join(out)
-    if at >= 0:
-        out[at] = str(index)
-    canonical = ".".join(out)
+    return out, index, at, ordinal
+
+
+def _structure(
+    out: list[str],
+    at: int,
+    template: str,
+    block_words: frozenset[str],
+    mtp_words: frozenset[str],
+) -> tuple[bool, str | None, str]:
+    """Whether the name is in an MTP module, its block container, and its path inside."""
     first = out[0]
-    mtp = False
-    block: str | None = None
-    local = template
     if first == "mtp" or ((first.startswith("mtp_") or first in mtp_words) and at == 1):
-        mtp = True
         if at == 1:  # mtp.K.x, mtp_layers.K.x, mtp_emb_norm.K
             whole = first == "mtp" or first in MTP_BLOCK_WORDS or first in mtp_words
             rest = out[2:] if whole else [first, *out[2:]]
@@ -198,22 +237,10 @@ def _parse(
             rest = out[1:]
         while len(rest) > 1 and rest[0] in INNER_BLOCKS:
             rest = rest[1:]
-        local = ".".join(rest)
-    elif at >= 1 and out[at - 1] in block_words:
-        block = ".".join(out[:at])
-        local = ".".join(out[at + 1 :])
-    site = Site(
-        prefix=prefix,
-        canonical=canonical,
-        template=template,
-        index=index if (mtp or block is not None) else None,
-        block=block,
-        local=local,
-        mtp=mtp,
-        vision=first in VISION_ROOTS,
-        leaf=out[-1],
-    )
-    return site, ordinal
+        return True, None, ".".join(rest)
+    if at >= 1 and out[at - 1] in block_words:
+        return False, ".".join(out[:at]), ".".join(out[at + 1 :])
+    return False, None, template
 
 
 # The projection a QK norm normalises, as every vocabulary below names it: q_norm / k_norm (HF,

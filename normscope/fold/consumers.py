@@ -24,6 +24,7 @@ from enum import Enum
 from normscope.fold.names import Names, ancestors, consumer_regex
 from normscope.fold.names import base as base_of
 from normscope.fold.names import parent as parent_of
+from normscope.fold.options import ExpertChoice
 from normscope.schema import NormInfo, Role, TensorRef
 
 __all__ = ["Axis", "ExpertChoice", "Half", "Part", "Plan", "consumer_regex", "plan_all"]
@@ -70,37 +71,6 @@ class Plan:
     experts_total: int | None = None
     unmatched: tuple[str, ...] = ()
     """The rule's consumer/producer patterns when none matched a tensor (names decided)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ExpertChoice:
-    """`shared` (router + shared experts only), `all`, or N routed experts spread evenly."""
-
-    mode: str = "sample"
-    count: int = 8
-
-    @classmethod
-    def parse(cls, text: str | int) -> ExpertChoice:
-        """'shared', 'all' or a positive integer."""
-        if isinstance(text, int) or str(text).isdigit():
-            n = int(text)
-            if n < 1:
-                raise ValueError("--experts takes shared, all or a positive integer")
-            return cls("sample", n)
-        if text in ("shared", "all"):
-            return cls(str(text), 0)
-        raise ValueError(f"--experts takes shared, all or a positive integer, not '{text}'")
-
-    def pick(self, total: int) -> list[int]:
-        """Expert indices to read out of `total`: evenly spread over the whole range."""
-        if self.mode == "all":
-            return list(range(total))
-        if self.mode == "shared" or total == 0:
-            return []
-        n = min(self.count, total)
-        if n == 1:
-            return [0]
-        return sorted({round(k * (total - 1) / (n - 1)) for k in range(n)})
 
 
 # --- leaf vocabularies -----------------------------------------------------------------------
@@ -207,80 +177,104 @@ def _plan(info: NormInfo, ctx: _Context) -> Plan:
 
 def _by_name(info: NormInfo, ctx: _Context) -> Plan:
     """The generic resolution: the block's names in each vocabulary, by role."""
-    names, family, experts = ctx.names, ctx.family, ctx.experts
-    blocks_with_mlp_norm = ctx.blocks_with_mlp_norm
-    tensors = names.tensors
+    tensors = ctx.names.tensors
     base = base_of(info.name)
     parent = parent_of(base)
     leaf = base.rsplit(".", 1)[-1]
-    cons_axis, prod_axis = ctx.cons_axis, ctx.prod_axis
     if info.name.endswith(".layer_norm_weight"):
         # Transformer Engine's LayerNormLinear: the norm feeds exactly the linear map it is
         # fused into, `<module>.weight` beside `<module>.layer_norm_weight` (in a layer-stacked
         # save, both are presented per layer, so this is the layer's slice).
         target = base + ".weight"
         if target in tensors:
-            return Plan(info, consumers=(Part(target, cons_axis),))
-    role: Role = info.role
-    if role is Role.unknown:
-        role = _LEAF_ROLE.get(leaf, role)
-        if leaf in ("q_norm", "kv_norm") and not any(
-            parent + c + ".weight" in tensors for c in _LATENT[leaf]
-        ):
-            role = Role.unknown
-        elif leaf in ("q_norm", "kv_norm"):
-            role = Role.latent
-    if family == "bert" or base.endswith("LayerNorm"):
+            return Plan(info, consumers=(Part(target, ctx.cons_axis),))
+    role = _role_by_leaf(info.role, leaf, parent, tensors)
+    if ctx.family == "bert" or base.endswith("LayerNorm"):
         bert = _bert(info, base, tensors)
         if bert is not None:
             return bert
     if role in (Role.attn_input, Role.mlp_input):
-        rel = [n[len(parent) :] for n in names.under(parent)]
-        parts = [Part(parent + r, cons_axis) for r in rel if _wants(role, r)]
-        if role is Role.attn_input and parent not in blocks_with_mlp_norm:
-            # Parallel block (Phi-2, Cohere, GPT-J): one norm feeds attention and MLP.
-            parts += [Part(parent + r, cons_axis) for r in rel if _wants(Role.mlp_input, r)]
-        sample: tuple[int, int] | None = None
-        if role is Role.mlp_input or parent not in blocks_with_mlp_norm:
-            routed, sample = _experts(parent, rel, experts, _EXPERT)
-            parts += [Part(n, cons_axis) for n in routed]
-        return Plan(
-            info,
-            consumers=tuple(parts),
-            reason=None if parts else f"no attention/MLP weights under '{parent}'",
-            experts_sampled=sample[0] if sample else None,
-            experts_total=sample[1] if sample else None,
-        )
+        return _block_input(info, role, parent, ctx)
     if role is Role.latent:
-        for c in _LATENT.get(leaf, ()):
-            if parent + c + ".weight" in tensors:
-                return Plan(info, consumers=(Part(parent + c + ".weight", Axis.cols),))
-        return Plan(info, reason=f"no up-projection beside '{base}'")
+        missing = f"no up-projection beside '{base}'"
+        return _beside(info, parent, tensors, _LATENT.get(leaf, ()), missing)
     if role is Role.linear_attn:
-        for c in ("out_proj", "linear_proj", "o_proj"):
-            if parent + c + ".weight" in tensors:
-                return Plan(info, consumers=(Part(parent + c + ".weight", Axis.cols),))
-        return Plan(info, reason=f"no out_proj beside '{base}'")
+        outs = ("out_proj", "linear_proj", "o_proj")
+        return _beside(info, parent, tensors, outs, f"no out_proj beside '{base}'")
     if role in (Role.final, Role.mtp_final):
-        return _head(info, base, parent, tensors, cons_axis)
+        return _head(info, base, parent, tensors, ctx.cons_axis)
     if role in (Role.mtp_embedding, Role.mtp_hidden):
-        return _mtp_input(info, base, parent, tensors, family)
+        return _mtp_input(info, base, parent, tensors, ctx.family)
     if role in (Role.attn_output, Role.mlp_output):
-        rel = [n[len(parent) :] for n in names.under(parent)]
-        pattern = _ATTN_OUT if role is Role.attn_output else _MLP_OUT
-        parts = [Part(parent + r, prod_axis) for r in rel if pattern.match(r)]
-        sample = None
-        if role is Role.mlp_output:
-            routed, sample = _experts(parent, rel, experts, _EXPERT_OUT)
-            parts += [Part(n, prod_axis) for n in routed]
-        return Plan(
-            info,
-            producers=tuple(parts),
-            reason=None if parts else f"no output projection under '{parent}'",
-            experts_sampled=sample[0] if sample else None,
-            experts_total=sample[1] if sample else None,
-        )
+        return _block_output(info, role, parent, ctx)
     return Plan(info, reason=f"role '{info.role.value}' has no known consumer")
+
+
+def _role_by_leaf(role: Role, leaf: str, parent: str, tensors: Mapping[str, TensorRef]) -> Role:
+    """An unclassified norm's role from its own name, where that is unambiguous."""
+    if role is not Role.unknown:
+        return role
+    role = _LEAF_ROLE.get(leaf, role)
+    if leaf in ("q_norm", "kv_norm") and not any(
+        parent + c + ".weight" in tensors for c in _LATENT[leaf]
+    ):
+        role = Role.unknown
+    elif leaf in ("q_norm", "kv_norm"):
+        role = Role.latent
+    return role
+
+
+def _block_input(info: NormInfo, role: Role, parent: str, ctx: _Context) -> Plan:
+    """An attention or MLP input norm: the projections of its block that read its output."""
+    axis, with_mlp_norm = ctx.cons_axis, ctx.blocks_with_mlp_norm
+    rel = [n[len(parent) :] for n in ctx.names.under(parent)]
+    parts = [Part(parent + r, axis) for r in rel if _wants(role, r)]
+    if role is Role.attn_input and parent not in with_mlp_norm:
+        # Parallel block (Phi-2, Cohere, GPT-J): one norm feeds attention and MLP.
+        parts += [Part(parent + r, axis) for r in rel if _wants(Role.mlp_input, r)]
+    sample: tuple[int, int] | None = None
+    if role is Role.mlp_input or parent not in with_mlp_norm:
+        routed, sample = _experts(parent, rel, ctx.experts, _EXPERT)
+        parts += [Part(n, axis) for n in routed]
+    return Plan(
+        info,
+        consumers=tuple(parts),
+        reason=None if parts else f"no attention/MLP weights under '{parent}'",
+        experts_sampled=sample[0] if sample else None,
+        experts_total=sample[1] if sample else None,
+    )
+
+
+def _block_output(info: NormInfo, role: Role, parent: str, ctx: _Context) -> Plan:
+    """An attention or MLP output norm: the projections of its block that write its input."""
+    rel = [n[len(parent) :] for n in ctx.names.under(parent)]
+    pattern = _ATTN_OUT if role is Role.attn_output else _MLP_OUT
+    parts = [Part(parent + r, ctx.prod_axis) for r in rel if pattern.match(r)]
+    sample = None
+    if role is Role.mlp_output:
+        routed, sample = _experts(parent, rel, ctx.experts, _EXPERT_OUT)
+        parts += [Part(n, ctx.prod_axis) for n in routed]
+    return Plan(
+        info,
+        producers=tuple(parts),
+        reason=None if parts else f"no output projection under '{parent}'",
+        experts_sampled=sample[0] if sample else None,
+        experts_total=sample[1] if sample else None,
+    )
+
+
+def _beside(
+    info: NormInfo,
+    parent: str,
+    tensors: Mapping[str, TensorRef],
+    candidates: Sequence[str],
+    missing: str,
+) -> Plan:
+    """The first of `candidates` beside the norm that exists, read along its columns."""
+    for c in candidates:
+        if parent + c + ".weight" in tensors:
+            return Plan(info, consumers=(Part(parent + c + ".weight", Axis.cols),))
+    return Plan(info, reason=missing)
 
 
 def _wants(role: Role, rel: str) -> bool:

@@ -1,4 +1,4 @@
-"""What a fold can be told (`FoldOptions`), the `--max-memory` size reader, and the torch check.
+"""What a fold can be told (`FoldOptions`), `--experts` and `--max-memory` read, the torch check.
 
 torch is an optional extra: `require_torch` turns its absence into `TorchMissing` (exit 2 with
 the install hint) when a fold starts, so importing this package never needs it.
@@ -54,6 +54,37 @@ class FoldOptions:
     def __post_init__(self) -> None:
         if isinstance(self.scope, str):  # the library's edge: parse a scope given as text
             object.__setattr__(self, "scope", parse_scope(self.scope))
+
+
+@dataclass(frozen=True, slots=True)
+class ExpertChoice:
+    """`shared` (router + shared experts only), `all`, or N routed experts spread evenly."""
+
+    mode: str = "sample"
+    count: int = 8
+
+    @classmethod
+    def parse(cls, text: str | int) -> ExpertChoice:
+        """'shared', 'all' or a positive integer."""
+        if isinstance(text, int) or str(text).isdigit():
+            n = int(text)
+            if n < 1:
+                raise ValueError("--experts takes shared, all or a positive integer")
+            return cls("sample", n)
+        if text in ("shared", "all"):
+            return cls(str(text), 0)
+        raise ValueError(f"--experts takes shared, all or a positive integer, not '{text}'")
+
+    def pick(self, total: int) -> list[int]:
+        """Expert indices to read out of `total`: evenly spread over the whole range."""
+        if self.mode == "all":
+            return list(range(total))
+        if self.mode == "shared" or total == 0:
+            return []
+        n = min(self.count, total)
+        if n == 1:
+            return [0]
+        return sorted({round(k * (total - 1) / (n - 1)) for k in range(n)})
 
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)

@@ -174,148 +174,199 @@ def load(
     progress: ProgressCallback | None = None,
 ) -> tuple[dict[str, torch.Tensor], LoadStats]:
     """Reduce every task's matrix; return squared norms (float64, on the CPU) by tensor name."""
-    stats = LoadStats(block_bytes=block_bytes(max_memory, device))
-    items = [(task, r0, r1) for task in tasks for r0, r1 in row_blocks(task.ref, stats.block_bytes)]
-    total = sum(task.ref.nbytes + (task.scale.nbytes if task.scale else 0) for task in tasks)
-    q: queue.Queue[object] = queue.Queue(maxsize=DEPTH)
-    stop = threading.Event()
-    held = [0]  # bytes of blocks alive (reader + queue + reducer)
-    held_lock = threading.Lock()
+    return _Loader(checkpoint, tasks, device, max_memory, progress).run()
 
-    def hold(n: int) -> None:
-        with held_lock:
-            held[0] += n
-            stats.peak_buffered_bytes = max(stats.peak_buffered_bytes, held[0])
 
-    def put(item: object) -> bool:
+class _Loader:
+    """One load: the reader thread and its bounded queue, the recycled buffers, the reducers."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        tasks: Sequence[Task],
+        device: torch.device,
+        max_memory: int,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.device = device
+        self.progress = progress
+        self.stats = stats = LoadStats(block_bytes=block_bytes(max_memory, device))
+        self.items = [(t, r0, r1) for t in tasks for r0, r1 in row_blocks(t.ref, stats.block_bytes)]
+        self.total = sum(t.ref.nbytes + (t.scale.nbytes if t.scale else 0) for t in tasks)
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=DEPTH)
+        self.stop = threading.Event()
+        self.held = 0  # bytes of blocks alive (reader + queue + reducer)
+        self.held_lock = threading.Lock()
+        self.local, self.free = self._buffers(tasks)
+        self.reducers: dict[str, Reducer] = {}
+        self.finished: dict[str, torch.Tensor] = {}
+        self.remaining: dict[str, int] = {}
+        for task, _, _ in self.items:
+            self.remaining[task.ref.name] = self.remaining.get(task.ref.name, 0) + 1
+        widest = max((task.ref.shape[1] for task in tasks), default=1)
+        self.workspace = Workspace(max(CHUNK_ELEMENTS, widest), device)
+        self.cuda = device.type == "cuda"
+        self.staging: list[torch.Tensor] = []
+        self.events: list[torch.cuda.Event | None] = [None, None]
+        if self.cuda:
+            self.staging = [
+                torch.empty(stats.block_bytes, dtype=torch.uint8, pin_memory=True) for _ in range(2)
+            ]
+        self.started = 0.0
+        self.done = 0
+
+    def _buffers(self, tasks: Sequence[Task]) -> tuple[bool, queue.Queue[bytearray]]:
+        """Whether the shards are local, and the pool of recycled block buffers if they are."""
+        # NOTE: local shards are read into a fixed pool of recycled buffers. Fresh `bytes` per
+        # block let glibc's per-thread arenas keep freed blocks: on the DeepSeek-V3 replica
+        # (25 GB of consumers, 256 MB budget) RSS reached 8.7 GB with them, and page faults cost
+        # time.
+        local = isinstance(self.checkpoint.store, LocalStore)
+        free: queue.Queue[bytearray] = queue.Queue()
+        if local:
+            size = max((min(task.ref.nbytes, self.stats.block_bytes) for task in tasks), default=0)
+            for _ in range(DEPTH + 2):
+                free.put(bytearray(size))
+        return local, free
+
+    def run(self) -> tuple[dict[str, torch.Tensor], LoadStats]:
+        """Read in the reader thread, reduce here, block by block; the squared norms on the CPU."""
+        thread = threading.Thread(target=self._read_all, name="normscope-fold-reader", daemon=True)
+        self.started = time.perf_counter()
+        threads = torch.get_num_threads()
+        if not self.cuda:
+            # NOTE: leave a core to the reader thread. torch's OpenMP workers spin while they
+            # wait, and with every core busy they stall behind the reader's memcpy: on 2 cores,
+            # 2 workers plus the reader reduced at 0.15-0.35 GB/s, 1 worker at 1.2+ GB/s
+            # (page-cached BF16).
+            torch.set_num_threads(max(1, min(threads, _cpus() - 1)))
+        thread.start()
+        try:
+            while (block := self._next_block()) is not None:
+                self._reduce(block)
+                del block
+            t0 = time.perf_counter()
+            out = {name: acc.to("cpu") for name, acc in self.finished.items()}  # waits for device
+            self.stats.compute_seconds += time.perf_counter() - t0
+        finally:
+            self.stop.set()
+            thread.join()
+            torch.set_num_threads(threads)
+        return out, self.stats
+
+    # --- the reader thread -----------------------------------------------------------------
+
+    def _hold(self, n: int) -> None:
+        with self.held_lock:
+            self.held += n
+            self.stats.peak_buffered_bytes = max(self.stats.peak_buffered_bytes, self.held)
+
+    def _put(self, item: object) -> bool:
         """Queue an item, unless the calling thread has stopped listening."""
-        while not stop.is_set():
+        while not self.stop.is_set():
             with contextlib.suppress(queue.Full):
-                q.put(item, timeout=0.1)
+                self.queue.put(item, timeout=0.1)
                 return True
         return False
 
-    def reader() -> None:
+    def _read_all(self) -> None:
+        """The reader thread: every row block in order, then the end (or the exception)."""
         try:
-            for task, r0, r1 in items:
-                if stop.is_set():
+            for task, r0, r1 in self.items:
+                if self.stop.is_set():
                     return
-                row_bytes = task.ref.nbytes // task.ref.shape[0]
-                scale = None
-                if task.scale is not None and r0 == 0:
-                    scale = checkpoint.read([task.scale])[task.scale.name]
-                n = (r1 - r0) * row_bytes
-                buffer = None
-                if local:
-                    buffer = free.get()  # blocks while every buffer is in flight
-                hold(n)
-                started = time.perf_counter()
-                if buffer is not None:
-                    data: bytes | memoryview = _pread_into(buffer, task.ref, r0 * row_bytes, n)
-                    checkpoint.counter.bytes_read += n
-                    checkpoint.counter.reads += 1
-                else:
-                    data = checkpoint.read_span(task.ref, r0 * row_bytes, r1 * row_bytes)
-                stats.read_seconds += time.perf_counter() - started
-                if not put(_Block(task, r0, data, scale, buffer)):
+                if not self._put(self._read_block(task, r0, r1)):
                     return
-            put(_STOP)
+            self._put(_STOP)
         except BaseException as exc:  # handed to the calling thread, which raises it
-            put(exc)
+            self._put(exc)
 
-    # NOTE: local shards are read into a fixed pool of recycled buffers. Fresh `bytes` per block
-    # let glibc's per-thread arenas keep freed blocks: on the DeepSeek-V3 replica (25 GB of
-    # consumers, 256 MB budget) RSS reached 8.7 GB with them, and page faults cost time.
-    local = isinstance(checkpoint.store, LocalStore)
-    free: queue.Queue[bytearray] = queue.Queue()
-    if local:
-        size = max((min(task.ref.nbytes, stats.block_bytes) for task in tasks), default=0)
-        for _ in range(DEPTH + 2):
-            free.put(bytearray(size))
-    thread = threading.Thread(target=reader, name="normscope-fold-reader", daemon=True)
-    reducers: dict[str, Reducer] = {}
-    finished: dict[str, torch.Tensor] = {}
-    remaining: dict[str, int] = {}
-    for task, _, _ in items:
-        remaining[task.ref.name] = remaining.get(task.ref.name, 0) + 1
-    widest = max((task.ref.shape[1] for task in tasks), default=1)
-    workspace = Workspace(max(CHUNK_ELEMENTS, widest), device)
-    cuda = device.type == "cuda"
-    staging: list[torch.Tensor] = []
-    events: list[torch.cuda.Event | None] = [None, None]
-    if cuda:
-        staging = [
-            torch.empty(stats.block_bytes, dtype=torch.uint8, pin_memory=True) for _ in range(2)
-        ]
-    started = time.perf_counter()
-    done = 0
-    threads = torch.get_num_threads()
-    if not cuda:
-        # NOTE: leave a core to the reader thread. torch's OpenMP workers spin while they wait,
-        # and with every core busy they stall behind the reader's memcpy: on 2 cores, 2 workers
-        # plus the reader reduced at 0.15-0.35 GB/s, 1 worker at 1.2+ GB/s (page-cached BF16).
-        torch.set_num_threads(max(1, min(threads, _cpus() - 1)))
-    thread.start()
-    try:
-        while True:
-            t0 = time.perf_counter()
-            item = q.get()
-            stats.wait_seconds += time.perf_counter() - t0
-            if item is _STOP:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, _Block)
-            task, r0, data, scale_bytes = item.task, item.row0, item.data, item.scale
-            t0 = time.perf_counter()
-            name = task.ref.name
-            if name not in reducers:
-                scale = None
-                if scale_bytes is not None and task.scale is not None:
-                    scale = _scale_tensor(scale_bytes, task.scale, device)
-                reducers[name] = Reducer(
-                    task.ref.dtype,
-                    (task.ref.shape[0], task.ref.shape[1]),
-                    task.rows_axis,
-                    workspace,
-                    scale,
-                )
-            raw = _view(data)
-            if cuda:
-                slot = stats.blocks % 2
-                event = events[slot]
-                if event is not None:
-                    event.synchronize()  # the previous copy out of this buffer is done
-                pinned = staging[slot][: raw.numel()]
-                pinned.copy_(raw)
-                raw = pinned.to(device, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record()
-                events[slot] = event
-            reducers[name].add(raw, r0)
-            del raw
-            remaining[name] -= 1
-            if not remaining[name]:  # free the scale and indices now, keep the vector
-                finished[name] = reducers.pop(name).acc
-            stats.compute_seconds += time.perf_counter() - t0
-            stats.blocks += 1
-            n = len(data)
-            stats.bytes_read += n + (len(scale_bytes) if scale_bytes else 0)
-            done += n + (len(scale_bytes) if scale_bytes else 0)
-            if item.buffer is not None:
-                free.put(item.buffer)
-            del data, item
-            hold(-n)
-            if progress is not None:
-                progress(FoldProgress(done, total, time.perf_counter() - started))
+    def _read_block(self, task: Task, r0: int, r1: int) -> _Block:
+        """Rows [r0, r1) of a task's matrix (and its scale, with the first block)."""
+        checkpoint = self.checkpoint
+        row_bytes = task.ref.nbytes // task.ref.shape[0]
+        scale = None
+        if task.scale is not None and r0 == 0:
+            scale = checkpoint.read([task.scale])[task.scale.name]
+        n = (r1 - r0) * row_bytes
+        buffer = None
+        if self.local:
+            buffer = self.free.get()  # blocks while every buffer is in flight
+        self._hold(n)
+        started = time.perf_counter()
+        if buffer is not None:
+            data: bytes | memoryview = _pread_into(buffer, task.ref, r0 * row_bytes, n)
+            checkpoint.counter.bytes_read += n
+            checkpoint.counter.reads += 1
+        else:
+            data = checkpoint.read_span(task.ref, r0 * row_bytes, r1 * row_bytes)
+        self.stats.read_seconds += time.perf_counter() - started
+        return _Block(task, r0, data, scale, buffer)
+
+    # --- the calling thread ----------------------------------------------------------------
+
+    def _next_block(self) -> _Block | None:
+        """The next block read, None at the end; an exception of the reader is raised here."""
         t0 = time.perf_counter()
-        out = {name: acc.to("cpu") for name, acc in finished.items()}  # waits for the device
+        item = self.queue.get()
+        self.stats.wait_seconds += time.perf_counter() - t0
+        if item is _STOP:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        assert isinstance(item, _Block)
+        return item
+
+    def _reduce(self, block: _Block) -> None:
+        """Add one block to its matrix's reducer; keep the vector once the matrix is done."""
+        stats, task, data, scale_bytes = self.stats, block.task, block.data, block.scale
+        t0 = time.perf_counter()
+        name = task.ref.name
+        if name not in self.reducers:
+            self.reducers[name] = self._reducer_for(task, scale_bytes)
+        raw = self._on_device(_view(data))
+        self.reducers[name].add(raw, block.row0)
+        del raw
+        self.remaining[name] -= 1
+        if not self.remaining[name]:  # free the scale and indices now, keep the vector
+            self.finished[name] = self.reducers.pop(name).acc
         stats.compute_seconds += time.perf_counter() - t0
-    finally:
-        stop.set()
-        thread.join()
-        torch.set_num_threads(threads)
-    return out, stats
+        stats.blocks += 1
+        n = len(data)
+        stats.bytes_read += n + (len(scale_bytes) if scale_bytes else 0)
+        self.done += n + (len(scale_bytes) if scale_bytes else 0)
+        if block.buffer is not None:
+            self.free.put(block.buffer)
+        del data
+        self._hold(-n)
+        if self.progress is not None:
+            elapsed = time.perf_counter() - self.started
+            self.progress(FoldProgress(self.done, self.total, elapsed))
+
+    def _reducer_for(self, task: Task, scale_bytes: bytes | None) -> Reducer:
+        scale = None
+        if scale_bytes is not None and task.scale is not None:
+            scale = _scale_tensor(scale_bytes, task.scale, self.device)
+        shape = (task.ref.shape[0], task.ref.shape[1])
+        return Reducer(task.ref.dtype, shape, task.rows_axis, self.workspace, scale)
+
+    def _on_device(self, raw: torch.Tensor) -> torch.Tensor:
+        """The block's bytes on the device: on CUDA through alternating pinned staging buffers,
+        each guarded by an event, so this copy overlaps the kernels of the previous block."""
+        if not self.cuda:
+            return raw
+        slot = self.stats.blocks % 2
+        event = self.events[slot]
+        if event is not None:
+            event.synchronize()  # the previous copy out of this buffer is done
+        pinned = self.staging[slot][: raw.numel()]
+        pinned.copy_(raw)
+        raw = pinned.to(self.device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.events[slot] = event
+        return raw
 
 
 def _cpus() -> int:

@@ -40,13 +40,32 @@ def build_report(
     options: FoldOptions,
     device: str,
     tasks: Sequence[Task],
-    planned: int,
     skipped: Mapping[str, str],
     load: LoadStats,
     started: float,
 ) -> FoldReport:
+    """The report: the scan's model and summary, the fold's rows, counts, plan and costs."""
+    from normscope.scanner import io_stats
     from normscope.version import __version__
 
+    summary = fold_summary(rows, options)
+    io = io_stats(checkpoint, started)
+    return FoldReport(
+        schema_version=FOLD_SCHEMA_VERSION,
+        normscope_version=__version__,
+        source=checkpoint.source,
+        model=scan.model,
+        io=io,
+        plan=fold_plan(options, device, tasks, skipped, load),
+        norms=tuple(rows),
+        summary=scan.summary,
+        fold_summary=summary,
+        warnings=tuple(scan.warnings) + tuple(warnings),
+    )
+
+
+def fold_summary(rows: Sequence[FoldNorm], options: FoldOptions) -> FoldSummary:
+    """The counts: norms per status, folded ratios per band, out-of-band ones in the scope."""
     selector = options.scope
     counts = count_statuses(rows)
     bands = dict.fromkeys((b.value for b in Band), 0)
@@ -56,25 +75,7 @@ def build_report(
     gated = sum(
         1 for r in rows if r.folded_band is not None and r.folded_band.out_of_band and selector(r)
     )
-    from normscope.scanner import io_stats
-
-    io = io_stats(checkpoint, started)
-    plan = FoldPlan(
-        device=device,
-        max_memory=options.max_memory,
-        experts=options.experts,
-        dry_run=options.dry_run,
-        tensors=len(tasks),
-        bytes_planned=planned,
-        skipped_tensors=tuple(f"{k}: {v}" for k, v in sorted(skipped.items())),
-        block_bytes=load.block_bytes,
-        blocks=load.blocks,
-        peak_buffered_bytes=load.peak_buffered_bytes,
-        read_seconds=load.read_seconds,
-        compute_seconds=load.compute_seconds,
-        wait_seconds=load.wait_seconds,
-    )
-    summary = FoldSummary(
+    return FoldSummary(
         folded=counts[FoldStatus.folded],
         not_applicable=counts[FoldStatus.not_applicable],
         no_consumer=counts[FoldStatus.no_consumer],
@@ -82,17 +83,30 @@ def build_report(
         folded_bands=BandCounts(**bands),
         gated_out_of_band=gated,
     )
-    return FoldReport(
-        schema_version=FOLD_SCHEMA_VERSION,
-        normscope_version=__version__,
-        source=checkpoint.source,
-        model=scan.model,
-        io=io,
-        plan=plan,
-        norms=tuple(rows),
-        summary=scan.summary,
-        fold_summary=summary,
-        warnings=tuple(scan.warnings) + tuple(warnings),
+
+
+def fold_plan(
+    options: FoldOptions,
+    device: str,
+    tasks: Sequence[Task],
+    skipped: Mapping[str, str],
+    load: LoadStats,
+) -> FoldPlan:
+    """What was planned (matrices, bytes, skips) and what the reads cost."""
+    return FoldPlan(
+        device=device,
+        max_memory=options.max_memory,
+        experts=options.experts,
+        dry_run=options.dry_run,
+        tensors=len(tasks),
+        bytes_planned=sum(t.ref.nbytes + (t.scale.nbytes if t.scale else 0) for t in tasks),
+        skipped_tensors=tuple(f"{k}: {v}" for k, v in sorted(skipped.items())),
+        block_bytes=load.block_bytes,
+        blocks=load.blocks,
+        peak_buffered_bytes=load.peak_buffered_bytes,
+        read_seconds=load.read_seconds,
+        compute_seconds=load.compute_seconds,
+        wait_seconds=load.wait_seconds,
     )
 
 
@@ -129,72 +143,96 @@ def fold_rows(
     skipped: Mapping[str, str],
     options: FoldOptions,
 ) -> tuple[list[FoldNorm], list[str]]:
-    import torch
-
-    from normscope.fold.metrics import norm_metrics
-
+    """One row per plan, with the MTP input balance; and the warnings for norms not folded."""
     metrics: dict[str, NormMetrics] = {}
     rows: list[FoldNorm] = []
     reasons: dict[str, list[str]] = {}
     not_applicable: list[str] = []
-    unmatched = [p for p in plans if p.unmatched]
     for plan in plans:
-        info = plan.info
-        n = stats[info.name]
-        parts = (*plan.consumers, *plan.producers)
-        status, reason = FoldStatus.folded, plan.reason
-        result = None
-        if plan.not_applicable:
-            status = FoldStatus.not_applicable
-            not_applicable.append(info.name)
-        elif not parts:
-            status = FoldStatus.no_consumer
-            reasons.setdefault(reason or "no consumer found", []).append(info.name)
-        elif options.dry_run:
-            status, reason = FoldStatus.planned, None
-        else:
-            csq = _pooled(plan, reduced, n.dim)
-            if csq is None:
-                status = FoldStatus.skipped
-                reason = "; ".join(
-                    sorted({skipped[p.tensor] for p in parts if p.tensor in skipped})
-                )
-                reasons.setdefault(reason, []).append(info.name)
-            else:
-                gain = torch.from_numpy(gains[info.name]).reshape(-1)
-                result = norm_metrics(gain, csq)
-                metrics[info.name] = result
-                reason = None
-                partial = [p.tensor for p in parts if p.tensor in skipped]
-                if partial:
-                    reason = f"{len(partial)} of {len(parts)} matrices not decodable"
-        folded = finite_or_none(result.folded_ratio) if result else None
-        rows.append(
-            FoldNorm(
-                name=info.name,
-                module=info.module,
-                mtp_depth=info.mtp_depth,
-                layer=info.layer,
-                role=info.role,
-                parametrization=info.parametrization,
-                dim=n.dim,
-                ratio=n.ratio,
-                group=info.group,
-                status=status,
-                consumers=tuple(p.tensor for p in plan.consumers),
-                producers=tuple(p.tensor for p in plan.producers),
-                experts_sampled=plan.experts_sampled,
-                experts_total=plan.experts_total,
-                folded_ratio=folded,
-                folded_band=(options.thresholds.classify(result.folded_ratio) if result else None),
-                compensation=finite_or_none(result.compensation) if result else None,
-                top_share=finite_or_none(result.top_share) if result else None,
-                max_over_median=finite_or_none(result.max_over_median) if result else None,
-                input_balance=None,
-                reason=reason,
-            )
-        )
-    rows = _with_balance(rows, metrics)
+        name, n = plan.info.name, stats[plan.info.name]
+        status, reason, result = _outcome(plan, n.dim, gains, reduced, skipped, options.dry_run)
+        if status is FoldStatus.not_applicable:
+            not_applicable.append(name)
+        elif status is FoldStatus.no_consumer:
+            reasons.setdefault(reason or "no consumer found", []).append(name)
+        elif status is FoldStatus.skipped:
+            reasons.setdefault(reason or "", []).append(name)
+        if result is not None:
+            metrics[name] = result
+        rows.append(_row(plan, n, status, reason, result, options))
+    unmatched = [p for p in plans if p.unmatched]
+    return _with_balance(rows, metrics), _warnings(not_applicable, unmatched, reasons)
+
+
+def _outcome(
+    plan: Plan,
+    dim: int,
+    gains: Mapping[str, np.ndarray],
+    reduced: Mapping[str, torch.Tensor],
+    skipped: Mapping[str, str],
+    dry_run: bool,
+) -> tuple[FoldStatus, str | None, NormMetrics | None]:
+    """What became of one norm: its status, the reason it was not (fully) folded, its metrics."""
+    parts = (*plan.consumers, *plan.producers)
+    if plan.not_applicable:
+        return FoldStatus.not_applicable, plan.reason, None
+    if not parts:
+        return FoldStatus.no_consumer, plan.reason, None
+    if dry_run:
+        return FoldStatus.planned, None, None
+    csq = _pooled(plan, reduced, dim)
+    if csq is None:
+        why = "; ".join(sorted({skipped[p.tensor] for p in parts if p.tensor in skipped}))
+        return FoldStatus.skipped, why, None
+    import torch
+
+    from normscope.fold.metrics import norm_metrics
+
+    gain = torch.from_numpy(gains[plan.info.name]).reshape(-1)
+    partial = [p.tensor for p in parts if p.tensor in skipped]
+    reason = f"{len(partial)} of {len(parts)} matrices not decodable" if partial else None
+    return FoldStatus.folded, reason, norm_metrics(gain, csq)
+
+
+def _row(
+    plan: Plan,
+    n: NormStats,
+    status: FoldStatus,
+    reason: str | None,
+    result: NormMetrics | None,
+    options: FoldOptions,
+) -> FoldNorm:
+    info = plan.info
+    return FoldNorm(
+        name=info.name,
+        module=info.module,
+        mtp_depth=info.mtp_depth,
+        layer=info.layer,
+        role=info.role,
+        parametrization=info.parametrization,
+        dim=n.dim,
+        ratio=n.ratio,
+        group=info.group,
+        status=status,
+        consumers=tuple(p.tensor for p in plan.consumers),
+        producers=tuple(p.tensor for p in plan.producers),
+        experts_sampled=plan.experts_sampled,
+        experts_total=plan.experts_total,
+        folded_ratio=finite_or_none(result.folded_ratio) if result else None,
+        folded_band=(options.thresholds.classify(result.folded_ratio) if result else None),
+        compensation=finite_or_none(result.compensation) if result else None,
+        top_share=finite_or_none(result.top_share) if result else None,
+        max_over_median=finite_or_none(result.max_over_median) if result else None,
+        input_balance=None,
+        reason=reason,
+    )
+
+
+def _warnings(
+    not_applicable: Sequence[str], unmatched: Sequence[Plan], reasons: Mapping[str, Sequence[str]]
+) -> list[str]:
+    """One line for the QK norms, one for rule patterns that matched nothing, one per reason
+    norms were not folded; each with an example."""
     warnings = []
     if not_applicable:
         warnings.append(
@@ -209,7 +247,7 @@ def fold_rows(
         )
     for reason, names in reasons.items():
         warnings.append(f"{len(names)} norm(s) not folded: {reason}, e.g. '{names[0]}'")
-    return rows, warnings
+    return warnings
 
 
 def _with_balance(rows: list[FoldNorm], metrics: Mapping[str, NormMetrics]) -> list[FoldNorm]:

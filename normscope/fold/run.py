@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from normscope.errors import UsageError
-from normscope.fold.consumers import Axis, ExpertChoice, Plan, plan_all
-from normscope.fold.options import FoldOptions, require_torch
+from normscope.fold.consumers import Axis, Plan, plan_all
+from normscope.fold.options import ExpertChoice, FoldOptions, require_torch
 from normscope.fold.report import build_report, fold_rows
 from normscope.schema import TensorRef
 from normscope.schema.fold import FoldReport
@@ -21,7 +21,7 @@ from normscope.schema.fold import FoldReport
 if TYPE_CHECKING:
     import torch
 
-    from normscope.fold.pipeline import ProgressCallback, Task
+    from normscope.fold.pipeline import LoadStats, ProgressCallback, Task
     from normscope.sources import Checkpoint, SourceSpec
 
 
@@ -41,17 +41,7 @@ def fold(
     from normscope.sources import Checkpoint, open_checkpoint
 
     started = time.perf_counter()
-    try:
-        experts = ExpertChoice.parse(options.experts)
-    except ValueError as exc:
-        raise UsageError(str(exc), "--experts") from None
-    from normscope.fold.pipeline import block_bytes, load, resolve_device
-
-    try:
-        device = resolve_device(options.device)
-        block_bytes(options.max_memory, device)
-    except ValueError as exc:
-        raise UsageError(str(exc), "--device" if "device" in str(exc) else "--max-memory") from None
+    experts, device = _checked(options)
     if isinstance(source, Checkpoint):
         checkpoint = source
     else:
@@ -67,40 +57,59 @@ def fold(
     by_name = {info.name: info for info in measured.infos}
     infos = [by_name[n.name] for n in scan.norms if n.name in by_name]
     plans = plan_all(infos, checkpoint.tensors, scan.model.family, experts)
-
     tasks, skipped = _tasks(plans, checkpoint.tensors)
-    planned = sum(t.ref.nbytes + (t.scale.nbytes if t.scale else 0) for t in tasks)
-    from normscope.fold.pipeline import LoadStats
-
-    reduced: dict[str, torch.Tensor] = {}
-    load_stats = LoadStats(block_bytes=block_bytes(options.max_memory, device))
-    if not options.dry_run and tasks and options.cluster is not None:
-        from normscope.fold.distributed import load_on_cluster
-
-        if isinstance(source, Checkpoint):
-            raise UsageError("fold on a cluster needs a path or URL, not an opened checkpoint")
-        reduced, load_stats, lost = load_on_cluster(
-            source, tasks, options.device, options.max_memory, options.cluster, progress
-        )
-        load_stats.block_bytes = block_bytes(options.max_memory, device)
-        skipped = {**skipped, **lost}
-    elif not options.dry_run and tasks:
-        reduced, load_stats = load(checkpoint, tasks, device, options.max_memory, progress)
+    reduced, load_stats, lost = _reduce(source, checkpoint, tasks, device, options, progress)
+    skipped = {**skipped, **lost}
     rows, warnings = fold_rows(plans, stats, measured.gains, reduced, skipped, options)
     where = device.type if device.index is None else f"{device.type}:{device.index}"
     return build_report(
-        checkpoint,
-        scan,
-        rows,
-        warnings,
-        options,
-        where,
-        tasks,
-        planned,
-        skipped,
-        load_stats,
-        started,
+        checkpoint, scan, rows, warnings, options, where, tasks, skipped, load_stats, started
     )
+
+
+def _checked(options: FoldOptions) -> tuple[ExpertChoice, torch.device]:
+    """The expert choice and the device, or a UsageError naming the flag that is wrong."""
+    try:
+        experts = ExpertChoice.parse(options.experts)
+    except ValueError as exc:
+        raise UsageError(str(exc), "--experts") from None
+    from normscope.fold.pipeline import block_bytes, resolve_device
+
+    try:
+        device = resolve_device(options.device)
+        block_bytes(options.max_memory, device)
+    except ValueError as exc:
+        raise UsageError(str(exc), "--device" if "device" in str(exc) else "--max-memory") from None
+    return experts, device
+
+
+def _reduce(
+    source: str | os.PathLike[str] | SourceSpec | Checkpoint,
+    checkpoint: Checkpoint,
+    tasks: Sequence[Task],
+    device: torch.device,
+    options: FoldOptions,
+    progress: ProgressCallback | None,
+) -> tuple[dict[str, torch.Tensor], LoadStats, dict[str, str]]:
+    """Every task's squared column norms, reduced here or on the cluster (none for a dry run),
+    what the reads cost, and the matrices lost on the cluster with the reason."""
+    from normscope.fold.pipeline import LoadStats, block_bytes, load
+    from normscope.sources import Checkpoint
+
+    if options.dry_run or not tasks:
+        return {}, LoadStats(block_bytes=block_bytes(options.max_memory, device)), {}
+    if options.cluster is None:
+        reduced, load_stats = load(checkpoint, tasks, device, options.max_memory, progress)
+        return reduced, load_stats, {}
+    from normscope.fold.distributed import load_on_cluster
+
+    if isinstance(source, Checkpoint):
+        raise UsageError("fold on a cluster needs a path or URL, not an opened checkpoint")
+    reduced, load_stats, lost = load_on_cluster(
+        source, tasks, options.device, options.max_memory, options.cluster, progress
+    )
+    load_stats.block_bytes = block_bytes(options.max_memory, device)
+    return reduced, load_stats, lost
 
 
 def _scale_of(name: str, tensors: Mapping[str, TensorRef]) -> TensorRef | None:

@@ -56,8 +56,17 @@ from normscope.sources.store import (
 
 MAX_IN_FLIGHT = 16
 """Ranged GETs in flight at once per store (benchmarks/objstore_bench.py measured at 16)."""
-EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure",
-          "abfss": "azure", "azure": "azure", "file": "s3"}  # fmt: skip
+EXTRAS = {
+    "s3": "s3",
+    "s3a": "s3",
+    "gs": "gcs",
+    "gcs": "gcs",
+    "az": "azure",
+    "abfs": "azure",
+    "abfss": "azure",
+    "azure": "azure",
+    "file": "s3",
+}
 """URL scheme -> the optional extra that reads it (file:// needs obstore too: any extra)."""
 if TYPE_CHECKING:
     from obstore import GetOptions

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -172,6 +172,27 @@ def parse_header(raw: bytes, shard: str, file_size: int, *, fast: bool = True) -
     quick = _parse_fast(raw, shard, data_len) if fast else None
     if quick is not None:
         return ShardHeader(shard, file_size, 8 + header_len, *quick)
+    obj, metadata = _header_object(raw, shard)
+    base = 8 + header_len
+    tensors: dict[str, TensorRef] = {}
+    # NOTE: this loop runs once per tensor (92k in DeepSeek-V3): keep it lean. Files written by
+    # safetensors list tensors in data order: check the tiling on the fly, and sort (in
+    # _check_tiling) only a header in some other order.
+    position, in_order = 0, True
+    for name, info in obj.items():
+        dtype, shape, begin, end = _entry(name, info, shard, data_len)
+        if begin == position:
+            position = end
+        else:
+            in_order = False
+        tensors[name] = TensorRef(name, shard, dtype, tuple(shape), base + begin, base + end)
+    if not (in_order and position == data_len):
+        check_tiling(tensors, base, data_len, shard)
+    return ShardHeader(shard, file_size, 8 + header_len, tensors, dict(metadata))
+
+
+def _header_object(raw: bytes, shard: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The header's JSON object without `__metadata__`, and the metadata (strings only)."""
     try:
         obj = load_json(raw, strict=True)
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
@@ -186,60 +207,50 @@ def parse_header(raw: bytes, shard: str, file_size: int, *, fast: bool = True) -
         raise SourceError(
             f"invalid safetensors header: __metadata__ is not an object of strings ({shard})"
         )
+    return obj, metadata
 
-    base = 8 + header_len
-    tensors: dict[str, TensorRef] = {}
-    # NOTE: this loop runs once per tensor (92k in DeepSeek-V3): keep it lean. Files written by
-    # safetensors list tensors in data order: check the tiling on the fly, and sort (in
-    # _check_tiling) only a header in some other order.
-    position, in_order = 0, True
-    for name, info in obj.items():
-        try:
-            dtype = info["dtype"]
-            shape = info["shape"]
-            offsets = info["data_offsets"]
-            ok = type(dtype) is str and type(shape) is list and type(offsets) is list
-            if ok:
-                begin, end = offsets
-                ok = type(begin) is int and type(end) is int and begin >= 0 and end <= U64_MAX
-            for d in shape:
-                if type(d) is not int or not 0 <= d <= U64_MAX:
-                    ok = False
-        except (TypeError, KeyError, ValueError):
-            ok = False
-        if not ok:
-            raise SourceError(f"invalid header entry for tensor '{name}' ({shard})")
-        bits = DTYPE_BITS.get(dtype)
-        if bits is None and _DTYPE_NAME.fullmatch(dtype) is None:
-            raise SourceError(f"invalid dtype {dtype[:40]!a} of tensor '{name}' ({shard})")
-        if not begin <= end:
-            raise SourceError(f"invalid data_offsets [{begin}, {end}] of tensor '{name}' ({shard})")
-        if end > data_len:
+
+def _entry(name: str, info: Any, shard: str, data_len: int) -> tuple[str, list[int], int, int]:
+    """One tensor's dtype, shape and data offsets, checked as safetensors checks them."""
+    try:
+        dtype = info["dtype"]
+        shape = info["shape"]
+        offsets = info["data_offsets"]
+        ok = type(dtype) is str and type(shape) is list and type(offsets) is list
+        if ok:
+            begin, end = offsets
+            ok = type(begin) is int and type(end) is int and begin >= 0 and end <= U64_MAX
+        for d in shape:
+            if type(d) is not int or not 0 <= d <= U64_MAX:
+                ok = False
+    except (TypeError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise SourceError(f"invalid header entry for tensor '{name}' ({shard})")
+    bits = DTYPE_BITS.get(dtype)
+    if bits is None and _DTYPE_NAME.fullmatch(dtype) is None:
+        raise SourceError(f"invalid dtype {dtype[:40]!a} of tensor '{name}' ({shard})")
+    if not begin <= end:
+        raise SourceError(f"invalid data_offsets [{begin}, {end}] of tensor '{name}' ({shard})")
+    if end > data_len:
+        raise SourceError(
+            f"tensor '{name}' ends at byte {end} but the data section has {data_len} bytes: "
+            f"the file is truncated or its data_offsets are out of bounds ({shard})"
+        )
+    if bits is not None:  # None: a dtype of a newer safetensors, of unknown size
+        nbits = math.prod(shape) * bits
+        if nbits > U64_MAX or (nbits == 0 and len(shape) > 2 and _overflows(shape, bits)):
             raise SourceError(
-                f"tensor '{name}' ends at byte {end} but the data section has {data_len} bytes: "
-                f"the file is truncated or its data_offsets are out of bounds ({shard})"
+                f"tensor '{name}' has shape {shape} and dtype {dtype}: more than 2^64 bits "
+                f"({shard})"
             )
-        if bits is not None:  # None: a dtype of a newer safetensors, of unknown size
-            nbits = math.prod(shape) * bits
-            if nbits > U64_MAX or (nbits == 0 and len(shape) > 2 and _overflows(shape, bits)):
-                raise SourceError(
-                    f"tensor '{name}' has shape {shape} and dtype {dtype}: more than 2^64 bits "
-                    f"({shard})"
-                )
-            if nbits % 8 or nbits // 8 != end - begin:
-                size = f"{nbits // 8} bytes" + (f" and {nbits % 8} bits" if nbits % 8 else "")
-                raise SourceError(
-                    f"tensor '{name}' has shape {shape} and dtype {dtype} ({size}) but "
-                    f"data_offsets span {end - begin} bytes ({shard})"
-                )
-        if begin == position:
-            position = end
-        else:
-            in_order = False
-        tensors[name] = TensorRef(name, shard, dtype, tuple(shape), base + begin, base + end)
-    if not (in_order and position == data_len):
-        check_tiling(tensors, base, data_len, shard)
-    return ShardHeader(shard, file_size, 8 + header_len, tensors, dict(metadata))
+        if nbits % 8 or nbits // 8 != end - begin:
+            size = f"{nbits // 8} bytes" + (f" and {nbits % 8} bits" if nbits % 8 else "")
+            raise SourceError(
+                f"tensor '{name}' has shape {shape} and dtype {dtype} ({size}) but "
+                f"data_offsets span {end - begin} bytes ({shard})"
+            )
+    return dtype, shape, begin, end
 
 
 def _overflows(shape: list[int], bits: int) -> bool:

@@ -99,6 +99,29 @@ def staged_writes(cache: HubCache) -> Iterator[None]:
     cache.commit()
 
 
+_LOGIN = "log in with `hf auth login` or set HF_TOKEN"
+
+
+@dataclass
+class _Transfer:
+    """One file's GET across its tries: the bytes asked, those received, the time left."""
+
+    file: HubFile
+    start: int
+    expected: int
+    ranged: bool
+    """A byte range (a header, norm bytes), not a whole file (config, index)."""
+    attempts: Attempts
+    buf: bytearray = field(default_factory=bytearray)
+    retried_resolve: bool = False
+    """The redirect target was refused once and /resolve/ asked again."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The redirect memo's key: a target is reused only for the same file version."""
+        return (self.file.name, self.file.etag)
+
+
 class Remote:
     """Requests to the Hub: huggingface_hub's session, headers, backoff and error mapping.
 
@@ -197,68 +220,19 @@ class Remote:
         downloading the whole file. A whole file (config, index) may come gzip-encoded, as the
         Hub serves text files: the index of DeepSeek-V3 is 9 MB.
         """
-        from huggingface_hub import constants, hf_hub_url
-        from huggingface_hub.utils import close_session, get_session, hf_raise_for_status, httpx
+        from huggingface_hub.utils import close_session, hf_raise_for_status, httpx
 
         expected = (end if end is not None else file.size) - start
-        buf = bytearray()
-        attempts = self._attempts()
-        retried_resolve = False
-        key = (file.name, file.etag)
+        t = _Transfer(file, start, expected, end is not None, self._attempts())
         with quiet_hub_logging(self.ctx.verbose):
             while True:
-                location = self._locations.get(key)
-                url = location or hf_hub_url(self.ctx.repo_id, file.name, revision=self.ctx.commit)
-                headers = dict(self.headers)
-                if location is not None and _origin(location) != _origin(constants.ENDPOINT):
-                    # A signed CDN URL: the token must not leave the Hub.
-                    headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-                position = start + len(buf)
-                ranged = end is not None
-                if ranged:
-                    headers["Range"] = f"bytes={position}-{start + expected - 1}"
-                    headers["Accept-Encoding"] = "identity"  # CDNs may ignore Range on gzip
+                location = self._locations.get(t.key)
                 try:
-                    with (
-                        get_session().stream(
-                            "GET",
-                            url,
-                            headers=headers,
-                            timeout=attempts.io_timeout(constants.HF_HUB_DOWNLOAD_TIMEOUT),
-                        ) as response,
-                        watchdog(response, attempts.deadline),
-                    ):
-                        try:
-                            if response.status_code in RETRY_STATUS:
-                                response.read()
-                                raise RetryStatus(response)
-                            if response.status_code >= 400:
-                                response.read()
-                                hf_raise_for_status(response)
-                            self._verify(response, file)
-                            if ranged and response.status_code != 206:
-                                raise self._range_ignored(file, response.status_code)
-                            _check_content_range(response, position, expected - len(buf), file)
-                            if response.history:
-                                self._locations[key] = str(response.url)
-                            for chunk in response.iter_bytes():
-                                buf += chunk
-                                if len(buf) > expected:
-                                    raise SourceError(
-                                        f"the server sent more bytes of {file.name} than asked "
-                                        f"({self.ctx.where})"
-                                    )
-                                if attempts.expired and len(buf) < expected:
-                                    raise self._timed_out(file.name, attempts, len(buf), expected)
-                        finally:
-                            self._count(response)
-                    if len(buf) == expected:
-                        return bytes(buf)
-                    raise httpx.RemoteProtocolError(f"short body: {len(buf)} of {expected} bytes")
+                    return self._transfer(t, location)
                 except SourceError:
                     raise
                 except RetryStatus as status:
-                    if attempts.retry(_retry_after(status.response)):
+                    if t.attempts.retry(_retry_after(status.response)):
                         continue
                     try:
                         hf_raise_for_status(status.response)
@@ -268,25 +242,81 @@ class Remote:
                 except httpx.TransportError as exc:
                     if isinstance(exc, httpx.ConnectError):
                         close_session()
-                    if not ranged:
-                        buf.clear()  # a whole (maybe compressed) file restarts from its start
-                    if attempts.expired:
-                        raise self._timed_out(file.name, attempts, len(buf), expected) from None
-                    if attempts.retry():
+                    if not t.ranged:
+                        t.buf.clear()  # a whole (maybe compressed) file restarts from its start
+                    if t.attempts.expired:
+                        raise self._timed_out(file.name, t.attempts, len(t.buf), expected) from None
+                    if t.attempts.retry():
                         continue
                     raise SourceError(
-                        f"the transfer of {file.name} broke after {len(buf)} of {expected} bytes "
-                        f"and {RETRIES} retries: {exc} ({self.ctx.where})",
+                        f"the transfer of {file.name} broke after {len(t.buf)} of {expected} "
+                        f"bytes and {RETRIES} retries: {exc} ({self.ctx.where})",
                         hint="check the connection and run again",
                     ) from None
                 except Exception as exc:
                     status_code = _status(exc)
-                    if location is not None and not retried_resolve and status_code in _EXPIRED:
+                    if location is not None and not t.retried_resolve and status_code in _EXPIRED:
                         # The signed CDN URL expired or was refused: go through /resolve/ again.
-                        self._locations.pop(key, None)
-                        retried_resolve = True
+                        self._locations.pop(t.key, None)
+                        t.retried_resolve = True
                         continue
                     raise self.translate(exc, file.name) from None
+
+    def _transfer(self, t: _Transfer, location: str | None) -> bytes:
+        """One GET of what is still missing, from /resolve/ or the redirect target it gave."""
+        from huggingface_hub import constants, hf_hub_url
+        from huggingface_hub.utils import get_session, httpx
+
+        url = location or hf_hub_url(self.ctx.repo_id, t.file.name, revision=self.ctx.commit)
+        headers = dict(self.headers)
+        if location is not None and _origin(location) != _origin(constants.ENDPOINT):
+            # A signed CDN URL: the token must not leave the Hub.
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        position = t.start + len(t.buf)
+        if t.ranged:
+            headers["Range"] = f"bytes={position}-{t.start + t.expected - 1}"
+            headers["Accept-Encoding"] = "identity"  # CDNs may ignore Range on gzip
+        with (
+            get_session().stream(
+                "GET",
+                url,
+                headers=headers,
+                timeout=t.attempts.io_timeout(constants.HF_HUB_DOWNLOAD_TIMEOUT),
+            ) as response,
+            watchdog(response, t.attempts.deadline),
+        ):
+            try:
+                self._receive(response, t, position)
+            finally:
+                self._count(response)
+        if len(t.buf) == t.expected:
+            return bytes(t.buf)
+        raise httpx.RemoteProtocolError(f"short body: {len(t.buf)} of {t.expected} bytes")
+
+    def _receive(self, response: Any, t: _Transfer, position: int) -> None:
+        """Check one answer (status, the file list, the range asked) and append its body."""
+        from huggingface_hub.utils import hf_raise_for_status
+
+        if response.status_code in RETRY_STATUS:
+            response.read()
+            raise RetryStatus(response)
+        if response.status_code >= 400:
+            response.read()
+            hf_raise_for_status(response)
+        self._verify(response, t.file)
+        if t.ranged and response.status_code != 206:
+            raise self._range_ignored(t.file, response.status_code)
+        _check_content_range(response, position, t.expected - len(t.buf), t.file)
+        if response.history:
+            self._locations[t.key] = str(response.url)
+        for chunk in response.iter_bytes():
+            t.buf += chunk
+            if len(t.buf) > t.expected:
+                raise SourceError(
+                    f"the server sent more bytes of {t.file.name} than asked ({self.ctx.where})"
+                )
+            if t.attempts.expired and len(t.buf) < t.expected:
+                raise self._timed_out(t.file.name, t.attempts, len(t.buf), t.expected)
 
     def _verify(self, response: Any, file: HubFile) -> None:
         """Check each `/resolve/` hop of `response` against the file list: the commit it served
@@ -338,19 +368,38 @@ class Remote:
         from huggingface_hub import constants, errors
         from huggingface_hub.utils import httpx
 
-        ctx = self.ctx
-        where, repo = ctx.where, ctx.repo_id
-        page = f"{constants.ENDPOINT}/{repo}"
-        login = "log in with `hf auth login` or set HF_TOKEN"
         if isinstance(exc, SourceError):
             return exc
         if isinstance(exc, errors.OfflineModeIsEnabled):
-            return ctx.not_cached(what)
+            return self.ctx.not_cached(what)
+        refused = self._refused(exc)
+        if refused is not None:
+            return refused
+        if isinstance(exc, errors.RemoteEntryNotFoundError):
+            return SourceError(f"{what} not found in the Hub repo ({self.ctx.where})")
+        if isinstance(exc, errors.HfHubHTTPError):
+            return self._http_error(exc, what)
+        if isinstance(exc, httpx.TransportError):
+            return HubUnreachable(
+                f"cannot reach the Hub at {constants.ENDPOINT}: {exc or type(exc).__name__} "
+                f"({self.ctx.where})",
+                hint="check the connection or HF_ENDPOINT; with HF_HUB_OFFLINE=1 normscope uses "
+                "cached data only",
+            )
+        return SourceError(f"reading {what} from the Hub failed: {exc} ({self.ctx.where})")
+
+    def _refused(self, exc: Exception) -> SourceError | None:
+        """A gated repo, a missing revision or repo (or a private one): what to do about it."""
+        from huggingface_hub import constants, errors
+
+        ctx = self.ctx
+        where, repo = ctx.where, ctx.repo_id
+        page = f"{constants.ENDPOINT}/{repo}"
         if isinstance(exc, errors.GatedRepoError):
             if self._token() is None:
                 return SourceError(
                     f"the Hub repo is gated and normscope has no token to read it ({where})",
-                    hint=f"accept its conditions at {page}, then {login}",
+                    hint=f"accept its conditions at {page}, then {_LOGIN}",
                 )
             return SourceError(
                 f"your token has no access to this gated Hub repo ({where})",
@@ -367,45 +416,38 @@ class Remote:
                 f"no such Hub model repo, or it is private ({repo}); no local path of that name "
                 "exists either",
                 hint="check the name"
-                + ("; your token cannot see it" if token else f"; for a private repo, {login}"),
+                + ("; your token cannot see it" if token else f"; for a private repo, {_LOGIN}"),
             )
-        if isinstance(exc, errors.RemoteEntryNotFoundError):
-            return SourceError(f"{what} not found in the Hub repo ({where})")
-        if isinstance(exc, errors.HfHubHTTPError):
-            status = _status(exc)
-            if status == 429:
-                reset: float | None = None
-                with contextlib.suppress(Exception):
-                    from huggingface_hub.utils import parse_ratelimit_headers
+        return None
 
-                    info = parse_ratelimit_headers(exc.response.headers)
-                    reset = info.reset_in_seconds if info is not None else None
-                if reset is None:
-                    reset = _retry_after(exc.response)
-                when = f"in about {reset:g} s" if reset else "in a few minutes"
-                return SourceError(
-                    f"the Hub rate-limited these requests (HTTP 429) while reading {what} "
-                    f"({where})",
-                    hint=f"retry {when}"
-                    + ("" if self._token() else f"; to get higher limits, {login}"),
-                )
-            if status == 401:
-                return SourceError(
-                    f"the Hub refused the token (HTTP 401) ({where})",
-                    hint=f"{login} again: the token is invalid or expired",
-                )
+    def _http_error(self, exc: Any, what: str) -> SourceError:
+        """An HTTP error answer: rate limits (with when to retry), a refused token, the rest."""
+        where = self.ctx.where
+        status = _status(exc)
+        if status == 429:
+            reset: float | None = None
+            with contextlib.suppress(Exception):
+                from huggingface_hub.utils import parse_ratelimit_headers
+
+                info = parse_ratelimit_headers(exc.response.headers)
+                reset = info.reset_in_seconds if info is not None else None
+            if reset is None:
+                reset = _retry_after(exc.response)
+            when = f"in about {reset:g} s" if reset else "in a few minutes"
             return SourceError(
-                f"the Hub answered HTTP {status} while reading {what} ({where})",
-                hint="retry later" if status is None or status >= 500 else None,
+                f"the Hub rate-limited these requests (HTTP 429) while reading {what} ({where})",
+                hint=f"retry {when}"
+                + ("" if self._token() else f"; to get higher limits, {_LOGIN}"),
             )
-        if isinstance(exc, httpx.TransportError):
-            return HubUnreachable(
-                f"cannot reach the Hub at {constants.ENDPOINT}: {exc or type(exc).__name__} "
-                f"({where})",
-                hint="check the connection or HF_ENDPOINT; with HF_HUB_OFFLINE=1 normscope uses "
-                "cached data only",
+        if status == 401:
+            return SourceError(
+                f"the Hub refused the token (HTTP 401) ({where})",
+                hint=f"{_LOGIN} again: the token is invalid or expired",
             )
-        return SourceError(f"reading {what} from the Hub failed: {exc} ({where})")
+        return SourceError(
+            f"the Hub answered HTTP {status} while reading {what} ({where})",
+            hint="retry later" if status is None or status >= 500 else None,
+        )
 
     def _token(self) -> str | None:
         from huggingface_hub import get_token
