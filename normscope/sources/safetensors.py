@@ -109,24 +109,10 @@ def _parse_fast(
     """
     if not raw.isascii() or b"\\" in raw:
         return None
-    # NOTE: the regex backtracks (Python's `re` keeps a frame per repetition: 4.5 GB for 32 MB
-    # of whitespace), so it sees only the first _METADATA_SCAN bytes; a longer `__metadata__`
-    # (none real is) takes the general path, whose memory is linear in the header.
-    match = _METADATA_FIRST.match(raw[:_METADATA_SCAN])
-    if match is None:
-        if raw.startswith(b'{"__metadata__"'):
-            return None
-        metadata: dict[str, str] = {}
-        body = raw
-    else:
-        try:
-            meta = load_json(match.group(1), strict=True)
-        except ValueError:
-            return None
-        if not all(type(v) is str for v in meta.values()):
-            return None
-        metadata = meta
-        body = b"{" + raw[match.end() :]
+    split = _metadata_first(raw)
+    if split is None:
+        return None
+    metadata, body = split
     try:
         entries = _DECODE_ENTRIES.decode(body)
     except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
@@ -152,6 +138,26 @@ def _parse_fast(
     if position != data_len or "__metadata__" in tensors:
         return None
     return tensors, metadata
+
+
+def _metadata_first(raw: bytes) -> tuple[dict[str, str], bytes] | None:
+    """The `__metadata__` strings written first, and the tensors' JSON object without them;
+    None: not as safetensors writes it (the general path decides)."""
+    # NOTE: the regex backtracks (Python's `re` keeps a frame per repetition: 4.5 GB for 32 MB
+    # of whitespace), so it sees only the first _METADATA_SCAN bytes; a longer `__metadata__`
+    # (none real is) takes the general path, whose memory is linear in the header.
+    match = _METADATA_FIRST.match(raw[:_METADATA_SCAN])
+    if match is None:
+        if raw.startswith(b'{"__metadata__"'):
+            return None
+        return {}, raw
+    try:
+        meta = load_json(match.group(1), strict=True)
+    except ValueError:
+        return None
+    if not all(type(v) is str for v in meta.values()):
+        return None
+    return meta, b"{" + raw[match.end() :]
 
 
 def parse_header(raw: bytes, shard: str, file_size: int, *, fast: bool = True) -> ShardHeader:

@@ -158,37 +158,7 @@ def check_graph(root: Any, raw_bytes: int, where: str) -> None:
                     f"invalid DCP metadata: nested more than {MAX_DEPTH} levels deep ({where})"
                 )
             on_path.add(oid)
-            known, pending = 1, []
-            for kid in _children(obj) or ():
-                kind = type(kid)
-                if kind in _LEAF_TYPES:
-                    if kind is int:
-                        if not -_INT_BOUND < kid < _INT_BOUND:
-                            _check_leaf(kid, where)
-                    elif kind is str and len(kid) > MAX_STRING:
-                        _check_leaf(kid, where)
-                    known += 1
-                    continue
-                if kind in _CONTAINERS and not kid:  # an empty container holds nothing
-                    known += 1
-                    continue
-                kid_id = id(kid)
-                if kid_id in on_path:
-                    raise SourceError(f"invalid DCP metadata: a structure holds itself ({where})")
-                done = sizes.get(kid_id)
-                if done is not None:
-                    known += done
-                    continue
-                grand = _children(kid)
-                if grand is None:
-                    _check_leaf(kid, where)
-                    known += 1
-                elif len(on_path) < MAX_DEPTH and _leaf_only(grand, where):
-                    # Finished here, without a frame: most containers hold only leaves.
-                    sizes[kid_id] = done = 1 + len(grand)
-                    known += done
-                else:
-                    pending.append(kid)
+            known, pending = _expand(obj, sizes, on_path, where)
             stack[-1] = (obj, known, pending)
             stack.extend((kid, 0, None) for kid in pending)
             continue
@@ -202,6 +172,45 @@ def check_graph(root: Any, raw_bytes: int, where: str) -> None:
                 f"({where})"
             )
         sizes[oid] = total
+
+
+def _expand(
+    obj: Any, sizes: dict[int, int], on_path: set[int], where: str
+) -> tuple[int, list[Any]]:
+    """Open one container: check its leaves where they are met, count them and what is already
+    sized; finish leaf-only children in place; the children that need a frame of their own."""
+    known, pending = 1, []
+    for kid in _children(obj) or ():
+        kind = type(kid)
+        if kind in _LEAF_TYPES:
+            if kind is int:
+                if not -_INT_BOUND < kid < _INT_BOUND:
+                    _check_leaf(kid, where)
+            elif kind is str and len(kid) > MAX_STRING:
+                _check_leaf(kid, where)
+            known += 1
+            continue
+        if kind in _CONTAINERS and not kid:  # an empty container holds nothing
+            known += 1
+            continue
+        kid_id = id(kid)
+        if kid_id in on_path:
+            raise SourceError(f"invalid DCP metadata: a structure holds itself ({where})")
+        done = sizes.get(kid_id)
+        if done is not None:
+            known += done
+            continue
+        grand = _children(kid)
+        if grand is None:
+            _check_leaf(kid, where)
+            known += 1
+        elif len(on_path) < MAX_DEPTH and _leaf_only(grand, where):
+            # Finished here, without a frame: most containers hold only leaves.
+            sizes[kid_id] = done = 1 + len(grand)
+            known += done
+        else:
+            pending.append(kid)
+    return known, pending
 
 
 def check_extents(

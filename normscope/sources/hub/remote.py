@@ -28,6 +28,7 @@ from normscope.sources.hub.retry import (
     RetryStatus,
     hub_timeout,
     quiet_hub_logging,
+    retry_after,
     watchdog,
 )
 from normscope.sources.hub.spec import HubFile
@@ -202,7 +203,7 @@ class Remote:
                         continue
                     raise self.translate(exc, what) from None
                 self._count(response)
-                if response.status_code in RETRY_STATUS and attempts.retry(_retry_after(response)):
+                if response.status_code in RETRY_STATUS and attempts.retry(retry_after(response)):
                     continue
                 try:
                     hf_raise_for_status(response)
@@ -232,7 +233,7 @@ class Remote:
                 except SourceError:
                     raise
                 except RetryStatus as status:
-                    if t.attempts.retry(_retry_after(status.response)):
+                    if t.attempts.retry(retry_after(status.response)):
                         continue
                     try:
                         hf_raise_for_status(status.response)
@@ -432,7 +433,7 @@ class Remote:
                 info = parse_ratelimit_headers(exc.response.headers)
                 reset = info.reset_in_seconds if info is not None else None
             if reset is None:
-                reset = _retry_after(exc.response)
+                reset = retry_after(exc.response)
             when = f"in about {reset:g} s" if reset else "in a few minutes"
             return SourceError(
                 f"the Hub rate-limited these requests (HTTP 429) while reading {what} ({where})",
@@ -462,22 +463,6 @@ def _status(exc: Exception) -> int | None:
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     return status if isinstance(status, int) else None
-
-
-def _retry_after(response: Any) -> float | None:
-    """The seconds the server asks to wait, as huggingface_hub's `http_backoff` reads them: a
-    429's RateLimit reset when no request remains, else `Retry-After: <seconds>` (an HTTP date
-    is not honoured); None: the usual backoff."""
-    headers = getattr(response, "headers", {})
-    if getattr(response, "status_code", None) == 429:
-        with contextlib.suppress(Exception):
-            from huggingface_hub.utils import parse_ratelimit_headers
-
-            info = parse_ratelimit_headers(headers)
-            if info is not None and info.remaining == 0:
-                return float(info.reset_in_seconds)
-    value = headers.get("Retry-After", "").strip()
-    return float(value) if value.isdigit() and len(value) <= 6 else None
 
 
 def _etag(value: str | None) -> str | None:

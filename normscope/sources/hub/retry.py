@@ -148,6 +148,22 @@ def watchdog(response: Any, deadline: float) -> Iterator[None]:
         timer.cancel()
 
 
+def retry_after(response: Any) -> float | None:
+    """The seconds the server asks to wait, as huggingface_hub's `http_backoff` reads them: a
+    429's RateLimit reset when no request remains, else `Retry-After: <seconds>` (an HTTP date
+    is not honoured); None: the usual backoff."""
+    headers = getattr(response, "headers", {})
+    if getattr(response, "status_code", None) == 429:
+        with contextlib.suppress(Exception):
+            from huggingface_hub.utils import parse_ratelimit_headers
+
+            info = parse_ratelimit_headers(headers)
+            if info is not None and info.remaining == 0:
+                return float(info.reset_in_seconds)
+    value = headers.get("Retry-After", "").strip()
+    return float(value) if value.isdigit() and len(value) <= 6 else None
+
+
 class RetryStatus(Exception):
     """A response with a status worth retrying (5xx, 408)."""
 
