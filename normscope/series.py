@@ -284,7 +284,7 @@ def measure_series(
     if not found.candidates:
         raise SourceError(_nothing_usable(sources, got.skipped))
     used: list[tuple[Executor, int]] = []
-    _measure_all(found.candidates, options, progress, got, used)
+    _measure_all(found.candidates, options, progress, observe, got, used)
     if not got.checkpoints:
         raise SourceError(_nothing_usable(sources, got.skipped))
     executor, jobs = used[-1] if used else (Executor.serial, 1)
@@ -308,11 +308,12 @@ def _measure_all(
     candidates: Sequence[Candidate],
     options: SeriesOptions,
     progress: ProgressCallback | None,
+    observe: Observer | None,
     got: _Collected,
     used: list[tuple[Executor, int]],
 ) -> None:
-    """Measure every candidate (in order, whatever the executor) into `got`; `used` learns
-    which executor ran them."""
+    """Measure every candidate (in order, whatever the executor) into `got`, each shown to
+    `observe`; `used` learns which executor ran them."""
     paths = [c.path for c in candidates]
     if progress:
         progress(SeriesProgress(0, len(paths), 0, ""))

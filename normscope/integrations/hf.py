@@ -47,8 +47,9 @@ class NormscopeCallback(TrainerCallback):
         self.tensorboard_dir = tensorboard_dir
         self._writer: Any = None
 
-    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None,
-                    **kwargs: Any) -> Any:  # fmt: skip
+    def on_step_end(
+        self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
+    ) -> Any:
         if state.is_world_process_zero and self.monitor.due(state.global_step):
             self._observe(args, state, control, model)
         return control

@@ -88,11 +88,13 @@ class NormMonitor:
                 f"every_n_steps must be >= 1, not {every_n_steps}", param="every_n_steps"
             )
         if on_error not in ("warn", "stop", "raise"):
-            raise UsageError(f"on_error must be warn, stop or raise, not {on_error!r}",
-                             param="on_error")  # fmt: skip
+            raise UsageError(
+                f"on_error must be warn, stop or raise, not {on_error!r}", param="on_error"
+            )
         if baseline not in (None, "start"):
-            raise UsageError(f"baseline must be 'start' or None, not {baseline!r}",
-                             param="baseline")  # fmt: skip
+            raise UsageError(
+                f"baseline must be 'start' or None, not {baseline!r}", param="baseline"
+            )
         self.every_n_steps = every_n_steps
         self.on_save = on_save
         self.gate = gate
@@ -163,10 +165,13 @@ class NormMonitor:
                 where = f"the reports could not be saved: {exc}"
             LOG.warning(
                 "normscope: the norm gate failed at step %d (%d error(s)); stopping training, %s",
-                step, check.errors, where,
-            )  # fmt: skip
-        return Observation(step, norm_scalars(measured), role_gains(measured), check, tripped,
-                           saved)  # fmt: skip
+                step,
+                check.errors,
+                where,
+            )
+        return Observation(
+            step, norm_scalars(measured), role_gains(measured), check, tripped, saved
+        )
 
     def _failed(
         self,
@@ -186,8 +191,12 @@ class NormMonitor:
                 saved = self._save(step, out_dir, {"error": message})
             except OSError as problem:
                 message += f"; the error report could not be saved: {problem}"
-        LOG.warning("normscope: cannot scan the model at step %d: %s%s", step, message,
-                    "; stopping training" if stop else "; training goes on")  # fmt: skip
+        LOG.warning(
+            "normscope: cannot scan the model at step %d: %s%s",
+            step,
+            message,
+            "; stopping training" if stop else "; training goes on",
+        )
         return Observation(step, stop=stop, saved=saved, error=message)
 
     def _save(
@@ -224,8 +233,15 @@ def _settings(
     from normscope.settings import Flags, build_settings
 
     settings = build_settings(
-        Flags(low=low, high=high, scope=scope, config=Path(config) if config is not None else None,
-              max_drift=max_drift, expect_mtp=expect_mtp, severity=severity,
-              allow_unknown=allow_unknown)
-    )  # fmt: skip
+        Flags(
+            low=low,
+            high=high,
+            scope=scope,
+            config=Path(config) if config is not None else None,
+            max_drift=max_drift,
+            expect_mtp=expect_mtp,
+            severity=severity,
+            allow_unknown=allow_unknown,
+        )
+    )
     return settings.policy, settings.scan

@@ -127,8 +127,9 @@ class TensorStore:
             if dtype is None:
                 continue
             nbytes = int(tensor.nbytes)
-            ref = TensorRef(name, virtual, dtype, tuple(int(d) for d in tensor.shape), offset,
-                            offset + nbytes)  # fmt: skip
+            ref = TensorRef(
+                name, virtual, dtype, tuple(int(d) for d in tensor.shape), offset, offset + nbytes
+            )
             self.refs[name] = ref
             self.by_start[offset] = (offset + nbytes, tensor)
             offset += nbytes
