@@ -126,9 +126,7 @@ def scan(
     with out.errors():
         from normscope.api import run_scan
         from normscope.gates import scan_gate
-        from normscope.render import common
-        from normscope.render import html as html_view
-        from normscope.render import scan as view
+        from normscope.render.scan import ScanView
 
         flags = (low, high, scope, parametrization, rules, config, no_cache)
         settings = inputs.settings(ctx, *flags)
@@ -137,16 +135,7 @@ def scan(
         options = settings.scan
         result = run_scan(source, settings, revision, out.transfer_progress(quiet))
         out.warn(result.warnings, quiet)
-        out.render(
-            format,
-            output,
-            table=lambda width: view.render_table(result, show_all, width, options.scope, wide),
-            json=lambda: common.render_json(result),
-            csv=lambda: view.render_csv(result),
-            markdown=lambda: view.render_markdown(result, show_all, options.scope),
-            html=lambda: html_view.render_scan_html(result, options.scope),
-            wide=wide,
-        )
+        out.render(format, output, ScanView(result, show_all, options.scope, wide))
         out.report_gate(scan_gate(result, options.scope, fail_on is FailOn.out_of_band), quiet)
 
 
@@ -177,9 +166,7 @@ def diff(
     with out.errors():
         from normscope.api import run_diff
         from normscope.gates import diff_gate
-        from normscope.render import common
-        from normscope.render import diff as view
-        from normscope.render import html as html_view
+        from normscope.render.diff import DiffView
 
         flags = (low, high, scope, parametrization, rules, config, no_cache)
         settings = inputs.settings(ctx, *flags)
@@ -188,16 +175,7 @@ def diff(
         options = settings.scan
         result = run_diff(a, b, settings, revision)
         out.warn(result.warnings, quiet)
-        out.render(
-            format,
-            output,
-            table=lambda width: view.render_diff_table(result, show_all, width, wide),
-            json=lambda: common.render_json(result),
-            csv=lambda: view.render_diff_csv(result),
-            markdown=lambda: view.render_diff_markdown(result, show_all),
-            html=lambda: html_view.render_diff_html(result),
-            wide=wide,
-        )
+        out.render(format, output, DiffView(result, show_all, wide))
         gate = diff_gate(
             result,
             options.scope,

@@ -69,8 +69,7 @@ def fold(
     with out.errors():
         from normscope.api import run_fold
         from normscope.gates import fold_gate
-        from normscope.render import fold as view
-        from normscope.render import html as html_view
+        from normscope.render.fold import FoldView
         from normscope.settings import fold_options
 
         flags = (low, high, scope, parametrization, rules, config, no_cache)
@@ -85,15 +84,7 @@ def fold(
         if dry_run:
             _say_plan(result)
             return
-        out.render(
-            format,
-            output,
-            table=lambda width: view.render_fold_table(result, show_all, width),
-            json=lambda: view.render_fold_json(result),
-            csv=lambda: view.render_fold_csv(result),
-            markdown=lambda: view.render_fold_markdown(result, show_all),
-            html=lambda: html_view.render_fold_html(result),
-        )
+        out.render(format, output, FoldView(result, show_all))
         out.report_gate(fold_gate(result, fail_on is FailOn.out_of_band), quiet)
 
 

@@ -91,36 +91,35 @@ def check(
 def render_check(result: CheckReport, format: CheckFormat, output: str | None) -> None:
     """Render a CheckReport; the verdict always reaches a person; exit 1 on failure."""
     from normscope.enums import Verdict
-    from normscope.render import check as view
-    from normscope.render.common import render_json
+    from normscope.render.check import CheckView
+
+    view = CheckView(result)
 
     if format is CheckFormat.text:
         if output in (None, "-") and sys.stdout.isatty():
             from rich.console import Console
 
-            Console(highlight=False).print(view.render_check_text(result, True), end="")
+            Console(highlight=False).print(view.text(colour=True), end="")
         else:
-            out.write_output(view.render_check_text(result), output)
+            out.write_output(view.text(), output)
     elif format is CheckFormat.json:
-        out.write_output(render_json(result), output)
+        out.write_output(view.json(), output)
     elif format is CheckFormat.junit:
-        out.write_output(view.render_junit(result), output)
+        out.write_output(view.junit(), output)
     elif format is CheckFormat.html:
-        from normscope.render.html import render_check_html
-
-        out.write_output(render_check_html(result), output)
+        out.write_output(view.html(), output)
     elif format is CheckFormat.github:
-        out.write_output(view.render_github(result), output)
+        out.write_output(view.github(), output)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary:
             try:
                 with open(summary, "a", encoding="utf-8") as fh:
-                    fh.write(view.render_step_summary(result))
+                    fh.write(view.step_summary())
             except OSError as exc:  # the verdict still decides the exit code
                 out.warn([f"cannot append the job summary: {exc.strerror} ({summary})"], False)
     else:  # pragma: no cover - exhaustive over CheckFormat
         raise AssertionError(format)
     if format is not CheckFormat.text:
-        out.stderr().print(view.verdict_line(result), markup=False)
+        out.stderr().print(view.verdict(), markup=False)
     if result.verdict is Verdict.failed:
         raise typer.Exit(1)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from normscope.gates import GateResult
+    from normscope.render.common import View
 
 
 def stderr() -> Console:
@@ -230,27 +231,18 @@ WIDE = 10_000
 """The console width of `--wide`: no table is ever narrowed."""
 
 
-def render(
-    format: OutputFormat,
-    output: str | None,
-    table: TableBuilder,
-    json: Callable[[], str],
-    csv: Callable[[], str],
-    markdown: Callable[[], str],
-    html: Callable[[], str],
-    wide: bool = False,
-) -> None:
-    """Render one result in `format` to stdout or `output`."""
+def render(format: OutputFormat, output: str | None, view: View) -> None:
+    """Render one report's view in `format` to stdout or `output`."""
     if format is OutputFormat.table:
-        emit_rich(table, output, wide)
+        emit_rich(view.table, output, view.wide)
     elif format is OutputFormat.json:
-        write_output(json(), output)
+        write_output(view.json(), output)
     elif format is OutputFormat.csv:
-        write_output(csv(), output)
+        write_output(view.csv(), output)
     elif format is OutputFormat.markdown:
-        write_output(markdown(), output)
+        write_output(view.markdown(), output)
     elif format is OutputFormat.html:
-        write_output(html(), output)
+        write_output(view.html(), output)
     else:  # pragma: no cover - exhaustive over OutputFormat
         raise AssertionError(format)
 

@@ -121,16 +121,6 @@ def render_series(
     result: SeriesReport, format: OutputFormat, output: str | None, show_all: bool, wide: bool
 ) -> None:
     """The series report in `format`, to stdout or `output`."""
-    from normscope.render import html as html_view
-    from normscope.render import series as view
+    from normscope.render.series import SeriesView
 
-    out.render(
-        format,
-        output,
-        table=lambda width: view.render_series_table(result, show_all, width, wide),
-        json=lambda: view.render_series_json(result),
-        csv=lambda: view.render_series_csv(result),
-        markdown=lambda: view.render_series_markdown(result, show_all),
-        html=lambda: html_view.render_series_html(result),
-        wide=wide,
-    )
+    out.render(format, output, SeriesView(result, show_all, wide))

@@ -1,12 +1,15 @@
-"""Renderers of `normscope check`: text for people, JSON, JUnit XML and GitHub workflow commands."""
+"""Renderers of `normscope check`: text for people, JSON, JUnit XML, HTML and GitHub workflow
+commands, and `CheckView`, which holds them together for the command line."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from normscope.enums import CheckName, Severity, Verdict
-from normscope.render.common import for_people
+from normscope.render import html
+from normscope.render.common import for_people, render_json
 from normscope.schema import CheckReport, Finding
 
 
@@ -139,3 +142,69 @@ def render_step_summary(result: CheckReport) -> str:
     else:
         lines.append(f"All {len(result.findings)} findings passed.")
     return "\n".join(lines) + "\n"
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+
+@for_people
+def render_check_html(result: CheckReport) -> str:
+    rows = [
+        [
+            html.text(f.check.value),
+            html.text(f.subject, "name"),
+            html.text(
+                "pass" if f.passed else "FAIL",
+                ""
+                if f.passed
+                else ("band b-collapse" if f.severity is Severity.error else "band b-shrink"),
+            ),
+            html.text(f.severity.value),
+            html.num(f.value, 4),
+            html.text(f.limit),
+            html.text(f.message),
+            html.text(f.fix or ""),
+        ]
+        for f in sorted(result.findings, key=lambda f: f.passed)
+    ]
+    head = [("verdict", verdict_line(result)), ("source", result.source)]
+    if result.baseline:
+        head.append(("baseline", result.baseline))
+    sections = [
+        html.table(
+            "findings",
+            f"findings ({len(result.findings)}; violations first)",
+            ["check", "subject", "result", "severity", "value", "limit", "finding", "fix"],
+            rows,
+        ),
+    ]
+    sections += html.warnings_section(result.warnings)
+    return html.page(f"normscope check {result.normscope_version}", head, sections)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckView:
+    """A check report in each of its formats (`cli/gate.render_check` picks one)."""
+
+    report: CheckReport
+
+    def verdict(self) -> str:
+        return verdict_line(self.report)
+
+    def text(self, colour: bool = False) -> str:
+        return render_check_text(self.report, colour)
+
+    def json(self) -> str:
+        return render_json(self.report)
+
+    def junit(self) -> str:
+        return render_junit(self.report)
+
+    def html(self) -> str:
+        return render_check_html(self.report)
+
+    def github(self) -> str:
+        return render_github(self.report)
+
+    def step_summary(self) -> str:
+        return render_step_summary(self.report)

@@ -14,7 +14,7 @@ import io
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
@@ -31,6 +31,29 @@ if TYPE_CHECKING:
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+
+class View(Protocol):
+    """One report as it is to be shown, with a renderer per output format; `cli/output.render`
+    calls the one the user asked for. Each report's view lives beside its renderers
+    (`scan.ScanView`, `diff.DiffView`, `series.SeriesView`, `fold.FoldView`)."""
+
+    @property
+    def wide(self) -> bool:
+        """Tables as wide as they need (`--wide`), not the terminal's width."""
+        ...
+
+    def table(self, width: int) -> Sequence[Any]:
+        """The rich renderables of the people view for a terminal of `width` columns."""
+        ...
+
+    def json(self) -> str: ...
+
+    def csv(self) -> str: ...
+
+    def markdown(self) -> str: ...
+
+    def html(self) -> str: ...
 
 
 def writable(text: str) -> str:

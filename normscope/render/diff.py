@@ -1,12 +1,16 @@
-"""Renderers of `normscope diff`: a DiffReport as JSON, CSV, Markdown or rich tables."""
+"""Renderers of `normscope diff`: a DiffReport as JSON, CSV, Markdown, HTML or rich tables, and
+`DiffView`, which holds them together for the command line."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape as html_escape
 from typing import TYPE_CHECKING
 
 from normscope.enums import MatchedBy
 from normscope.naming import fit_name
+from normscope.render import html
 from normscope.render.common import (
     BAND_STYLE,
     display_name,
@@ -15,6 +19,7 @@ from normscope.render.common import (
     frame_csv,
     header_panel,
     name_column_width,
+    render_json,
     text_safe,
     where,
 )
@@ -235,3 +240,86 @@ def anomaly_lines(result: DiffReport) -> list[str]:
         elif d.anomaly_a and d.anomaly_b is False:
             out.append(f"back among its peers in B: {d.name} (ratio {fmt(d.ratio_b)})")
     return out
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+
+@for_people
+def render_diff_html(result: DiffReport) -> str:
+    roles = [
+        [
+            html.text(r.module.value),
+            html.text(r.role.value),
+            html.num(r.count, 0),
+            html.num(r.rel_change_median),
+            html.num(r.rel_change_max),
+        ]
+        for r in result.roles
+    ]
+    rows = [
+        [
+            html.text(d.name, "name"),
+            html.text(where(d)),
+            html.text(d.role.value),
+            html.num(d.ratio_a),
+            html.num(d.ratio_b),
+            html.num(d.delta_ratio),
+            html.num(d.rel_change),
+            html.num(d.cosine, 4),
+            html.band(d.band_a),
+            html.band(d.band_b),
+        ]
+        for d in result.norms
+    ]
+    sections = [
+        html.table(
+            "roles", "relative change per role", ["module", "role", "count", "median", "max"], roles
+        ),
+        html.table(
+            "norms",
+            f"matched norms ({len(result.norms)}), largest change first",
+            [
+                "name",
+                "layer",
+                "role",
+                "ratio A",
+                "ratio B",
+                "Δratio",
+                "change",
+                "cosine",
+                "band A",
+                "band B",
+            ],
+            rows,
+        ),
+    ]
+    for label, names in (("only in A", result.only_a), ("only in B", result.only_b)):
+        if names:
+            sections.append(f"<h2>{label}</h2><p>{html_escape(', '.join(names))}</p>")
+    sections += html.warnings_section(result.warnings)
+    return html.page(f"normscope diff {result.normscope_version}", header_lines(result), sections)
+
+
+@dataclass(frozen=True, slots=True)
+class DiffView:
+    """A diff report as it is to be shown, in every format (`cli/output.render` picks one)."""
+
+    report: DiffReport
+    show_all: bool = False
+    wide: bool = False
+
+    def table(self, width: int) -> list[RenderableType]:
+        return render_diff_table(self.report, self.show_all, width, self.wide)
+
+    def json(self) -> str:
+        return render_json(self.report)
+
+    def csv(self) -> str:
+        return render_diff_csv(self.report)
+
+    def markdown(self) -> str:
+        return render_diff_markdown(self.report, self.show_all)
+
+    def html(self) -> str:
+        return render_diff_html(self.report)

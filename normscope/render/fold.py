@@ -1,11 +1,14 @@
-"""Renderers of `normscope fold`: a FoldReport as JSON, CSV, Markdown or a rich table."""
+"""Renderers of `normscope fold`: a FoldReport as JSON, CSV, Markdown, HTML or a rich table, and
+`FoldView`, which holds them together for the command line."""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from normscope.enums import FoldStatus, Module, Role
+from normscope.render import html
 from normscope.render.common import (
     BAND_STYLE,
     fmt,
@@ -152,3 +155,76 @@ def render_fold_markdown(report: FoldReport, show_all: bool = False) -> str:
     if report.warnings:
         lines += ["", "#### Warnings", ""] + [f"- {w}" for w in report.warnings]
     return "\n".join(lines) + "\n"
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+
+@for_people
+def render_fold_html(result: FoldReport) -> str:
+    """`normscope fold --format html`: every norm against the matrices it feeds."""
+    rows = [
+        [
+            html.text(n.name, "name"),
+            html.text(where(n)),
+            html.text(n.role.value),
+            html.num(n.ratio),
+            html.num(n.folded_ratio),
+            html.band(n.folded_band) if n.folded_band else html.text("-"),
+            html.num(n.compensation),
+            html.num(n.top_share),
+            html.num(n.max_over_median),
+            html.num(n.input_balance),
+            html.text(n.status.value),
+            html.text(", ".join(n.consumers or n.producers) or (n.reason or "")),
+        ]
+        for n in result.norms
+    ]
+    sections = [
+        html.table(
+            "norms",
+            f"folded norms ({len(result.norms)})",
+            [
+                "name",
+                "layer",
+                "role",
+                "ratio",
+                "folded",
+                "folded band",
+                "compensation",
+                "top 1% share",
+                "max/median",
+                "input balance",
+                "status",
+                "consumers",
+            ],
+            rows,
+        ),
+    ]
+    sections += html.warnings_section(result.warnings)
+    return html.page(f"normscope fold {result.normscope_version}", header_lines(result), sections)
+
+
+@dataclass(frozen=True, slots=True)
+class FoldView:
+    """A fold report as it is to be shown, in every format (`cli/output.render` picks one)."""
+
+    report: FoldReport
+    show_all: bool = False
+    wide: bool = False
+    """The fold table has no wide layout: written at 120 columns to a file, as the others."""
+
+    def table(self, width: int) -> list[RenderableType]:
+        return render_fold_table(self.report, self.show_all, width)
+
+    def json(self) -> str:
+        return render_fold_json(self.report)
+
+    def csv(self) -> str:
+        return render_fold_csv(self.report)
+
+    def markdown(self) -> str:
+        return render_fold_markdown(self.report, self.show_all)
+
+    def html(self) -> str:
+        return render_fold_html(self.report)

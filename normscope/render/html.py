@@ -1,23 +1,24 @@
-"""`--format html`: one self-contained page per report (no network when it is viewed).
+"""What every `--format html` page shares: one self-contained page (no network when viewed).
 
-The summary, the tables (click a header to sort), the layer × role heatmap of ratios for `scan`
-and the trend plots for `series`, bands coloured as in the terminal. Plots are hand-written SVG
-with a few lines of vanilla JS: measured against plotly inlined (README, "HTML report"), a scan
-page is ~20 kB instead of ~4.8 MB and renders in tens of ms. Every number cell carries its full
-precision in `data-value` (the text is rounded for people): tests compare the DOM with the JSON.
+`page` wraps a report's sections with the header facts, the style and the few lines of vanilla
+JS that sort a table by a click on its header; `table` and its cells (`num`, `band`, `text`);
+`trend_svg`, the hand-written SVG line plot of the series pages. Each report's page is built
+beside its other renderers (`scan.py`, `diff.py`, `series.py`, `check.py`, `fold.py`). Measured
+against plotly inlined (README, "HTML report"), a scan page is ~20 kB instead of ~4.8 MB and
+renders in tens of ms. Every number cell carries its full precision in `data-value` (the text
+is rounded for people): tests compare the DOM with the JSON.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 
-from normscope.enums import Band, Module, Role, Severity
-from normscope.render.common import display_name, fmt, for_people, where
-from normscope.schema import CheckReport, DiffReport, Report, SeriesReport, Thresholds
-from normscope.schema.fold import FoldReport
-from normscope.scope import DEFAULT, Selector
+from normscope.enums import Band
+from normscope.render.common import fmt
+from normscope.schema import Thresholds
 
 SVG = "http://www.w3.org/2000/svg"
 Cell = tuple[str, float | None, str]
@@ -71,7 +72,8 @@ document.querySelectorAll('table.data').forEach(function(t){
 """
 
 
-def _page(title: str, head: Sequence[tuple[str, str]], sections: Sequence[str]) -> str:
+def page(title: str, head: Sequence[tuple[str, str]], sections: Sequence[str]) -> str:
+    """The whole page: the title, the header facts, the sections, the style and the script."""
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in head)
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -82,25 +84,28 @@ def _page(title: str, head: Sequence[tuple[str, str]], sections: Sequence[str]) 
     )
 
 
-def _value(x: float | None) -> str:
+def data_value(x: float | None) -> str:
+    """A number at full precision for `data-value`; empty for null and non-finite values."""
     return "" if x is None or not math.isfinite(x) else repr(float(x))
 
 
 def num(x: float | None, digits: int = 3) -> Cell:
+    """A number cell: rounded text, the full value for sorting and tests."""
     return (fmt(x, digits), x if x is not None else math.nan, "num")
 
 
 def band(b: Band) -> Cell:
+    """A band cell, coloured as in the terminal."""
     return (b.value, None, f"band b-{b.value}")
 
 
 def text(s: str, css: str = "") -> Cell:
+    """A text cell."""
     return (s, None, css)
 
 
-def _table(
-    table_id: str, title: str, headers: Sequence[str], rows: Sequence[Sequence[Cell]]
-) -> str:
+def table(table_id: str, title: str, headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
+    """A titled table that sorts by a click on a header."""
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = []
     for row in rows:
@@ -108,7 +113,7 @@ def _table(
         for content, value, css in row:
             attrs = f' class="{css}"' if css else ""
             if value is not None:
-                attrs += f' data-value="{_value(value)}"'
+                attrs += f' data-value="{data_value(value)}"'
             cells.append(f"<td{attrs}>{escape(content)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
@@ -117,157 +122,38 @@ def _table(
     )
 
 
-# --- scan ---------------------------------------------------------------------------------------
-
-
-def heatmap(report: Report) -> str:
-    """SVG: one row per layer, one column per role of the main model's layer norms."""
-    cells = [n for n in report.norms if n.module is Module.main and n.layer is not None]
-    if not cells:
-        return ""
-    roles = [r for r in Role if any(n.role is r for n in cells)]
-    layers = sorted({n.layer for n in cells if n.layer is not None})
-    w, h, left, top = 90, 16, 50, 40
-    out = [
-        f'<h2>ratio ‖g‖/√d by layer and role</h2><svg id="heatmap" xmlns="{SVG}" '
-        f'width="{left + w * len(roles) + 10}" height="{top + h * len(layers) + 10}" '
-        'font-size="11" font-family="sans-serif">'
-    ]
-    for j, role in enumerate(roles):
-        out.append(
-            f'<text x="{left + j * w + w / 2}" y="{top - 8}" '
-            f'text-anchor="middle">{role.value}</text>'
-        )
-    for i, layer in enumerate(layers):
-        out.append(f'<text x="{left - 6}" y="{top + i * h + 12}" text-anchor="end">{layer}</text>')
-    for n in cells:
-        i, j = layers.index(n.layer), roles.index(n.role)  # type: ignore[arg-type]
-        label = escape(f"{n.name}: ratio {fmt(n.ratio)} ({n.band.value})")
-        out.append(
-            f'<rect class="cell" x="{left + j * w}" y="{top + i * h}" width="{w - 2}" '
-            f'height="{h - 2}" fill="{HEAT[n.band]}" data-name="{escape(n.name)}" '
-            f'data-value="{_value(n.ratio)}"><title>{label}</title></rect>'
-            f'<text x="{left + j * w + w / 2 - 1}" y="{top + i * h + 11}" '
-            f'text-anchor="middle" font-size="10">{fmt(n.ratio)}</text>'
-        )
-    out.append("</svg>")
-    return "".join(out)
-
-
-@for_people
-def render_scan_html(report: Report, scope: Selector = DEFAULT) -> str:
-    from normscope.render.scan import header_lines, summarize_roles
-
-    roles = [
-        [text(r.module), text(r.role), num(r.count, 0), num(r.ratio_min), num(r.ratio_median),
-         num(r.ratio_max), band(r.worst)]
-        for r in summarize_roles(report.norms)
-    ]  # fmt: skip
-    norms = [
-        [text(n.name, "name"), text(where(n)), text(n.role.value), num(n.ratio), band(n.band),
-         num(n.mean), num(n.std), num(n.min), num(n.max), text(n.parametrization.value)]
-        for n in report.norms
-    ]  # fmt: skip
-    sections = [
-        _table("roles", "per role", ["module", "role", "count", "ratio min", "median", "max",
-                                     "worst band"], roles),
-        heatmap(report),
-        _table("norms", f"all norms ({len(report.norms)})", ["name", "layer", "role", "ratio",
-               "band", "mean", "std", "min", "max", "gain"], norms),
-    ]  # fmt: skip
-    sections += _warnings(report.warnings)
-    return _page(f"normscope {report.normscope_version}", header_lines(report, scope), sections)
-
-
-def _warnings(warnings: Sequence[str]) -> list[str]:
+def warnings_section(warnings: Sequence[str]) -> list[str]:
+    """The report's warnings as a list, or no section when there are none."""
     if not warnings:
         return []
     return ["<h2>warnings</h2><ul>" + "".join(f"<li>{escape(w)}</li>" for w in warnings) + "</ul>"]
 
 
-# --- diff ---------------------------------------------------------------------------------------
+# --- plots ---
 
 
-@for_people
-def render_diff_html(result: DiffReport) -> str:
-    from normscope.render.diff import header_lines
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """Where a value at a step lands on a line plot: the value range and the steps' span."""
 
-    roles = [
-        [text(r.module.value), text(r.role.value), num(r.count, 0), num(r.rel_change_median),
-         num(r.rel_change_max)]
-        for r in result.roles
-    ]  # fmt: skip
-    rows = [
-        [text(d.name, "name"), text(where(d)), text(d.role.value), num(d.ratio_a),
-         num(d.ratio_b), num(d.delta_ratio), num(d.rel_change), num(d.cosine, 4),
-         band(d.band_a), band(d.band_b)]
-        for d in result.norms
-    ]  # fmt: skip
-    sections = [
-        _table("roles", "relative change per role", ["module", "role", "count", "median",
-               "max"], roles),
-        _table("norms", f"matched norms ({len(result.norms)}), largest change first",
-               ["name", "layer", "role", "ratio A", "ratio B", "Δratio", "change", "cosine",
-                "band A", "band B"], rows),
-    ]  # fmt: skip
-    for label, names in (("only in A", result.only_a), ("only in B", result.only_b)):
-        if names:
-            sections.append(f"<h2>{label}</h2><p>{escape(', '.join(names))}</p>")
-    sections += _warnings(result.warnings)
-    return _page(f"normscope diff {result.normscope_version}", header_lines(result), sections)
+    lo: float
+    hi: float
+    s0: float
+    span: float
+    width: int = 640
+    height: int = 220
+    left: int = 56
+    right: int = 12
+    top: int = 24
+    bottom: int = 36
 
+    def x(self, s: float) -> float:
+        return self.left + (s - self.s0) / self.span * (self.width - self.left - self.right)
 
-# --- fold ---------------------------------------------------------------------------------------
-
-
-@for_people
-def render_fold_html(result: FoldReport) -> str:
-    """`normscope fold --format html`: every norm against the matrices it feeds."""
-    from normscope.render.fold import header_lines
-
-    rows = [
-        [text(n.name, "name"), text(where(n)), text(n.role.value), num(n.ratio),
-         num(n.folded_ratio), band(n.folded_band) if n.folded_band else text("-"),
-         num(n.compensation), num(n.top_share), num(n.max_over_median), num(n.input_balance),
-         text(n.status.value), text(", ".join(n.consumers or n.producers) or (n.reason or ""))]
-        for n in result.norms
-    ]  # fmt: skip
-    sections = [
-        _table("norms", f"folded norms ({len(result.norms)})",
-               ["name", "layer", "role", "ratio", "folded", "folded band", "compensation",
-                "top 1% share", "max/median", "input balance", "status", "consumers"], rows),
-    ]  # fmt: skip
-    sections += _warnings(result.warnings)
-    return _page(f"normscope fold {result.normscope_version}", header_lines(result), sections)
-
-
-# --- check --------------------------------------------------------------------------------------
-
-
-@for_people
-def render_check_html(result: CheckReport) -> str:
-    from normscope.render.check import verdict_line
-
-    rows = [
-        [text(f.check.value), text(f.subject, "name"), text("pass" if f.passed else "FAIL",
-         "" if f.passed else ("band b-collapse" if f.severity is Severity.error else
-                              "band b-shrink")),
-         text(f.severity.value), num(f.value, 4), text(f.limit), text(f.message), text(f.fix or "")]
-        for f in sorted(result.findings, key=lambda f: f.passed)
-    ]  # fmt: skip
-    head = [("verdict", verdict_line(result)), ("source", result.source)]
-    if result.baseline:
-        head.append(("baseline", result.baseline))
-    sections = [
-        _table("findings", f"findings ({len(result.findings)}; violations first)",
-               ["check", "subject", "result", "severity", "value", "limit", "finding", "fix"],
-               rows),
-    ]  # fmt: skip
-    sections += _warnings(result.warnings)
-    return _page(f"normscope check {result.normscope_version}", head, sections)
-
-
-# --- series -------------------------------------------------------------------------------------
+    def y(self, v: float) -> float:
+        return self.top + (self.hi - v) / (self.hi - self.lo) * (
+            self.height - self.top - self.bottom
+        )
 
 
 def trend_svg(
@@ -278,131 +164,84 @@ def trend_svg(
     thresholds: Thresholds | None,
 ) -> str:
     """One SVG line plot: values vs step, the band [low, high] shaded, ticks at the steps."""
-    width, height, left, right, top, bottom = 640, 220, 56, 12, 24, 36
+    frame = _frame(steps, lines, thresholds)
+    if frame is None:
+        return ""
+    out = [
+        f'<h2>{escape(title)}</h2><svg class="trend" id="{plot_id}" xmlns="{SVG}" '
+        f'width="{frame.width}" height="{frame.height}" font-size="11" font-family="sans-serif">'
+    ]
+    out += _axes(frame, steps, thresholds)
+    for index, (label, values) in enumerate(lines):
+        out += _line(frame, index, label, steps, values)
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _frame(
+    steps: Sequence[int],
+    lines: Sequence[tuple[str, Sequence[float | None]]],
+    thresholds: Thresholds | None,
+) -> _Frame | None:
+    """The value range (widened to show the band's edges) and the steps; None: nothing to draw."""
     finite = [v for _, vs in lines for v in vs if v is not None and math.isfinite(v)]
     if not finite or not steps:
-        return ""
+        return None
     lo, hi = min(finite), max(finite)
     if thresholds is not None:
         lo, hi = min(lo, thresholds.low * 0.9), max(hi, min(thresholds.high * 1.1, hi * 1.5 + 0.1))
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
     s0, s1 = min(steps), max(steps)
-    span = (s1 - s0) or 1
+    return _Frame(lo, hi, s0, (s1 - s0) or 1)
 
-    def x(s: float) -> float:
-        return left + (s - s0) / span * (width - left - right)
 
-    def y(v: float) -> float:
-        return top + (hi - v) / (hi - lo) * (height - top - bottom)
-
-    out = [
-        f'<h2>{escape(title)}</h2><svg class="trend" id="{plot_id}" xmlns="{SVG}" '
-        f'width="{width}" height="{height}" font-size="11" font-family="sans-serif">'
-    ]
+def _axes(f: _Frame, steps: Sequence[int], thresholds: Thresholds | None) -> list[str]:
+    """The band shaded, step ticks (at most 12) along the bottom, five values up the side."""
+    x, y, width, height = f.x, f.y, f.width, f.height
+    out = []
     if thresholds is not None:
-        band_top, band_bottom = y(min(thresholds.high, hi)), y(max(thresholds.low, lo))
+        band_top, band_bottom = y(min(thresholds.high, f.hi)), y(max(thresholds.low, f.lo))
         out.append(
-            f'<rect x="{left}" y="{band_top:.1f}" width="{width - left - right}" '
+            f'<rect x="{f.left}" y="{band_top:.1f}" width="{width - f.left - f.right}" '
             f'height="{max(band_bottom - band_top, 0):.1f}" fill="#e8f5e9"/>'
         )
     ticks = (
         [steps[round(i * (len(steps) - 1) / 11)] for i in range(12)] if len(steps) > 12 else steps
     )
     out.extend(
-        f'<line x1="{x(s):.1f}" x2="{x(s):.1f}" y1="{height - bottom}" '
-        f'y2="{height - bottom + 4}" stroke="#666"/><text x="{x(s):.1f}" '
-        f'y="{height - bottom + 16}" text-anchor="middle">{s}</text>'
+        f'<line x1="{x(s):.1f}" x2="{x(s):.1f}" y1="{height - f.bottom}" '
+        f'y2="{height - f.bottom + 4}" stroke="#666"/><text x="{x(s):.1f}" '
+        f'y="{height - f.bottom + 16}" text-anchor="middle">{s}</text>'
         for s in dict.fromkeys(ticks)
     )
     for k in range(5):
-        v = lo + (hi - lo) * k / 4
-        out.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-    colours = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#558b2f")
-    for index, (label, values) in enumerate(lines):
-        colour = colours[index % len(colours)]
-        points = [
-            (s, v) for s, v in zip(steps, values, strict=True) if v is not None and math.isfinite(v)
-        ]
-        dash = ' stroke-dasharray="6 3"' if index % 2 else ""  # lines at one value stay apart
-        path = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in points)
+        v = f.lo + (f.hi - f.lo) * k / 4
+        out.append(f'<text x="{f.left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
+    return out
+
+
+_LINE_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#558b2f")
+
+
+def _line(
+    f: _Frame, index: int, label: str, steps: Sequence[int], values: Sequence[float | None]
+) -> list[str]:
+    """One series: its polyline, a circle per finite value (with its full value), its label."""
+    colour = _LINE_COLOURS[index % len(_LINE_COLOURS)]
+    points = [
+        (s, v) for s, v in zip(steps, values, strict=True) if v is not None and math.isfinite(v)
+    ]
+    dash = ' stroke-dasharray="6 3"' if index % 2 else ""  # lines at one value stay apart
+    path = " ".join(f"{f.x(s):.1f},{f.y(v):.1f}" for s, v in points)
+    out = [f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{path}"/>']
+    for s, v in points:
         out.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{path}"/>'
+            f'<circle cx="{f.x(s):.1f}" cy="{f.y(v):.1f}" r="3" fill="{colour}" '
+            f'data-series="{escape(label)}" data-step="{s}" data-value="{data_value(v)}">'
+            f"<title>{escape(label)} at step {s}: {v:.4g}</title></circle>"
         )
-        for s, v in points:
-            out.append(
-                f'<circle cx="{x(s):.1f}" cy="{y(v):.1f}" r="3" fill="{colour}" '
-                f'data-series="{escape(label)}" data-step="{s}" data-value="{_value(v)}">'
-                f"<title>{escape(label)} at step {s}: {v:.4g}</title></circle>"
-            )
-        out.append(
-            f'<text x="{left + 8 + 150 * index}" y="14" fill="{colour}">{escape(label)}</text>'
-        )
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _drift(value: float | None) -> Cell:
-    from normscope.render.series_text import drift_text
-
-    return (drift_text(value), value if value is not None else math.nan, "num")
-
-
-@for_people
-def render_series_html(report: SeriesReport) -> str:
-    from normscope.render.series import header_lines
-    from normscope.render.series_text import projection
-
-    steps = [c.step for c in report.checkpoints]
-    rows = [
-        [text(t.name, "name"), num(t.ratio_first), num(t.ratio_last), band(t.band_last),
-         text("-" if t.first_out_of_band_step is None else str(t.first_out_of_band_step)),
-         _drift(t.drift_per_1k_steps), text(projection(t))]
-        for t in report.summary.headline
-    ]  # fmt: skip
-    headers = ["norm", "first", "last", "band now", "left band", "drift/1k", "projected"]
-    sections = [*_trinity_sections(report), _table("trends", "trends", headers, rows)]
-    for i, t in enumerate(report.summary.headline):
-        label = display_name(t, with_layer=True)
-        title = f"{label}: ratio by step"
-        lines = [(label, t.ratios)]
-        sections.append(trend_svg(f"trend-{i}", title, steps, lines, report.summary.thresholds))
-    sections += _warnings(report.warnings)
-    return _page(f"normscope series {report.normscope_version}", header_lines(report), sections)
-
-
-def _trinity_sections(report: SeriesReport) -> list[str]:
-    """The three signals side by side: the losses, their gap, the final norm against its band."""
-    from normscope.render.series import loss_text, trinity_lines
-
-    tri = report.trinity
-    if tri is None:
-        return []
-    steps = [r.step for r in tri.rows]
-    rows = [
-        [num(r.step, 0), (loss_text(r.main_loss), _nan(r.main_loss), "num"),
-         (loss_text(r.mtp_loss), _nan(r.mtp_loss), "num"), num(r.gap, 4), num(r.final_ratio),
-         band(r.final_band) if r.final_band is not None else text("-")]
-        for r in tri.rows
-    ]  # fmt: skip
-    trends = "".join(
-        f"<li>{escape(k)}: {escape(v)} per 1k steps</li>" for k, v in trinity_lines(report)
+    out.append(
+        f'<text x="{f.left + 8 + 150 * index}" y="14" fill="{colour}">{escape(label)}</text>'
     )
-    return [
-        "<h2>stability trinity (playbook §04)</h2><div style=\"display:flex;flex-wrap:wrap\">"
-        + trend_svg("trinity-loss", "main and MTP loss", steps,
-                    [("main loss", [r.main_loss for r in tri.rows]),
-                     ("MTP loss", [r.mtp_loss for r in tri.rows])], None)
-        + trend_svg("trinity-gap", "gap (MTP − main)", steps, [("gap", [r.gap for r in tri.rows])],
-                    None)
-        + trend_svg("trinity-ratio", "final norm ratio and its band", steps,
-                    [("final ratio", [r.final_ratio for r in tri.rows])],
-                    report.summary.thresholds)
-        + f"</div><ul>{trends}</ul>",
-        _table("trinity", "trinity by checkpoint", ["step", "main loss", "MTP loss", "gap",
-               "final ratio", "band"], rows),
-    ]  # fmt: skip
-
-
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else value
+    return out

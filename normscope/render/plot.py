@@ -26,7 +26,8 @@ from normscope.render.series_text import (
     sample_indices,
     trend_label,
 )
-from normscope.schema import SeriesReport, Trend
+from normscope.render.trinity import draw_trinity
+from normscope.schema import SeriesReport, Thresholds, Trend
 
 if TYPE_CHECKING:
     import numpy as np
@@ -176,52 +177,36 @@ def build_figure(report: SeriesReport, role: Role | None) -> Any:
         _draw_heatmap(fig, axes[1], report, steps, role, *heat)
         axes[0].set_xlim(left=float(_cell_edges(steps)[0]))  # no empty strip left of cell 1
     if trinity:
-        _draw_trinity(axes[-1], report, steps)
+        draw_trinity(axes[-1], report, steps)
     return fig
 
 
-def _draw_trinity(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
-    """Main and MTP loss (left axis) and their gap (right axis), by checkpoint step."""
-    tri = report.trinity
-    assert tri is not None
-
-    def series(values: list[float | None]) -> list[float]:
-        return [math.nan if v is None else v for v in values]
-
-    ax.plot(
-        steps,
-        series([r.main_loss for r in tri.rows]),
-        marker="o",
-        color="#1565c0",
-        label=f"main loss ({tri.main_tag or 'not logged'})",
-    )
-    ax.plot(
-        steps,
-        series([r.mtp_loss for r in tri.rows]),
-        marker="s",
-        ls="--",
-        color="#ef6c00",
-        label=f"MTP loss ({tri.mtp_tag or 'not logged'})",
-    )  # dashed: never hidden
-    gap_ax = ax.twinx()
-    gap_ax.plot(steps, series([r.gap for r in tri.rows]), marker="^", ls=":", color="#6a1b9a",
-                label="gap (MTP − main)")  # fmt: skip
-    ax.set_ylabel("loss")
-    gap_ax.set_ylabel("gap")
-    if len(steps) <= 12:
-        ax.set_xticks(steps)  # ticks on the checkpoints' steps
-    lines = ax.get_legend_handles_labels()
-    extra = gap_ax.get_legend_handles_labels()
-    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper right")
-    ax.set_title("stability trinity: losses and their gap (the final ratio is above)", fontsize=9)
-
-
 def _draw_lines(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
-    import numpy as np
-    from matplotlib.ticker import FixedLocator, FuncFormatter
-
+    """The ratio of each plotted norm by step over the band, its trend and where it heads."""
     th = report.summary.thresholds
-    # Bands first, under the lines: the act band [low, high], and the balanced band lightly.
+    _draw_bands(ax, th)
+    span = float(steps[-1] - steps[0]) if len(steps) > 1 else 1.0
+    right = float(steps[-1]) + 0.12 * span  # room to show where each projection heads
+    left = float(steps[0]) - 0.02 * span
+    if len(steps) == 1:
+        left, right = float(steps[0]) - 0.5, float(steps[0]) + 0.5
+    values = _draw_ratios(ax, report, steps, right)
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) > 50:
+        ax.set_yscale("log")  # e.g. offset norms at a few hundred next to collapsed ones
+    else:
+        low = min([th.low, *values])
+        high = max([th.high, *values])
+        pad = 0.06 * (high - low)
+        ax.set_ylim(max(0.0, low - pad), high + pad)
+    ax.set_xlim(left, right)
+    _label_axes(ax, report, steps)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8, framealpha=0.85)
+
+
+def _draw_bands(ax: Any, th: Thresholds) -> None:
+    """Under the lines: the act band [low, high], the balanced band lightly, the edges, 1.0."""
     ax.axhspan(th.low, th.high, color=BAND_COLOR, alpha=0.10, lw=0, gid="band")
     ax.axhspan(
         th.balanced_low, th.balanced_high, color=BAND_COLOR, alpha=0.08, lw=0, gid="balanced"
@@ -230,11 +215,11 @@ def _draw_lines(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
         ax.axhline(edge, color=EDGE_COLOR, lw=0.9, ls="--", alpha=0.6)
     ax.axhline(1.0, color="#555555", lw=0.6, ls=":", alpha=0.7)
 
-    span = float(steps[-1] - steps[0]) if len(steps) > 1 else 1.0
-    right = float(steps[-1]) + 0.12 * span  # room to show where each projection heads
-    left = float(steps[0]) - 0.02 * span
-    if len(steps) == 1:
-        left, right = float(steps[0]) - 0.5, float(steps[0]) + 0.5
+
+def _draw_ratios(ax: Any, report: SeriesReport, steps: np.ndarray, right: float) -> list[float]:
+    """One line per plotted trend (and its least-squares trend); the finite values drawn."""
+    import numpy as np
+
     values: list[float] = []
     trends = plotted_trends(report)
     for i, t in enumerate(trends):
@@ -263,18 +248,16 @@ def _draw_lines(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
             gid=f"ratio-{i}",
         )
         _draw_trend(ax, t, steps, ys, color, right, i, report.summary.window)
-    positive = [v for v in values if v > 0]
-    if positive and max(positive) / min(positive) > 50:
-        ax.set_yscale("log")  # e.g. offset norms at a few hundred next to collapsed ones
-    else:
-        low = min([th.low, *values])
-        high = max([th.high, *values])
-        pad = 0.06 * (high - low)
-        ax.set_ylim(max(0.0, low - pad), high + pad)
-    ax.set_xlim(left, right)
+    return values
+
+
+def _label_axes(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
+    """Axis labels, ticks on checkpoint steps (up to 12, never between two), the title."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    th = report.summary.thresholds
     ax.set_ylabel("ratio ‖g‖₂ / √d")
     ax.set_xlabel(_step_label(report))
-    # Ticks on checkpoint steps (up to 12, evenly spaced among them), never between two.
     picked = sample_indices(len(steps), 12)
     ax.xaxis.set_major_locator(FixedLocator([float(steps[k]) for k in picked]))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt_step(x)))
@@ -293,14 +276,18 @@ def _draw_lines(ax: Any, report: SeriesReport, steps: np.ndarray) -> None:
         loc="left",
         fontsize=10,
     )
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="best", fontsize=8, framealpha=0.85)
 
 
 def _draw_trend(
-    ax: Any, t: Trend, steps: np.ndarray, ys: np.ndarray, color: str, right: float, i: int,
+    ax: Any,
+    t: Trend,
+    steps: np.ndarray,
+    ys: np.ndarray,
+    color: str,
+    right: float,
+    i: int,
     window: int,
-) -> None:  # fmt: skip
+) -> None:
     """The least-squares line over the last `window` checkpoints (dotted), and where it heads
     if it crosses a band edge (dashed, to an x at the crossing)."""
     import numpy as np
@@ -419,6 +406,23 @@ svg { max-width: 100%; height: auto; }
 """
 
 
+def _trend_row(t: Trend) -> str:
+    """One headline trend as a row of the page's trend table."""
+    e = html.escape
+    left = "-" if t.first_out_of_band_step is None else str(t.first_out_of_band_step)
+    projected = (
+        f"{t.projected_band.value} at ≈ {fmt_step(t.projected_crossing_step)}"
+        if t.projected_band is not None and t.projected_crossing_step is not None
+        else "-"
+    )
+    return (
+        f"<tr><td>{e(t.name)}</td><td>{ratio_text(t.ratio_first)}</td>"
+        f"<td>{ratio_text(t.ratio_last)}</td>"
+        f'<td class="{t.band_last.value}">{t.band_last.value}</td><td>{left}</td>'
+        f"<td>{drift_text(t.drift_per_1k_steps)}</td><td>{e(projected)}</td></tr>"
+    )
+
+
 @for_people
 def render_html(report: SeriesReport, svg: str) -> str:
     """A self-contained page: the SVG inline, the trend table, the ratios, the outlook."""
@@ -426,20 +430,7 @@ def render_html(report: SeriesReport, svg: str) -> str:
     e = html.escape
     svg = svg[svg.index("<svg") :]  # drop the XML declaration and DOCTYPE
     th = report.summary.thresholds
-    rows = []
-    for t in report.summary.headline:
-        left = "-" if t.first_out_of_band_step is None else str(t.first_out_of_band_step)
-        projected = (
-            f"{t.projected_band.value} at ≈ {fmt_step(t.projected_crossing_step)}"
-            if t.projected_band is not None and t.projected_crossing_step is not None
-            else "-"
-        )
-        rows.append(
-            f"<tr><td>{e(t.name)}</td><td>{ratio_text(t.ratio_first)}</td>"
-            f"<td>{ratio_text(t.ratio_last)}</td>"
-            f'<td class="{t.band_last.value}">{t.band_last.value}</td><td>{left}</td>'
-            f"<td>{drift_text(t.drift_per_1k_steps)}</td><td>{e(projected)}</td></tr>"
-        )
+    rows = [_trend_row(t) for t in report.summary.headline]
     picked = sample_indices(len(report.checkpoints), 12)
     head = "".join(f"<th>{report.checkpoints[i].step}</th>" for i in picked)
     ratio_rows = [

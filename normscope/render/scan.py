@@ -1,4 +1,5 @@
-"""Renderers of `normscope scan`: a Report as CSV, Markdown, or rich renderables for the table.
+"""Renderers of `normscope scan`: a Report as CSV, Markdown, HTML, or rich renderables for the
+table; `ScanView` holds them together for the command line.
 
 JSON is `common.render_json`. The table shows, after the header panel and the per-role summary,
 the norms of the playbook's gate scope (the final and every MTP norm) and the out-of-band norms.
@@ -8,24 +9,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 from collections.abc import Sequence
+from html import escape
 from typing import TYPE_CHECKING
 
 from normscope.enums import Band, Module, Role
 from normscope.naming import fit_name
+from normscope.render import html
 from normscope.render.common import (
     BAND_STYLE,
-    SEVERITY,
     display_name,
     fmt,
     for_people,
     frame_csv,
     header_panel,
-    human_bytes,
     name_column_width,
+    render_json,
     text_safe,
     where,
+)
+from normscope.render.scan_text import (
+    header_lines,
+    summarize_roles,
 )
 from normscope.schema import NormStats, Report
 from normscope.scope import DEFAULT, Selector
@@ -46,119 +51,6 @@ def render_csv(report: Report) -> str:
 # --- views for people ---------------------------------------------------------------------------
 
 MAX_OUT_OF_BAND_ROWS = 25
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RoleSummary:
-    """One line of the per-role summary."""
-
-    module: str
-    role: str
-    count: int
-    ratio_min: float
-    ratio_median: float
-    ratio_max: float
-    worst: Band
-
-
-def summarize_roles(norms: Sequence[NormStats]) -> list[RoleSummary]:
-    """Per (module, role): count, ratio min/median/max and the worst band."""
-    groups: dict[tuple[Module, Role], list[NormStats]] = {}
-    for n in norms:
-        groups.setdefault((n.module, n.role), []).append(n)
-    out = []
-    order = list(Role)
-    for (module, role), rows in sorted(
-        groups.items(), key=lambda kv: (kv[0][0] is Module.mtp, order.index(kv[0][1]))
-    ):
-        ratios = [r.ratio for r in rows if math.isfinite(r.ratio)]
-        worst = max((r.band for r in rows), key=lambda b: SEVERITY[b])
-        out.append(
-            RoleSummary(
-                module.value,
-                role.value,
-                len(rows),
-                min(ratios, default=math.nan),
-                statistics.median(ratios) if ratios else math.nan,
-                max(ratios, default=math.nan),
-                worst,
-            )
-        )
-    return out
-
-
-def norm_label(n: NormStats) -> str:
-    """`final norm`, `MTP 1 embedding`, `layer 10 mlp_output`: a norm in a few words."""
-    if n.module is Module.mtp:
-        role = n.role.value[4:] if n.role.value.startswith("mtp_") else n.role.value
-        return f"MTP {n.mtp_depth} {role}"
-    if n.role is Role.final:
-        return "final norm"
-    return f"layer {n.layer} {n.role.value}" if n.layer is not None else n.role.value
-
-
-def _watched_text(report: Report) -> str:
-    parts = []
-    for h in report.summary.headline:
-        label = "final norm" if h.mtp_depth is None else f"MTP {h.mtp_depth} {h.role.value[4:]}"
-        parts.append(f"{label} {fmt(h.ratio)} ({h.band.value})")
-    return "; ".join(parts) if parts else "no final or MTP norm identified"
-
-
-def _distance(n: NormStats) -> float:
-    """How far a ratio is from 1 on a log scale (non-finite: farthest of all)."""
-    if not math.isfinite(n.ratio) or n.ratio <= 0:
-        return math.inf
-    return abs(math.log(n.ratio))
-
-
-def headline_text(report: Report, scope: Selector = DEFAULT) -> str:
-    """What the numbers mean, in one line: the worst gated norm, the anomalies, the next step."""
-    gated = scope.matching(report.norms)
-    bad = [n for n in gated if n.band.out_of_band]
-    anomalies = report.summary.anomalies
-    if bad:
-        worst = max(bad, key=_distance)
-        parts = [
-            f"{len(bad)} of {len(gated)} gated norm(s) out of band, worst {norm_label(worst)} "
-            f"{fmt(worst.ratio)} ({worst.band.value})"
-        ]
-    elif gated:
-        parts = [f"the {len(gated)} gated norm(s) are in band"]
-    else:
-        parts = [f"no norm in the gate scope '{scope.text}'"]
-    parts.append(
-        f"{anomalies} anomal{'y' if anomalies == 1 else 'ies'} (a layer that left its peers)"
-        if anomalies
-        else "no anomaly"
-    )
-    parts.append("next: normscope check for advice" if bad or anomalies else "healthy")
-    return "; ".join(parts)
-
-
-def header_lines(report: Report, scope: Selector = DEFAULT) -> list[tuple[str, str]]:
-    """The facts of the header panel as (label, value) pairs."""
-    m, i = report.model, report.io
-    share = 100.0 * i.bytes_read / i.bytes_total if i.bytes_total else 0.0
-    bands = dataclasses.asdict(report.summary.bands)
-    band_text = ", ".join(f"{v} {k}" for k, v in bands.items() if v)
-    return [
-        ("source", report.source),
-        (
-            "model",
-            f"{m.model_type or '?'} (rules: {m.family}), hidden {m.hidden_size or '?'}, "
-            f"{m.num_layers if m.num_layers is not None else '?'} layers, "
-            f"MTP depth {m.mtp_depth}",
-        ),
-        ("headline", headline_text(report, scope)),
-        ("watched", _watched_text(report)),
-        ("norms", f"{len(report.norms)}: {band_text}"),
-        (
-            "read",
-            f"{human_bytes(i.bytes_read)} of {human_bytes(i.bytes_total)} "
-            f"({share:.4g}%) from {i.files} file(s) in {i.seconds:.2f} s",
-        ),
-    ]
 
 
 _FIXED_COLUMNS = (
@@ -231,12 +123,42 @@ def render_table(
 ) -> list[RenderableType]:
     """The people view: header panel, per-role summary, the final and MTP norms, the gated
     norms out of band, what lies outside the gate scope (summarised), the anomalies."""
+    out: list[RenderableType] = [
+        header_panel(f"normscope {report.normscope_version}", header_lines(report, scope)),
+        _role_table(report),
+    ]
+
+    if show_all:
+        out.append(_norm_table("all norms", report.norms, width, wide))
+        return out
+    sections = sections_of(report, scope)
+    if sections.watched:
+        out.append(_norm_table("final and MTP norms", sections.watched, width, wide))
+    if sections.gated_bad:
+        bad = sections.gated_bad
+        shown = bad[:MAX_OUT_OF_BAND_ROWS]
+        more = (
+            f" (first {len(shown)} of {len(bad)}; --all lists every norm)"
+            if len(bad) > len(shown)
+            else ""
+        )
+        title = f"out-of-band norms in scope '{scope.text}'{more}"
+        out.append(_norm_table(title, shown, width, wide))
+    if sections.outside:
+        from rich.padding import Padding
+        from rich.text import Text
+
+        out.append("[bold]out of band outside the gate scope[/] (not alarms; --all lists them)")
+        out += [Padding(Text(line), (0, 0, 0, 2)) for line in sections.outside]
+    if sections.anomalies:
+        out.append(_anomaly_table(sections.anomalies, width, wide))
+    return out
+
+
+def _role_table(report: Report) -> Table:
+    """Per (module, role): count, ratio min, median and max, the worst band."""
     from rich import box
     from rich.table import Table
-
-    out: list[RenderableType] = [
-        header_panel(f"normscope {report.normscope_version}", header_lines(report, scope))
-    ]
 
     roles = Table(
         title="per role",
@@ -266,33 +188,7 @@ def render_table(
             fmt(r.ratio_max),
             f"[{style}]{r.worst.value}[/]",
         )
-    out.append(roles)
-
-    if show_all:
-        out.append(_norm_table("all norms", report.norms, width, wide))
-        return out
-    sections = sections_of(report, scope)
-    if sections.watched:
-        out.append(_norm_table("final and MTP norms", sections.watched, width, wide))
-    if sections.gated_bad:
-        bad = sections.gated_bad
-        shown = bad[:MAX_OUT_OF_BAND_ROWS]
-        more = (
-            f" (first {len(shown)} of {len(bad)}; --all lists every norm)"
-            if len(bad) > len(shown)
-            else ""
-        )
-        title = f"out-of-band norms in scope '{scope.text}'{more}"
-        out.append(_norm_table(title, shown, width, wide))
-    if sections.outside:
-        from rich.padding import Padding
-        from rich.text import Text
-
-        out.append("[bold]out of band outside the gate scope[/] (not alarms; --all lists them)")
-        out += [Padding(Text(line), (0, 0, 0, 2)) for line in sections.outside]
-    if sections.anomalies:
-        out.append(_anomaly_table(sections.anomalies, width, wide))
-    return out
+    return roles
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -453,3 +349,106 @@ def _named_table(title: str, name_width: int, role_width: int) -> Table:
     table.add_column("layer", justify="right", no_wrap=True, min_width=5)
     table.add_column("role", no_wrap=True, min_width=role_width)
     return table
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+
+def heatmap(report: Report) -> str:
+    """SVG: one row per layer, one column per role of the main model's layer norms."""
+    cells = [n for n in report.norms if n.module is Module.main and n.layer is not None]
+    if not cells:
+        return ""
+    roles = [r for r in Role if any(n.role is r for n in cells)]
+    layers = sorted({n.layer for n in cells if n.layer is not None})
+    w, h, left, top = 90, 16, 50, 40
+    out = [
+        f'<h2>ratio ‖g‖/√d by layer and role</h2><svg id="heatmap" xmlns="{html.SVG}" '
+        f'width="{left + w * len(roles) + 10}" height="{top + h * len(layers) + 10}" '
+        'font-size="11" font-family="sans-serif">'
+    ]
+    for j, role in enumerate(roles):
+        out.append(
+            f'<text x="{left + j * w + w / 2}" y="{top - 8}" '
+            f'text-anchor="middle">{role.value}</text>'
+        )
+    for i, layer in enumerate(layers):
+        out.append(f'<text x="{left - 6}" y="{top + i * h + 12}" text-anchor="end">{layer}</text>')
+    for n in cells:
+        i, j = layers.index(n.layer), roles.index(n.role)  # type: ignore[arg-type]
+        label = escape(f"{n.name}: ratio {fmt(n.ratio)} ({n.band.value})")
+        out.append(
+            f'<rect class="cell" x="{left + j * w}" y="{top + i * h}" width="{w - 2}" '
+            f'height="{h - 2}" fill="{html.HEAT[n.band]}" data-name="{escape(n.name)}" '
+            f'data-value="{html.data_value(n.ratio)}"><title>{label}</title></rect>'
+            f'<text x="{left + j * w + w / 2 - 1}" y="{top + i * h + 11}" '
+            f'text-anchor="middle" font-size="10">{fmt(n.ratio)}</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+@for_people
+def render_scan_html(report: Report, scope: Selector = DEFAULT) -> str:
+    """`--format html`: the header, the per-role table, the heatmap, every norm (sortable)."""
+    roles = [
+        [
+            html.text(r.module),
+            html.text(r.role),
+            html.num(r.count, 0),
+            html.num(r.ratio_min),
+            html.num(r.ratio_median),
+            html.num(r.ratio_max),
+            html.band(r.worst),
+        ]
+        for r in summarize_roles(report.norms)
+    ]
+    norms = [
+        [
+            html.text(n.name, "name"),
+            html.text(where(n)),
+            html.text(n.role.value),
+            html.num(n.ratio),
+            html.band(n.band),
+            html.num(n.mean),
+            html.num(n.std),
+            html.num(n.min),
+            html.num(n.max),
+            html.text(n.parametrization.value),
+        ]
+        for n in report.norms
+    ]
+    role_headers = ["module", "role", "count", "ratio min", "median", "max", "worst band"]
+    norm_headers = ["name", "layer", "role", "ratio", "band", "mean", "std", "min", "max", "gain"]
+    sections = [
+        html.table("roles", "per role", role_headers, roles),
+        heatmap(report),
+        html.table("norms", f"all norms ({len(report.norms)})", norm_headers, norms),
+    ]
+    sections += html.warnings_section(report.warnings)
+    return html.page(f"normscope {report.normscope_version}", header_lines(report, scope), sections)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScanView:
+    """A scan report as it is to be shown, in every format (`cli/output.render` picks one)."""
+
+    report: Report
+    show_all: bool = False
+    scope: Selector = DEFAULT
+    wide: bool = False
+
+    def table(self, width: int) -> list[RenderableType]:
+        return render_table(self.report, self.show_all, width, self.scope, self.wide)
+
+    def json(self) -> str:
+        return render_json(self.report)
+
+    def csv(self) -> str:
+        return render_csv(self.report)
+
+    def markdown(self) -> str:
+        return render_markdown(self.report, self.show_all, self.scope)
+
+    def html(self) -> str:
+        return render_scan_html(self.report, self.scope)

@@ -1,4 +1,5 @@
-"""Renderers of `normscope series`: a SeriesReport as JSON, CSV, Markdown or rich tables.
+"""Renderers of `normscope series`: a SeriesReport as JSON, CSV, Markdown, HTML or rich tables,
+and `SeriesView`, which holds them together for the command line.
 
 JSON and CSV carry the tidy rows at full precision: one per (checkpoint, norm), columns
 `checkpoint`, `step`, every `NormStats` field in schema order, then `rel_change`. The table and
@@ -9,12 +10,14 @@ the band now, the first step out of band, the drift per 1,000 steps and where it
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from normscope.enums import Executor, StepSource
 from normscope.naming import fit_name
+from normscope.render import html
 from normscope.render.common import (
     BAND_STYLE,
     display_name,
@@ -22,15 +25,16 @@ from normscope.render.common import (
     for_people,
     frame_csv,
     header_panel,
-    human_bytes,
     name_column_width,
     text_safe,
     to_dict,
     where,
 )
 from normscope.render.series_text import (
+    anomaly_outlook,
     drift_text,
     fmt_step,
+    header_lines,
     outlook,
     projection,
     ratio_text,
@@ -39,6 +43,7 @@ from normscope.render.series_text import (
     sparkline,
     step_labels,
 )
+from normscope.render.trinity import trinity_markdown, trinity_sections, trinity_table
 from normscope.schema import SeriesReport, Trend
 from normscope.trends import latest_rows, norm_trends
 
@@ -84,57 +89,6 @@ def render_series_json(report: SeriesReport) -> str:
     return json.dumps(series_dict(report), indent=2, allow_nan=False) + "\n"
 
 
-def anomaly_outlook(report: SeriesReport) -> list[str]:
-    """One sentence per norm that has left its peers at the latest checkpoint, and since when."""
-    since: dict[str, int] = {}
-    for row in report.rows:  # series order: the start of each norm's current anomalous streak
-        if row.norm.anomaly:
-            since.setdefault(row.norm.name, row.step)
-        else:
-            since.pop(row.norm.name, None)
-    return [
-        f"{row.norm.name}: {ratio_text(row.norm.ratio)} against a peer median of "
-        f"{ratio_text(row.norm.peer_median)}, an anomaly since step "
-        f"{fmt_step(since[row.norm.name])}"
-        for row in latest_rows(report)
-        if row.norm.anomaly and row.norm.peer_median is not None
-    ]
-
-
-def header_lines(report: SeriesReport) -> list[tuple[str, str]]:
-    m, s, io = report.model, report.summary, report.io
-    sources = ", ".join(report.source[:3])
-    if len(report.source) > 3:
-        sources += f" and {len(report.source) - 3} more"
-    first, last = report.checkpoints[0].step, report.checkpoints[-1].step
-    by = "position in the list" if report.steps_from is StepSource.position else "name"
-    how = {
-        Executor.serial: "serial",
-        Executor.process: f"{io.jobs} processes",
-        Executor.thread: f"{io.jobs} threads",
-        Executor.auto: "auto",
-    }[io.executor]
-    return [
-        ("source", sources),
-        (
-            "model",
-            f"{m.model_type or '?'} (rules: {m.family}), hidden {m.hidden_size or '?'}, "
-            f"{m.num_layers if m.num_layers is not None else '?'} layers, MTP depth {m.mtp_depth}",
-        ),
-        (
-            "checkpoints",
-            f"{len(report.checkpoints)}, steps {first} … {last} (from the {by}); "
-            f"{len(report.skipped)} skipped",
-        ),
-        ("read", f"{human_bytes(io.bytes_read)} in {io.seconds:.2f} s ({how})"),
-        (
-            "gate",
-            f"band [{s.thresholds.low:g}, {s.thresholds.high:g}]; {s.gated_out_of_band} norm(s) "
-            f"in scope '{s.scope}' out of band at step {s.latest_step}",
-        ),
-    ]
-
-
 def _styled(text: str, t: Trend) -> str:
     from rich.markup import escape
 
@@ -164,7 +118,7 @@ def render_series_table(
             out.append("[bold]outlook[/]")
             out += [f"  {escape(line)}" for line in lines]
     if report.trinity is not None:
-        out.append(_trinity_table(report))
+        out.append(trinity_table(report))
     if show_all:
         out.append(_all_table(report, width, wide))
     if report.skipped:
@@ -284,56 +238,6 @@ def _trend_table(report: SeriesReport, width: int, wide: bool = False) -> Render
     return table
 
 
-def loss_text(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def trinity_lines(report: SeriesReport) -> list[tuple[str, str]]:
-    """The trinity's trends in words: (signal, drift per 1k steps)."""
-    tri = report.trinity
-    assert tri is not None
-    return [
-        (f"main loss ({tri.main_tag or 'not logged'})", drift_text(tri.main_trend)),
-        (f"MTP loss ({tri.mtp_tag or 'not logged'})", drift_text(tri.mtp_trend)),
-        ("gap (MTP − main)", drift_text(tri.gap_trend)),
-        ("final norm ratio", drift_text(tri.ratio_trend)),
-    ]
-
-
-def _trinity_table(report: SeriesReport) -> RenderableType:
-    from rich import box
-    from rich.table import Table
-
-    tri = report.trinity
-    assert tri is not None
-    trends = "; ".join(f"{k} {v}" for k, v in trinity_lines(report))
-    table = Table(
-        title="stability trinity (playbook §04): losses from TensorBoard, the final norm",
-        caption=f"drift/1k: {trends}",
-        title_justify="left",
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1, 0, 0),
-        show_edge=False,
-    )
-    for col in ("step", "main loss", "MTP loss", "gap", "final ratio"):
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("band", no_wrap=True)
-    for r in tri.rows:
-        band = (
-            "-" if r.final_band is None else f"[{BAND_STYLE[r.final_band]}]{r.final_band.value}[/]"
-        )
-        table.add_row(
-            fmt_step(r.step),
-            loss_text(r.main_loss),
-            loss_text(r.mtp_loss),
-            "-" if r.gap is None else f"{r.gap:+.4f}",
-            ratio_text(r.final_ratio),
-            band,
-        )
-    return table
-
-
 def _all_table(report: SeriesReport, width: int, wide: bool = False) -> RenderableType:
     from rich import box
     from rich.table import Table
@@ -414,20 +318,7 @@ def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
         if sentences:
             lines += ["", "#### Outlook", ""] + [f"- {s}" for s in sentences]
     if report.trinity is not None:
-        lines += [
-            "",
-            "#### Stability trinity (playbook §04)",
-            "",
-            "| step | main loss | MTP loss | gap | final ratio | band |",
-            "|--:|--:|--:|--:|--:|---|",
-        ]
-        lines += [
-            f"| {r.step} | {loss_text(r.main_loss)} | {loss_text(r.mtp_loss)} | "
-            f"{'-' if r.gap is None else f'{r.gap:+.4f}'} | {ratio_text(r.final_ratio)} | "
-            f"{'-' if r.final_band is None else r.final_band.value} |"
-            for r in report.trinity.rows
-        ]
-        lines += ["", *(f"- {k}: {v} per 1k steps" for k, v in trinity_lines(report))]
+        lines += trinity_markdown(report)
     if show_all:
         by_name = {t.name: t for t in norm_trends(report)}
         lines += [
@@ -453,3 +344,63 @@ def render_series_markdown(report: SeriesReport, show_all: bool = False) -> str:
     if report.warnings:
         lines += ["", "#### Warnings", ""] + [f"- {w}" for w in report.warnings]
     return "\n".join(lines) + "\n"
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+
+
+def _drift(value: float | None) -> html.Cell:
+    return (drift_text(value), value if value is not None else math.nan, "num")
+
+
+@for_people
+def render_series_html(report: SeriesReport) -> str:
+
+    steps = [c.step for c in report.checkpoints]
+    rows = [
+        [
+            html.text(t.name, "name"),
+            html.num(t.ratio_first),
+            html.num(t.ratio_last),
+            html.band(t.band_last),
+            html.text("-" if t.first_out_of_band_step is None else str(t.first_out_of_band_step)),
+            _drift(t.drift_per_1k_steps),
+            html.text(projection(t)),
+        ]
+        for t in report.summary.headline
+    ]
+    headers = ["norm", "first", "last", "band now", "left band", "drift/1k", "projected"]
+    sections = [*trinity_sections(report), html.table("trends", "trends", headers, rows)]
+    for i, t in enumerate(report.summary.headline):
+        label = display_name(t, with_layer=True)
+        title = f"{label}: ratio by step"
+        lines = [(label, t.ratios)]
+        sections.append(
+            html.trend_svg(f"trend-{i}", title, steps, lines, report.summary.thresholds)
+        )
+    sections += html.warnings_section(report.warnings)
+    return html.page(f"normscope series {report.normscope_version}", header_lines(report), sections)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesView:
+    """A series report as it is to be shown, in every format (`cli/output.render` picks one)."""
+
+    report: SeriesReport
+    show_all: bool = False
+    wide: bool = False
+
+    def table(self, width: int) -> list[RenderableType]:
+        return render_series_table(self.report, self.show_all, width, self.wide)
+
+    def json(self) -> str:
+        return render_series_json(self.report)
+
+    def csv(self) -> str:
+        return render_series_csv(self.report)
+
+    def markdown(self) -> str:
+        return render_series_markdown(self.report, self.show_all)
+
+    def html(self) -> str:
+        return render_series_html(self.report)

@@ -1,5 +1,6 @@
-"""Texts of the series views, shared by the tables, Markdown and the plot: steps, ratios,
-drift, sparklines, trend labels and the one-sentence outlook. Pure; no rich, no matplotlib.
+"""Texts of the series views, shared by the tables, Markdown, HTML and the plot: the header facts,
+steps, ratios, drift, sparklines, trend labels, the one-sentence outlook, the anomalies and the
+trinity in words. Pure; no rich, no matplotlib.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from normscope.enums import Module, Role
-from normscope.schema import Trend
+from normscope.enums import Executor, Module, Role, StepSource
+from normscope.render.common import human_bytes
+from normscope.schema import SeriesReport, Trend
+from normscope.trends import latest_rows
 
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_MIN_SPAN = 0.05
@@ -152,3 +155,55 @@ def projection(t: Trend) -> str:
     if t.projected_crossing_step is None or t.projected_band is None:
         return "-"
     return f"{t.projected_band.value} ≈ {fmt_step(t.projected_crossing_step)}"
+
+
+def anomaly_outlook(report: SeriesReport) -> list[str]:
+    """One sentence per norm that has left its peers at the latest checkpoint, and since when."""
+    since: dict[str, int] = {}
+    for row in report.rows:  # series order: the start of each norm's current anomalous streak
+        if row.norm.anomaly:
+            since.setdefault(row.norm.name, row.step)
+        else:
+            since.pop(row.norm.name, None)
+    return [
+        f"{row.norm.name}: {ratio_text(row.norm.ratio)} against a peer median of "
+        f"{ratio_text(row.norm.peer_median)}, an anomaly since step "
+        f"{fmt_step(since[row.norm.name])}"
+        for row in latest_rows(report)
+        if row.norm.anomaly and row.norm.peer_median is not None
+    ]
+
+
+def header_lines(report: SeriesReport) -> list[tuple[str, str]]:
+    """The facts of the header panel as (label, value) pairs."""
+    m, s, io = report.model, report.summary, report.io
+    sources = ", ".join(report.source[:3])
+    if len(report.source) > 3:
+        sources += f" and {len(report.source) - 3} more"
+    first, last = report.checkpoints[0].step, report.checkpoints[-1].step
+    by = "position in the list" if report.steps_from is StepSource.position else "name"
+    how = {
+        Executor.serial: "serial",
+        Executor.process: f"{io.jobs} processes",
+        Executor.thread: f"{io.jobs} threads",
+        Executor.auto: "auto",
+    }[io.executor]
+    return [
+        ("source", sources),
+        (
+            "model",
+            f"{m.model_type or '?'} (rules: {m.family}), hidden {m.hidden_size or '?'}, "
+            f"{m.num_layers if m.num_layers is not None else '?'} layers, MTP depth {m.mtp_depth}",
+        ),
+        (
+            "checkpoints",
+            f"{len(report.checkpoints)}, steps {first} … {last} (from the {by}); "
+            f"{len(report.skipped)} skipped",
+        ),
+        ("read", f"{human_bytes(io.bytes_read)} in {io.seconds:.2f} s ({how})"),
+        (
+            "gate",
+            f"band [{s.thresholds.low:g}, {s.thresholds.high:g}]; {s.gated_out_of_band} norm(s) "
+            f"in scope '{s.scope}' out of band at step {s.latest_step}",
+        ),
+    ]
