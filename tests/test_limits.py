@@ -151,3 +151,51 @@ def test_a_deep_config_beside_a_torch_file_is_a_warning(tmp_path: Path) -> None:
     checkpoint = open_checkpoint(path)
     assert checkpoint.config is None
     assert any("config.json is not JSON" in w for w in checkpoint.warnings)
+
+
+def _rezip(path: Path, replace: dict[str, bytes], deflate: tuple[str, ...] = ()) -> None:
+    """Rewrite a torch.save zip with some members' bytes replaced, some deflated."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as original:
+        members = [(i.filename, original.read(i)) for i in original.infolist()]
+    with zipfile.ZipFile(path, "w") as out:
+        for name, data in members:
+            leaf = name.split("/", 1)[-1]
+            kind = zipfile.ZIP_DEFLATED if leaf in deflate else zipfile.ZIP_STORED
+            out.writestr(zipfile.ZipInfo(name), replace.get(leaf, data), compress_type=kind)
+
+
+def test_a_zip_bomb_in_a_torch_file_is_not_inflated(tmp_path: Path) -> None:
+    """torch's zip reader inflates a deflated data.pkl whole: 65 MiB of pickle in ~70 kB."""
+    import pickle
+
+    import torch
+
+    path = _torch_file(tmp_path, {"model.norm.weight": torch.ones(4)})
+    bomb = pickle.dumps((b"\0" * (65 << 20), {}), protocol=2)
+    _rezip(path, {"data.pkl": bomb}, deflate=("data.pkl",))
+    assert path.stat().st_size < 1 << 20
+    result = runner.invoke(app, ["scan", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "member pytorch_model/data.pkl would inflate to 68157493 bytes" in result.stderr
+
+
+def test_a_torch_pickle_of_empty_containers_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    path = _torch_file(tmp_path, {"model.norm.weight": torch.ones(4)})
+    _rezip(path, {"data.pkl": b"\x80\x02" + b"}" * 2_000_000 + b"."})
+    result = runner.invoke(app, ["scan", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "invalid PyTorch state dict: its 2000003 bytes could unpickle" in result.stderr
+
+
+def test_a_deflated_but_small_torch_file_still_loads(tmp_path: Path) -> None:
+    import torch
+
+    path = _torch_file(tmp_path, {"model.norm.weight": torch.full((4,), 2.0)})
+    _rezip(path, {}, deflate=("data.pkl",))
+    checkpoint = open_checkpoint(path)
+    ref = checkpoint.tensors["model.norm.weight"]
+    assert np.array_equal(np.frombuffer(checkpoint.read([ref])[ref.name], np.float32), [2.0] * 4)

@@ -153,6 +153,17 @@ class Bucket:
         except Exception as exc:
             raise _error(exc, where) from None
         self._count(len(data))
+        # object_store checks each response's Content-Range; the length is checked here too,
+        # as the Hub's are: bytes that are not the range asked are never measured.
+        begin = 0 if start is None else start
+        expected = (info.size if start is None or end is None else end) - begin
+        if len(data) != expected:
+            raise SourceError(
+                f"the object store answered {len(data)} bytes for bytes {begin}-"
+                f"{begin + expected - 1} of {info.name} ({info.size} bytes): the object changed "
+                f"during the scan, or the store is not what it says ({where})",
+                hint="run again",
+            )
         return data
 
 
@@ -262,12 +273,6 @@ class ObjectStore:
                 f"(at most {MAX_SMALL_FILE}) ({self.path(name)})"
             )
         data = self.bucket.get(info)
-        if len(data) != info.size:
-            raise SourceError(
-                f"{name} came with {len(data)} bytes, the listing says {info.size}: the object "
-                f"changed during the scan ({self.path(name)})",
-                hint="run again",
-            )
         self.counter.metadata_bytes += len(data)
         return data
 

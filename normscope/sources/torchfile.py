@@ -10,16 +10,18 @@ are flattened with dots; non-tensor entries are ignored. Needs `normscope[torch]
 from __future__ import annotations
 
 import importlib
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from normscope.errors import SourceError
+from normscope.sources.dcp.bounds import check_pickle_bytes
 from normscope.sources.jsonload import load_json
 from normscope.sources.local import read_small_file
 from normscope.sources.memory import TensorStore
 from normscope.sources.safetensors import ShardHeader
-from normscope.sources.store import Checkpoint
+from normscope.sources.store import MAX_SMALL_FILE, Checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -100,6 +102,34 @@ class TorchFileStore(TensorStore):
         return SourceError(f"no tensors in the PyTorch file ({self.file})")
 
 
+def check_archive(path: Path) -> None:
+    """Bound what `torch.load` will inflate and unpickle, before it runs: torch's zip reader
+    inflates a deflated member whole (a 3 MB `.bin` can hold a 3 GB `data.pkl`), and its pickle
+    may be all one-byte containers. A member that is compressed, or the pickle, must declare at
+    most MAX_SMALL_FILE bytes (miniz inflates into a buffer of the declared size); the pickle
+    passes `dcp.bounds.check_pickle_bytes`. Tensor storages, stored uncompressed, are mapped,
+    whatever their size. Not a zip (a legacy torch file): torch.load says what is wrong."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return
+    with archive:
+        for info in archive.infolist():
+            pickle_member = info.filename.endswith("data.pkl")
+            compressed = info.compress_type != zipfile.ZIP_STORED
+            if (pickle_member or compressed) and info.file_size > MAX_SMALL_FILE:
+                raise SourceError(
+                    f"the PyTorch file's member {info.filename} would inflate to "
+                    f"{info.file_size} bytes (at most {MAX_SMALL_FILE}): not read ({path})"
+                )
+            if pickle_member:
+                try:
+                    data = archive.read(info)
+                except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+                    raise SourceError(f"cannot read the PyTorch file: {exc} ({path})") from None
+                check_pickle_bytes(data, str(path), "PyTorch state dict")
+
+
 def open_torch_checkpoint(path: Path, source: str) -> Checkpoint:
     """Open a `.bin`/`.pt`/`.pth` state dict with torch's restricted loader (weights only)."""
     try:
@@ -109,6 +139,7 @@ def open_torch_checkpoint(path: Path, source: str) -> Checkpoint:
             f"a PyTorch state dict file: reading it needs torch, which is not installed ({path})",
             hint=f"{INSTALL}, or convert the file to safetensors",
         ) from None
+    check_archive(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ...: all bad input

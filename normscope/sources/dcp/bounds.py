@@ -59,15 +59,16 @@ _CONTAINER_COST = {b"}": 64, b"]": 56, b"\x8f": 216}
 """EMPTY_DICT, EMPTY_LIST, EMPTY_SET: the bytes of objects one opcode byte can push."""
 
 
-def check_pickle_bytes(raw: bytes, where: str) -> None:
+def check_pickle_bytes(raw: bytes, where: str, what: str = "DCP metadata") -> None:
     """Refuse (SourceError), before unpickling, a pickle whose one-byte container opcodes could
-    build more than PICKLE_FACTOR x its size in objects (see the module doc)."""
+    build more than PICKLE_FACTOR x its size in objects (see the module doc). `what` names the
+    pickle in the message (DCP metadata, a state dict's `data.pkl`)."""
     worst = sum(raw.count(op) * cost for op, cost in _CONTAINER_COST.items())
     limit = PICKLE_FACTOR * len(raw) + PICKLE_SLACK
     if worst > limit:
         raise SourceError(
-            f"invalid DCP metadata: its {len(raw)} bytes could unpickle into {worst} bytes of "
-            f"empty containers (at most {limit}): not a checkpoint's metadata ({where})"
+            f"invalid {what}: its {len(raw)} bytes could unpickle into {worst} bytes of "
+            f"empty containers (at most {limit}): not a checkpoint's ({where})"
         )
 
 
