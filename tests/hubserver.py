@@ -132,6 +132,8 @@ class Fault:
     stall: float = 0.0
     """With break_after: after that many bytes, send nothing for this many seconds (or until
     the server stops), then close."""
+    corrupt: bool = False
+    """Serve the file with a bit of its first byte flipped (bytes changed in transit)."""
     trickle: float = 0.0
     """With break_after: after that many bytes, send the rest one byte every this many seconds
     (a body that never stalls long enough for a read timeout)."""
@@ -637,6 +639,7 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             if span == "bad":
                 self._send(416, b"", {**headers, "Content-Range": f"bytes */{len(data)}"}, head)
             elif span is None:
+                data = _corrupted(data, self.fault)
                 # The Hub gzips the text files it serves itself when the client accepts it.
                 if gzip_ok and "gzip" in self.headers.get("Accept-Encoding", ""):
                     data = gzip.compress(data, mtime=0)
@@ -646,9 +649,17 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                 assert isinstance(span, tuple)
                 start, end = span
                 headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
-                self._send(206, data[start:end], headers, head, brk, self.fault)
+                body = _corrupted(data[start:end], self.fault)
+                self._send(206, body, headers, head, brk, self.fault)
 
     return Handler
+
+
+def _corrupted(body: bytes, fault: Fault | None) -> bytes:
+    """`body` with a bit of its first byte flipped when the fault says so (changed in transit)."""
+    if fault is None or not fault.corrupt or not body:
+        return body
+    return bytes([body[0] ^ 1]) + body[1:]
 
 
 @contextmanager

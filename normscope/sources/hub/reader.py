@@ -12,6 +12,7 @@ Where each file's bytes come from, first hit wins, file by file:
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -115,6 +116,7 @@ class HubStore:
                     )
                 with self.remote.whole_read():
                     data = self.remote.get(file, 0, None)
+                _check_digest(file, data, ctx.where)
                 ctx.cache.set_blob("files", file.etag, data)
         self.counter.metadata_bytes += len(data)
         return data
@@ -232,6 +234,26 @@ class HubStore:
                 progress.advance(1)
         sizer.learn(file.name, file.size, len(raw) - 8, fetched)
         return raw
+
+
+def _check_digest(file: HubFile, data: bytes, where: str) -> None:
+    """A file read whole must hash to its etag in the file list: the git blob id (SHA-1 of
+    `blob <size>\\0` + content) of a regular file, the SHA-256 of an LFS one. Bytes changed in
+    transit (a faulty proxy or mirror) are an error, never cached. An etag of another form
+    (a mirror's) cannot be checked."""
+    etag = file.etag.lower()
+    if len(etag) == 40:
+        got = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    elif len(etag) == 64:
+        got = hashlib.sha256(data).hexdigest()
+    else:
+        return
+    if got != etag:
+        raise SourceError(
+            f"{file.name} as received does not match its digest in the repo's file list "
+            f"({etag[:12]}, got {got[:12]}): changed in transit; nothing was cached ({where})",
+            hint="run again; if it persists, check HF_ENDPOINT and any proxy in between",
+        )
 
 
 def _from_ranges(cache: HubCache, cached: list[tuple[int, int, Path]], span: Span) -> bytes | None:
