@@ -184,3 +184,23 @@ def test_without_the_extra_one_line_names_it(monkeypatch: pytest.MonkeyPatch) ->
             f"Error: reading {scheme}:// URLs needs the {extra} extra: "
             f'pip install "normscope[{extra}]"\n'
         )
+
+
+def test_a_corrupt_cached_header_is_dropped_and_read_again(s3: S3, tmp_path: Path) -> None:
+    """Issue 28: every cache entry carries its digest; the object-store cache's too."""
+    from normscope.sources.store import CORRUPT_CACHE, cache_root
+
+    ckpt = write_checkpoint(tmp_path / "a", llama_tensors(), llama_config())
+    url = s3.upload(ckpt, "ckpt")
+    cold = measure(url).report
+    root = cache_root() / "objects"
+    entries = [p for p in root.rglob("*") if p.is_file()]
+    assert entries
+    for entry in entries:
+        data = bytearray(entry.read_bytes())
+        data[-1] ^= 1
+        entry.write_bytes(bytes(data))
+    again = measure(url).report
+    assert again.norms == cold.norms
+    assert again.io.requests == cold.io.requests  # the header was read from the store again
+    assert sum(w.startswith(CORRUPT_CACHE) for w in again.warnings) == 1
