@@ -465,6 +465,38 @@ def _worst_index(folder: Path) -> Path:
     return folder
 
 
+def _torch_zip(folder: Path, pickle_bytes: bytes | None, bomb: bool) -> Path:
+    """A `torch.save` state dict whose data.pkl is replaced, or deflated from 3 GiB."""
+    import zipfile
+
+    import torch
+
+    path = folder / "pytorch_model.bin"
+    torch.save({"model.norm.weight": torch.ones(4)}, path)
+    with zipfile.ZipFile(path) as original:
+        members = [(i.filename, original.read(i)) for i in original.infolist()]
+    kind = zipfile.ZIP_DEFLATED if bomb else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", kind) as out:
+        for name, data in members:
+            if not name.endswith("data.pkl"):
+                out.writestr(zipfile.ZipInfo(name), data)
+            elif bomb:
+                with out.open(name, "w", force_zip64=True) as member:
+                    for _ in range(192):  # 3 GiB of zeros, deflated
+                        member.write(b"\0" * (1 << 24))
+            else:
+                out.writestr(zipfile.ZipInfo(name), pickle_bytes or data)
+    return path
+
+
+def _worst_torch_bomb(folder: Path) -> Path:
+    return _torch_zip(folder, None, bomb=True)
+
+
+def _worst_torch_pickle(folder: Path) -> Path:
+    return _torch_zip(folder, b"\x80\x02" + b"}" * 9_500_000 + b".", bomb=False)
+
+
 WORST = {
     "dcp: size as a 24-level memo doubling": _worst_dcp_doubling,
     "dcp: size as 10^6 nested lists": _worst_dcp_nested,
@@ -476,6 +508,8 @@ WORST = {
     "safetensors: 9.5 MB of whitespace in __metadata__": _worst_metadata_whitespace,
     "safetensors: 800k keys in __metadata__": _worst_metadata_keys,
     "safetensors: 3.1M empty objects in the header": _worst_header_objects,
+    "torch .bin: data.pkl deflated from 3 GiB": _worst_torch_bomb,
+    "torch .bin: data.pkl of 9.5 MB of EMPTY_DICT opcodes": _worst_torch_pickle,
     "config.json: 6 GiB sparse": _worst_sparse_config,
     "index: 150k tensors": _worst_index,
 }
