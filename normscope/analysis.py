@@ -7,6 +7,7 @@ the checkpoint stores.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from normscope.schema import (
     Parametrization,
     Role,
     Thresholds,
+    Tower,
 )
 
 MAX_OUTLIERS = 5
@@ -148,6 +150,8 @@ def compute_stats(
         module=info.module,
         mtp_depth=info.mtp_depth,
         layer=info.layer,
+        tower=info.tower,
+        stack=info.stack,
         role=info.role,
         group=info.group,
         kind=Kind.layernorm if bias is not None else Kind.rmsnorm,
@@ -184,6 +188,51 @@ def parametrization_doubt(info: NormInfo, stored: np.ndarray) -> str | None:
     return None
 
 
+def settle_at_init(
+    decoded: Sequence[tuple[NormInfo, np.ndarray]], warnings: list[str]
+) -> list[tuple[NormInfo, np.ndarray]]:
+    """Let the data decide the parametrization of the towers that are exactly at init.
+
+    At init every gain is the identity: a standard norm stores ones, an offset (1 + w) norm
+    zeros (DOMAIN.md 1). So in a tower (`NormInfo.tower`) whose every stored gain is exactly
+    all zeros or all ones, the stored vector says which each norm is, whatever the name, the
+    config flags or the family said — and a disagreement is named in a warning, never settled
+    silently. A tower with any other value is trained: its all-zero norm may be a real
+    collapse, so the rules stand there (`parametrization_doubt` warns).
+    """
+    at_init: dict[Any, bool] = {}
+    kinds: list[Parametrization | None] = []
+    for info, gain in decoded:
+        kind = (
+            Parametrization.offset
+            if (gain == 0).all()
+            else Parametrization.standard
+            if (gain == 1).all()
+            else None
+        )
+        kinds.append(kind)
+        at_init[info.tower] = at_init.get(info.tower, True) and kind is not None
+    out = []
+    changed: list[str] = []
+    for (info, gain), kind in zip(decoded, kinds, strict=True):
+        if (
+            kind is not None
+            and at_init[info.tower]
+            and kind is not info.parametrization
+            and not info.pinned
+        ):
+            changed.append(info.name)
+            info = dataclasses.replace(info, parametrization=kind)
+        out.append((info, gain))
+    if changed:
+        warnings.append(
+            f"{len(changed)} norm(s) at init store the identity of another parametrization "
+            f"than the rules say (zeros: offset 1 + w, ones: standard), e.g. '{changed[0]}': "
+            "read as the data says; pass --parametrization to override"
+        )
+    return out
+
+
 def count_bands(norms: Iterable[NormStats]) -> BandCounts:
     """Count norms per band."""
     counts = dict.fromkeys((b.value for b in Band), 0)
@@ -199,8 +248,8 @@ HEADLINE_ROLES = (Role.final, Role.mtp_embedding, Role.mtp_hidden, Role.mtp_fina
 def is_headline(n: NormInfo | NormStats) -> bool:
     """The norms the playbook watches by name: the main model's final norm, and each MTP
     depth's embedding, hidden and final norms (not the MTP block's inner norms)."""
-    if n.module is Module.main:
-        return n.role is Role.final
+    if n.module is Module.main:  # a vision or audio tower's final norm feeds no LM head
+        return n.role is Role.final and n.tower is Tower.text
     return n.role in HEADLINE_ROLES
 
 

@@ -23,6 +23,11 @@ class Role(str, Enum):
     mtp_hidden = "mtp_hidden"
     mtp_final = "mtp_final"
     embedding = "embedding"
+    cross_attn_input = "cross_attn_input"
+    """Before a decoder block's cross-attention (pre-LN: Whisper `encoder_attn_layer_norm`, T5's
+    `EncDecAttention` sublayer norm)."""
+    cross_attn_output = "cross_attn_output"
+    """After a decoder block's cross-attention joins the residual (post-LN: BART)."""
     unknown = "unknown"
 
 
@@ -31,6 +36,23 @@ class Module(str, Enum):
 
     main = "main"
     mtp = "mtp"
+
+
+class Tower(str, Enum):
+    """Which tower of a multimodal model a norm is in (`text` for text-only models)."""
+
+    text = "text"
+    vision = "vision"
+    audio = "audio"
+    projector = "projector"
+    """The connector between a tower and the language model (merger, multi-modal projector)."""
+
+
+class Stack(str, Enum):
+    """Which stack of an encoder-decoder a norm is in."""
+
+    encoder = "encoder"
+    decoder = "decoder"
 
 
 class Group(str, Enum):

@@ -19,6 +19,7 @@ from normscope.analysis import (
     decode,
     headline,
     parametrization_doubt,
+    settle_at_init,
     sort_key,
 )
 from normscope.arch import RuleSet, classify
@@ -146,7 +147,7 @@ def analyze_checkpoint(
     unread = tuple(cls.unknown)
     missing_final = cls.expects_final_norm and not any(n.role is Role.final for n in cls.norms)
     return Measured(
-        report, measured.gains, measured.undecoded, unread, missing_final, tuple(cls.norms)
+        report, measured.gains, measured.undecoded, unread, missing_final, tuple(measured.infos)
     )
 
 
@@ -157,6 +158,8 @@ class _Measurements:
     stats: list[NormStats] = field(default_factory=list)
     gains: dict[str, np.ndarray] = field(default_factory=dict)
     undecoded: dict[str, str] = field(default_factory=dict)
+    infos: list[NormInfo] = field(default_factory=list)
+    """The norms as measured: the rules' NormInfo, parametrization settled by the data at init."""
 
 
 def _measure_norms(
@@ -165,7 +168,13 @@ def _measure_norms(
     options: ScanOptions,
     warnings: list[str],
 ) -> _Measurements:
-    """Read the bytes of every norm (and bias) at once, then measure each norm."""
+    """Read the bytes of every norm (and bias) at once, then measure each norm.
+
+    Without a --parametrization override, in a tower whose every gain is exactly all
+    zeros or all ones — a checkpoint at init — the data settles the parametrization (zeros:
+    offset, ones: standard, `settle_at_init`), and a warning names the norms where it
+    contradicts the rules.
+    """
     wanted = []
     for info in norms:
         wanted.append(checkpoint.tensors[info.name])
@@ -173,7 +182,7 @@ def _measure_norms(
             wanted.append(checkpoint.tensors[info.bias_name])
     data = checkpoint.read([r for r in wanted if r.dtype in SUPPORTED_DTYPES])
     out = _Measurements()
-    doubts: list[tuple[str, str]] = []
+    decoded: list[tuple[NormInfo, np.ndarray]] = []
     for info in norms:
         ref = checkpoint.tensors[info.name]
         gain = decode(ref.dtype, data[info.name]) if info.name in data else None
@@ -186,8 +195,15 @@ def _measure_norms(
             out.undecoded[info.name] = "empty tensor"
         if gain is None or info.name in out.undecoded:
             warnings.append(f"skipped '{info.name}': {out.undecoded[info.name]}")
+            out.infos.append(info)
             continue
-        bias = _bias(checkpoint, info, ref.numel, data, warnings)
+        decoded.append((info, gain))
+    if options.parametrization is None:
+        decoded = settle_at_init(decoded, warnings)
+    doubts: list[tuple[str, str]] = []
+    for info, gain in decoded:
+        out.infos.append(info)
+        bias = _bias(checkpoint, info, checkpoint.tensors[info.name].numel, data, warnings)
         doubt = parametrization_doubt(info, gain)
         if doubt:
             doubts.append((info.name, doubt))

@@ -3,7 +3,8 @@
 Grammar: terms separated by `,` are alternatives (OR); conditions joined by `&` inside a term
 must all hold (AND). Conditions:
 
-  final            the main model's final norm
+  final            the main model's final norm (of the text tower; each stack's in an
+                   encoder-decoder)
   mtp              every norm of every MTP module
   all              every norm
   role=ROLE        e.g. role=mlp_input (see `normscope.schema.Role`)
@@ -25,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
 
-from normscope.enums import Group, Module, Role
+from normscope.enums import Group, Module, Role, Tower
 from normscope.errors import ConfigError
 
 DEFAULT_SCOPE = "final,mtp"
@@ -71,7 +72,11 @@ def _int(key: str, value: str) -> int:
 def _condition(text: str) -> Condition:
     text = text.strip()
     if text == "final":
-        return lambda n: n.role is Role.final and n.module is Module.main
+        return lambda n: (
+            n.role is Role.final
+            and n.module is Module.main
+            and getattr(n, "tower", Tower.text) is Tower.text
+        )
     if text == "mtp":
         return lambda n: n.module is Module.mtp
     if text == "all":

@@ -18,7 +18,7 @@ from conftest import load_make_fixtures
 
 from normscope import arch
 from normscope.errors import ArchError
-from normscope.schema import NormInfo, Parametrization, Role, TensorRef
+from normscope.schema import NormInfo, Parametrization, Role, TensorRef, Tower
 from normscope.scope import parse_scope
 
 # The fixtures' expectation table (written from docs/architectures.md#input-and-output-norms),
@@ -242,10 +242,14 @@ def test_qwen3_5_vlm_nested_config_prefix_vision_and_mtp() -> None:
         assert facts(got["model.language_model." + name]) == expected, name
     for name, expected in QWEN_MTP_EXPECT.items():
         assert facts(got[name]) == expected, name
-    for name in ("model.visual.blocks.1.norm2.weight", "model.visual.merger.norm.weight"):
+    for name, role in (
+        ("model.visual.blocks.1.norm2.weight", "mlp_input"),
+        ("model.visual.merger.norm.weight", "final"),
+    ):
         info = got[name]
-        # Vision LayerNorms: measured, standard, never in a gate's default scope.
-        assert facts(info) == E("unknown", None, STD)
+        # Vision LayerNorms: the block vocabulary's roles, standard, never in a gate's default
+        # scope (the vision tower's final norm feeds the projector, not the LM head).
+        assert facts(info) == E(role, None, STD)
         assert not DEFAULT_SCOPE(info)
         assert info.bias_name == name[: -len("weight")] + "bias"
     assert c.mtp_depth == 1
@@ -452,10 +456,10 @@ def test_gemma3_vlm_prefix_vision_standard_and_projector_norm() -> None:
     got = by_name(c)
     _check_sandwich(got, "language_model.model.")
     assert facts(got["language_model.model.layers.0.self_attn.q_norm.weight"]) == E("qk", 0, ZC)
-    for n in ("encoder.layers.0.layer_norm1", "post_layernorm"):
+    for n, role in (("encoder.layers.0.layer_norm1", "attn_input"), ("post_layernorm", "final")):
         info = got[f"{v}{n}.weight"]
         # SigLIP LayerNorms are standard even inside an offset model, and never gated by default.
-        assert facts(info) == E("unknown", None, STD)
+        assert facts(info) == E(role, None, STD)
         assert not DEFAULT_SCOPE(info)
         assert info.bias_name == f"{v}{n}.bias"
     proj = got["multi_modal_projector.mm_soft_emb_norm.weight"]
@@ -761,15 +765,17 @@ def test_unknown_architecture_generic_fallback() -> None:
         "blocks.0.ffn_norm.weight",
         "out_norm.weight",
     }
-    for n in c.norms:
-        assert (n.role, n.group, n.parametrization) == (
-            Role.unknown,
-            None,
-            Parametrization.standard,
-        )
-        assert not DEFAULT_SCOPE(n)
+    # The block and stack vocabularies read names no family lists: `attn_norm`/`ffn_norm` in
+    # any stack of blocks, `out_norm` where the stack ends.
+    roles = {n.name: (n.role, n.parametrization) for n in c.norms}
+    assert roles == {
+        "blocks.0.attn_norm.weight": (Role.attn_input, Parametrization.standard),
+        "blocks.0.ffn_norm.weight": (Role.mlp_input, Parametrization.standard),
+        "out_norm.weight": (Role.final, Parametrization.standard),
+    }
     assert by_name(c)["blocks.0.ffn_norm.weight"].layer == 0
-    assert any("unknown architecture" in w for w in c.warnings)
+    assert c.unknown == []
+    assert any("naming vocabulary 'blocks' (2), 'stack' (1)" in w for w in c.warnings)
 
 
 def test_no_norms_at_all_is_an_error() -> None:
@@ -894,8 +900,22 @@ ROLE_EXAMPLES: dict[Role, tuple[dict[str, Any] | None, list[str], str]] = {
     ),
     Role.unknown: (
         {"model_type": "gemma3"},
-        ["vision_tower.vision_model.post_layernorm.weight", "language_model.model.norm.weight"],
-        "vision_tower.vision_model.post_layernorm.weight",
+        ["vision_tower.vision_model.head.layernorm.weight", "language_model.model.norm.weight"],
+        "vision_tower.vision_model.head.layernorm.weight",
+    ),
+    # Whisper (pre-LN: each stack ends in a final norm) and BART (post-LN: none).
+    Role.cross_attn_input: (
+        {"model_type": "whisper"},
+        [
+            "model.decoder.layers.0.encoder_attn_layer_norm.weight",
+            "model.decoder.layer_norm.weight",
+        ],
+        "model.decoder.layers.0.encoder_attn_layer_norm.weight",
+    ),
+    Role.cross_attn_output: (
+        {"model_type": "bart"},
+        ["model.decoder.layers.0.encoder_attn_layer_norm.weight"],
+        "model.decoder.layers.0.encoder_attn_layer_norm.weight",
     ),
 }
 
@@ -1075,9 +1095,14 @@ def test_real_medgemma_gemma3_vlm() -> None:
     assert all(n.role is not Role.unknown for n in text)
     vision = [n for n in c.norms if n.name.startswith("vision_tower.")]
     assert len(vision) == 27 * 2 + 1
+    assert Counter(n.role.value for n in vision) == {
+        "attn_input": 27,
+        "mlp_input": 27,
+        "final": 1,
+    }
     for n in vision:
-        assert (n.role, n.parametrization, DEFAULT_SCOPE(n)) == (
-            Role.unknown,
+        assert (n.tower, n.parametrization, DEFAULT_SCOPE(n)) == (
+            Tower.vision,
             Parametrization.standard,
             False,
         )
@@ -1117,15 +1142,16 @@ def test_vision_tower_inside_an_offset_family_is_standard_and_has_no_layer() -> 
     infos = by_name(c)
     assert c.family == "gemma"
     assert facts(infos["language_model.model.norm.weight"]) == E("final", param=ZC)
-    for name in (
-        "vision_tower.vision_model.encoder.layers.0.layer_norm1.weight",
-        "vision_tower.vision_model.post_layernorm.weight",
+    for name, role in (
+        ("vision_tower.vision_model.encoder.layers.0.layer_norm1.weight", Role.attn_input),
+        ("vision_tower.vision_model.post_layernorm.weight", Role.final),
     ):
         info = infos[name]
-        assert (info.role, info.parametrization, info.layer) == (
-            Role.unknown,
+        assert (info.role, info.parametrization, info.layer, info.tower) == (
+            role,
             Parametrization.standard,
             None,
+            Tower.vision,
         )
         assert info.bias_name == name[: -len("weight")] + "bias"
         assert not DEFAULT_SCOPE(info)

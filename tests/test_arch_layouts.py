@@ -103,14 +103,19 @@ def zero_centred_vlm() -> tuple[list[Any], dict[str, Any], Expected]:
         out += [_mat(f"{p}mlp.{x}_proj.weight", 2 * H, H) for x in ("gate", "up")]
     _norm(out, exp, f"{lm}norm", H, ("main", None, None, "final", off))
     vt = "model.vision_tower.vision_model."
-    vis = ("main", None, None, "unknown", "standard")
-    _norm(out, exp, f"{vt}pre_layrnorm", 32, vis, bias=True, dtype="F32")
+
+    # CLIPVisionTransformer: pre_layrnorm on the embeddings, layer_norm1/2 before attention and
+    # MLP, post_layernorm where the stack ends (the block and stack vocabularies, #25).
+    def vis(role: str) -> tuple[str, None, None, str, str]:
+        return ("main", None, None, role, "standard")
+
+    _norm(out, exp, f"{vt}pre_layrnorm", 32, vis("embedding"), bias=True, dtype="F32")
     for j in range(2):
         e = f"{vt}encoder.layers.{j}."
-        _norm(out, exp, f"{e}layer_norm1", 32, vis, bias=True, dtype="F32")
+        _norm(out, exp, f"{e}layer_norm1", 32, vis("attn_input"), bias=True, dtype="F32")
         out.append(_mat(f"{e}self_attn.q_proj.weight", 32, 32))
-        _norm(out, exp, f"{e}layer_norm2", 32, vis, bias=True, dtype="F32")
-    _norm(out, exp, f"{vt}post_layernorm", 32, vis, bias=True, dtype="F32")
+        _norm(out, exp, f"{e}layer_norm2", 32, vis("mlp_input"), bias=True, dtype="F32")
+    _norm(out, exp, f"{vt}post_layernorm", 32, vis("final"), bias=True, dtype="F32")
     config = {
         "model_type": "acme_vl",
         "architectures": ["AcmeVLForConditionalGeneration"],

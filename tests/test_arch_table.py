@@ -211,6 +211,38 @@ ROWS: dict[str, tuple[dict[str, Any] | None, dict[str, tuple[Any, ...]], str]] =
         | XQ,
         Z,
     ),
+    # Whisper-style pre-LN encoder-decoder (each stack ends in `layer_norm`): the fairseq names
+    # are input norms; the cross-attention's is its own role (#25).
+    "vocab:blocks": (
+        {"model_type": "brand_new_s2s"},
+        {
+            "model.encoder.layers.0.self_attn_layer_norm.weight": (M, None, 0, "attn_input"),
+            "model.encoder.layers.0.final_layer_norm.weight": (M, None, 0, "mlp_input"),
+            "model.encoder.layer_norm.weight": (M, None, None, "final"),
+            "model.decoder.layers.0.encoder_attn_layer_norm.weight": (
+                M,
+                None,
+                0,
+                "cross_attn_input",
+            ),
+            "model.decoder.layer_norm.weight": (M, None, None, "final"),
+        },
+        S,
+    ),
+    # A stack's start and end outside its blocks (OpenCLIP-style ln_pre, ln_post).
+    "vocab:stack": (
+        {"model_type": "brand_new_vit"},
+        {
+            "trunk.ln_pre.weight": (M, None, None, "embedding"),
+            "trunk.resblocks.0.ln_1.weight": (M, None, 0, "attn_input"),
+            "trunk.ln_post.weight": (M, None, None, "final"),
+        },
+        S,
+    ),
+}
+# Tensors that are no norms, beside a row's norms (a rule's `if_present` sibling).
+SIBLINGS: dict[str, dict[str, tuple[int, ...]]] = {
+    "vocab:olmo-core": {"lm_head.w_out.weight": (32, H)},  # OLMo-core LMHead(norm, w_out)
 }
 
 
@@ -225,6 +257,8 @@ def _shape(name: str) -> tuple[int, ...]:
 def test_names_to_facts(row: str) -> None:
     config, names, param = ROWS[row]
     tensors = {n: TensorRef(n, "x", "BF16", _shape(n), 0, 0) for n in names}
+    for n, shape in SIBLINGS.get(row, {}).items():
+        tensors[n] = TensorRef(n, "x", "BF16", shape, 0, 0)
     c = arch.classify(tensors, config)
     got = {
         n.name: (n.module.value, n.mtp_depth, n.layer, n.role.value, n.parametrization.value)

@@ -43,15 +43,19 @@ from normscope.schema import (
     Role,
     Summary,
     Thresholds,
+    Tower,
 )
 from normscope.scope import parse_scope
 
-# The JSON/CSV contract of issue #2, written out rather than read from the code.
+# The JSON/CSV contract of issue #2, written out rather than read from the code (tower and
+# stack: schema_version 4, issue #25).
 EXPECTED_NORM_FIELDS = [
     "name",
     "module",
     "mtp_depth",
     "layer",
+    "tower",
+    "stack",
     "role",
     "group",
     "kind",
@@ -81,6 +85,8 @@ def norm(name: str, **kw: object) -> NormStats:
         "module": Module.main,
         "mtp_depth": None,
         "layer": None,
+        "tower": Tower.text,
+        "stack": None,
         "role": Role.attn_input,
         "group": Group.input,
         "kind": Kind.rmsnorm,
@@ -227,6 +233,8 @@ def test_json_norm_exact() -> None:
         "module": "main",
         "mtp_depth": None,
         "layer": None,
+        "tower": "text",
+        "stack": None,
         "role": "final",
         "group": "input",
         "kind": "layernorm",
@@ -303,19 +311,19 @@ def test_csv_header_and_rows() -> None:
     assert lines[0] == ",".join(EXPECTED_NORM_FIELDS)
     assert len(lines) == 1 + len(REPORT.norms)
     assert lines[2] == (
-        "model.layers.1.input_layernorm.weight,main,,1,attn_input,input,rmsnorm,standard,4,"
+        "model.layers.1.input_layernorm.weight,main,,1,text,,attn_input,input,rmsnorm,standard,4,"
         '0.5,0.25,0.25,0.0625,0.125,0.375,0,"[{""index"": 3, ""value"": 0.375}, '
         '{""index"": 0, ""value"": 0.125}]",,,False,collapse,,'
     )
     assert lines[3] == (
-        "model.norm.weight,main,,,final,input,layernorm,standard,4,3.0,1.5,"
+        "model.norm.weight,main,,,text,,final,input,layernorm,standard,4,3.0,1.5,"
         f"{1 / 3!r},{math.pi!r},-0.5,2.75,1,"
         '"[{""index"": 1, ""value"": 2.75}]",'
         f"{0.1 + 0.2!r},0.25,False,grow,,"
     )
     # Nonfinite numbers are empty cells, like null in JSON.
     assert lines[4] == (
-        "mtp.layers.0.enorm.weight,mtp,1,,mtp_embedding,input,rmsnorm,offset,4,,,,,,,1,"
+        "mtp.layers.0.enorm.weight,mtp,1,,text,,mtp_embedding,input,rmsnorm,offset,4,,,,,,,1,"
         '"[{""index"": 2, ""value"": null}, {""index"": 3, ""value"": null}]",,,False,nonfinite,,'
     )
 

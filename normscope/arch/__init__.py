@@ -8,7 +8,9 @@
 - `rules.py`: the rule format shared by the built-ins and user rules files, and the index that
   matches each name once against all of them;
 - `classify.py`: `classify(tensors, config)`, the entry point;
-- `userrules.py`: `load_rules(path)` and `rules_from_pyproject(table, where)`.
+- `userrules.py`: `load_rules(path)` and `rules_from_pyproject(table, where)`;
+- `ruledump.py`: `dump_rules(families)`, the rules file a table is written back as;
+- `structure.py`: towers, encoder/decoder stacks, where a stack of blocks ends.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from normscope.arch.classify import (
 )
 from normscope.arch.config import ConfigFacts, read_config
 from normscope.arch.families import FAMILIES, FAMILY_BY_NAME
-from normscope.arch.rules import Family, NormRule, RuleSet, dump_rules
+from normscope.arch.ruledump import dump_rules
+from normscope.arch.rules import Family, NormRule, RuleSet
 from normscope.arch.userrules import load_rules, rules_from_pyproject
 from normscope.arch.vocab import VOCABULARIES, VOCABULARY_BY_NAME, Site, parse_site
 

@@ -15,6 +15,7 @@ families. Precedence, per tensor:
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,9 +37,10 @@ from normscope.arch.resolve import (
     vocab_hit,
 )
 from normscope.arch.rules import Family, RuleSet
+from normscope.arch.structure import Stacks
 from normscope.arch.vocab import VOCABULARIES
 from normscope.errors import ArchError
-from normscope.schema import NormInfo, Parametrization, TensorRef
+from normscope.schema import NormInfo, Parametrization, TensorRef, Tower
 
 __all__ = ["Classification", "choose_family", "classify", "default_group", "split_param"]
 
@@ -191,15 +193,27 @@ def classify(
         biases=biases,
         tensors=tensors,
         tables=tables,
+        stacks=Stacks.read(
+            {p.site.prefix + p.site.block for p in parsed if p.site.block is not None},
+            [p.base for p in parsed if p.site.block is None and not p.site.mtp],
+            [p.base for p in parsed if p.site.block is not None],
+        ),
     )
     norms = [info for p in parsed if (info := resolve(p, ctx)) is not None]
+    if len({n.stack for n in norms if n.stack is not None}) < 2:
+        # `stack` tells an encoder-decoder's stacks apart; a decoder-only model whose blocks
+        # sit under `decoder.layers` (Megatron, OPT) has one stack: no field to fill.
+        norms = [dataclasses.replace(n, stack=None) if n.stack else n for n in norms]
     if not norms:
         raise ArchError(
             f"no norm tensors found among {len(tensors)} tensors",
             hint="is this a model checkpoint? (optimizer states and OLMo-1 have no norm gains)",
         )
 
-    vocabularies = Counter(n.vocabulary for n in norms if n.vocabulary is not None)
+    # Another tower's norms read by a vocabulary are the expected case, not news: not counted.
+    vocabularies = Counter(
+        n.vocabulary for n in norms if n.vocabulary is not None and n.tower is Tower.text
+    )
     unknown = [n.name for n in norms if not n.recognised]
     warnings += _reading_warnings(norms, family, facts, parametrization, vocabularies, unknown)
     depths = {n.mtp_depth for n in norms if n.mtp_depth is not None}

@@ -16,7 +16,9 @@ from typing import Any
 from normscope.arch.config import ConfigFacts
 from normscope.arch.families import FAMILIES
 from normscope.arch.rules import Family, Hit, NormRule, RuleIndex, RuleSet
+from normscope.arch.structure import Stacks, stack_of, tower_of
 from normscope.arch.vocab import (
+    GENERIC_FROM,
     LEAF_WRAPPERS,
     MTP_BLOCK_CONTAINERS,
     MTP_MARKERS,
@@ -41,9 +43,12 @@ _INPUT_ROLES = {
     Role.mtp_embedding,
     Role.mtp_hidden,
     Role.mtp_final,
+    Role.cross_attn_input,
 }
-_OUTPUT_ROLES = {Role.attn_output, Role.mlp_output, Role.embedding}
+_OUTPUT_ROLES = {Role.attn_output, Role.mlp_output, Role.embedding, Role.cross_attn_output}
 _SUBLAYER_ROLES = {
+    Role.cross_attn_input,
+    Role.cross_attn_output,
     Role.attn_input,
     Role.mlp_input,
     Role.attn_output,
@@ -55,7 +60,9 @@ _SUBLAYER_ROLES = {
     Role.mtp_final,
 }
 # Names that look like a norm's gain: a last component naming a norm.
-_NORMISH = re.compile(r"(?i)(norm|^ln(_\w+|\d+)?$|^layer_norm)")
+# `_ln` / `_rms` endings: GTE `attn_ln`, Nomic-BERT `emb_ln`, RWKV `pre_ln`, Kosmos-2
+# `inner_attn_ln`, Hunyuan-VL `before_rms`/`after_rms`.
+_NORMISH = re.compile(r"(?i)(norm|^ln(_\w+|\d+)?$|^layer_norm|_ln\d*$|_rms$)")
 
 
 def default_group(role: Role) -> Group | None:
@@ -77,6 +84,9 @@ def split_param(name: str) -> tuple[str, str] | None:
         (".layer_norm_bias", "bias"),
         (".weight", "weight"),
         (".bias", "bias"),
+        # TF-era names, kept by transformers' ESM save: `LayerNorm.gamma`/`LayerNorm.beta`.
+        (".gamma", "weight"),
+        (".beta", "bias"),
     ):
         if name.endswith(suffix):
             base = name[: -len(suffix)]
@@ -135,8 +145,24 @@ class Tables:
         return cls._builtin
 
 
-def if_ok(rule: NormRule, base: str, names: Mapping[str, Any], facts: ConfigFacts) -> bool:
+def if_ok(
+    rule: NormRule,
+    base: str,
+    names: Mapping[str, Any],
+    facts: ConfigFacts,
+    stacks: Stacks | None = None,
+) -> bool:
+    """The rule's conditions hold for this norm (structural ones need `stacks`)."""
     if rule.if_block_type and facts.block_type not in rule.if_block_type:
+        return False
+    if rule.at_stack_end and (
+        stacks is None
+        or not (stacks.ends_here(base) if rule.role is Role.final else stacks.at_root(base))
+    ):
+        return False
+    if rule.if_final_norm is not None and (
+        stacks is None or stacks.ends_in_final(base) is not rule.if_final_norm
+    ):
         return False
     if rule.if_present is not None:
         parts = base.split(".")
@@ -147,10 +173,15 @@ def if_ok(rule: NormRule, base: str, names: Mapping[str, Any], facts: ConfigFact
 
 
 def _first(
-    hits: Sequence[Hit], table: int, base: str, names: Mapping[str, Any], facts: ConfigFacts
+    hits: Sequence[Hit],
+    table: int,
+    base: str,
+    names: Mapping[str, Any],
+    facts: ConfigFacts,
+    stacks: Stacks | None,
 ) -> Hit | None:
     for hit in hits:
-        if hit.table == table and if_ok(hit.rule, base, names, facts):
+        if hit.table == table and if_ok(hit.rule, base, names, facts, stacks):
             return hit
     return None
 
@@ -191,6 +222,7 @@ def vocab_hit(
     base: str,
     names: Mapping[str, Any],
     facts: ConfigFacts,
+    stacks: Stacks | None = None,
 ) -> Hit | None:
     """The first vocabulary rule reading this norm (MTP norms in their normalised form)."""
     if site.mtp or mtp_index is not None:
@@ -198,11 +230,16 @@ def vocab_hit(
         forms = [f"mtp.0.{local}"] + [f"{c}.0.{local}" for c in MTP_BLOCK_CONTAINERS]
     else:
         forms = [site.template]
+    # The generic vocabularies (any stack of blocks) come after every specific one in every
+    # form: DeepSeek's `mtp.0.attn.q_norm` is the meta vocabulary's latent norm.
+    fallback: Hit | None = None
     for form in forms:
         for hit in tables.vocab_index.hits(form):
-            if if_ok(hit.rule, base, names, facts):
-                return hit
-    return None
+            if if_ok(hit.rule, base, names, facts, stacks):
+                if hit.table < GENERIC_FROM:
+                    return hit
+                fallback = fallback or hit
+    return fallback
 
 
 def mtp_base(
@@ -231,6 +268,13 @@ def mtp_base(
             f"{n}; layers from {first} on are treated as MTP"
         )
     return first
+
+
+def _sequential_gain(p: Parsed, ref: TensorRef) -> bool:
+    """A 1-D `weight` of a Sequential member (`visual_projection.1.weight`, InternVL's
+    `mlp1.0.weight`, SAM's `neck.1.weight`): a 1-D weight is an elementwise gain, a norm's in
+    every transformers model (the model zoo holds no other); its role is unknown."""
+    return len(ref.shape) == 1 and p.name.endswith(".weight") and p.base[-1:].isdigit()
 
 
 def _fits(role: Role, width: int, numel: int, facts: ConfigFacts) -> bool:
@@ -287,6 +331,7 @@ class Context:
     biases: Mapping[str, str]
     tensors: Mapping[str, TensorRef]
     tables: Tables
+    stacks: Stacks | None = None
     guesses: dict[tuple[int, ...], Role | None] = field(default_factory=dict)
 
 
@@ -321,25 +366,31 @@ def resolve(p: Parsed, ctx: Context) -> NormInfo | None:
         role=role,
         group=(rule.group if rule is not None and rule.group else None) or default_group(role),
         parametrization=param,
+        tower=tower_of(p.base),
+        stack=stack_of(p.base),
         bias_name=ctx.biases.get(p.base),
         rule=rule_name,
         consumers=_fill(rule.consumers, p.index, mtp_index) if rule else (),
         producers=_fill(rule.producers, p.index, mtp_index) if rule else (),
         vocabulary=vocabulary,
         recognised=recognised,
+        pinned=rule is not None and rule.parametrization is not None,
     )
 
 
 def _hit(p: Parsed, ctx: Context, in_mtp_layer: bool) -> tuple[Hit | None, str | None]:
     """The rule that reads the name: the family's table first, then the naming vocabularies
-    (outside vision towers); the vocabulary's name when one of them did."""
+    (in every tower); the vocabulary's name when one of them did."""
     site, facts = p.site, ctx.facts
     hit: Hit | None = None
     if ctx.family is not None:
         t = ctx.tables.families.index(ctx.family)
-        hit = _first(ctx.tables.index.hits(site.template), t, p.base, ctx.tensors, facts)
-    if hit is None and not site.vision:
-        hit = vocab_hit(site, 0 if in_mtp_layer else None, ctx.tables, p.base, ctx.tensors, facts)
+        hit = _first(
+            ctx.tables.index.hits(site.template), t, p.base, ctx.tensors, facts, ctx.stacks
+        )
+    if hit is None:
+        mtp_index = 0 if in_mtp_layer else None
+        hit = vocab_hit(site, mtp_index, ctx.tables, p.base, ctx.tensors, facts, ctx.stacks)
         if hit is not None:
             return hit, VOCABULARIES[hit.table].name
     return hit, None
@@ -355,7 +406,7 @@ def _rule_and_role(
         return hit.rule, _by_width(hit.rule, ref, ctx.facts), True
     if site.vision and _NORMISH.search(site.leaf):
         return None, Role.unknown, True
-    if not _NORMISH.search(site.leaf):
+    if not (_NORMISH.search(site.leaf) or _sequential_gain(p, ref)):
         return None
     guess = None
     if p.index is not None:

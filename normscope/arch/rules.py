@@ -17,9 +17,8 @@ any text and `{NORM}` one name component that names a norm.
 from __future__ import annotations
 
 import functools
-import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +52,10 @@ class NormRule:
     """Patterns of the linear maps that read this norm's output (for folding γ away)."""
     producers: tuple[str, ...] = ()
     """Patterns of the tensors whose output this norm normalises."""
+    at_stack_end: bool = False
+    """Only a norm outside every block, in the module holding a stack (`structure.py`)."""
+    if_final_norm: bool | None = None
+    """Only when the norm's stack ends (true) or not (false) in a final norm: pre/post-LN."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,8 @@ _RULE_KEYS = {
     "if_block_type": "config block types this rule is limited to",
     "consumers": "patterns of the maps reading the norm's output",
     "producers": "patterns of the tensors it normalises",
+    "at_stack_end": "outside every block, in the module holding a stack (a final norm)",
+    "if_final_norm": "only when the norm's stack ends (true) or not (false) in a final norm",
 }
 _PLACEHOLDERS = {"{L}", "{M}", "{ANY}", "{NORM}"}
 _PATTERN_CHARS = re.compile(r"[A-Za-z0-9_.|(){}?\-]+")
@@ -147,6 +152,10 @@ def _bool(key: str, value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, not {value!r} ({where})")
     return value
+
+
+def _opt_bool(table: Mapping[str, Any], key: str, name: str, where: str) -> bool | None:
+    return _bool(f"{key}.{name}", table[name], where) if name in table else None
 
 
 def check_pattern(key: str, pattern: Any, where: str) -> str:
@@ -251,6 +260,8 @@ def parse_rule(table: Any, key: str, where: str) -> NormRule:
             check_pattern(f"{key}.producers", p, where)
             for p in _strs(f"{key}.producers", opt("producers", []), where)
         ),
+        at_stack_end=bool(_opt_bool(table, key, "at_stack_end", where)),
+        if_final_norm=_opt_bool(table, key, "if_final_norm", where),
     )
 
 
@@ -324,69 +335,6 @@ def parse_families(
         out.append(family)
         known[family.name] = family
     return tuple(out)
-
-
-# --- writing the format back --------------------------------------------------------------------
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-
-
-def family_table(family: Family) -> dict[str, Any]:
-    """The TOML-shaped table of one family (only non-default keys)."""
-    out: dict[str, Any] = {"name": family.name}
-    if family.model_types:
-        out["model_types"] = list(family.model_types)
-    if family.architectures:
-        out["architectures"] = list(family.architectures)
-    out["parametrization"] = family.parametrization.value
-    out["source"] = family.source
-    if family.mtp_in_layers:
-        out["mtp_in_layers"] = True
-    if not family.final_norm:
-        out["final_norm"] = False
-    if family.note:
-        out["note"] = family.note
-    rules = []
-    for r in family.rules:
-        t: dict[str, Any] = {"pattern": r.pattern}
-        t["role"] = [r.role.value, *(a.value for a in r.alt_roles)] if r.alt_roles else r.role.value
-        optional: tuple[tuple[str, Any], ...] = (
-            ("module", r.module.value if r.module else None),
-            ("mtp_depth", r.mtp_depth),
-            ("parametrization", r.parametrization.value if r.parametrization else None),
-            ("group", r.group.value if r.group else None),
-            ("if_present", r.if_present),
-            ("if_block_type", list(r.if_block_type) or None),
-            ("consumers", list(r.consumers) or None),
-            ("producers", list(r.producers) or None),
-        )
-        t.update({k: v for k, v in optional if v is not None})
-        rules.append(t)
-    out["norm"] = rules
-    return out
-
-
-def dump_rules(families: Iterable[Family]) -> str:
-    """Write families as a rules file (TOML) that `load_rules` reads back to equal families."""
-    lines: list[str] = []
-    for family in families:
-        table = family_table(family)
-        lines.append("[[family]]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if k != "norm"]
-        for rule in table["norm"]:
-            lines.append("")
-            lines.append("[[family.norm]]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in rule.items()]
-        lines.append("")
-    return "\n".join(lines)
 
 
 # --- matching -----------------------------------------------------------------------------------

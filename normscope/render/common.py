@@ -249,7 +249,14 @@ def display_name(n: Any, wide: bool = False, with_layer: bool = False) -> str:
     if wide or getattr(n, "aggregate", False):
         return strip_weight(n.name) if not getattr(n, "aggregate", False) else n.name
     depth = n.mtp_depth if n.module is Module.mtp else None
-    return structural_name(n.name, depth, getattr(n, "layer", None), with_layer)
+    name = structural_name(n.name, depth, getattr(n, "layer", None), with_layer)
+    stack = getattr(n, "stack", None)
+    # An encoder-decoder's two stacks share their layer numbers and leaf names.
+    return (
+        f"{stack.value} {name}"
+        if stack is not None and getattr(n, "layer", None) is not None
+        else name
+    )
 
 
 def name_column_width(names: Sequence[str], room: int, wide: bool = False) -> int:

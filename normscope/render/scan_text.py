@@ -9,7 +9,7 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from normscope.enums import Band, Module, Role
+from normscope.enums import Band, Module, Role, Tower
 from normscope.render.common import SEVERITY, fmt, human_bytes
 from normscope.schema import NormStats, Report
 from normscope.scope import DEFAULT, Selector
@@ -20,6 +20,7 @@ class RoleSummary:
     """One line of the per-role summary."""
 
     module: str
+    """`main`, `mtp`, or the part of a multi-stack model: `encoder`, `decoder`, `vision`, ..."""
     role: str
     count: int
     ratio_min: float
@@ -28,21 +29,34 @@ class RoleSummary:
     worst: Band
 
 
+def part(n: NormStats) -> str:
+    """Where a norm is: `mtp`, another tower (`vision`, `audio`, `projector`), a stack of an
+    encoder-decoder (`encoder`, `decoder`), else `main`."""
+    if n.module is Module.mtp:
+        return "mtp"
+    if n.tower is not Tower.text:
+        return n.tower.value
+    return n.stack.value if n.stack is not None else "main"
+
+
+_PARTS = ("main", "encoder", "decoder", "mtp", "vision", "audio", "projector")
+
+
 def summarize_roles(norms: Sequence[NormStats]) -> list[RoleSummary]:
-    """Per (module, role): count, ratio min/median/max and the worst band."""
-    groups: dict[tuple[Module, Role], list[NormStats]] = {}
+    """Per (part, role): count, ratio min/median/max and the worst band."""
+    groups: dict[tuple[str, Role], list[NormStats]] = {}
     for n in norms:
-        groups.setdefault((n.module, n.role), []).append(n)
+        groups.setdefault((part(n), n.role), []).append(n)
     out = []
     order = list(Role)
     for (module, role), rows in sorted(
-        groups.items(), key=lambda kv: (kv[0][0] is Module.mtp, order.index(kv[0][1]))
+        groups.items(), key=lambda kv: (_PARTS.index(kv[0][0]), order.index(kv[0][1]))
     ):
         ratios = [r.ratio for r in rows if math.isfinite(r.ratio)]
         worst = max((r.band for r in rows), key=lambda b: SEVERITY[b])
         out.append(
             RoleSummary(
-                module.value,
+                module,
                 role.value,
                 len(rows),
                 min(ratios, default=math.nan),
@@ -60,7 +74,8 @@ def norm_label(n: NormStats) -> str:
         role = n.role.value[4:] if n.role.value.startswith("mtp_") else n.role.value
         return f"MTP {n.mtp_depth} {role}"
     if n.role is Role.final:
-        return "final norm"
+        where = part(n)
+        return "final norm" if where == "main" else f"{where} final norm"
     return f"layer {n.layer} {n.role.value}" if n.layer is not None else n.role.value
 
 

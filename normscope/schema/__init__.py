@@ -21,7 +21,9 @@ from normscope.enums import (
     Parametrization,
     Role,
     Severity,
+    Stack,
     StepSource,
+    Tower,
     Verdict,
 )
 from normscope.schema.check import CheckReport, Finding, Policy, RoleBand, Severities
@@ -94,10 +96,12 @@ __all__ = [
     "Severities",
     "Severity",
     "Skipped",
+    "Stack",
     "StepSource",
     "Summary",
     "TensorRef",
     "Thresholds",
+    "Tower",
     "Trend",
     "Trinity",
     "TrinityRow",

@@ -22,6 +22,8 @@ from normscope.enums import (
     Module,
     Parametrization,
     Role,
+    Stack,
+    Tower,
 )
 
 if TYPE_CHECKING:  # pandas stays off the import path of a scan
@@ -29,7 +31,8 @@ if TYPE_CHECKING:  # pandas stays off the import path of a scan
 
 SCHEMA_VERSION = 4
 """2: NormStats.peer_median/anomaly, Summary.anomalies, NormDiff.anomaly_a/b (issue #11).
-3: SeriesReport.trinity (`series --events`), series order `given` (issue #14)."""
+3: SeriesReport.trinity (`series --events`), series order `given` (issue #14).
+4: NormStats.tower/stack, roles cross_attn_input/cross_attn_output (issue #25)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,10 @@ class NormInfo:
     role: Role
     group: Group | None
     parametrization: Parametrization
+    tower: Tower = Tower.text
+    """The tower the norm is in: text, vision, audio or projector (from the name's structure)."""
+    stack: Stack | None = None
+    """encoder or decoder in an encoder-decoder stack; None otherwise."""
     bias_name: str | None = None
     """The LayerNorm bias tensor's name, when the checkpoint stores one."""
     rule: str = ""
@@ -146,6 +153,9 @@ class NormInfo:
     """The naming vocabulary that read this norm, when no family rule lists it."""
     recognised: bool = True
     """False when no rule, vocabulary or width placed the norm (role `unknown`, not understood)."""
+    pinned: bool = False
+    """The matching rule pins the parametrization (Qwen3-Next's standard `linear_attn.norm`, a
+    user rule): the data at init does not override it (`analysis.settle_at_init`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +178,10 @@ class NormStats:
     """1-based MTP depth, or null."""
     layer: int | None
     """Trunk layer index for main-model layer norms, else null."""
+    tower: Tower
+    """`text`, `vision`, `audio` or `projector`: the tower of a multimodal model."""
+    stack: Stack | None
+    """`encoder` or `decoder` in an encoder-decoder model, else null."""
     role: Role
     group: Group | None
     """`input` (foldable into the next linear map), `output` (joins the residual), or null."""
