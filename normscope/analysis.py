@@ -194,8 +194,9 @@ def settle_at_init(
     """Let the data decide the parametrization of the towers that are exactly at init.
 
     At init every gain is the identity: a standard norm stores ones, an offset (1 + w) norm
-    zeros (DOMAIN.md 1). So in a tower (`NormInfo.tower`) whose every stored gain is exactly
-    all zeros or all ones, the stored vector says which each norm is, whatever the name, the
+    zeros (docs/architectures.md#stacks-towers-and-the-model-zoo). So in a tower
+    (`NormInfo.tower`) whose every stored gain is exactly all zeros or all ones, the stored
+    vector says which each norm is, whatever the name, the
     config flags or the family said — and a disagreement is named in a warning, never settled
     silently. A tower with any other value is trained: its all-zero norm may be a real
     collapse, so the rules stand there (`parametrization_doubt` warns).

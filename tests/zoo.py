@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 import struct
 import sys
 import tempfile
@@ -110,6 +111,10 @@ class ArchScore:
     final_wrong: list[str] = field(default_factory=list)
     """Key finals not read as final, and norms read as final that the key says are not."""
     unknown: int = 0
+    role_contradicted: list[str] = field(default_factory=list)
+    """Input norms whose role the forward contradicts: an `attn_input` whose output the model
+    next fed to an MLP matrix, an `mlp_input` whose output went to attention (a diagnostic,
+    not part of `exact`)."""
     error: str | None = None
     """normscope's error when the scan refused the checkpoint."""
 
@@ -148,6 +153,30 @@ def expected_param(norm: dict[str, Any]) -> str | None:
     return by_init
 
 
+_ATTN = re.compile(r"(^|[._])(q_proj|k_proj|v_proj|qkv|qkv_proj|query|key|value|wqkv|c_attn|"
+                   r"in_proj|q|k|v|wq|query_key_value|self_attn|attention|attn|q_a_proj)($|[._])",
+                   re.IGNORECASE)  # fmt: skip
+_MLP = re.compile(r"(^|[._])(gate_proj|up_proj|gate_up_proj|fc1|fc_in|w1|w3|wi|wi_0|c_fc|"
+                  r"dense_h_to_4h|intermediate|mlp|ffn|feed_forward|router|experts|gate)($|[._])",
+                  re.IGNORECASE)  # fmt: skip
+_CROSS = re.compile(r"(encoder_attn|EncDecAttention|cross)", re.IGNORECASE)
+
+
+def contradicts(role: str, following: str | None) -> bool:
+    """Whether the module the forward called right after a norm contradicts its input role."""
+    if following is None:
+        return False
+    tail = ".".join(following.split(".")[-2:])
+    attn, mlp = bool(_ATTN.search(tail)), bool(_MLP.search(tail))
+    if role == "attn_input":
+        return mlp and not attn
+    if role == "mlp_input":
+        return attn and not mlp
+    if role == "cross_attn_input":
+        return not _CROSS.search(following) and (attn or mlp)
+    return False
+
+
 def score(arch: dict[str, Any], folder: Path) -> ArchScore:
     """Scan the sparse checkpoint of `arch` with normscope and compare with the key."""
     from normscope.errors import NormscopeError
@@ -183,6 +212,8 @@ def score(arch: dict[str, Any], folder: Path) -> ArchScore:
             out.final_wrong.append(("missing " if norm["final"] else "extra ") + name)
         if stats.role.value == "unknown":
             out.unknown += 1
+        if contradicts(stats.role.value, norm.get("next")):
+            out.role_contradicted.append(f"{name} ({stats.role.value}, next {norm['next']})")
     return out
 
 
@@ -214,6 +245,7 @@ def summary(scores: list[ArchScore]) -> dict[str, int]:
         "finals": sum(s.finals for s in scores),
         "final_wrong": sum(len(s.final_wrong) for s in scores),
         "unknown": sum(s.unknown for s in scores),
+        "role_contradicted": sum(len(s.role_contradicted) for s in scores),
     }
 
 
@@ -230,6 +262,10 @@ def main(argv: list[str]) -> None:
     print("all     ", summary(scores))
     kinds = Counter(k for s in seen for k in s.kinds())
     print("failure kinds (seen):", dict(kinds))
+    if "--roles" in argv:
+        for s in seen:
+            for line in s.role_contradicted:
+                print(f"role? {s.model_type}: {line}")
     for s in seen if not show_held else held:
         if not s.exact:
             print(f"-- {s.model_type}: {', '.join(s.kinds())} (unknown {s.unknown}/{s.found})")

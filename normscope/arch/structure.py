@@ -129,7 +129,7 @@ class Stacks:
         post = frozenset(
             c for c in found for b in inside if b.startswith(c + ".") and b.endswith(_POST_LN)
         )
-        ends = set()
+        ends: set[str] = set()
         for base in outside:
             if base.rsplit(".", 1)[-1] in FINAL_LEAVES:
                 ends.update(c for c in _below(found, base) if c not in post)

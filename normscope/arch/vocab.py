@@ -424,7 +424,8 @@ _MLP_IN = "(layer_norm2|layernorm_after|ln_2|ln2|norm2|ffn_norm|mlp_norm|ln_mlp)
 VOCABULARY_TABLES += [
     {
         "name": "stack",
-        "source": "where a stack of blocks ends (normscope/arch/structure.py FINAL_LEAVES, with "
+        "source": "docs/architectures.md#stacks-towers-and-the-model-zoo; where a stack of "
+        "blocks ends (normscope/arch/structure.py FINAL_LEAVES, with "
         "the transformers 5.25.0 models using each naming); embedding norms before the first "
         "block: BART/mBART `layernorm_embedding`, CLIP `pre_layrnorm`, Whisper-style `ln_pre`, "
         "Nomic-BERT/Jina `emb_ln`, BERT-style `embeddings.LayerNorm` in any tower",
@@ -447,7 +448,8 @@ VOCABULARY_TABLES += [
     },
     {
         "name": "blocks",
-        "source": "sublayer norms in any stack of blocks (text, vision, audio, encoder, decoder): "
+        "source": "docs/architectures.md#stacks-towers-and-the-model-zoo; "
+        "sublayer norms in any stack of blocks (text, vision, audio, encoder, decoder): "
         "transformers 5.25.0 CLIPEncoderLayer/SiglipEncoderLayer layer_norm1/2, ViTLayer "
         "layernorm_before/after, GPT2Block ln_1/ln_2/ln_cross_attn, Qwen2VLVisionBlock norm1/2, "
         "PixtralAttentionLayer attention_norm/ffn_norm, T5Block layer.N.layer_norm (by its "
