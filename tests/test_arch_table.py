@@ -86,7 +86,11 @@ ROWS: dict[str, tuple[dict[str, Any] | None, dict[str, tuple[Any, ...]], str]] =
         {"model.final_layernorm.weight": (M, None, None, "final")},
         S,
     ),
-    "gpt2": ({"model_type": "gpt2"}, {"h.0.ln_1.weight": (M, None, 0, "attn_input")}, S),
+    "gpt2": (  # ln_1 is an input norm in a stack that ends in ln_f (GPT-1 has none: post-LN)
+        {"model_type": "gpt2"},
+        {"h.0.ln_1.weight": (M, None, 0, "attn_input"), "ln_f.weight": (M, None, None, "final")},
+        S,
+    ),
     "bert": (
         {"model_type": "bert"},
         {"encoder.layer.0.output.LayerNorm.weight": (M, None, 0, "mlp_output")},

@@ -153,12 +153,13 @@ def expected_param(norm: dict[str, Any]) -> str | None:
     return by_init
 
 
-_ATTN = re.compile(r"(^|[._])(q_proj|k_proj|v_proj|qkv|qkv_proj|query|key|value|wqkv|c_attn|"
-                   r"in_proj|q|k|v|wq|query_key_value|self_attn|attention|attn|q_a_proj)($|[._])",
-                   re.IGNORECASE)  # fmt: skip
-_MLP = re.compile(r"(^|[._])(gate_proj|up_proj|gate_up_proj|fc1|fc_in|w1|w3|wi|wi_0|c_fc|"
-                  r"dense_h_to_4h|intermediate|mlp|ffn|feed_forward|router|experts|gate)($|[._])",
-                  re.IGNORECASE)  # fmt: skip
+# Module names (whole path components) that are an attention's, an MLP's or a cross-attention's.
+_ATTN = {"q_proj", "k_proj", "v_proj", "qkv", "qkv_proj", "query", "key", "value", "Wqkv",
+         "c_attn", "in_proj", "q", "k", "v", "wq", "query_key_value", "self_attn", "attention",
+         "attn", "q_a_proj", "self", "SelfAttention", "LocalSelfAttention"}  # fmt: skip
+_MLP = {"gate_proj", "up_proj", "gate_up_proj", "fc1", "fc_in", "w1", "w3", "wi", "wi_0", "c_fc",
+        "dense_h_to_4h", "intermediate", "mlp", "ffn", "feed_forward", "router", "experts",
+        "gate", "DenseReluDense"}  # fmt: skip
 _CROSS = re.compile(r"(encoder_attn|EncDecAttention|cross)", re.IGNORECASE)
 
 
@@ -166,14 +167,20 @@ def contradicts(role: str, following: str | None) -> bool:
     """Whether the module the forward called right after a norm contradicts its input role."""
     if following is None:
         return False
-    tail = ".".join(following.split(".")[-2:])
-    attn, mlp = bool(_ATTN.search(tail)), bool(_MLP.search(tail))
+    parts = set(following.split(".")[-3:])
+    attn, mlp = bool(parts & _ATTN), bool(parts & _MLP)
+    cross = bool(_CROSS.search(following))
     if role == "attn_input":
         return mlp and not attn
     if role == "mlp_input":
         return attn and not mlp
     if role == "cross_attn_input":
-        return not _CROSS.search(following) and (attn or mlp)
+        return not cross and (attn or mlp)
+    # An output norm follows its sublayer: its output never goes into that sublayer's matrices.
+    if role == "attn_output":
+        return attn and not mlp and not cross
+    if role == "mlp_output":
+        return mlp and not attn
     return False
 
 

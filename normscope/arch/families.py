@@ -293,9 +293,13 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         "huggingface/transformers @0010f60 models/gpt2/modeling_gpt2.py (nn.LayerNorm "
         "ln_1, ln_2, ln_f; original safetensors have no `transformer.` prefix)",
         norm=[
-            _n("h.{L}.ln_1", "attn_input"),
-            _n("h.{L}.ln_2", "mlp_input"),
-            _n("h.{L}.ln_cross_attn", "unknown"),
+            # OpenAI GPT-1 (read by these names when no config says otherwise) is post-LN and
+            # ends in no ln_f: the stack's final norm decides (stacks-towers-and-the-model-zoo).
+            _n("h.{L}.ln_1", "attn_input", if_final_norm=True),
+            _n("h.{L}.ln_1", "attn_output", if_final_norm=False),
+            _n("h.{L}.ln_2", "mlp_input", if_final_norm=True),
+            _n("h.{L}.ln_2", "mlp_output", if_final_norm=False),
+            _n("h.{L}.ln_cross_attn", "cross_attn_input"),
             _n("ln_f", "final"),
         ],
     ),

@@ -83,6 +83,9 @@ TOWER_WORDS: dict[str, Tower] = {
     ),
 }  # fmt: skip
 _STACKS = {"encoder": Stack.encoder, "decoder": Stack.decoder}
+# A vision tower's last norm in its projector: Qwen2VisionTransformerPretrainedModel runs its
+# blocks, then `merger` = PatchMerger(ln_q, mlp); Qwen3-VL's merger has `norm`.
+PROJECTOR_ENDS = (".merger.ln_q", ".merger.norm")
 _POST_LN = "output.LayerNorm"
 
 
@@ -131,7 +134,10 @@ class Stacks:
         )
         ends: set[str] = set()
         for base in outside:
-            if base.rsplit(".", 1)[-1] in FINAL_LEAVES:
+            if base.endswith(PROJECTOR_ENDS):  # `visual.merger.ln_q` ends `visual.blocks`
+                tower = base.rsplit(".", 2)[0] + ".x"
+                ends.update(_below(found, tower, tower_of(tower)))
+            elif base.rsplit(".", 1)[-1] in FINAL_LEAVES:
                 ends.update(c for c in _below(found, base) if c not in post)
         return cls(found, frozenset(ends), post)
 
@@ -149,11 +155,11 @@ class Stacks:
         return bool(_below(self.containers, base))
 
 
-def _below(containers: frozenset[str], base: str) -> list[str]:
+def _below(containers: frozenset[str], base: str, tower: Tower | None = None) -> list[str]:
     """The containers at most two components below the parent of `base` (the top level when
-    it has none) and in its tower: the stacks a norm outside every block can end."""
+    it has none) and in its tower (or `tower`): the stacks a norm outside every block can end."""
     parent = base.rsplit(".", 1)[0] if "." in base else ""
-    tower = tower_of(base)
+    tower = tower or tower_of(base)
     out = []
     for c in containers:
         if tower_of(c + ".x") is not tower:

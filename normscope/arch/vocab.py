@@ -368,9 +368,15 @@ VOCABULARY_TABLES: list[dict[str, Any]] = [
         "@0010f60 (ln_1, ln_2, ln_f); llama.cpp gguf-py/gguf/tensor_mapping.py @0024aa7 (falcon "
         "ln_attn, ln_mlp, input_layernorm; phi2 transformer.h.N.ln, lm_head.ln)",
         "norm": [
-            _n("h.{L}.(ln_1|ln_attn|input_layernorm|ln)", "attn_input"),
-            _n("h.{L}.(ln_2|ln_mlp|post_attention_layernorm)", "mlp_input"),
-            _n("h.{L}.ln_cross_attn", "unknown"),
+            # GPT-2 (pre-LN, ends in ln_f) vs OpenAI GPT-1 (post-LN: ln_1/ln_2 after each
+            # sublayer, no final norm): whether the stack ends in a final norm tells them apart.
+            _n("h.{L}.ln_1", "attn_input", if_final_norm=True),
+            _n("h.{L}.ln_1", "attn_output", if_final_norm=False),
+            _n("h.{L}.(ln_attn|input_layernorm|ln)", "attn_input"),
+            _n("h.{L}.ln_2", "mlp_input", if_final_norm=True),
+            _n("h.{L}.ln_2", "mlp_output", if_final_norm=False),
+            _n("h.{L}.(ln_mlp|post_attention_layernorm)", "mlp_input"),
+            _n("h.{L}.ln_cross_attn", "cross_attn_input"),
             _n("(ln_f|lm_head.ln)", "final"),
         ],
     },
@@ -419,8 +425,14 @@ VOCABULARY_TABLES: list[dict[str, Any]] = [
 # The generic vocabularies come last: a family table or a vocabulary above reads a name first.
 GENERIC_FROM = len(VOCABULARY_TABLES)
 """Index of the first generic vocabulary (`stack`, `blocks`)."""
-_ATTN_IN = "(layer_norm1|layernorm_before|ln_1|ln1|norm1|attention_norm|attn_norm|ln_attn)"
-_MLP_IN = "(layer_norm2|layernorm_after|ln_2|ln2|norm2|ffn_norm|mlp_norm|ln_mlp)"
+# Names that say "before": input norms in any stack. Numbered names (`norm1`, `ln_1`) are pre-LN
+# in CLIP/SigLIP/Qwen2-VL vision blocks but post-LN in Nomic-BERT/Jina-v3 (NomicBertBlock:
+# norm1 after the attention's residual add) and OpenAI GPT-1: the stack's final norm decides.
+# CLIP/SigLIP/SAM `layer_norm1/2` are pre-LN in every transformers tower.
+_ATTN_IN = "(layer_norm1|layernorm_before|attention_norm|attn_norm|ln_attn)"
+_MLP_IN = "(layer_norm2|layernorm_after|ffn_norm|mlp_norm|ln_mlp)"
+_ATTN_NTH = "(ln_1|ln1|norm1)"
+_MLP_NTH = "(ln_2|ln2|norm2)"
 VOCABULARY_TABLES += [
     {
         "name": "stack",
@@ -462,6 +474,10 @@ VOCABULARY_TABLES += [
         "norm": [
             _n("{ANY}.{L}." + _ATTN_IN, "attn_input"),
             _n("{ANY}.{L}." + _MLP_IN, "mlp_input"),
+            _n("{ANY}.{L}." + _ATTN_NTH, "attn_input", if_final_norm=True),
+            _n("{ANY}.{L}." + _ATTN_NTH, "attn_output", if_final_norm=False),
+            _n("{ANY}.{L}." + _MLP_NTH, "mlp_input", if_final_norm=True),
+            _n("{ANY}.{L}." + _MLP_NTH, "mlp_output", if_final_norm=False),
             _n(
                 "{ANY}.{L}.post_attention_layernorm",
                 "attn_output",
@@ -475,6 +491,16 @@ VOCABULARY_TABLES += [
             _n("{ANY}.{L}.(post_feedforward_layernorm|post_mlp_layernorm)", "mlp_output"),
             _n("{ANY}.{L}.({ANY}.)?(q_norm|k_norm|q_layernorm|k_layernorm|q_ln|k_ln)", "qk"),
             _n("{ANY}.{L}.layer.layer_norm", "attn_input", if_present="SelfAttention.q.weight"),
+            _n(  # LongT5
+                "{ANY}.{L}.layer.layer_norm",
+                "attn_input",
+                if_present="LocalSelfAttention.q.weight",
+            ),
+            _n(
+                "{ANY}.{L}.layer.layer_norm",
+                "attn_input",
+                if_present="TransientGlobalSelfAttention.q.weight",
+            ),
             _n(
                 "{ANY}.{L}.layer.layer_norm",
                 "cross_attn_input",
