@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from normscope.enums import Stack, Tower
 
@@ -173,3 +174,118 @@ def _below(containers: frozenset[str], base: str, tower: Tower | None = None) ->
         if rest.count(".") <= 1:
             out.append(c)
     return out
+
+
+def _n(pattern: str, role: str | list[str], **kw: Any) -> dict[str, Any]:
+    return {"pattern": pattern, "role": role, **kw}
+
+
+# The generic vocabularies (`vocab.VOCABULARIES` lists them after every specific one), in the
+# rules-file format.
+# Names that say "before": input norms in any stack. Numbered names (`norm1`, `ln_1`) are pre-LN
+# in CLIP/SigLIP/Qwen2-VL vision blocks but post-LN in Nomic-BERT/Jina-v3 (NomicBertBlock:
+# norm1 after the attention's residual add) and OpenAI GPT-1: the stack's final norm decides.
+# CLIP/SigLIP/SAM `layer_norm1/2` are pre-LN in every transformers tower.
+_ATTN_IN = "(layer_norm1|layernorm_before|attention_norm|attn_norm|ln_attn)"
+_MLP_IN = "(layer_norm2|layernorm_after|ffn_norm|mlp_norm|ln_mlp)"
+_ATTN_NTH = "(ln_1|ln1|norm1)"
+_MLP_NTH = "(ln_2|ln2|norm2)"
+GENERIC_VOCABULARIES: list[dict[str, Any]] = [
+    {
+        "name": "stack",
+        "source": "docs/architectures.md#stacks-towers-and-the-model-zoo; where a stack of "
+        "blocks ends (normscope/arch/structure.py FINAL_LEAVES, with "
+        "the transformers 5.25.0 models using each naming); embedding norms before the first "
+        "block: BART/mBART `layernorm_embedding`, CLIP `pre_layrnorm`, Whisper-style `ln_pre`, "
+        "Nomic-BERT/Jina `emb_ln`, BERT-style `embeddings.LayerNorm` in any tower",
+        "norm": [
+            _n("({ANY}.)?" + "(" + "|".join(FINAL_LEAVES) + ")", "final", at_stack_end=True),
+            # The same names at the root of a post-LN stack, which has no final norm: the
+            # embedding norm (Blip2QFormerModel applies `layernorm` to the query embeddings).
+            _n("({ANY}.)?" + "(" + "|".join(FINAL_LEAVES) + ")", "embedding", at_stack_end=True),
+            _n(
+                "({ANY}.)?(layernorm_embedding|embed_layer_norm|emb_ln|ln_pre|pre_layrnorm|"
+                "pre_layernorm|norm_pre|embed_norm|embedding_layernorm|layer_norm_embedding)",
+                "embedding",
+                at_stack_end=True,
+            ),
+            _n("({ANY}.)?embeddings.(LayerNorm|layer_norm|layernorm|norm|ln)", "embedding"),
+            # Qwen2VisionTransformerPretrainedModel: blocks, then merger = PatchMerger(ln_q, mlp);
+            # Qwen3-VL merger.norm: the vision tower's last norm sits in its projector.
+            _n("({ANY}.)?merger.(ln_q|norm)", "final"),
+        ],
+    },
+    {
+        "name": "blocks",
+        "source": "docs/architectures.md#stacks-towers-and-the-model-zoo; "
+        "sublayer norms in any stack of blocks (text, vision, audio, encoder, decoder): "
+        "transformers 5.25.0 CLIPEncoderLayer/SiglipEncoderLayer layer_norm1/2, ViTLayer "
+        "layernorm_before/after, GPT2Block ln_1/ln_2/ln_cross_attn, Qwen2VLVisionBlock norm1/2, "
+        "PixtralAttentionLayer attention_norm/ffn_norm, T5Block layer.N.layer_norm (by its "
+        "SelfAttention/EncDecAttention/DenseReluDense sibling), BertLayer attention.output/"
+        "output.LayerNorm; fairseq-style BartEncoderLayer/WhisperEncoderLayer "
+        "self_attn_layer_norm, encoder_attn_layer_norm, final_layer_norm: input norms in a "
+        "pre-LN stack (one that ends in a final norm: Whisper, mBART, M2M-100, XGLM, OPT), "
+        "output norms in a post-LN one (BART, Marian, GTE attn_ln/mlp_ln); MambaBlock norm "
+        "before its mixer",
+        "norm": [
+            _n("{ANY}.{L}." + _ATTN_IN, "attn_input"),
+            _n("{ANY}.{L}." + _MLP_IN, "mlp_input"),
+            _n("{ANY}.{L}." + _ATTN_NTH, "attn_input", if_final_norm=True),
+            _n("{ANY}.{L}." + _ATTN_NTH, "attn_output", if_final_norm=False),
+            _n("{ANY}.{L}." + _MLP_NTH, "mlp_input", if_final_norm=True),
+            _n("{ANY}.{L}." + _MLP_NTH, "mlp_output", if_final_norm=False),
+            _n(
+                "{ANY}.{L}.post_attention_layernorm",
+                "attn_output",
+                if_present="post_feedforward_layernorm.weight",
+            ),
+            _n("{ANY}.{L}.(input_layernorm|pre_attention_layernorm)", "attn_input"),
+            _n(
+                "{ANY}.{L}.(post_attention_layernorm|pre_feedforward_layernorm|pre_mlp_layernorm)",
+                "mlp_input",
+            ),
+            _n("{ANY}.{L}.(post_feedforward_layernorm|post_mlp_layernorm)", "mlp_output"),
+            _n("{ANY}.{L}.({ANY}.)?(q_norm|k_norm|q_layernorm|k_layernorm|q_ln|k_ln)", "qk"),
+            _n("{ANY}.{L}.layer.layer_norm", "attn_input", if_present="SelfAttention.q.weight"),
+            _n(  # LongT5
+                "{ANY}.{L}.layer.layer_norm",
+                "attn_input",
+                if_present="LocalSelfAttention.q.weight",
+            ),
+            _n(
+                "{ANY}.{L}.layer.layer_norm",
+                "attn_input",
+                if_present="TransientGlobalSelfAttention.q.weight",
+            ),
+            _n(
+                "{ANY}.{L}.layer.layer_norm",
+                "cross_attn_input",
+                if_present="EncDecAttention.q.weight",
+            ),
+            _n("{ANY}.{L}.layer.layer_norm", "mlp_input"),
+            _n("{ANY}.{L}.(attention|attn).output.LayerNorm", "attn_output"),
+            # Pre-LN BERTs: RobertaPreLayerNormLayer attention.LayerNorm/intermediate.LayerNorm,
+            # XLMRobertaXLLayer attention.self_attn_layer_norm/LayerNorm, MegatronBertLayer
+            # attention.ln/ln (each stack ends in a final norm).
+            _n(
+                "{ANY}.{L}.attention.(LayerNorm|ln|self_attn_layer_norm)",
+                "attn_input",
+                if_final_norm=True,
+            ),
+            _n("{ANY}.{L}.intermediate.LayerNorm", "mlp_input", if_final_norm=True),
+            _n("{ANY}.{L}.(LayerNorm|ln)", "mlp_input", if_final_norm=True),
+            _n("{ANY}.{L}.crossattention.output.LayerNorm", "cross_attn_output"),
+            _n("{ANY}.{L}.output.LayerNorm", "mlp_output"),
+            _n("{ANY}.{L}.(self_attn_layer_norm|attn_ln)", "attn_input", if_final_norm=True),
+            _n("{ANY}.{L}.(self_attn_layer_norm|attn_ln)", "attn_output", if_final_norm=False),
+            _n("{ANY}.{L}.final_layer_norm", "mlp_input", if_final_norm=True),
+            _n("{ANY}.{L}.(final_layer_norm|mlp_ln)", "mlp_output", if_final_norm=False),
+            _n("{ANY}.{L}.(encoder_attn_layer_norm|ln_cross_attn)", "cross_attn_input",
+               if_final_norm=True),
+            _n("{ANY}.{L}.encoder_attn_layer_norm", "cross_attn_output", if_final_norm=False),
+            _n("{ANY}.{L}.norm", "attn_input", if_present="mixer.in_proj.weight"),
+            _n("{ANY}.{L}.mixer.norm", "linear_attn"),
+        ],
+    },
+]  # fmt: skip
