@@ -123,17 +123,23 @@ class ArchScore:
         if self.norms == 0:  # no norm gains at all: refusing with "no norm" is right
             return self.error is not None and "no norm" in self.error
         return self.error is None and not (
-            self.missed or self.decoys or self.param_wrong or self.identity_wrong
+            self.missed
+            or self.decoys
+            or self.param_wrong
+            or self.identity_wrong
             or self.final_wrong
-        )  # fmt: skip
+        )
 
     def kinds(self) -> list[str]:
         """The failure kinds of this architecture."""
         out = []
         for kind, items in (
-            ("missed", self.missed), ("decoy", self.decoys), ("param", self.param_wrong),
-            ("identity", self.identity_wrong), ("final", self.final_wrong),
-        ):  # fmt: skip
+            ("missed", self.missed),
+            ("decoy", self.decoys),
+            ("param", self.param_wrong),
+            ("identity", self.identity_wrong),
+            ("final", self.final_wrong),
+        ):
             if items:
                 out.append(kind)
         if self.error and not self.exact:
@@ -154,12 +160,52 @@ def expected_param(norm: dict[str, Any]) -> str | None:
 
 
 # Module names (whole path components) that are an attention's, an MLP's or a cross-attention's.
-_ATTN = {"q_proj", "k_proj", "v_proj", "qkv", "qkv_proj", "query", "key", "value", "Wqkv",
-         "c_attn", "in_proj", "q", "k", "v", "wq", "query_key_value", "self_attn", "attention",
-         "attn", "q_a_proj", "self", "SelfAttention", "LocalSelfAttention"}  # fmt: skip
-_MLP = {"gate_proj", "up_proj", "gate_up_proj", "fc1", "fc_in", "w1", "w3", "wi", "wi_0", "c_fc",
-        "dense_h_to_4h", "intermediate", "mlp", "ffn", "feed_forward", "router", "experts",
-        "gate", "DenseReluDense"}  # fmt: skip
+_ATTN = {
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "qkv",
+    "qkv_proj",
+    "query",
+    "key",
+    "value",
+    "Wqkv",
+    "c_attn",
+    "in_proj",
+    "q",
+    "k",
+    "v",
+    "wq",
+    "query_key_value",
+    "self_attn",
+    "attention",
+    "attn",
+    "q_a_proj",
+    "self",
+    "SelfAttention",
+    "LocalSelfAttention",
+}
+_MLP = {
+    "gate_proj",
+    "up_proj",
+    "gate_up_proj",
+    "fc1",
+    "fc_in",
+    "w1",
+    "w3",
+    "wi",
+    "wi_0",
+    "c_fc",
+    "dense_h_to_4h",
+    "intermediate",
+    "mlp",
+    "ffn",
+    "feed_forward",
+    "router",
+    "experts",
+    "gate",
+    "DenseReluDense",
+}
 _CROSS = re.compile(r"(encoder_attn|EncDecAttention|cross)", re.IGNORECASE)
 
 
@@ -277,9 +323,12 @@ def main(argv: list[str]) -> None:
         if not s.exact:
             print(f"-- {s.model_type}: {', '.join(s.kinds())} (unknown {s.unknown}/{s.found})")
             for label, items in (
-                ("missed", s.missed), ("decoy", s.decoys), ("param", s.param_wrong),
-                ("identity", s.identity_wrong), ("final", s.final_wrong),
-            ):  # fmt: skip
+                ("missed", s.missed),
+                ("decoy", s.decoys),
+                ("param", s.param_wrong),
+                ("identity", s.identity_wrong),
+                ("final", s.final_wrong),
+            ):
                 if items:
                     print(f"   {label}: {items[:6]}")
             if s.error:

@@ -159,6 +159,28 @@ def _mtp_claim(
         )
 
 
+def _text_vocabularies(norms: Sequence[NormInfo]) -> Counter[str]:
+    """Norms read by each vocabulary; another tower's are the expected case, not counted."""
+    return Counter(n.vocabulary for n in norms if n.vocabulary and n.tower is Tower.text)
+
+
+def _stacks(parsed: Sequence[Parsed]) -> Stacks:
+    """The stacks of blocks the parsed names hold (`structure.Stacks`)."""
+    return Stacks.read(
+        {p.site.prefix + p.site.block for p in parsed if p.site.block is not None},
+        [p.base for p in parsed if p.site.block is None and not p.site.mtp],
+        [p.base for p in parsed if p.site.block is not None],
+    )
+
+
+def _one_stack_is_none(norms: list[NormInfo]) -> list[NormInfo]:
+    """`stack` tells an encoder-decoder's stacks apart; a decoder-only model whose blocks sit
+    under `decoder.layers` (Megatron, OPT) has one stack: no field to fill."""
+    if len({n.stack for n in norms if n.stack is not None}) >= 2:
+        return norms
+    return [dataclasses.replace(n, stack=None) if n.stack else n for n in norms]
+
+
 def classify(
     tensors: Mapping[str, TensorRef],
     config: Mapping[str, Any] | None,
@@ -193,27 +215,15 @@ def classify(
         biases=biases,
         tensors=tensors,
         tables=tables,
-        stacks=Stacks.read(
-            {p.site.prefix + p.site.block for p in parsed if p.site.block is not None},
-            [p.base for p in parsed if p.site.block is None and not p.site.mtp],
-            [p.base for p in parsed if p.site.block is not None],
-        ),
+        stacks=_stacks(parsed),
     )
-    norms = [info for p in parsed if (info := resolve(p, ctx)) is not None]
-    if len({n.stack for n in norms if n.stack is not None}) < 2:
-        # `stack` tells an encoder-decoder's stacks apart; a decoder-only model whose blocks
-        # sit under `decoder.layers` (Megatron, OPT) has one stack: no field to fill.
-        norms = [dataclasses.replace(n, stack=None) if n.stack else n for n in norms]
+    norms = _one_stack_is_none([info for p in parsed if (info := resolve(p, ctx)) is not None])
     if not norms:
         raise ArchError(
             f"no norm tensors found among {len(tensors)} tensors",
             hint="is this a model checkpoint? (optimizer states and OLMo-1 have no norm gains)",
         )
-
-    # Another tower's norms read by a vocabulary are the expected case, not news: not counted.
-    vocabularies = Counter(
-        n.vocabulary for n in norms if n.vocabulary is not None and n.tower is Tower.text
-    )
+    vocabularies = _text_vocabularies(norms)
     unknown = [n.name for n in norms if not n.recognised]
     warnings += _reading_warnings(norms, family, facts, parametrization, vocabularies, unknown)
     depths = {n.mtp_depth for n in norms if n.mtp_depth is not None}

@@ -65,24 +65,64 @@ FINAL_LEAVES = (
 # Idefics3 `connector`, DeepSeek-VL `aligner`, MiniCPM-V `resampler`.
 TOWER_WORDS: dict[str, Tower] = {
     **dict.fromkeys(
-        ["visual", "vision_tower", "vision_model", "vision_encoder", "vision", "image_encoder",
-         "vision_backbone", "vit", "vision_embed_tokens", "image_tower", "visual_encoder",
-         "vision_transformer", "siglip", "sam_model"],
+        [
+            "visual",
+            "vision_tower",
+            "vision_model",
+            "vision_encoder",
+            "vision",
+            "image_encoder",
+            "vision_backbone",
+            "vit",
+            "vision_embed_tokens",
+            "image_tower",
+            "visual_encoder",
+            "vision_transformer",
+            "siglip",
+            "sam_model",
+        ],
         Tower.vision,
     ),
     **dict.fromkeys(
-        ["audio_tower", "audio_encoder", "audio_model", "audio", "speech_encoder", "audio_embed",
-         "whisper_encoder", "audio_transformer", "sound_tower", "acoustic_encoder"],
+        [
+            "audio_tower",
+            "audio_encoder",
+            "audio_model",
+            "audio",
+            "speech_encoder",
+            "audio_embed",
+            "whisper_encoder",
+            "audio_transformer",
+            "sound_tower",
+            "acoustic_encoder",
+        ],
         Tower.audio,
     ),
     **dict.fromkeys(
-        ["multi_modal_projector", "mm_projector", "merger", "visual_projection", "connector",
-         "aligner", "resampler", "projector", "audio_projector", "vision_projector",
-         "mm_projector_vision", "multi_modal_projector_audio", "embed_vision", "embed_audio",
-         "deepstack_merger_list", "patch_merger", "vision_proj", "audio_proj", "mlp1"],
+        [
+            "multi_modal_projector",
+            "mm_projector",
+            "merger",
+            "visual_projection",
+            "connector",
+            "aligner",
+            "resampler",
+            "projector",
+            "audio_projector",
+            "vision_projector",
+            "mm_projector_vision",
+            "multi_modal_projector_audio",
+            "embed_vision",
+            "embed_audio",
+            "deepstack_merger_list",
+            "patch_merger",
+            "vision_proj",
+            "audio_proj",
+            "mlp1",
+        ],
         Tower.projector,
     ),
-}  # fmt: skip
+}
 _STACKS = {"encoder": Stack.encoder, "decoder": Stack.decoder}
 # A vision tower's last norm in its projector: Qwen2VisionTransformerPretrainedModel runs its
 # blocks, then `merger` = PatchMerger(ln_q, mlp); Qwen3-VL's merger has `norm`.
@@ -281,11 +321,14 @@ GENERIC_VOCABULARIES: list[dict[str, Any]] = [
             _n("{ANY}.{L}.(self_attn_layer_norm|attn_ln)", "attn_output", if_final_norm=False),
             _n("{ANY}.{L}.final_layer_norm", "mlp_input", if_final_norm=True),
             _n("{ANY}.{L}.(final_layer_norm|mlp_ln)", "mlp_output", if_final_norm=False),
-            _n("{ANY}.{L}.(encoder_attn_layer_norm|ln_cross_attn)", "cross_attn_input",
-               if_final_norm=True),
+            _n(
+                "{ANY}.{L}.(encoder_attn_layer_norm|ln_cross_attn)",
+                "cross_attn_input",
+                if_final_norm=True,
+            ),
             _n("{ANY}.{L}.encoder_attn_layer_norm", "cross_attn_output", if_final_norm=False),
             _n("{ANY}.{L}.norm", "attn_input", if_present="mixer.in_proj.weight"),
             _n("{ANY}.{L}.mixer.norm", "linear_attn"),
         ],
     },
-]  # fmt: skip
+]
