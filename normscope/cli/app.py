@@ -14,6 +14,7 @@ import typer
 from normscope.cli import folding, gate, inputs, runs
 from normscope.cli import output as out
 from normscope.cli.options import (
+    EXAMPLES,
     EXIT_HELP,
     AllOpt,
     ClearOpt,
@@ -57,6 +58,7 @@ from normscope.cli.options import (
     StrictOpt,
     TensorboardOpt,
     WideOpt,
+    epilog,
 )
 from normscope.enums import Order
 from normscope.version import __version__
@@ -71,6 +73,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -102,11 +105,11 @@ def _root(
     ctx.obj = {"verbose": verbose}  # the commands read it into their settings (inputs.verbose)
 
 
-@app.command(epilog=EXIT_HELP, cls=Command)
+@app.command(epilog=epilog(*EXAMPLES["scan"]), cls=Command)
 def scan(
     ctx: typer.Context,
     source: SourceArg,
-    format: FormatOpt = OutputFormat.table,
+    format: FormatOpt = None,
     output: OutputOpt = None,
     show_all: AllOpt = False,
     low: LowOpt = None,
@@ -123,6 +126,7 @@ def scan(
     wide: WideOpt = False,
 ) -> None:
     """Report every norm gain of one checkpoint: statistics, band, role and parametrization."""
+    chosen = out.output_format(format, output, OutputFormat.table)
     with out.errors():
         from normscope.api import run_scan
         from normscope.gates import scan_gate
@@ -135,16 +139,16 @@ def scan(
         options = settings.scan
         result = run_scan(source, settings, revision, out.transfer_progress(quiet))
         out.warn(result.warnings, quiet)
-        out.render(format, output, ScanView(result, show_all, options.scope, wide))
+        out.render(chosen, output, ScanView(result, show_all, options.scope, wide))
         out.report_gate(scan_gate(result, options.scope, fail_on is FailOn.out_of_band), quiet)
 
 
-@app.command(epilog=EXIT_HELP, cls=Command)
+@app.command(epilog=epilog(*EXAMPLES["diff"]), cls=Command)
 def diff(
     ctx: typer.Context,
     a: DiffA,
     b: DiffB,
-    format: FormatOpt = OutputFormat.table,
+    format: FormatOpt = None,
     output: OutputOpt = None,
     show_all: AllOpt = False,
     low: LowOpt = None,
@@ -162,6 +166,7 @@ def diff(
     wide: WideOpt = False,
 ) -> None:
     """Compare the norms of two checkpoints: drift, cosine, band changes, channels that moved."""
+    chosen = out.output_format(format, output, OutputFormat.table)
     inputs.nonnegative(max_drift, "--max-drift")
     with out.errors():
         from normscope.api import run_diff
@@ -175,7 +180,7 @@ def diff(
         options = settings.scan
         result = run_diff(a, b, settings, revision)
         out.warn(result.warnings, quiet)
-        out.render(format, output, DiffView(result, show_all, wide))
+        out.render(chosen, output, DiffView(result, show_all, wide))
         gate = diff_gate(
             result,
             options.scope,
@@ -186,14 +191,14 @@ def diff(
         out.report_gate(gate, quiet)
 
 
-app.command(epilog=EXIT_HELP, cls=Command)(gate.check)
+app.command(epilog=epilog(*EXAMPLES["check"]), cls=Command)(gate.check)
 
 
-@app.command(epilog=EXIT_HELP, cls=Command)
+@app.command(epilog=epilog(*EXAMPLES["series"]), cls=Command)
 def series(
     ctx: typer.Context,
     sources: SeriesSources,
-    format: FormatOpt = OutputFormat.table,
+    format: FormatOpt = None,
     output: OutputOpt = None,
     show_all: SeriesAllOpt = False,
     order: OrderOpt = None,
@@ -222,6 +227,7 @@ def series(
     tensorboard: TensorboardOpt = None,
 ) -> None:
     """Follow a training run: every norm across its checkpoints, drift, and where it heads."""
+    chosen = out.output_format(format, output, OutputFormat.table)
     inputs.nonnegative(max_drift, "--max-drift")
     with out.errors():
         from normscope.api import run_series
@@ -244,7 +250,7 @@ def series(
         result = runs.with_trinity(result, events, main_tag, mtp_tag) if events else result
         out.warn(result.warnings, quiet)
         runs.refuse_stale_latest(result, fail_on is FailOn.out_of_band or max_drift is not None)
-        runs.render_series(result, format, output, show_all, wide)
+        runs.render_series(result, chosen, output, show_all, wide)
         runs.write_plot(result, plot, plot_role, quiet)
         runs.write_tensorboard(result, tensorboard, histograms)
         out.report_gate(
@@ -252,10 +258,10 @@ def series(
         )
 
 
-app.command(epilog=EXIT_HELP, cls=Command)(folding.fold)
+app.command(epilog=epilog(*EXAMPLES["fold"]), cls=Command)(folding.fold)
 
 
-@app.command(epilog=EXIT_HELP, cls=Command)
+@app.command(epilog=epilog(*EXAMPLES["cache"]), cls=Command)
 def cache(clear: ClearOpt = False) -> None:
     """Show normscope's cache of Hub headers and norm bytes (NORMSCOPE_CACHE), or clear it."""
     with out.errors():

@@ -13,10 +13,10 @@ from normscope.cli.options import (
     ConfigOpt,
     DeviceOpt,
     DryRunOpt,
-    ExecutorOpt,
     ExpertsOpt,
     FailOn,
     FoldAllOpt,
+    FoldExecutorOpt,
     FoldFailOpt,
     FormatOpt,
     HighOpt,
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 def fold(
     ctx: typer.Context,
     source: SourceArg,
-    format: FormatOpt = OutputFormat.table,
+    format: FormatOpt = None,
     output: OutputOpt = None,
     device: DeviceOpt = "auto",
     max_memory: MaxMemoryOpt = "2GB",
@@ -57,7 +57,7 @@ def fold(
     rules: RulesOpt = None,
     config: ConfigOpt = None,
     show_config: ShowConfigOpt = False,
-    executor: ExecutorOpt = SeriesExecutor.local,
+    executor: FoldExecutorOpt = SeriesExecutor.local,
     cluster: ClusterOpt = None,
     quiet: QuietOpt = False,
     no_cache: NoCacheOpt = False,
@@ -66,6 +66,7 @@ def fold(
     """Fold each norm gain into the matrices it feeds: folded ratio, compensation, MTP balance.
 
     Needs torch: pip install "normscope[torch]"."""
+    chosen = out.output_format(format, output, OutputFormat.table)
     with out.errors():
         from normscope.api import run_fold
         from normscope.gates import fold_gate
@@ -84,7 +85,7 @@ def fold(
         if dry_run:
             _say_plan(result)
             return
-        out.render(format, output, FoldView(result, show_all))
+        out.render(chosen, output, FoldView(result, show_all))
         out.report_gate(fold_gate(result, fail_on is FailOn.out_of_band), quiet)
 
 

@@ -54,7 +54,7 @@ def check(
     show_config: ShowConfigOpt = False,
     allow_unknown: AllowUnknownOpt = None,
     rules: RulesOpt = None,
-    format: CheckFormatOpt = CheckFormat.text,
+    format: CheckFormatOpt = None,
     output: OutputOpt = None,
     quiet: QuietOpt = False,
     no_cache: NoCacheOpt = False,
@@ -62,6 +62,7 @@ def check(
 ) -> None:
     """Gate CI on norm health: bands, anomalies, drift against a baseline, init identity, MTP
     presence. A checkpoint whose architecture normscope did not understand is refused (exit 2)."""
+    chosen = out.output_format(format, output, CheckFormat.text)
     with out.errors():
         from normscope.api import run_check
         from normscope.policy import parse_severities
@@ -85,7 +86,7 @@ def check(
         progress = out.transfer_progress(quiet)
         result = run_check(source, settings, baseline, revision, progress)
         out.warn(result.warnings, quiet)
-        render_check(result, format, output)
+        render_check(result, chosen, output)
 
 
 def render_check(result: CheckReport, format: CheckFormat, output: str | None) -> None:

@@ -24,6 +24,47 @@ architecture, unwritable output, or a gate whose scope matched no norm); 3 inter
 please report it with NORMSCOPE_DEBUG=1 output); 130 interrupted; 143 terminated."""
 
 
+def epilog(*examples: str) -> str:
+    """A command's help epilog: its examples (kept as written: click's `\\b`), then the exit
+    codes. tests/test_cli.py parses every example."""
+    lines = "\n".join(f"  normscope {e}" for e in examples)
+    return f"\b\nExamples:\n{lines}\n\n{EXIT_HELP}"
+
+
+EXAMPLES = {
+    "scan": (
+        "scan path/to/checkpoint",
+        "scan org/name@main --all",
+        "scan ckpt/ -o report.html            # the format follows the extension",
+        "scan ckpt/ --fail-on out-of-band     # exit 1 when the final norm is out of band",
+    ),
+    "diff": (
+        "diff run/checkpoint-1000 run/checkpoint-2000",
+        "diff base/ tuned/ --fail-on band-change -o changes.json",
+        "diff base/ tuned/ --max-drift 0.15 --scope all",
+    ),
+    "series": (
+        "series runs/my-run",
+        "series step-100/ step-200/ step-300/ -o norms.csv --plot norms.png",
+        "series runs/my-run --fail-on out-of-band --max-drift 0.1",
+        "series org/name --revisions 'stage1-step*'",
+    ),
+    "check": (
+        "check ckpt/",
+        "check ckpt/ --baseline previous/ --max-drift 0.15 --format github",
+        "check ckpt/ -o normscope.xml         # JUnit, from the extension",
+        "check --show-config",
+    ),
+    "fold": (
+        "fold ckpt/",
+        "fold org/name --dry-run              # the bytes a fold would read",
+        "fold ckpt/ --device cuda --max-memory 8GB --experts shared -o fold.json",
+    ),
+    "cache": ("cache", "cache --clear"),
+}
+"""Each command's help examples (argv after `normscope`; `  # ...` is a comment)."""
+
+
 class OutputFormat(str, Enum):
     """Formats of `scan`, `diff` and `series`."""
 
@@ -85,7 +126,25 @@ RevisionOpt = Annotated[
         show_default=False,
     ),
 ]
-FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+FORMAT_HELP = (
+    "Output format [table, or what -o's extension names: .json, .csv, .md, .html; a --format "
+    "that contradicts it is refused]."
+)
+FORMAT_BY_EXTENSION = {
+    ".json": "json",
+    ".csv": "csv",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".xml": "junit",
+}
+"""The format an `-o` file's name implies (`check`: .xml is JUnit)."""
+
+FormatOpt = Annotated[
+    OutputFormat | None,
+    typer.Option("--format", "-f", help=FORMAT_HELP, show_default=False),
+]
 OutputOpt = Annotated[
     str | None,
     typer.Option(
@@ -231,7 +290,16 @@ AllowUnknownOpt = Annotated[
         "it such a checkpoint is refused with exit 2.",
     ),
 ]
-CheckFormatOpt = Annotated[CheckFormat, typer.Option("--format", "-f", help="Output format.")]
+CheckFormatOpt = Annotated[
+    CheckFormat | None,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Output format [text, or what -o's extension names: .json, .xml (junit), .html; a "
+        "--format that contradicts it is refused].",
+        show_default=False,
+    ),
+]
 
 # --- series -------------------------------------------------------------------------------------
 SeriesSources = Annotated[
@@ -269,6 +337,16 @@ ExecutorOpt = Annotated[
         help="local: this machine (one loop or a process pool); dask: each checkpoint a unit of "
         "work on a Dask cluster (--cluster, else $DASK_SCHEDULER_ADDRESS, else a local one of "
         "--jobs workers). Needs normscope[dask].",
+    ),
+]
+FoldExecutorOpt = Annotated[
+    SeriesExecutor,
+    typer.Option(
+        "--executor",
+        help="local: this machine; dask: the matrices in sets, each set a unit of work on a Dask "
+        "cluster (--cluster, else $DASK_SCHEDULER_ADDRESS, else a local one of min(4, CPUs) "
+        "workers); every matrix is reduced whole, so the result is the local one to the bit. "
+        "Needs normscope[dask].",
     ),
 ]
 ClusterOpt = Annotated[
@@ -355,12 +433,16 @@ ClearOpt = Annotated[
 
 # --- fold ---------------------------------------------------------------------------------------
 DeviceOpt = Annotated[
-    str, typer.Option("--device", help="auto (CUDA when torch sees one), cpu, cuda or cuda:N.")
+    str,
+    typer.Option(
+        "--device", metavar="DEVICE", help="auto (CUDA when torch sees one), cpu, cuda or cuda:N."
+    ),
 ]
 MaxMemoryOpt = Annotated[
     str,
     typer.Option(
         "--max-memory",
+        metavar="SIZE",
         help="Budget for matrix blocks in flight (e.g. 256MB, 2GB); larger matrices are read "
         "in row blocks.",
     ),
@@ -369,6 +451,7 @@ ExpertsOpt = Annotated[
     str,
     typer.Option(
         "--experts",
+        metavar="N|shared|all",
         help="MoE: 'shared' (router + shared experts), 'all', or N routed experts per layer "
         "spread over the range (reported as a sample).",
     ),

@@ -13,12 +13,13 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
-from normscope.cli.options import OutputFormat
+from normscope.cli.options import FORMAT_BY_EXTENSION, OutputFormat
 from normscope.exitcodes import ExitCode, Terminated
 
 if TYPE_CHECKING:
@@ -124,6 +125,32 @@ def warn(warnings: Sequence[str], quiet: bool) -> None:
     console = stderr()
     for w in warnings:  # names in warnings are data: no escape code reaches the terminal
         console.print(f"[yellow]Warning:[/] {escape(visible(w))}", markup=True)
+
+
+_Format = TypeVar("_Format", bound=Enum)
+
+
+def output_format(given: _Format | None, output: str | None, default: _Format) -> _Format:
+    """The format to write: `--format`, else the one `-o`'s extension names, else `default`.
+
+    A file is never given a content its name contradicts (`-o report.html` holding the text
+    table): a `--format` that disagrees with the extension, or an extension naming a format
+    this command does not write, is one Error line and exit 2, before any work."""
+    suffix = Path(output).suffix.lower() if output not in (None, "-", "") else ""
+    implied = FORMAT_BY_EXTENSION.get(suffix)
+    if implied is None:
+        return default if given is None else given
+    kinds = type(default)
+    if implied not in {k.value for k in kinds}:
+        names = ", ".join(k.value for k in kinds)
+        fail(f"this command writes no {implied} (-o {output}); its formats: {names}")
+    inferred = kinds(implied)
+    if given is not None and given is not inferred:
+        fail(
+            f"--format {given.value} contradicts -o {output} (a {suffix} file is {implied}): "
+            "drop --format, or name the file for its format"
+        )
+    return inferred
 
 
 def check_output(output: str | None) -> None:

@@ -1,0 +1,191 @@
+"""The command line's conventions (issue 26): the format `-o`'s extension names, `-h`, help with
+examples that parse, help that documents only what each command takes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import typer.main
+from conftest import REPO_ROOT
+from typer.testing import CliRunner, Result
+
+from normscope.cli import app
+from normscope.cli.options import EXAMPLES
+
+runner = CliRunner()
+FIXTURES = REPO_ROOT / "fixtures"
+MTP = str(FIXTURES / "deepseek-v3-mtp")
+INIT, TRAINED = str(FIXTURES / "deepseek_v3-init"), str(FIXTURES / "deepseek_v3-trained")
+QWEN = [str(FIXTURES / "qwen3-init"), str(FIXTURES / "qwen3-trained")]
+
+COMMANDS = {
+    "scan": (["scan", MTP], 0),
+    "diff": (["diff", INIT, TRAINED], 0),
+    "series": (["series", *QWEN], 0),
+    "check": (["check", INIT], 0),
+}
+"""argv of each command on a fixture, and its exit code."""
+
+
+def invoke(*args: str | Path) -> Result:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _commands() -> dict[str, object]:
+    return dict(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+# --- the format from -o's extension -------------------------------------------------------------
+
+
+def _untimed(path: Path) -> str:
+    """The file's text without the wall times that differ from run to run."""
+    text = path.read_text(encoding="utf-8")
+    return re.sub(r'("seconds": |seconds="| in )[0-9.e-]+( s\b)?', r"\1T\2", text)
+
+
+@pytest.mark.parametrize(
+    ("command", "suffix", "format"),
+    [
+        *[(c, s, f) for c in ("scan", "diff", "series") for s, f in [(".json", "json")]],
+        *[(c, s, f) for c in ("scan", "diff", "series") for s, f in [(".csv", "csv")]],
+        *[(c, s, f) for c in ("scan", "diff", "series") for s, f in [(".md", "markdown")]],
+        ("scan", ".html", "html"),
+        ("scan", ".HTM", "html"),
+        ("scan", ".markdown", "markdown"),
+        ("check", ".json", "json"),
+        ("check", ".xml", "junit"),
+    ],
+)
+def test_the_extension_names_the_format(
+    command: str, suffix: str, format: str, tmp_path: Path
+) -> None:
+    argv, code = COMMANDS[command]
+    inferred, explicit = tmp_path / f"report{suffix}", tmp_path / "explicit.txt"
+    assert invoke(*argv, "-q", "--no-cache", "-o", inferred).exit_code == code
+    assert invoke(*argv, "-q", "--no-cache", "--format", format, "-o", explicit).exit_code == code
+    assert _untimed(inferred) == _untimed(explicit)
+    if format == "json":
+        assert json.loads(inferred.read_text())["schema_version"] >= 1
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_file_without_a_known_extension_gets_the_default(command: str, tmp_path: Path) -> None:
+    argv, code = COMMANDS[command]
+    assert invoke(*argv, "-q", "-o", tmp_path / "report.txt").exit_code == code
+    first = (tmp_path / "report.txt").read_text().splitlines()[0]
+    assert first.startswith("╭" if command != "check" else "PASS (16 norms")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["scan", MTP, "--format", "csv", "-o", "r.json"],
+            "--format csv contradicts -o r.json (a .json file is json): drop --format, or name "
+            "the file for its format",
+        ),
+        (
+            ["diff", INIT, TRAINED, "-f", "table", "-o", "r.html"],
+            "--format table contradicts -o r.html (a .html file is html): drop --format, or "
+            "name the file for its format",
+        ),
+        (
+            ["series", *QWEN, "-f", "json", "-o", "r.md"],
+            "--format json contradicts -o r.md (a .md file is markdown): drop --format, or name "
+            "the file for its format",
+        ),
+        (
+            ["check", INIT, "-f", "github", "-o", "r.xml"],
+            "--format github contradicts -o r.xml (a .xml file is junit): drop --format, or name "
+            "the file for its format",
+        ),
+        (
+            ["fold", MTP, "-f", "markdown", "-o", "r.csv"],
+            "--format markdown contradicts -o r.csv (a .csv file is csv): drop --format, or "
+            "name the file for its format",
+        ),
+        (
+            ["scan", MTP, "-o", "r.xml"],
+            "this command writes no junit (-o r.xml); its formats: table, json, csv, markdown, "
+            "html",
+        ),
+        (
+            ["check", INIT, "-o", "r.csv"],
+            "this command writes no csv (-o r.csv); its formats: text, json, junit, github, html",
+        ),
+    ],
+)
+def test_a_format_the_file_name_contradicts_is_refused(
+    argv: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*argv)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"Error: {message}\n"  # one line, before any work (fold: no torch)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stdout_keeps_the_default_format() -> None:
+    result = invoke("scan", MTP, "-q", "-o", "-")
+    assert result.exit_code == 0 and result.stdout.startswith("╭")
+
+
+# --- help ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [None, *sorted(EXAMPLES)])
+def test_dash_h_is_help(command: str | None) -> None:
+    argv = [command] if command else []
+    short, long = invoke(*argv, "-h"), invoke(*argv, "--help")
+    assert short.exit_code == long.exit_code == 0
+    assert short.stdout == long.stdout
+    assert "-h, --help" in short.stdout
+
+
+def test_every_command_has_examples() -> None:
+    assert sorted(EXAMPLES) == sorted(_commands())
+
+
+@pytest.mark.parametrize("command", sorted(EXAMPLES))
+def test_help_shows_the_examples_and_they_parse(command: str) -> None:
+    text = invoke(command, "--help").stdout
+    block = text.split("  Examples:\n", 1)[1].split("\n\n", 1)[0]
+    lines = [line.strip() for line in block.splitlines()]
+    assert lines == [f"normscope {e}" for e in EXAMPLES[command]]  # as written, not re-wrapped
+    for example in EXAMPLES[command]:
+        words = shlex.split(example.partition("  #")[0])
+        assert words[0] == command
+        click_command = _commands()[command]
+        click_command.make_context(command, words[1:])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", sorted(EXAMPLES))
+def test_help_names_every_metavar(command: str) -> None:
+    text = invoke(command, "--help").stdout
+    assert re.findall(r"<(?:str|int|float|path)>|\b(?:TEXT|INTEGER|FLOAT)\b", text) == []
+
+
+def test_fold_help_documents_only_what_fold_takes() -> None:
+    text = " ".join(invoke("fold", "--help").stdout.split())
+    assert "--jobs" not in text and "-j" not in text.split()
+    assert (
+        "--executor [local|dask] local: this machine; dask: the matrices in sets, each set a unit "
+        "of work on a Dask cluster (--cluster, else $DASK_SCHEDULER_ADDRESS, else a local one of "
+        "min(4, CPUs) workers)" in text.replace("<local|dask>", "[local|dask]")
+    )
+    assert "--device DEVICE" in text and "--max-memory SIZE" in text
+    assert "--experts N|shared|all" in text
+    result = invoke("fold", MTP, "--jobs", "2")
+    assert result.exit_code == 2 and "No such option: --jobs" in result.stderr
+
+
+def test_series_executor_help_names_its_jobs() -> None:
+    text = " ".join(invoke("series", "--help").stdout.split())
+    assert "dask: each checkpoint a unit of work on a Dask cluster" in text
+    assert "else a local one of --jobs workers" in text
