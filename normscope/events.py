@@ -70,6 +70,12 @@ def _tensorboard(what: str) -> Any:
     return event_accumulator
 
 
+def require_tensorboard(what: str) -> None:
+    """Raise SourceError when the tensorboard package is missing (`series` asks before it
+    measures, as it does for `--plot`'s matplotlib)."""
+    _tensorboard(what)
+
+
 def read_scalars(logdir: str | Path) -> Scalars:
     """Every scalar of every event file under `logdir` (runs in subfolders too), by tag."""
     root = Path(logdir)

@@ -189,3 +189,29 @@ def test_series_executor_help_names_its_jobs() -> None:
     text = " ".join(invoke("series", "--help").stdout.split())
     assert "dask: each checkpoint a unit of work on a Dask cluster" in text
     assert "else a local one of --jobs workers" in text
+
+
+# --- series: prerequisites before any work -------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["--tensorboard", "--events"])
+def test_series_without_tensorboard_stops_before_measuring(
+    flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    import normscope.api
+
+    measured: list[object] = []
+    monkeypatch.setattr(normscope.api, "run_series", lambda *a, **k: measured.append(a))
+    for name in [m for m in sys.modules if m.split(".")[0] == "tensorboard"] + ["tensorboard"]:
+        monkeypatch.setitem(sys.modules, name, None)  # every `import tensorboard...` fails
+    report = tmp_path / "norms.csv"
+    result = invoke("series", *QWEN, "-o", report, flag, tmp_path / "tb")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"Error: {flag} needs the tensorboard package, which is not installed\n"
+        "Hint: pip install 'normscope[tensorboard]'\n"
+    )
+    assert measured == [] and not report.exists() and not (tmp_path / "tb").exists()

@@ -240,6 +240,7 @@ def series(
             return
         options = settings.scan
         runs.check_plot(plot, plot_role)
+        runs.check_tensorboard(tensorboard, events)
         if revisions is not None:
             sources = runs.hub_revisions(sources, revisions)
             order = order or Order.step  # revisions are ordered by the step in their names

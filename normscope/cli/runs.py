@@ -65,6 +65,15 @@ def check_plot(plot: str | None, plot_role: str | None) -> object | None:
     return plotting
 
 
+def check_tensorboard(outdir: str | None, events: str | None) -> None:
+    """Fail before measuring when `--tensorboard` or `--events` lacks its package."""
+    from normscope.events import require_tensorboard
+
+    for flag, given in (("--events", events), ("--tensorboard", outdir)):
+        if given is not None:
+            require_tensorboard(flag)
+
+
 def write_plot(result: SeriesReport, plot: str | None, plot_role: str | None, quiet: bool) -> None:
     """`--plot FILE` (checked before measuring by `check_plot`); nothing without it."""
     if not plot:
