@@ -239,8 +239,7 @@ def series(
         if inputs.show_config(settings, show_config, output):
             return
         options = settings.scan
-        runs.check_plot(plot, plot_role)
-        runs.check_tensorboard(tensorboard, events)
+        runs.check_prerequisites(plot, plot_role, tensorboard, events)
         if revisions is not None:
             sources = runs.hub_revisions(sources, revisions)
             order = order or Order.step  # revisions are ordered by the step in their names

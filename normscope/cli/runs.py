@@ -65,6 +65,14 @@ def check_plot(plot: str | None, plot_role: str | None) -> object | None:
     return plotting
 
 
+def check_prerequisites(
+    plot: str | None, plot_role: str | None, tensorboard: str | None, events: str | None
+) -> None:
+    """Everything a series' extra outputs need, checked before any checkpoint is measured."""
+    check_plot(plot, plot_role)
+    check_tensorboard(tensorboard, events)
+
+
 def check_tensorboard(outdir: str | None, events: str | None) -> None:
     """Fail before measuring when `--tensorboard` or `--events` lacks its package."""
     from normscope.events import require_tensorboard
