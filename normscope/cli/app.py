@@ -238,7 +238,6 @@ def series(
         settings = inputs.settings(ctx, *flags)
         if inputs.show_config(settings, show_config, output):
             return
-        options = settings.scan
         runs.check_prerequisites(plot, plot_role, tensorboard, events)
         if revisions is not None:
             sources = runs.hub_revisions(sources, revisions)
@@ -253,9 +252,8 @@ def series(
         runs.render_series(result, chosen, output, show_all, wide)
         runs.write_plot(result, plot, plot_role, quiet)
         runs.write_tensorboard(result, tensorboard, histograms)
-        out.report_gate(
-            series_gate(result, options.scope, fail_on is FailOn.out_of_band, max_drift), quiet
-        )
+        gate = series_gate(result, settings.scan.scope, fail_on is FailOn.out_of_band, max_drift)
+        out.report_gate(gate, quiet)
 
 
 app.command(epilog=epilog(*EXAMPLES["fold"]), cls=Command)(folding.fold)
