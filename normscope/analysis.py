@@ -156,6 +156,7 @@ def compute_stats(
         group=info.group,
         kind=Kind.layernorm if bias is not None else Kind.rmsnorm,
         parametrization=info.parametrization,
+        stored_offset=info.stored_offset,
         dim=dim,
         l2=l2,
         ratio=ratio,

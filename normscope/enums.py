@@ -140,6 +140,16 @@ class CheckName(str, Enum):
     """The checkpoint holds the norms of --expect-mtp MTP depths."""
     anomaly = "anomaly"
     """No norm left its peers (the same norm in other layers; default severity: warn)."""
+    zero_channels = "zero_channels"
+    """No standard norm has exactly-zero channels (dead features after a merge or mask)."""
+    offset = "offset"
+    """The values fit the parametrization: offset not applied twice, not missing."""
+    identical = "identical"
+    """No two layers hold bit-identical trained norms (a copy bug)."""
+    mtp_declared = "mtp_declared"
+    """The checkpoint holds every MTP depth its config declares."""
+    norm_dtype = "norm_dtype"
+    """The norms are stored no narrower than the checkpoint's other floating tensors."""
 
 
 class Order(str, Enum):

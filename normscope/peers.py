@@ -90,18 +90,27 @@ def _loo_median(ordered: np.ndarray, i: int) -> float:
     return (at(m // 2 - 1) + at(m // 2)) / 2.0
 
 
-def _spread_outlier(others: np.ndarray, ratio: float, median: float, rule: PeerRule) -> bool:
-    """The robust (MAD) test in log space, relative to the peer median.
+def _order(n: PeerSubject) -> int | None:
+    """A norm's depth: its layer, else the number in its name (`model.layers.7.` -> 7)."""
+    layer = getattr(n, "layer", None)
+    if isinstance(layer, int):
+        return layer
+    found = _LAYER_INDEX.search(n.name)
+    return int(found.group(0)) if found is not None else None
 
-    NOTE: logs are taken of ratios already divided by the peer median. Mathematically this is
-    the issue's |log r - median(log peers)|; numerically it makes the verdict bit-for-bit
-    invariant when every ratio is scaled by a power of two (tested), and the same up to rounding
-    for any other constant.
-    """
-    logs = np.log(others / median)
-    centre = numeric.median(logs)
-    mad = numeric.median(np.abs(logs - centre))
-    return abs(math.log(ratio / median) - centre) > rule.mad_k * _MAD_SCALE * mad
+
+def _window(size: int, at: int, half: int, skip_self: bool) -> list[int]:
+    """Ranks of the `2 * half` members nearest in depth to rank `at` among `size` (itself left
+    out when `skip_self`), shifted inward at the ends so that the first and last layers get as
+    many neighbours as the others."""
+    want = min(2 * half, size - (1 if skip_self else 0))
+    lo, hi = at - half, at + half - (0 if skip_self else 1)
+    if lo < 0:
+        hi, lo = hi - lo, 0
+    if hi > size - 1:
+        lo, hi = max(0, lo - (hi - size + 1)), size - 1
+    ranks = [r for r in range(lo, hi + 1) if not (skip_self and r == at)]
+    return ranks[:want]
 
 
 def find_anomalies(
@@ -109,8 +118,11 @@ def find_anomalies(
 ) -> dict[str, PeerVerdict]:
     """Compare every norm's ratio with its peers; return name -> verdict for every norm given.
 
-    Cost: one sort per group plus an O(1) leave-one-out median per norm; the MAD (O(n)) is only
-    computed for the few norms between `min_factor` and `factor` away from their peers.
+    The reference of a layer norm is the median of its `2 x rule.window` nearest peers in depth
+    (leave-one-out): released models drift smoothly with depth — Gemma-3-270M's post-norms rise
+    from ~2 to ~380 over 18 layers — and a trend is not an anomaly, while one layer that leaves
+    its neighbours is. The robust test reads the residuals against those local references.
+    `window = 0` compares with every peer (the rule before issue #24).
 
     NOTE: a non-finite, zero or negative ratio is never used as anyone's peer (it has no log, and
     a NaN would poison the median). A norm whose own ratio is non-finite or negative gets its peer
@@ -126,27 +138,98 @@ def find_anomalies(
             raise ValueError(f"duplicate norm name: {n.name}")
         out[n.name] = PeerVerdict(None, None, 0)
         groups[peer_key(n)].append(n)
-
     for members in groups.values():
-        valid = sorted((n for n in members if _usable(n.ratio)), key=lambda n: n.ratio)
-        ordered = np.array([n.ratio for n in valid], dtype=np.float64)
-        position = {n.name: i for i, n in enumerate(valid)}
-        for n in members:
-            i = position.get(n.name)
-            # Members with an unusable ratio see every valid member as a peer.
-            others = ordered.size - (0 if i is None else 1)
-            if others < rule.min_peers:
-                out[n.name] = PeerVerdict(None, None, others)
-                continue
-            if i is None:
-                anomaly = True if n.ratio == 0.0 else None
-                out[n.name] = PeerVerdict(numeric.median(ordered), anomaly, others)
-                continue
-            median = _loo_median(ordered, i)
-            away = max(n.ratio / median, median / n.ratio)
-            anomaly = away >= rule.factor or (
-                away >= rule.min_factor
-                and _spread_outlier(np.delete(ordered, i), n.ratio, median, rule)
-            )
-            out[n.name] = PeerVerdict(median, anomaly, others)
+        out.update(_judge_group(members, rule))
     return out
+
+
+def _judge_group(members: list[PeerSubject], rule: PeerRule) -> dict[str, PeerVerdict]:
+    """The verdicts of one peer group."""
+    depth_of = [_order(n) for n in members]
+    local = rule.window > 0 and None not in depth_of
+    key = (lambda n: (_order(n), n.ratio)) if local else (lambda n: (0, n.ratio))
+    valid = sorted((n for n in members if _usable(n.ratio)), key=key)
+    ratios = np.array([n.ratio for n in valid], dtype=np.float64)
+    depths = np.array([_order(n) or 0 for n in valid], dtype=np.float64)
+    position = {n.name: i for i, n in enumerate(valid)}
+    half = max(rule.window, -(-rule.min_peers // 2))
+    ordered = np.sort(ratios)
+
+    def reference(at: int, depth: float, skip_self: bool) -> float:
+        if not local:
+            if not skip_self:
+                return numeric.median(ordered)
+            return _loo_median(ordered, int(np.searchsorted(ordered, ratios[at])))
+        ranks = _window(ratios.size, at, half, skip_self)
+        return _trend(depths[ranks], ratios[ranks], depth)
+
+    out: dict[str, PeerVerdict] = {}
+    enough = ratios.size - 1 >= rule.min_peers
+    refs = np.array([reference(i, depths[i], True) for i in range(ratios.size)] if enough else [])
+    for n in members:
+        i = position.get(n.name)
+        others = ratios.size - (0 if i is None else 1)
+        if others < rule.min_peers:
+            out[n.name] = PeerVerdict(None, None, others)
+            continue
+        if i is None:
+            at = _insertion(valid, n) if local else 0
+            anomaly = True if n.ratio == 0.0 else None
+            out[n.name] = PeerVerdict(reference(at, _order(n) or 0, False), anomaly, others)
+            continue
+        median = float(refs[i])
+        away = max(n.ratio / median, median / n.ratio)
+        anomaly = away >= rule.factor or (
+            away >= rule.min_factor
+            and _residual_outlier(ratios / (refs if local else median), i, rule)
+        )
+        out[n.name] = PeerVerdict(median, anomaly, others)
+    return out
+
+
+def _trend(depths: np.ndarray, ratios: np.ndarray, at: float) -> float:
+    """The neighbours' robust trend in depth, read at depth `at`: Siegel's repeated-median line
+    through their log ratios (slope: the median over points of the median of their slopes to
+    the others; intercept: the median of y - slope x), which ignores up to half the points.
+
+    Constant neighbours give their median; a steady geometric rise gives the value the rise
+    predicts, at the first and last layers too (a plain median of one-sided neighbours would
+    call the ends of every trend anomalies). NOTE: the logs are of ratios divided by the
+    neighbours' median, which keeps the reference exactly proportional when every ratio is
+    scaled by a power of two.
+    """
+    scale = numeric.median(ratios)
+    logs = np.log(ratios / scale)
+    run = depths[None, :] - depths[:, None]
+    rise = logs[None, :] - logs[:, None]
+    inner = []
+    for row in range(ratios.size):
+        steps = run[row] != 0
+        if steps.any():
+            inner.append(numeric.median(rise[row][steps] / run[row][steps]))
+    if not inner:
+        return scale
+    slope = numeric.median(np.array(inner))
+    centre = numeric.median(logs - slope * depths) + slope * at
+    return float(scale * math.exp(centre))
+
+
+def _insertion(valid: list[PeerSubject], n: PeerSubject) -> int:
+    """Where a norm without a usable ratio sits in depth among the valid ones."""
+    depth = _order(n) or 0
+    return min(sum(1 for v in valid if (_order(v) or 0) < depth), len(valid) - 1)
+
+
+def _residual_outlier(residuals: np.ndarray, i: int, rule: PeerRule) -> bool:
+    """The robust (MAD) test in log space: member `i`'s residual (its ratio over its reference)
+    against the others' residuals.
+
+    NOTE: against the global median (window 0) this is the issue #11 test |log r - median(log
+    peers)| > mad_k x 1.4826 x MAD; logs are taken of ratios already divided by a reference,
+    which keeps the verdict bit-for-bit invariant when every ratio is scaled by a power of two.
+    """
+    logs = np.log(residuals)
+    others = np.delete(logs, i)
+    centre = numeric.median(others)
+    mad = numeric.median(np.abs(others - centre))
+    return abs(float(logs[i]) - centre) > rule.mad_k * _MAD_SCALE * mad

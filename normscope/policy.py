@@ -119,7 +119,7 @@ def _anomaly(policy: Policy, name: str, value: Any, where: str) -> PeerRule:
             raise ConfigError(
                 f"unknown key '{name}.{key}' ({where})", hint=f"known: {', '.join(sorted(known))}"
             )
-        if key == "min_peers":
+        if key in ("min_peers", "window"):
             changes[key] = _count(policy, f"{name}.{key}", item, where)
         else:
             changes[key] = _number(f"{name}.{key}", item, where)

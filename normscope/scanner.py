@@ -23,6 +23,7 @@ from normscope.analysis import (
     sort_key,
 )
 from normscope.arch import RuleSet, classify
+from normscope.arch.gguf import classify_gguf
 from normscope.errors import ArchError
 from normscope.peers import find_anomalies
 from normscope.schema import (
@@ -91,6 +92,13 @@ class Measured:
     was identified among the tensors."""
     infos: tuple[NormInfo, ...] = ()
     """What the architecture rules said of every norm found (fold reads its consumers)."""
+    declared_mtp: int = 0
+    """MTP depths the config declares (`num_nextn_predict_layers`, ...; 0 when none)."""
+    norm_dtypes: tuple[str, ...] = ()
+    """The stored float dtype of each measured norm."""
+    other_dtypes: tuple[tuple[str, int], ...] = ()
+    """(float dtype, bytes) of the tensors that are no norm or bias: what `faults` compares the
+    norms' dtype with."""
 
 
 def scan(source: Source | SourceSpec, options: ScanOptions | None = None) -> Report:
@@ -120,9 +128,15 @@ def analyze_checkpoint(
     started = time.perf_counter() if started is None else started
     warnings = list(checkpoint.warnings)
     opened = len(checkpoint.warnings)
-    cls = classify(
-        checkpoint.tensors, checkpoint.config, options.parametrization, rules=options.rules
-    )
+    model_type = None
+    if checkpoint.kind == "gguf" and checkpoint.config is not None:
+        cls, model_type = classify_gguf(
+            checkpoint.tensors, checkpoint.config, options.parametrization
+        )
+    else:
+        cls = classify(
+            checkpoint.tensors, checkpoint.config, options.parametrization, rules=options.rules
+        )
     warnings.extend(cls.warnings)
     measured = _measure_norms(checkpoint, cls.norms, options, warnings)
     # What the store said while reading the norms (a corrupt cache entry fetched again).
@@ -133,7 +147,8 @@ def analyze_checkpoint(
         )
     stats = _with_peers(sorted(measured.stats, key=sort_key), options.peers)
     hidden_size = _hidden_size(cls.facts.hidden_size, stats)
-    model = ModelInfo(cls.facts.model_type, cls.family, hidden_size, cls.num_layers, cls.mtp_depth)
+    model_type = model_type or cls.facts.model_type
+    model = ModelInfo(model_type, cls.family, hidden_size, cls.num_layers, cls.mtp_depth)
     report = Report(
         schema_version=SCHEMA_VERSION,
         normscope_version=__version__,
@@ -147,8 +162,26 @@ def analyze_checkpoint(
     unread = tuple(cls.unknown)
     missing_final = cls.expects_final_norm and not any(n.role is Role.final for n in cls.norms)
     return Measured(
-        report, measured.gains, measured.undecoded, unread, missing_final, tuple(measured.infos)
+        report,
+        measured.gains,
+        measured.undecoded,
+        unread,
+        missing_final,
+        tuple(measured.infos),
+        declared_mtp=cls.facts.mtp_depth or 0,
+        norm_dtypes=tuple(checkpoint.tensors[s.name].dtype for s in stats),
+        other_dtypes=_other_floats(checkpoint, cls.norms),
     )
+
+
+def _other_floats(checkpoint: Checkpoint, norms: Sequence[NormInfo]) -> tuple[tuple[str, int], ...]:
+    """Bytes per float dtype of the tensors that are no norm or bias."""
+    mine = {n.name for n in norms} | {n.bias_name for n in norms if n.bias_name}
+    out: dict[str, int] = {}
+    for name, ref in checkpoint.tensors.items():
+        if name not in mine and ref.dtype in SUPPORTED_DTYPES:
+            out[ref.dtype] = out.get(ref.dtype, 0) + ref.nbytes
+    return tuple(sorted(out.items()))
 
 
 @dataclass
@@ -186,6 +219,8 @@ def _measure_norms(
     for info in norms:
         ref = checkpoint.tensors[info.name]
         gain = decode(ref.dtype, data[info.name]) if info.name in data else None
+        if gain is not None and info.stored_offset:
+            gain = gain - info.stored_offset  # undo the converter: the model's own weight
         if gain is None:
             out.undecoded[info.name] = (
                 f"dtype {ref.dtype} is not a float format normscope decodes "

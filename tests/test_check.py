@@ -241,8 +241,20 @@ def test_show_config_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         "init": "error",
         "mtp": "error",
         "anomaly": "warn",
+        "final_band": "warn",
+        "zero_channels": "error",
+        "offset": "error",
+        "identical": "error",
+        "mtp_declared": "error",
+        "norm_dtype": "error",
     }
-    assert data["anomaly"] == {"factor": 2.0, "mad_k": 3.5, "min_factor": 1.25, "min_peers": 4}
+    assert data["anomaly"] == {
+        "factor": 2.0,
+        "mad_k": 3.5,
+        "min_factor": 1.25,
+        "min_peers": 4,
+        "window": 2,
+    }
     assert data["max_unknown"] == 0.1 and data["allow_unknown"] is False
     again = tmp_path / "again.toml"
     again.write_text(result.stdout)
@@ -329,7 +341,19 @@ def test_json_junit_and_github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     root = ET.parse(xml_path).getroot()
     assert root.tag == "testsuites" and root.get("failures") == "1"
     suites = {s.get("name"): s for s in root.findall("testsuite")}
-    assert set(suites) == {"normscope.finite", "normscope.decodable", "normscope.band"}
+    assert set(suites) == {
+        f"normscope.{c}"
+        for c in (
+            "finite",
+            "decodable",
+            "band",
+            "zero_channels",
+            "offset",
+            "identical",
+            "mtp_declared",
+            "norm_dtype",
+        )
+    }
     band = suites["normscope.band"]
     # final + the MTP depth's enorm, hnorm, shared_head.norm and its block's three norms
     assert band.get("tests") == "7" and band.get("failures") == "1"

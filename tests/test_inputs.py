@@ -75,12 +75,10 @@ def test_hub_id_that_is_a_local_folder_says_which_it_used(
     assert any("read the local folder" in w and "hf://org/llama" in w for w in checkpoint.warnings)
 
 
-def test_gguf_npz_onnx_get_a_conversion_hint(tmp_path: Path) -> None:
-    (tmp_path / "m.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))
+def test_npz_onnx_get_a_conversion_hint(tmp_path: Path) -> None:
     np.savez(tmp_path / "m.npz", a=np.ones(3))
     (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x04test" + bytes(16))
     for name, kind, tool in (
-        ("m.gguf", "GGUF", "gguf_file="),
         ("m.npz", "NumPy .npz", "np.load"),
         ("m.onnx", "ONNX", "onnx.load"),
     ):
@@ -90,11 +88,18 @@ def test_gguf_npz_onnx_get_a_conversion_hint(tmp_path: Path) -> None:
         assert err.value.hint is not None and tool in err.value.hint
 
 
+def test_a_gguf_without_keys_is_read_and_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(64))
+    with pytest.raises(SourceError, match=r"GGUF file without general\.architecture"):
+        open_checkpoint(str(tmp_path / "m.gguf"))
+
+
 def test_folder_of_gguf_files_gets_a_hint(tmp_path: Path) -> None:
     (tmp_path / "a.gguf").write_bytes(b"GGUF" + bytes(8))
+    (tmp_path / "b.gguf").write_bytes(b"GGUF" + bytes(8))
     with pytest.raises(SourceError) as err:
         open_checkpoint(str(tmp_path))
-    assert err.value.hint is not None and ".gguf" in err.value.hint
+    assert err.value.hint is not None and "several .gguf" in err.value.hint
 
 
 torch = pytest.importorskip("torch")

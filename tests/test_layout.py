@@ -38,6 +38,7 @@ FLOORS: dict[str, int] = {
     "normscope.trends": 5,
     "normscope.discovery": 5,
     "normscope.policy": 5,
+    "normscope.faults": 5,  # checks of values never healthy (zero channels, offset, copies)
     "normscope.series": 6,
     "normscope.events": 6,  # TensorBoard event files: losses in (series --events), scalars out
     "normscope.fold": 6,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,7 +137,13 @@ def test_thresholds_come_from_the_rule() -> None:
     target = "model.layers.10.post_feedforward_layernorm.weight"
     assert flagged(find_anomalies(norms)) == {target}
     assert flagged(find_anomalies(norms, PeerRule(factor=2.0, min_factor=1.7))) == set()
-    assert flagged(find_anomalies(norms, PeerRule(factor=1.5, min_factor=1.7))) == {target}
+    # Against every peer (window 0) a factor of 1.5 flags the planted layer only; against the 4
+    # nearest layers it also flags a layer of the noisy attn_input role (uniform 0.15-0.25,
+    # whose 4-neighbour median is noisier than a 61-peer one): 1.5 is below the noise.
+    wide = PeerRule(factor=1.5, min_factor=1.7, window=0)
+    assert flagged(find_anomalies(norms, wide)) == {target}
+    local = flagged(find_anomalies(norms, PeerRule(factor=1.5, min_factor=1.7)))
+    assert target in local and all("input_layernorm" in n for n in local - {target})
     assert flagged(find_anomalies(norms, PeerRule(min_peers=62))) == set()
 
 
@@ -149,13 +156,57 @@ def test_peer_median_is_the_leave_one_out_median_of_the_other_peers() -> None:
         ratios = [float(x) for x in rng.lognormal(-1.0, 0.5, size)]
         ratios[2] = ratios[3]  # ties must be removed once, by position
         norms = [layer_norm(i, Role.attn_input, r) for i, r in enumerate(ratios)]
-        verdicts = find_anomalies(norms)
+        verdicts = find_anomalies(norms, PeerRule(window=0))
         for i, n in enumerate(norms):
             others = sorted(r for j, r in enumerate(ratios) if j != i)
             mid = len(others) // 2
             expected = others[mid] if len(others) % 2 else (others[mid - 1] + others[mid]) / 2
             assert verdicts[n.name].peer_median == pytest.approx(expected, rel=1e-15)
             assert verdicts[n.name].peers == size - 1
+
+
+def _repeated_median_at(xs: list[float], ys: list[float], at: float) -> float:
+    """An independent repeated-median line (Siegel 1982, plain Python), read at `at`."""
+    slope = statistics.median(
+        statistics.median((ys[j] - ys[i]) / (xs[j] - xs[i]) for j in range(len(xs)) if j != i)
+        for i in range(len(xs))
+    )
+    return statistics.median(y - slope * x for x, y in zip(xs, ys, strict=True)) + slope * at
+
+
+def test_peer_median_is_the_robust_trend_of_the_nearest_layers_in_depth() -> None:
+    rng = np.random.default_rng(5)
+    for size, window in ((5, 2), (9, 2), (30, 2), (30, 3), (31, 1)):
+        ratios = [float(x) for x in rng.lognormal(-1.0, 0.5, size)]
+        norms = [layer_norm(i, Role.attn_input, r) for i, r in enumerate(ratios)]
+        rule = PeerRule(window=window)
+        half = max(window, 2)  # at least min_peers = 4 neighbours
+        verdicts = find_anomalies(norms, rule)
+        for i, n in enumerate(norms):
+            # i - half .. i + half without i; at the ends the window slides inward.
+            start = min(max(i - half, 0), max(size - 1 - 2 * half, 0))
+            chosen = [j for j in range(start, min(start + 2 * half, size - 1) + 1) if j != i]
+            logs = [math.log(ratios[j]) for j in chosen]
+            expected = math.exp(_repeated_median_at([float(j) for j in chosen], logs, float(i)))
+            assert verdicts[n.name].peer_median == pytest.approx(expected, rel=1e-12), (size, i)
+            assert verdicts[n.name].peers == size - 1
+    # Trend-free neighbours give their median; a geometric rise gives itself, ends included.
+    flat = [layer_norm(i, Role.attn_input, 0.3) for i in range(12)]
+    assert {v.peer_median for v in find_anomalies(flat).values()} == {0.3}
+    rise = [layer_norm(i, Role.attn_input, 0.3 * 1.5**i) for i in range(12)]
+    for i, v in enumerate(find_anomalies(rise).values()):
+        assert v.peer_median == pytest.approx(0.3 * 1.5**i, rel=1e-12)
+
+
+def test_a_smooth_rise_with_depth_is_no_anomaly_but_a_layer_leaving_it_is() -> None:
+    # Gemma-3-270M's post-FFN norms rise smoothly from ~7 to ~380 (tests/test_corpus.py).
+    rising = {i: 7.0 * 1.265**i for i in range(18)}
+    norms = [layer_norm(i, Role.mlp_output, r) for i, r in rising.items()]
+    assert flagged(find_anomalies(norms)) == set()
+    assert len(flagged(find_anomalies(norms, PeerRule(window=0)))) >= 8  # the old rule
+    rising[9] /= 3.0
+    norms = [layer_norm(i, Role.mlp_output, r) for i, r in rising.items()]
+    assert flagged(find_anomalies(norms)) == {"model.layers.9.post_feedforward_layernorm.weight"}
 
 
 # --- invariance ------------------------------------------------------------------------------

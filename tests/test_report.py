@@ -60,6 +60,7 @@ EXPECTED_NORM_FIELDS = [
     "group",
     "kind",
     "parametrization",
+    "stored_offset",
     "dim",
     "l2",
     "ratio",
@@ -91,6 +92,7 @@ def norm(name: str, **kw: object) -> NormStats:
         "group": Group.input,
         "kind": Kind.rmsnorm,
         "parametrization": Parametrization.standard,
+        "stored_offset": 0.0,
         "dim": 4,
         "l2": 2.0,
         "ratio": 1.0,
@@ -239,6 +241,7 @@ def test_json_norm_exact() -> None:
         "group": "input",
         "kind": "layernorm",
         "parametrization": "standard",
+        "stored_offset": 0.0,
         "dim": 4,
         "l2": 3.0,
         "ratio": 1.5,
@@ -311,19 +314,19 @@ def test_csv_header_and_rows() -> None:
     assert lines[0] == ",".join(EXPECTED_NORM_FIELDS)
     assert len(lines) == 1 + len(REPORT.norms)
     assert lines[2] == (
-        "model.layers.1.input_layernorm.weight,main,,1,text,,attn_input,input,rmsnorm,standard,4,"
+        "model.layers.1.input_layernorm.weight,main,,1,text,,attn_input,input,rmsnorm,standard,0.0,4,"
         '0.5,0.25,0.25,0.0625,0.125,0.375,0,"[{""index"": 3, ""value"": 0.375}, '
         '{""index"": 0, ""value"": 0.125}]",,,False,collapse,,'
     )
     assert lines[3] == (
-        "model.norm.weight,main,,,text,,final,input,layernorm,standard,4,3.0,1.5,"
+        "model.norm.weight,main,,,text,,final,input,layernorm,standard,0.0,4,3.0,1.5,"
         f"{1 / 3!r},{math.pi!r},-0.5,2.75,1,"
         '"[{""index"": 1, ""value"": 2.75}]",'
         f"{0.1 + 0.2!r},0.25,False,grow,,"
     )
     # Nonfinite numbers are empty cells, like null in JSON.
     assert lines[4] == (
-        "mtp.layers.0.enorm.weight,mtp,1,,text,,mtp_embedding,input,rmsnorm,offset,4,,,,,,,1,"
+        "mtp.layers.0.enorm.weight,mtp,1,,text,,mtp_embedding,input,rmsnorm,offset,0.0,4,,,,,,,1,"
         '"[{""index"": 2, ""value"": null}, {""index"": 3, ""value"": null}]",,,False,nonfinite,,'
     )
 

@@ -14,6 +14,7 @@ from normscope.advice import anomaly_advice, band_advice
 from normscope.enums import Band, CheckName, Module, Parametrization, Role, Severity, Verdict
 from normscope.errors import ArchError, NotJudged
 from normscope.gates.verdict import SCOPE_HINT, empty_scope
+from normscope.faults import fault_findings, mtp_finding
 from normscope.peers import peer_key
 from normscope.scanner import Measured
 from normscope.schema import (
@@ -105,8 +106,9 @@ def run_checks(measured: Measured, policy: Policy, baseline: Measured | None = N
         findings += [_init_finding(n, measured.gains[n.name], sev.init) for n in report.norms]
     if policy.expect_mtp is not None and sev.mtp is not Severity.off:
         findings.append(
-            _mtp_finding(report.norms, report.model.mtp_depth, policy.expect_mtp, sev.mtp)
+            mtp_finding(report.norms, report.model.mtp_depth, policy.expect_mtp, sev.mtp)
         )
+    findings += fault_findings(measured, policy)
 
     failed = [f for f in findings if not f.passed]
     errors = sum(1 for f in failed if f.severity is Severity.error)
@@ -210,7 +212,11 @@ def _band_findings(norms: Sequence[NormStats], policy: Policy, has_mtp: bool) ->
 
     out = []
     for n in policy.scope.matching(norms):
-        if n.band is Band.nonfinite:
+        # The playbook's band guards what the final norm sends the MTP modules: without MTP, the
+        # final norm is reported at its own severity (warn), not failed by default.
+        no_mtp_final = not has_mtp and n.module is Module.main and n.role is Role.final
+        severity = policy.severity.final_band if no_mtp_final else policy.severity.band
+        if n.band is Band.nonfinite or severity is Severity.off:
             continue
         t = thresholds_for(policy, n.role)
         band = t.classify(n.ratio)
@@ -220,12 +226,17 @@ def _band_findings(norms: Sequence[NormStats], policy: Policy, has_mtp: bool) ->
         else:
             side, edge = ("below low", t.low) if band is Band.collapse else ("above high", t.high)
             message = f"{_label(n)} ratio {n.ratio:.3f} is {side} {edge:g} ({band.value})"
+            if no_mtp_final:
+                message += (
+                    "; reported only: the band gates the final norm of models with "
+                    "multi-token prediction (severity final_band = error gates it here)"
+                )
         out.append(
             Finding(
                 check=CheckName.band,
                 subject=n.name,
                 passed=ok,
-                severity=policy.severity.band,
+                severity=severity,
                 value=n.ratio,
                 limit=f"[{t.low:g}, {t.high:g}]",
                 message=message,
@@ -317,37 +328,4 @@ def _init_finding(n: NormStats, gain: np.ndarray, severity: Severity) -> Finding
         f"{worst}{bias}",
         fix=f"at step 0 every effective gain ({stored}) must be exactly 1 and every bias 0: "
         "check the init code, or whether this checkpoint was saved after an optimizer step",
-    )
-
-
-_MTP_ROLES = (Role.mtp_embedding, Role.mtp_hidden, Role.mtp_final)
-
-
-def _mtp_finding(
-    norms: Sequence[NormStats], depth: int, expected: int, severity: Severity
-) -> Finding:
-    missing = []
-    # Qwen3-Next/3.5 share one set of embedding/hidden/final norms across depths.
-    shared = {n.role for n in norms if n.module is Module.mtp and n.mtp_depth == 1}
-    for k in range(1, expected + 1):
-        have = {n.role for n in norms if n.module is Module.mtp and n.mtp_depth == k}
-        lacking = [r.value for r in _MTP_ROLES if r not in have and r not in shared]
-        if lacking or not have:
-            missing.append(f"depth {k}: " + (", ".join(lacking) if lacking else "no norms"))
-    ok = depth == expected and not missing
-    message = f"MTP depth {depth}" + ("" if ok else f", expected {expected}")
-    if missing:
-        message += " (missing " + "; ".join(missing) + ")"
-    return Finding(
-        check=CheckName.mtp,
-        subject="model",
-        passed=ok,
-        severity=severity,
-        value=float(depth),
-        limit=f"== {expected}",
-        message=message,
-        fix=None
-        if ok
-        else "the MTP weights are not in this checkpoint: Hugging Face re-saves drop "
-        "them (_keys_to_ignore_on_load_unexpected); export from the training framework instead",
     )

@@ -46,6 +46,16 @@ class Severities:
     mtp: Severity = Severity.error
     anomaly: Severity = Severity.warn
     """A layer that left its peers is reported; it fails the job only when set to error."""
+    final_band: Severity = Severity.warn
+    """The band check on the final norm of a model WITHOUT MTP (with MTP: `band`): the
+    playbook's band is about what the final norm sends the MTP modules (seed 000), and healthy
+    released models sit outside it (SmolLM2-135M 1.83, Gemma-3-270M 54.1): reported, gated
+    only when set to error."""
+    zero_channels: Severity = Severity.error
+    offset: Severity = Severity.error
+    identical: Severity = Severity.error
+    mtp_declared: Severity = Severity.error
+    norm_dtype: Severity = Severity.error
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # pandas stays off the import path of a scan
 SCHEMA_VERSION = 4
 """2: NormStats.peer_median/anomaly, Summary.anomalies, NormDiff.anomaly_a/b (issue #11).
 3: SeriesReport.trinity (`series --events`), series order `given` (issue #14).
-4: NormStats.tower/stack, roles cross_attn_input/cross_attn_output (issue #25)."""
+4: NormStats.tower/stack, roles cross_attn_input/cross_attn_output (issue #25);
+NormStats.stored_offset (GGUF input, issue #24)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,9 @@ class PeerRule:
     """...and at least this many times away from the peer median (ignores BF16-level noise)."""
     min_peers: int = 4
     """Fewest OTHER peers (the norm itself not counted) with a usable ratio for a verdict."""
+    window: int = 2
+    """Layer norms are compared with their `window` nearest peers in depth on each side (at
+    least `min_peers` in all), so a smooth trend with depth is no anomaly; 0: with every peer."""
 
     def __post_init__(self) -> None:
         if not (self.factor > 1 and self.min_factor > 1 and self.mad_k > 0):
@@ -84,6 +88,8 @@ class PeerRule:
             )
         if self.min_peers < 2:
             raise ValueError(f"need min_peers >= 2 (a median needs company), got {self.min_peers}")
+        if self.window < 0:
+            raise ValueError(f"need window >= 0 (0: compare with every peer), got {self.window}")
 
 
 class TensorRef(msgspec.Struct, frozen=True, gc=False, array_like=True):
@@ -156,6 +162,11 @@ class NormInfo:
     pinned: bool = False
     """The matching rule pins the parametrization (Qwen3-Next's standard `linear_attn.norm`, a
     user rule): the data at init does not override it (`analysis.settle_at_init`)."""
+    stored_offset: float = 0.0
+    """What the file's converter added to the model's weight before storing it: 1.0 where
+    llama.cpp baked the +1 of a zero-centred norm into a GGUF (`normscope.arch.gguf`), else 0.
+    The model's weight is stored − stored_offset; the effective gain adds the parametrization's
+    shift to that."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +198,9 @@ class NormStats:
     """`input` (foldable into the next linear map), `output` (joins the residual), or null."""
     kind: Kind
     parametrization: Parametrization
+    stored_offset: float
+    """What the file's converter added before storing the weight (1.0: llama.cpp baked the +1 of
+    a zero-centred norm into a GGUF, which then holds the effective gain); 0.0 otherwise."""
     dim: int
     """Number of entries of the gain vector (all of them, for 2-D per-head gains)."""
     l2: float

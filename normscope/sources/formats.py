@@ -86,9 +86,17 @@ def folder_hint(path: Path) -> str | None:
             "file at a time (normscope scan FOLDER/FILE.bin, needs normscope[torch]), or convert "
             "the model to safetensors (save_pretrained(..., safe_serialization=True))"
         )
+    if ".gguf" in found:
+        return "the folder holds several .gguf files: scan one GGUF file at a time"
     if others:
         return f"the folder holds {'/'.join(others)} files: scan one of them for how to convert it"
     return None
+
+
+def single_gguf_file(path: Path) -> Path | None:
+    """The one GGUF file of a folder without safetensors (None: none or several)."""
+    found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".gguf"]
+    return found[0] if len(found) == 1 and sniff(found[0]) == GGUF else None
 
 
 def single_torch_file(path: Path) -> Path | None:

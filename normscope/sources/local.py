@@ -64,6 +64,28 @@ class LocalStore:
         return SourceError(f"no .safetensors files in directory ({self.directory})", hint=hint)
 
 
+class SingleFileStore:
+    """A checkpoint that is one file (a state dict, a GGUF): the file is the only shard, and
+    there are no safetensors headers to hand to the layout check."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path
+        self.counter = ReadCounter()
+        self.warnings: list[str] = []
+
+    def path(self, name: str) -> str:
+        return str(self.file.parent / name)
+
+    def names(self, suffix: str) -> list[str]:
+        return [self.file.name] if self.file.name.endswith(suffix) else []
+
+    def size(self, name: str) -> int | None:
+        return self.file.stat().st_size if name == self.file.name else None
+
+    def headers(self, names: Sequence[str], weight_map: Mapping[str, str] | None) -> list[bytes]:
+        return []
+
+
 def _file_size(path: Path) -> int | None:
     """The size of a regular file; None for anything else, including a name no file system
     takes (too long, or holding a NUL byte, as an index may name one)."""

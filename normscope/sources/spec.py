@@ -162,6 +162,9 @@ def _parse_local(path: Path, text: str) -> SourceSpec:
     single = formats.single_torch_file(path)
     if single is not None:
         return SourceSpec(SourceKind.torch, text, single)
+    gguf_file = formats.single_gguf_file(path)
+    if gguf_file is not None:
+        return SourceSpec(SourceKind.gguf, text, gguf_file)
     hint = formats.folder_hint(path)
     if hint is not None:
         raise SourceError(f"no .safetensors files in directory ({path})", hint=hint)

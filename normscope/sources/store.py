@@ -125,6 +125,9 @@ class Checkpoint:
     tensors: dict[str, TensorRef]
     store: Store
     warnings: list[str] = field(default_factory=list)
+    kind: str = "safetensors"
+    """The file format: `safetensors` (and the formats read as its layout), or `gguf`, whose
+    llama.cpp names `normscope.arch.gguf` classifies."""
 
     @property
     def counter(self) -> ReadCounter:
