@@ -13,8 +13,8 @@ import numpy as np
 from normscope.advice import anomaly_advice, band_advice
 from normscope.enums import Band, CheckName, Module, Parametrization, Role, Severity, Verdict
 from normscope.errors import ArchError, NotJudged
-from normscope.gates.verdict import SCOPE_HINT, empty_scope
 from normscope.faults import fault_findings, mtp_finding
+from normscope.gates.verdict import SCOPE_HINT, empty_scope
 from normscope.peers import peer_key
 from normscope.scanner import Measured
 from normscope.schema import (
