@@ -107,13 +107,46 @@ conversion/gemma.py Gemma4: `norm_shift` 0.0 —, Gemma-3n: 'not the case on gem
 
 KNOWN_ARCHITECTURES = frozenset(
     {
-        "llama", "llama4", "mistral3", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "qwen3next",
-        "qwen35", "qwen35moe", "gemma", "gemma2", "gemma3", "gemma3n", "gemma4",
-        "gemma-embedding", "phi2", "phi3", "olmo", "olmo2", "deepseek2", "glm4", "glm4moe",
-        "nemotron", "granite", "granitemoe", "bert", "nomic-bert", "gpt2", "falcon", "stablelm",
-        "command-r", "cohere2", "mimo2", "minicpm", "internlm2", "exaone", "smollm3",
+        "llama",
+        "llama4",
+        "mistral3",
+        "qwen2",
+        "qwen2moe",
+        "qwen3",
+        "qwen3moe",
+        "qwen3next",
+        "qwen35",
+        "qwen35moe",
+        "gemma",
+        "gemma2",
+        "gemma3",
+        "gemma3n",
+        "gemma4",
+        "gemma-embedding",
+        "phi2",
+        "phi3",
+        "olmo",
+        "olmo2",
+        "deepseek2",
+        "glm4",
+        "glm4moe",
+        "nemotron",
+        "granite",
+        "granitemoe",
+        "bert",
+        "nomic-bert",
+        "gpt2",
+        "falcon",
+        "stablelm",
+        "command-r",
+        "cohere2",
+        "mimo2",
+        "minicpm",
+        "internlm2",
+        "exaone",
+        "smollm3",
     }
-)  # fmt: skip
+)
 """Architectures whose converter normscope has read (MODEL_ARCH_NAMES): their norms are stored
 as `BAKED_OFFSET` says. For any other, the values are read as stored, with a warning."""
 
