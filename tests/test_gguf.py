@@ -239,3 +239,32 @@ def test_a_folder_holding_one_gguf_reads_it(smollm2_file: Path, tmp_path: Path) 
     write_gguf_copy(smollm2_file, tmp_path / "model.gguf")
     report = normscope.scan(tmp_path)
     assert len(report.norms) == 61
+
+
+def _gguf_with_strings(path: Path, lengths: list[int]) -> Path:
+    """A GGUF v3 of no tensors whose keys hold strings of these lengths, sparse past its head."""
+    import struct
+
+    head = b"GGUF" + struct.pack("<IQQ", 3, 0, len(lengths))
+    body = b""
+    for i, n in enumerate(lengths):
+        key = f"k{i}".encode()
+        body += struct.pack("<Q", len(key)) + key + struct.pack("<IQ", 8, n)  # 8: a string
+        if i < len(lengths) - 1:
+            body += b"x" * n
+    with open(path, "wb") as handle:
+        handle.write(head + body)
+        handle.truncate(len(head) + len(body) + lengths[-1] + 4096)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("lengths", "said"),
+    [([65 << 20], "GGUF string of 68157440 bytes"), ([1 << 20] * 63 + [2 << 20], "larger than")],
+)
+def test_a_header_past_64_mib_is_refused(tmp_path: Path, lengths: list[int], said: str) -> None:
+    """The header is held in memory while parsed: 64 MiB bounds what a crafted file can take
+    (real headers: 6-7 MB with a 262k-token vocabulary)."""
+    path = _gguf_with_strings(tmp_path / "big.gguf", lengths)
+    with pytest.raises(SourceError, match=said):
+        parse_gguf_header(path, str(path))
