@@ -362,7 +362,10 @@ def _summary(got: _Collected, options: SeriesOptions) -> SeriesSummary:
         window=min(len(got.checkpoints), DRIFT_WINDOW),
         latest_step=latest.step,
         gated_out_of_band=sum(1 for n in at_latest if n.band.out_of_band and selector(n)),
-        headline=tuple(headline_trends(got.checkpoints, got.rows, options.scan.thresholds)),
+        headline=tuple(
+            headline_trends(got.checkpoints, got.rows, options.scan.thresholds, options.scan.roles)
+        ),
+        roles=options.scan.roles,
     )
 
 

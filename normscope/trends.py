@@ -18,6 +18,7 @@ from normscope.schema import (
     Module,
     NormStats,
     Role,
+    RoleBand,
     SeriesCheckpoint,
     SeriesReport,
     SeriesRow,
@@ -25,6 +26,7 @@ from normscope.schema import (
     Thresholds,
     Trend,
 )
+from normscope.schema.check import role_thresholds
 
 DRIFT_WINDOW = 5
 """Checkpoints in the least-squares drift fit (the last ones)."""
@@ -122,9 +124,13 @@ def median_name(module: Module, role: Role) -> str:
 
 
 def headline_trends(
-    checkpoints: Sequence[SeriesCheckpoint], rows: Sequence[SeriesRow], thresholds: Thresholds
+    checkpoints: Sequence[SeriesCheckpoint],
+    rows: Sequence[SeriesRow],
+    thresholds: Thresholds,
+    roles: tuple[RoleBand, ...] = (),
 ) -> list[Trend]:
-    """Trends of the final norm, each MTP norm, then each (module, role)'s median ratio."""
+    """Trends of the final norm, each MTP norm, then each (module, role)'s median ratio; a role
+    with its own band in `roles` is judged against it."""
     index = {c.path: i for i, c in enumerate(checkpoints)}
     steps = [c.step for c in checkpoints]
     n = len(checkpoints)
@@ -140,12 +146,13 @@ def headline_trends(
             per_checkpoint[i].append(norm.ratio)
     out = []
     for norm, ratios in sorted(norms.values(), key=lambda e: headline_key(e[0])):
+        band = role_thresholds(thresholds, roles, norm.role)
         out.append(
-            make_trend(norm.name, norm.role, norm.module, norm.mtp_depth, ratios, steps, thresholds)
+            make_trend(norm.name, norm.role, norm.module, norm.mtp_depth, ratios, steps, band)
         )
-    roles = list(Role)
+    order = list(Role)
     for (module, role), values in sorted(
-        groups.items(), key=lambda kv: (kv[0][0] is Module.mtp, roles.index(kv[0][1]))
+        groups.items(), key=lambda kv: (kv[0][0] is Module.mtp, order.index(kv[0][1]))
     ):
         medians = [_median(v) for v in values]
         last_count = next((len(v) for v in reversed(values) if v), 0)
@@ -157,7 +164,7 @@ def headline_trends(
                 None,
                 medians,
                 steps,
-                thresholds,
+                role_thresholds(thresholds, roles, role),
                 aggregate=True,
                 count=last_count,
             )
@@ -182,9 +189,17 @@ def norm_trends(report: SeriesReport) -> list[Trend]:
     for row in report.rows:
         entry = norms.setdefault(row.norm.name, (row.norm, [None] * n))
         entry[1][index[row.checkpoint]] = row.norm.ratio
-    thresholds = report.summary.thresholds
+    summary = report.summary
     return [
-        make_trend(norm.name, norm.role, norm.module, norm.mtp_depth, ratios, steps, thresholds)
+        make_trend(
+            norm.name,
+            norm.role,
+            norm.module,
+            norm.mtp_depth,
+            ratios,
+            steps,
+            role_thresholds(summary.thresholds, summary.roles, norm.role),
+        )
         for norm, ratios in norms.values()
     ]
 

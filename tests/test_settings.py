@@ -241,3 +241,23 @@ def test_flags_override_the_config_and_bad_flags_are_usage_errors(
     assert build_settings(environ={"NORMSCOPE_NO_CACHE": "1"}).scan.cache is False
     assert build_settings(environ={"NORMSCOPE_VERBOSE": "yes"}).scan.verbose is True
     assert build_settings(environ={}).scan.cache is True
+
+
+def test_a_series_judges_role_bands_in_its_rows_and_its_trends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The final norm at 2.0: out of the global band [0.5, 1.5], inside its role band (<= 3.0).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text(CONFIG)
+    for step, final in ((100, 1.9), (200, 2.0)):
+        _checkpoint(tmp_path / "run" / f"checkpoint-{step}", final=final)
+    report = normscope.series(tmp_path / "run", jobs=1)
+    assert report.summary.roles == build_settings().policy.roles
+    (trend,) = [t for t in report.summary.headline if t.name == "out_norm.weight"]
+    rows = [r.norm for r in report.rows if r.norm.name == "out_norm.weight"]
+    assert trend.band_last is rows[-1].band and not trend.band_last.out_of_band
+    assert trend.projected_crossing_step is None or trend.projected_band is not None
+    data = json.loads(render_series_json(report))
+    assert data["summary"]["roles"] == [{"role": "final", "low": None, "high": 3.0}]
+    gate = _cli(["series", str(tmp_path / "run"), "--fail-on", "out-of-band", "-q"])
+    assert gate.exit_code == 0, gate.stderr

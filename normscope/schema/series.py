@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from normscope.enums import Band, Executor, Module, Order, Role, StepSource
+from normscope.schema.check import RoleBand
 from normscope.schema.scan import ModelInfo, NormStats, Thresholds
 
 if TYPE_CHECKING:
@@ -89,6 +90,9 @@ class SeriesSummary:
     """Norms in scope that are out of band at the latest checkpoint."""
     headline: tuple[Trend, ...]
     """The final norm, each MTP norm, then each (module, role)'s median ratio."""
+    roles: tuple[RoleBand, ...] = ()
+    """Per-role bands of the configuration (`[tool.normscope.roles]`): a norm of such a role is
+    banded, and its trend projected, against its own band; the others against `thresholds`."""
 
 
 @dataclass(frozen=True, slots=True)
