@@ -50,19 +50,18 @@ def hub_revisions(sources: list[str], revisions: str) -> list[str]:
     return [f"{spec.repo_id}@{rev}" for rev in list_hub_revisions(spec.repo_id, revisions)]
 
 
-def check_plot(plot: str | None, plot_role: str | None) -> object | None:
+def check_plot(plot: str | None, plot_role: str | None) -> None:
     """Fail before measuring: a bad role, no matplotlib, or nowhere to write the plot."""
     from normscope.render import plot as plotting
 
     if plot_role:
         plotting.parse_role(plot_role)
     if not plot:
-        return None
+        return
     plotting.plot_format(plot)
     plotting.require_matplotlib()
     if not Path(plot).resolve().parent.is_dir():
         out.fail(f"output directory does not exist ({Path(plot).parent})")
-    return plotting
 
 
 def check_prerequisites(

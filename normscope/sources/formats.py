@@ -95,11 +95,15 @@ def folder_hint(path: Path) -> str | None:
 
 def single_gguf_file(path: Path) -> Path | None:
     """The one GGUF file of a folder without safetensors (None: none or several)."""
-    found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".gguf"]
-    return found[0] if len(found) == 1 and sniff(found[0]) == GGUF else None
+    return _the_one(path, (".gguf",), GGUF)
 
 
 def single_torch_file(path: Path) -> Path | None:
     """The one `.bin`/`.pt`/`.pth` file of a folder without safetensors (None: none or several)."""
-    found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TORCH_SUFFIXES]
-    return found[0] if len(found) == 1 and sniff(found[0]) == "torch" else None
+    return _the_one(path, TORCH_SUFFIXES, "torch")
+
+
+def _the_one(path: Path, suffixes: tuple[str, ...], kind: str) -> Path | None:
+    """The folder's only file with one of these suffixes, if its magic bytes say `kind`."""
+    found = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes]
+    return found[0] if len(found) == 1 and sniff(found[0]) == kind else None

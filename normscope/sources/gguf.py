@@ -30,17 +30,17 @@ from normscope.errors import SourceError
 from normscope.schema import TensorRef
 from normscope.sources.local import SingleFileStore, pread_spans
 from normscope.sources.safetensors import ShardHeader
-from normscope.sources.store import Checkpoint, Span
+from normscope.sources.store import MAX_SMALL_FILE, Checkpoint, Span
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 _BLOCK = 1 << 16
 """Header bytes read at once."""
-MAX_HEADER = 64 << 20
+MAX_HEADER = MAX_SMALL_FILE
 """A header (with the tokenizer's vocabulary) larger than this is no GGUF normscope trusts: the
 header is held in memory while it is parsed, so this bounds what a crafted file can make it take.
 Real headers are far below it: Gemma-3-270M's (262k-token vocabulary) 6.8 MB, Qwen2.5-0.5B's
-6.1 MB. The same 64 MiB as every other small file normscope reads whole (config, index)."""
+6.1 MB. The bound of every small file normscope holds whole (config, index): 64 MiB."""
 MAX_COUNT = 1 << 24
 """Most tensors, keys or array elements one header may declare."""
 

@@ -64,14 +64,11 @@ class LocalStore:
         return SourceError(f"no .safetensors files in directory ({self.directory})", hint=hint)
 
 
-class SingleFileStore:
-    """A checkpoint that is one file (a state dict, a GGUF): the file is the only shard, and
-    there are no safetensors headers to hand to the layout check."""
+class OneFile:
+    """The file side of a checkpoint that is one file (`self.file`): the file is the only shard,
+    and its side files (config.json) sit in its folder. Shared by the GGUF and `.pt` stores."""
 
-    def __init__(self, path: Path) -> None:
-        self.file = path
-        self.counter = ReadCounter()
-        self.warnings: list[str] = []
+    file: Path
 
     def path(self, name: str) -> str:
         return str(self.file.parent / name)
@@ -81,6 +78,16 @@ class SingleFileStore:
 
     def size(self, name: str) -> int | None:
         return self.file.stat().st_size if name == self.file.name else None
+
+
+class SingleFileStore(OneFile):
+    """A checkpoint that is one file read by positioned reads (a GGUF): there are no
+    safetensors headers to hand to the layout check."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path
+        self.counter = ReadCounter()
+        self.warnings: list[str] = []
 
     def headers(self, names: Sequence[str], weight_map: Mapping[str, str] | None) -> list[bytes]:
         return []

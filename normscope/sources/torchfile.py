@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from normscope.errors import SourceError
 from normscope.sources.dcp.bounds import check_pickle_bytes
 from normscope.sources.jsonload import load_json
-from normscope.sources.local import read_small_file
+from normscope.sources.local import OneFile, read_small_file
 from normscope.sources.memory import TensorStore
 from normscope.sources.safetensors import ShardHeader
 from normscope.sources.store import MAX_SMALL_FILE, Checkpoint
@@ -78,22 +78,14 @@ def _unwrap(obj: Any) -> Any:
     return obj
 
 
-class TorchFileStore(TensorStore):
+class TorchFileStore(OneFile, TensorStore):
     """One state dict file, its tensors laid end to end in a virtual shard (`memory.TensorStore`:
-    the same reads as a state dict in memory), with the file's folder for config.json."""
+    the same reads as a state dict in memory), with the file's folder for config.json
+    (`local.OneFile`)."""
 
     def __init__(self, path: Path, tensors: dict[str, torch.Tensor]) -> None:
         super().__init__(str(path), tensors)
         self.file = path
-
-    def path(self, name: str) -> str:
-        return str(self.file.parent / name)
-
-    def names(self, suffix: str) -> list[str]:
-        return [self.file.name] if self.file.name.endswith(suffix) else []
-
-    def size(self, name: str) -> int | None:
-        return self.file.stat().st_size if name == self.file.name else None
 
     def fetch(self, name: str) -> bytes | None:
         return read_small_file(self.file.parent / name, self.counter)
