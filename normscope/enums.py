@@ -87,6 +87,9 @@ below, collapse...
 (here, beside `Band`, so that the command line's defaults need no schema import)"""
 DEFAULT_HIGH = 1.8
 """...above, explosion."""
+DEFAULT_SCOPE = "final,mtp"
+"""The norms the gates look at unless told otherwise (the grammar is `normscope.scope`'s; here so
+that the command line's help needs no scope or errors import)."""
 
 
 class Band(str, Enum):

@@ -26,10 +26,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Protocol, TypeVar
 
-from normscope.enums import Group, Module, Role, Tower
+from normscope.enums import DEFAULT_SCOPE, Group, Module, Role, Tower
 from normscope.errors import ConfigError
-
-DEFAULT_SCOPE = "final,mtp"
 
 
 class Located(Protocol):

@@ -1,6 +1,7 @@
 """`normscope fold`: each norm against the matrices it feeds (needs `normscope[torch]`)."""
 
-from __future__ import annotations
+# NOTE: no `from __future__ import annotations`: typer resolves this command's signature on
+# every start (see app.py).
 
 from typing import TYPE_CHECKING
 
@@ -89,7 +90,7 @@ def fold(
         out.report_gate(fold_gate(result, fail_on is FailOn.out_of_band), quiet)
 
 
-def _say_plan(result: FoldReport) -> None:
+def _say_plan(result: "FoldReport") -> None:
     """`--dry-run`: the bytes a fold would read, and from where."""
     from normscope.render.common import human_bytes
 

@@ -1,7 +1,8 @@
 """`normscope check`: the policy from defaults, config and flags, one checked scan (and its
 baseline), the findings rendered in the format asked, the verdict as the exit code."""
 
-from __future__ import annotations
+# NOTE: no `from __future__ import annotations`: typer resolves this command's signature on
+# every start (see app.py).
 
 import os
 import sys
@@ -89,7 +90,7 @@ def check(
         render_check(result, chosen, output)
 
 
-def render_check(result: CheckReport, format: CheckFormat, output: str | None) -> None:
+def render_check(result: "CheckReport", format: CheckFormat, output: str | None) -> None:
     """Render a CheckReport; the verdict always reaches a person; exit 1 on failure."""
     from normscope.enums import Verdict
     from normscope.render.check import CheckView

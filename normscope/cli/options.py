@@ -15,8 +15,7 @@ import typer
 from typer.core import TyperCommand
 
 # The enums of the schema are the flags' choices (enums.py imports only the standard library).
-from normscope.enums import DEFAULT_HIGH, DEFAULT_LOW, Order, Parametrization
-from normscope.scope import DEFAULT_SCOPE
+from normscope.enums import DEFAULT_HIGH, DEFAULT_LOW, DEFAULT_SCOPE, Order, Parametrization
 
 EXIT_HELP = """Exit codes: 0 judged and passed; 1 a gate tripped (--fail-on, --max-drift; check: a
 violation of error severity); 2 could not judge (usage error, bad path, file or config, unknown
