@@ -215,3 +215,151 @@ def test_series_without_tensorboard_stops_before_measuring(
         "Hint: pip install 'normscope[tensorboard]'\n"
     )
     assert measured == [] and not report.exists() and not (tmp_path / "tb").exists()
+
+
+# --- a Hub name that is no local path: both facts at once, no hopeless retries -------------------
+
+UNREACHABLE_HINT = (
+    "Hint: check the connection or HF_ENDPOINT; with HF_HUB_OFFLINE=1 normscope uses cached "
+    "data only\n"
+)
+
+
+@pytest.fixture
+def tries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """huggingface_hub online at a closed port (nothing listens on 9, discard); every request
+    normscope makes through huggingface_hub's session counted (its URL), no backoff waits."""
+    from huggingface_hub import constants
+    from huggingface_hub import utils as hf_utils
+    from huggingface_hub.utils import close_session
+
+    from normscope.sources.hub import retry
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agents.json"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-tokens"))
+    monkeypatch.setenv("NORMSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(retry, "RETRY_WAIT", 0.0)
+    close_session()
+    urls: list[str] = []
+    real = hf_utils.get_session
+
+    class Counted:
+        def __init__(self, session: object) -> None:
+            self.session = session
+
+        def stream(self, method: str, url: str, **kwargs: object) -> object:
+            urls.append(url)
+            return self.session.stream(method, url, **kwargs)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(hf_utils, "get_session", lambda: Counted(real()))
+    return urls
+
+
+def test_a_mistyped_path_with_no_hub_says_both_facts_after_one_try(tries: list[str]) -> None:
+    result = invoke("scan", "org/nam")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (
+        "Error: cannot reach the Hub at http://127.0.0.1:9: [Errno 111] Connection refused "
+        "(org/nam@main); no local path 'org/nam' exists either\n" + UNREACHABLE_HINT
+    )
+    assert tries == ["http://127.0.0.1:9/api/models/org/nam/revision/main"]  # refused: not retried
+
+
+def test_an_unresolvable_hub_host_is_tried_once(
+    tries: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://hub.invalid")  # RFC 6761: never resolves
+    result = invoke("scan", "org/nam@v1")
+    assert result.exit_code == 2 and result.stdout == ""
+    first, hint = result.stderr.splitlines(keepends=True)
+    assert re.fullmatch(
+        r"Error: cannot reach the Hub at http://hub\.invalid: \[Errno -?\d+\] [^()]+ "
+        r"\(org/nam@v1\); no local path 'org/nam' exists either\n",
+        first,
+    ), first
+    assert hint == UNREACHABLE_HINT
+    assert len(tries) == 1
+
+
+@pytest.mark.parametrize("source", ["hf://org/nam", "https://huggingface.co/org/nam"])
+def test_a_hub_name_with_no_hub_never_speaks_of_a_local_path(
+    source: str, tries: list[str]
+) -> None:
+    result = invoke("scan", source)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: cannot reach the Hub at http://127.0.0.1:9: [Errno 111] Connection refused "
+        "(org/nam@main)\n" + UNREACHABLE_HINT
+    )
+    assert len(tries) == 1
+
+
+def test_what_is_worth_retrying() -> None:
+    import socket
+
+    from huggingface_hub.utils import httpx
+
+    from normscope.sources.hub.retry import hopeless
+
+    def chained(outer: Exception, inner: BaseException) -> Exception:
+        outer.__cause__ = inner
+        return outer
+
+    assert hopeless(chained(httpx.ConnectError("x"), ConnectionRefusedError(111, "refused")))
+    assert hopeless(chained(httpx.ConnectError("x"), socket.gaierror(-2, "unknown name")))
+    assert not hopeless(chained(httpx.ConnectError("x"), TimeoutError("slow")))
+    assert not hopeless(httpx.ReadTimeout("slow body"))
+    assert not hopeless(httpx.RemoteProtocolError("broken body"))
+
+
+@pytest.mark.parametrize(
+    ("source", "also"),
+    [
+        ("org/nam", "; no local path 'org/nam' exists either"),
+        ("hf://org/nam", ""),
+        ("https://huggingface.co/org/nam", ""),
+        ("https://huggingface.co/org/nam/tree/main", ""),
+    ],
+)
+def test_offline_a_hub_name_says_what_it_is(source: str, also: str) -> None:
+    # conftest's hermetic fixture: HF_HUB_OFFLINE=1, empty caches.
+    result = invoke("scan", source)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"Error: offline (HF_HUB_OFFLINE=1) and this revision is not cached (org/nam@main){also}\n"
+        "Hint: run once online to cache its headers and norms, or download the model with "
+        "`hf download org/nam`\n"
+    )
+
+
+def test_offline_an_hf_uri_at_a_revision_keeps_its_kind() -> None:
+    result = invoke("scan", "hf://org/nam", "--revision", "v2")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        "Error: offline (HF_HUB_OFFLINE=1) and this revision is not cached (org/nam@v2)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "also"),
+    [("org/nam", "; no local path 'org/nam' exists either"), ("hf://org/nam", "")],
+)
+def test_a_repo_the_hub_lacks_is_said_with_the_local_path_once(
+    source: str, also: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from hubserver import FakeHub, point_huggingface_hub_at, running
+
+    with running(FakeHub()) as hub:
+        point_huggingface_hub_at(hub, monkeypatch, tmp_path)
+        result = invoke("scan", source)
+        assert [s.status for s in hub.served] == [401]  # answered, so not retried
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"Error: no such Hub model repo, or it is private (org/nam){also}\n"
+        "Hint: check the name; for a private repo, log in with `hf auth login` or set HF_TOKEN\n"
+    )

@@ -85,7 +85,7 @@ def at_revision(spec: SourceSpec, revision: str) -> SourceSpec:
             "give one",
             param="--revision",
         )
-    return replace(spec, hub=type(spec.hub)(spec.hub.repo_id, revision))
+    return replace(spec, hub=replace(spec.hub, revision=revision))
 
 
 def _in_memory(source: object) -> bool:

@@ -26,6 +26,7 @@ from normscope.sources.hub.retry import (
     TIMEOUT_ENV,
     Attempts,
     RetryStatus,
+    hopeless,
     hub_timeout,
     quiet_hub_logging,
     retry_after,
@@ -53,6 +54,8 @@ class RepoContext:
     warnings: list[str] = field(default_factory=list)
     verbose: bool = False
     """Let huggingface_hub's own log lines through (`-v`)."""
+    local_also: str = ""
+    """Added to errors for a bare `org/name`: no local path either (`hf://`, a Hub URL: none)."""
 
     @property
     def where(self) -> str:
@@ -199,7 +202,7 @@ class Remote:
                         close_session()
                     if attempts.expired:
                         raise self._timed_out(what, attempts) from None
-                    if attempts.retry():
+                    if not hopeless(exc) and attempts.retry():
                         continue
                     raise self.translate(exc, what) from None
                 self._count(response)
@@ -247,6 +250,8 @@ class Remote:
                         t.buf.clear()  # a whole (maybe compressed) file restarts from its start
                     if t.attempts.expired:
                         raise self._timed_out(file.name, t.attempts, len(t.buf), expected) from None
+                    if hopeless(exc):
+                        raise self.translate(exc, file.name) from None
                     if t.attempts.retry():
                         continue
                     raise SourceError(
@@ -414,8 +419,7 @@ class Remote:
         if isinstance(exc, errors.RepositoryNotFoundError):
             token = self._token() is not None
             return SourceError(
-                f"no such Hub model repo, or it is private ({repo}); no local path of that name "
-                "exists either",
+                f"no such Hub model repo, or it is private ({repo}){ctx.local_also}",
                 hint="check the name"
                 + ("; your token cannot see it" if token else f"; for a private repo, {_LOGIN}"),
             )

@@ -73,6 +73,7 @@ class _Opener:
             hf_cache=Path(constants.HF_HUB_CACHE),
             warnings=warnings,
             verbose=verbose,
+            local_also="" if spec.explicit else f"; no local path '{spec.repo_id}' exists either",
         )
         self.remote = Remote(self.ctx)
         self.progress = progress
@@ -87,9 +88,7 @@ class _Opener:
         if listing is None and self.ctx.offline:
             listing = self._cached_revision()
             if listing is None:
-                raise self.ctx.not_cached(
-                    "this revision", also=f"; no local path '{self.ctx.repo_id}' exists either"
-                )
+                raise self.ctx.not_cached("this revision", also=self.ctx.local_also)
         if listing is None:
             try:
                 listing = self._model_info()
@@ -97,7 +96,7 @@ class _Opener:
             except HubUnreachable as exc:
                 listing = self._cached_revision()
                 if listing is None:
-                    raise
+                    raise HubUnreachable(exc.message + self.ctx.local_also, exc.hint) from None
                 self.ctx.warnings.append(
                     f"{exc.message}; using the cached commit {self.ctx.commit[:12]} instead"
                 )

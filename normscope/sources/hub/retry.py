@@ -90,6 +90,27 @@ def quiet_hub_logging(verbose: bool = False) -> Iterator[None]:
                 logger.setLevel(_log_level)
 
 
+_HOPELESS = (socket.gaierror, ConnectionRefusedError)
+
+
+def hopeless(exc: BaseException) -> bool:
+    """A connection no retry can make: the host name did not resolve (no network, a mistyped
+    HF_ENDPOINT) or nothing listens there. Retrying those only makes a user wait (5 retries took
+    24 s to say "cannot reach the Hub" for a mistyped local path); a broken or timed-out
+    transfer, a 5xx, a 429 are retried as before.
+
+    httpx wraps the socket's error (httpx.ConnectError <- httpcore.ConnectError <- OSError):
+    the chain of causes is walked, a few links deep."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, _HOPELESS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class Attempts:
     """The tries of one request: at most RETRIES retries, all within one deadline (`until`, the
     deadline of the whole read it belongs to, when sooner than `timeout` from now)."""

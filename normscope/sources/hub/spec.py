@@ -6,7 +6,7 @@ Standard library only: deciding whether a source is a Hub repo never imports hug
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from normscope.errors import SourceError, UsageError
@@ -35,6 +35,9 @@ class HubSpec:
 
     repo_id: str
     revision: str | None = None
+    explicit: bool = field(default=False, compare=False)
+    """Named as a Hub repo (`hf://`, a pasted Hub page URL), not a bare `org/name` that could
+    have been a mistyped local path: its errors never speak of a local path."""
 
     def __str__(self) -> str:
         return self.repo_id if self.revision is None else f"{self.repo_id}@{self.revision}"
@@ -68,7 +71,7 @@ def parse_hub_spec(spec: str) -> HubSpec | None:
         if explicit:
             raise SourceError(f"not a Hub model repo: expected hf://org/name[@revision] ({spec})")
         return None
-    return HubSpec(repo_id, revision.strip() or None)
+    return HubSpec(repo_id, revision.strip() or None, explicit)
 
 
 def looks_like_hub(spec: str) -> bool:
@@ -149,4 +152,4 @@ def parse_hub_url(url: str) -> HubSpec | None:
     hub = parse_hub_spec(repo_id)
     if hub is None or not (revision is None or revision.strip()):
         raise SourceError(f"not a Hub model repo: {repo_id} ({url})")
-    return HubSpec(hub.repo_id, revision)
+    return HubSpec(hub.repo_id, revision, explicit=True)
