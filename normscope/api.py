@@ -153,6 +153,7 @@ def scan(
     config: Source | None = None,
     revision: str | None = None,
     no_cache: bool | None = None,
+    token: str | None = None,
     model_config: Any = None,
 ) -> Report:
     """Scan one checkpoint (file, folder, DCP save, torch file, Hub repo or URL), or a state
@@ -160,7 +161,7 @@ def scan(
 
     `options` (a `ScanOptions`) replaces the keyword options and the configuration.
     """
-    flags = _flags(low, high, scope, parametrization, rules, config, no_cache)
+    flags = _flags(low, high, scope, parametrization, rules, config, no_cache, token=token)
     return run_scan(_model(source, model_config), _settings(options, flags), revision)
 
 
@@ -177,11 +178,12 @@ def diff(
     config: Source | None = None,
     revision: str | None = None,
     no_cache: bool | None = None,
+    token: str | None = None,
     model_config: Any = None,
 ) -> DiffReport:
     """Compare the norms of two checkpoints: `normscope diff A B` (`options`: as for `scan`;
     `model_config`: of the side(s) in memory)."""
-    flags = _flags(low, high, scope, parametrization, rules, config, no_cache)
+    flags = _flags(low, high, scope, parametrization, rules, config, no_cache, token=token)
     sides = _model(a, model_config, True), _model(b, model_config, True)
     return run_diff(*sides, _settings(options, flags), revision)
 
@@ -200,6 +202,7 @@ def series(
     executor: Executor | str = Executor.auto,
     cluster: str | None = None,
     no_cache: bool | None = None,
+    token: str | None = None,
     progress: bool | None = None,
 ) -> SeriesReport:
     """Follow a run: one run folder, or checkpoints listed (kept in that order unless `order`
@@ -207,7 +210,7 @@ def series(
     stderr is a terminal; False: never; True: always)."""
     from normscope.progress import series_bar
 
-    flags = _flags(low, high, scope, parametrization, rules, config, no_cache)
+    flags = _flags(low, high, scope, parametrization, rules, config, no_cache, token=token)
     options = series_options(build_settings(flags), order, jobs, strict, executor, cluster)
     with series_bar(progress) as bar:
         return run_series(sources, options, bar)
@@ -230,6 +233,7 @@ def check(
     config: Source | None = None,
     revision: str | None = None,
     no_cache: bool | None = None,
+    token: str | None = None,
     model_config: Any = None,
 ) -> CheckReport:
     """Gate a checkpoint on the policy (defaults < `[tool.normscope]`/`config` < these
@@ -243,6 +247,7 @@ def check(
         rules,
         config,
         no_cache,
+        token=token,
         max_drift=max_drift,
         expect_init=expect_init,
         expect_mtp=expect_mtp,
@@ -292,9 +297,10 @@ def fold(
     cluster: str | None = None,
     revision: str | None = None,
     no_cache: bool | None = None,
+    token: str | None = None,
 ) -> FoldReport:
     """Fold each norm into the matrices it feeds: `normscope fold` (needs `normscope[torch]`)."""
-    flags = _flags(low, high, scope, parametrization, rules, config, no_cache)
+    flags = _flags(low, high, scope, parametrization, rules, config, no_cache, token=token)
     options = fold_options(
         build_settings(flags), device, max_memory, experts, dry_run, executor, cluster
     )

@@ -65,6 +65,9 @@ class ScanOptions:
     """Reuse a local checkpoint's cached layout (`--no-cache`: False)."""
     verbose: bool = False
     """Let huggingface_hub's own log lines reach stderr (`-v`)."""
+    token: str | None = field(default=None, repr=False)
+    """A Hugging Face token for Hub sources (`--token`); None: huggingface_hub's own (HF_TOKEN,
+    `hf auth login`). Never printed: no repr, no report, no `--show-config`."""
 
     def __post_init__(self) -> None:
         if isinstance(self.scope, str):  # the library's edge: parse a scope given as text
@@ -117,7 +120,9 @@ def measure(
     """
     started = time.perf_counter()
     options = options or ScanOptions()
-    checkpoint = open_checkpoint(source, progress, cache=options.cache, verbose=options.verbose)
+    checkpoint = open_checkpoint(
+        source, progress, cache=options.cache, verbose=options.verbose, token=options.token
+    )
     return analyze_checkpoint(checkpoint, options, started)
 
 

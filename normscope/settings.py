@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +57,8 @@ class Flags:
     """None: `$NORMSCOPE_NO_CACHE` decides."""
     verbose: bool | None = None
     """None: `$NORMSCOPE_VERBOSE` decides."""
+    token: str | None = field(default=None, repr=False)
+    """`--token` for Hub sources; None: huggingface_hub's own (HF_TOKEN, `hf auth login`)."""
     start: Path | None = None
     """Where the search for pyproject.toml begins (None: the current directory)."""
 
@@ -106,6 +108,7 @@ def build_settings(
         roles=policy.roles,
         cache=not (flags.no_cache if flags.no_cache is not None else _env_on(env, NO_CACHE_ENV)),
         verbose=flags.verbose if flags.verbose is not None else _env_true(env, VERBOSE_ENV),
+        token=flags.token,
     )
     return Settings(policy, scan, tuple(rules_from))
 
@@ -117,6 +120,8 @@ def _check_flags(flags: Flags, configured: Policy) -> None:
         high = configured.high if flags.high is None else flags.high
         if not 0 < low < high:  # NOTE: nan fails every comparison, so it is refused too
             raise UsageError("need 0 < --low < --high", param="--low/--high")
+    if flags.token is not None and not flags.token.strip():
+        raise UsageError("is empty", param="--token")
     if flags.max_drift is not None and not (
         flags.max_drift >= 0 and math.isfinite(flags.max_drift)
     ):
@@ -216,4 +221,5 @@ def fold_options(
         cluster=ClusterSpec(cluster) if dask else None,
         cache=scan.cache,
         verbose=scan.verbose,
+        token=scan.token,
     )

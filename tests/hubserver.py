@@ -110,6 +110,8 @@ class Served:
     """Body bytes actually written (fewer than announced when the connection was broken)."""
     authorized: bool
     """Whether an Authorization header came with it."""
+    authorization: str | None = field(default=None, repr=False)
+    """The Authorization header itself (a test of `--token` compares it)."""
 
 
 @dataclass
@@ -481,6 +483,7 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
                     self.headers.get("Range"),
                     written,
                     self.headers.get("Authorization") is not None,
+                    self.headers.get("Authorization"),
                 )
             )
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer.main
@@ -363,3 +365,91 @@ def test_a_repo_the_hub_lacks_is_said_with_the_local_path_once(
         f"Error: no such Hub model repo, or it is private (org/nam){also}\n"
         "Hint: check the name; for a private repo, log in with `hf auth login` or set HF_TOKEN\n"
     )
+
+
+# --- --token ------------------------------------------------------------------------------------
+
+SECRET = "hf_normscopeTestToken0123456789"
+
+
+@pytest.fixture
+def private_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[object]:
+    """The loopback Hub holding a private copy of the Qwen3 fixture that only SECRET may read."""
+    from hubserver import FakeHub, point_huggingface_hub_at, running
+
+    from huggingface_hub.utils import close_session
+
+    with running(FakeHub()) as hub:
+        hub.add_repo("org/private", Path(QWEN[0]), private=True)
+        hub.add_repo("org/private2", Path(QWEN[1]), private=True)
+        hub.grant(SECRET, "org/private", "org/private2")
+        point_huggingface_hub_at(hub, monkeypatch, tmp_path)
+        yield hub
+        close_session()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["scan", "org/private"],
+        ["scan", "org/private", "-f", "json"],
+        ["scan", "org/private", "-f", "csv"],
+        ["scan", "org/private", "-f", "markdown"],
+        ["scan", "org/private", "-f", "html"],
+        ["scan", "org/private", "--show-config"],
+        ["diff", "org/private", "org/private2", "-f", "json"],
+        ["series", "org/private", "org/private2", "-f", "json"],
+        ["check", "org/private", "-f", "json"],
+        ["check", "org/private", "--show-config"],
+        ["fold", "org/private", "--dry-run"],
+    ],
+)
+def test_token_reaches_the_hub_and_no_output(
+    argv: list[str], private_hub: Any, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.out"
+    result = invoke("-v", *argv, "--no-cache", "--token", SECRET, "-o", report)
+    assert result.exit_code == 0, result.stderr
+    asked = [s for s in private_hub.served if s.server == "hub"]
+    assert asked or "--show-config" in argv
+    assert {s.authorization for s in asked} <= {f"Bearer {SECRET}"}
+    assert all(s.authorization is None for s in private_hub.served if s.server == "cdn")
+    written = report.read_text(encoding="utf-8") if report.exists() else ""
+    for text in (result.stdout, result.stderr, written):
+        assert SECRET not in text and "normscopeTestToken" not in text
+
+
+def test_without_the_token_a_private_repo_is_not_found(private_hub: Any) -> None:
+    result = invoke("scan", "org/private")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "Error: no such Hub model repo, or it is private (org/private); no local path"
+    )
+    assert all(s.authorization is None for s in private_hub.served)
+
+
+def test_hf_token_keeps_working(private_hub: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    assert invoke("scan", "org/private", "-f", "json").exit_code == 0
+    assert {s.authorization for s in private_hub.served if s.server == "hub"} == {
+        f"Bearer {SECRET}"
+    }
+
+
+def test_the_api_takes_a_token_and_never_shows_it(private_hub: Any) -> None:
+    import normscope
+    from normscope.settings import Flags, build_settings
+
+    report = normscope.scan("org/private", token=SECRET)
+    assert report.norms and SECRET not in repr(report)
+    assert normscope.check("org/private", token=SECRET).verdict.value == "pass"
+    settings = build_settings(Flags(token=SECRET))
+    assert settings.scan.token == SECRET
+    for shown in (repr(settings), repr(settings.scan), settings.show()):
+        assert SECRET not in shown
+
+
+def test_an_empty_token_is_refused() -> None:
+    result = invoke("scan", MTP, "--token", " ")
+    assert result.exit_code == 2
+    assert result.stderr.endswith("\nError: Invalid value for --token: is empty\n")

@@ -60,6 +60,7 @@ from normscope.cli.options import (
     SourceArg,
     StrictOpt,
     TensorboardOpt,
+    TokenOpt,
     WideOpt,
     epilog,
 )
@@ -125,6 +126,7 @@ def scan(
     show_config: ShowConfigOpt = False,
     quiet: QuietOpt = False,
     no_cache: NoCacheOpt = False,
+    token: TokenOpt = None,
     revision: RevisionOpt = None,
     wide: WideOpt = False,
 ) -> None:
@@ -135,7 +137,7 @@ def scan(
         from normscope.gates import scan_gate
         from normscope.render.scan import ScanView
 
-        flags = (low, high, scope, parametrization, rules, config, no_cache)
+        flags = (low, high, scope, parametrization, rules, config, no_cache, token)
         settings = inputs.settings(ctx, *flags)
         if inputs.show_config(settings, show_config, output):
             return
@@ -165,6 +167,7 @@ def diff(
     show_config: ShowConfigOpt = False,
     quiet: QuietOpt = False,
     no_cache: NoCacheOpt = False,
+    token: TokenOpt = None,
     revision: RevisionOpt = None,
     wide: WideOpt = False,
 ) -> None:
@@ -176,7 +179,7 @@ def diff(
         from normscope.gates import diff_gate
         from normscope.render.diff import DiffView
 
-        flags = (low, high, scope, parametrization, rules, config, no_cache)
+        flags = (low, high, scope, parametrization, rules, config, no_cache, token)
         settings = inputs.settings(ctx, *flags)
         if inputs.show_config(settings, show_config, output):
             return
@@ -222,6 +225,7 @@ def series(
     show_config: ShowConfigOpt = False,
     quiet: QuietOpt = False,
     no_cache: NoCacheOpt = False,
+    token: TokenOpt = None,
     revisions: RevisionsOpt = None,
     wide: WideOpt = False,
     events: EventsOpt = None,
@@ -237,13 +241,13 @@ def series(
         from normscope.gates import series_gate
         from normscope.settings import series_options
 
-        flags = (low, high, scope, parametrization, rules, config, no_cache)
+        flags = (low, high, scope, parametrization, rules, config, no_cache, token)
         settings = inputs.settings(ctx, *flags)
         if inputs.show_config(settings, show_config, output):
             return
         runs.check_prerequisites(plot, plot_role, tensorboard, events)
         if revisions is not None:
-            sources = runs.hub_revisions(sources, revisions)
+            sources = runs.hub_revisions(sources, revisions, token)
             order = order or Order.step  # revisions are ordered by the step in their names
         run = series_options(settings, order, jobs, strict, executor.value, cluster)
         histograms, observe = runs.tensorboard_observer(tensorboard)

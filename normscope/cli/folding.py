@@ -34,6 +34,7 @@ from normscope.cli.options import (
     SeriesExecutor,
     ShowConfigOpt,
     SourceArg,
+    TokenOpt,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def fold(
     cluster: ClusterOpt = None,
     quiet: QuietOpt = False,
     no_cache: NoCacheOpt = False,
+    token: TokenOpt = None,
     revision: RevisionOpt = None,
 ) -> None:
     """Fold each norm gain into the matrices it feeds: folded ratio, compensation, MTP balance.
@@ -74,7 +76,7 @@ def fold(
         from normscope.render.fold import FoldView
         from normscope.settings import fold_options
 
-        flags = (low, high, scope, parametrization, rules, config, no_cache)
+        flags = (low, high, scope, parametrization, rules, config, no_cache, token)
         settings = inputs.settings(ctx, *flags)
         if inputs.show_config(settings, show_config, output):
             return

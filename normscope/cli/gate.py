@@ -33,6 +33,7 @@ from normscope.cli.options import (
     ScopeOpt,
     SeverityOpt,
     ShowConfigOpt,
+    TokenOpt,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def check(
     output: OutputOpt = None,
     quiet: QuietOpt = False,
     no_cache: NoCacheOpt = False,
+    token: TokenOpt = None,
     revision: RevisionOpt = None,
 ) -> None:
     """Gate CI on norm health: bands, anomalies, drift against a baseline, init identity, MTP
@@ -68,7 +70,7 @@ def check(
         from normscope.api import run_check
         from normscope.policy import parse_severities
 
-        flags = (low, high, scope, parametrization, rules, config, no_cache)
+        flags = (low, high, scope, parametrization, rules, config, no_cache, token)
         settings = inputs.settings(
             ctx,
             *flags,

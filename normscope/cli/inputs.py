@@ -24,6 +24,7 @@ def settings(
     rules: Path | None,
     config: Path | None,
     no_cache: bool,
+    token: str | None,
     **check: Any,
 ) -> Settings:
     """The command's settings: defaults < `[tool.normscope]` or `--config` < the flags given.
@@ -39,6 +40,7 @@ def settings(
             rules=rules,
             config=config,
             no_cache=True if no_cache else None,
+            token=token,
             verbose=True if verbose(ctx) else None,
             **check,
         )

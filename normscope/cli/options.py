@@ -215,6 +215,16 @@ NoCacheOpt = Annotated[
         "(also: NORMSCOPE_NO_CACHE=1).",
     ),
 ]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        metavar="TOKEN",
+        help="A Hugging Face token for Hub sources [default: HF_TOKEN, else the one of "
+        "`hf auth login`]. Sent to the Hub only; never printed or written into a report.",
+        show_default=False,
+    ),
+]
 ScanFailOpt = Annotated[
     FailOn, typer.Option("--fail-on", help="Exit 1 when a norm in --scope is out of band.")
 ]

@@ -31,7 +31,7 @@ def refuse_stale_latest(result: SeriesReport, gated: bool) -> None:
         )
 
 
-def hub_revisions(sources: list[str], revisions: str) -> list[str]:
+def hub_revisions(sources: list[str], revisions: str, token: str | None = None) -> list[str]:
     """`series --revisions`: the revisions of exactly one Hub repo, as `org/name@rev` sources."""
     from normscope.errors import SourceError
     from normscope.sources.hub import list_hub_revisions
@@ -47,7 +47,8 @@ def hub_revisions(sources: list[str], revisions: str) -> list[str]:
             "needs exactly one Hub repo (org/name, without @revision) as SOURCES",
             param_hint="--revisions",
         )
-    return [f"{spec.repo_id}@{rev}" for rev in list_hub_revisions(spec.repo_id, revisions)]
+    revs = list_hub_revisions(spec.repo_id, revisions, token)
+    return [f"{spec.repo_id}@{rev}" for rev in revs]
 
 
 def check_plot(plot: str | None, plot_role: str | None) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from normscope.executors import ClusterSpec, Lost, cluster
@@ -36,6 +36,8 @@ class Unit:
     """(matrix name, reduce over rows, dequantisation scale name) per matrix."""
     device: str
     max_memory: int
+    token: str | None = field(default=None, repr=False)
+    """The `--token` of a Hub source, for the worker's reads (None: the worker's own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,7 @@ def reduce_unit(unit: Unit) -> Reduced:
     from normscope.fold.pipeline import Task, load, resolve_device
     from normscope.sources import open_checkpoint
 
-    checkpoint = open_checkpoint(unit.source)
+    checkpoint = open_checkpoint(unit.source, token=unit.token)
     tensors = checkpoint.tensors
     tasks = [
         Task(tensors[name], rows, tensors[scale] if scale else None)
@@ -94,6 +96,7 @@ def load_on_cluster(
     max_memory: int,
     spec: ClusterSpec,
     progress: ProgressCallback | None = None,
+    token: str | None = None,
 ) -> tuple[dict[str, torch.Tensor], LoadStats, dict[str, str]]:
     """Reduce `tasks` on the cluster; return the vectors, the summed costs and the matrices
     lost (name -> reason)."""
@@ -113,6 +116,7 @@ def load_on_cluster(
                 group,
                 device,
                 max_memory,
+                token,
             )
             for group in groups
         ]
@@ -127,9 +131,15 @@ def load_on_cluster(
     return reduced, stats, lost
 
 
-def _unit(source: str | SourceSpec, group: Sequence[Task], device: str, max_memory: int) -> Unit:
+def _unit(
+    source: str | SourceSpec,
+    group: Sequence[Task],
+    device: str,
+    max_memory: int,
+    token: str | None = None,
+) -> Unit:
     entries = tuple((t.ref.name, t.rows_axis, t.scale.name if t.scale else None) for t in group)
-    return Unit(source, entries, device, max_memory)
+    return Unit(source, entries, device, max_memory, token)
 
 
 def _add(stats: LoadStats, result: Reduced) -> None:

@@ -50,6 +50,8 @@ class FoldOptions:
     """Reuse a local checkpoint's cached layout (`--no-cache`: False)."""
     verbose: bool = False
     """Let huggingface_hub's own log lines reach stderr (`-v`)."""
+    token: str | None = field(default=None, repr=False)
+    """A Hugging Face token for a Hub source (`--token`), as `ScanOptions.token`."""
 
     def __post_init__(self) -> None:
         if isinstance(self.scope, str):  # the library's edge: parse a scope given as text

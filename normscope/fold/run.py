@@ -45,7 +45,9 @@ def fold(
     if isinstance(source, Checkpoint):
         checkpoint = source
     else:
-        checkpoint = open_checkpoint(source, cache=options.cache, verbose=options.verbose)
+        checkpoint = open_checkpoint(
+            source, cache=options.cache, verbose=options.verbose, token=options.token
+        )
     scan_options = ScanOptions(
         options.thresholds, options.parametrization, options.scope, rules=options.rules
     )
@@ -106,7 +108,7 @@ def _reduce(
     if isinstance(source, Checkpoint):
         raise UsageError("fold on a cluster needs a path or URL, not an opened checkpoint")
     reduced, load_stats, lost = load_on_cluster(
-        source, tasks, options.device, options.max_memory, options.cluster, progress
+        source, tasks, options.device, options.max_memory, options.cluster, progress, options.token
     )
     load_stats.block_bytes = block_bytes(options.max_memory, device)
     return reduced, load_stats, lost

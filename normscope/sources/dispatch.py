@@ -24,13 +24,15 @@ def open_checkpoint(
     *,
     cache: bool = True,
     verbose: bool = False,
+    token: str | None = None,
 ) -> Checkpoint:
     """Open a checkpoint: parse config.json, the index and every shard header.
 
     Reads headers only; tensor data is read later with `Checkpoint.read`. `source` is parsed
     once (`spec.parse_source`: a local path always wins over a Hub repo id) unless it is a
     `SourceSpec` already. `progress` reports long transfers (Hub, object stores); `cache`:
-    reuse a local layout's cached headers; `verbose`: let huggingface_hub's log lines through.
+    reuse a local layout's cached headers; `verbose`: let huggingface_hub's log lines through;
+    `token`: a Hugging Face token for a Hub source (None: huggingface_hub's own).
     """
     spec = parse_source(source)
     match spec.kind:
@@ -50,7 +52,7 @@ def open_checkpoint(
             from normscope.sources import hub  # huggingface_hub only when a repo is opened
 
             assert spec.hub is not None
-            return hub.open_hub_checkpoint(spec.hub, progress, verbose=verbose)
+            return hub.open_hub_checkpoint(spec.hub, progress, verbose=verbose, token=token)
         case SourceKind.object_store:
             from normscope.sources import objstore  # obstore only when an object is read
 

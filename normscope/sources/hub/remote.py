@@ -37,6 +37,7 @@ from normscope.sources.store import CORRUPT_CACHE, ReadCounter
 
 _EXPIRED = (400, 401, 403, 404, 410)
 _ETAG = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_LOGIN = "log in with `hf auth login` or set HF_TOKEN"
 
 
 @dataclass
@@ -54,6 +55,8 @@ class RepoContext:
     warnings: list[str] = field(default_factory=list)
     verbose: bool = False
     """Let huggingface_hub's own log lines through (`-v`)."""
+    token: str | None = field(default=None, repr=False)
+    """`--token`; None: huggingface_hub's own (HF_TOKEN, `hf auth login`)."""
     local_also: str = ""
     """Added to errors for a bare `org/name`: no local path either (`hf://`, a Hub URL: none)."""
 
@@ -101,9 +104,6 @@ def staged_writes(cache: HubCache) -> Iterator[None]:
         cache.discard()
         raise
     cache.commit()
-
-
-_LOGIN = "log in with `hf auth login` or set HF_TOKEN"
 
 
 @dataclass
@@ -163,7 +163,7 @@ class Remote:
         if self._headers is None:
             from huggingface_hub.utils import build_hf_headers
 
-            self._headers = build_hf_headers()
+            self._headers = build_hf_headers(token=self.ctx.token)
         return self._headers
 
     def _count(self, response: Any) -> None:
@@ -457,10 +457,9 @@ class Remote:
     def _token(self) -> str | None:
         from huggingface_hub import get_token
 
-        try:
-            return get_token()
-        except Exception:
-            return None
+        with contextlib.suppress(Exception):  # an unreadable token file: as no token
+            return self.ctx.token or get_token()
+        return None
 
 
 def _status(exc: Exception) -> int | None:

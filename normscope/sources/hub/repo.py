@@ -29,20 +29,23 @@ from normscope.sources.store import Checkpoint, ProgressFactory
 
 
 def open_hub_checkpoint(
-    spec: str | HubSpec, progress: ProgressFactory | None = None, verbose: bool = False
+    spec: str | HubSpec,
+    progress: ProgressFactory | None = None,
+    verbose: bool = False,
+    token: str | None = None,
 ) -> Checkpoint:
     """Open a Hub model repo: resolve the revision, read config, index and every shard header.
 
     Tensor bytes are read later with `Checkpoint.read`. Raises SourceError, with a hint, for
     every Hub failure: repo or revision not found, gated or private, offline with nothing cached,
     rate limits, broken transfers. `progress` reports long transfers; `verbose` lets
-    huggingface_hub's own log lines through.
+    huggingface_hub's own log lines through; `token` replaces huggingface_hub's own (HF_TOKEN).
     """
     hub = spec if isinstance(spec, HubSpec) else parse_hub_spec(spec)
     if hub is None:
         raise SourceError(f"not a Hub model repo id (org/name[@revision]) ({spec})")
     _require_huggingface_hub(str(hub))
-    return _Opener(hub, progress, verbose).open()
+    return _Opener(hub, progress, verbose, token).open()
 
 
 def _require_huggingface_hub(where: str) -> None:
@@ -60,7 +63,11 @@ class _Opener:
     """Everything one open needs: the spec, the caches, the counters, the Hub session."""
 
     def __init__(
-        self, spec: HubSpec, progress: ProgressFactory | None = None, verbose: bool = False
+        self,
+        spec: HubSpec,
+        progress: ProgressFactory | None = None,
+        verbose: bool = False,
+        token: str | None = None,
     ) -> None:
         from huggingface_hub import constants
 
@@ -73,6 +80,7 @@ class _Opener:
             hf_cache=Path(constants.HF_HUB_CACHE),
             warnings=warnings,
             verbose=verbose,
+            token=token,
             local_also="" if spec.explicit else f"; no local path '{spec.repo_id}' exists either",
         )
         self.remote = Remote(self.ctx)
@@ -195,7 +203,7 @@ def _step_key(name: str) -> tuple[int, int, int, tuple[tuple[int, int, str], ...
     )
 
 
-def list_hub_revisions(repo: str, pattern: str) -> list[str]:
+def list_hub_revisions(repo: str, pattern: str, token: str | None = None) -> list[str]:
     """Expand `pattern` over the branches and tags of a Hub model repo, ordered by step.
 
     `pattern` is a comma-separated list of names and globs (`'step1000,step2000'`,
@@ -217,7 +225,7 @@ def list_hub_revisions(repo: str, pattern: str) -> list[str]:
             out.append(item)
             continue
         if refs is None:
-            refs = _ref_names(spec.repo_id)
+            refs = _ref_names(spec.repo_id, token)
         hits = [r for r in refs if fnmatch.fnmatchcase(r, item)]
         if not hits:
             raise SourceError(
@@ -230,10 +238,10 @@ def list_hub_revisions(repo: str, pattern: str) -> list[str]:
     return sorted(unique, key=_step_key)
 
 
-def _ref_names(repo_id: str) -> list[str]:
+def _ref_names(repo_id: str, token: str | None) -> list[str]:
     from huggingface_hub import HfApi, constants
 
-    opener = _Opener(HubSpec(repo_id))
+    opener = _Opener(HubSpec(repo_id), token=token)
     if opener.ctx.offline:
         names = {unquote(p.name) for p in (opener.ctx.cache.dir / "refs").glob("*")}
         hf_refs = Path(constants.HF_HUB_CACHE) / folder_name(repo_id) / "refs"
@@ -242,7 +250,7 @@ def _ref_names(repo_id: str) -> list[str]:
             raise opener.ctx.not_cached("the list of branches and tags")
         return sorted(names)
     try:
-        refs = HfApi().list_repo_refs(repo_id)
+        refs = HfApi(token=token).list_repo_refs(repo_id)
     except Exception as exc:
         raise opener.remote.translate(exc, "the list of branches and tags") from None
     return [r.name for r in [*refs.branches, *refs.tags]]
