@@ -41,3 +41,55 @@ def test_a_terminal_gets_the_bar(run: Path, monkeypatch: pytest.MonkeyPatch,
     assert "measuring" in capsys.readouterr().err
     normscope.series(run, jobs=1, progress=False)
     assert capsys.readouterr().err == ""
+
+
+# --- HF_HUB_DISABLE_PROGRESS_BARS, as huggingface_hub's own bars read it (issue 26) -------------
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
+def test_hf_hub_disable_progress_bars_wins_even_over_progress_true(
+    value: str, run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", value)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    normscope.series(run, jobs=1)
+    normscope.series(run, jobs=1, progress=True)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("value", ["0", "", "no"])
+def test_other_values_leave_the_bar(
+    value: str, run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", value)
+    normscope.series(run, jobs=1, progress=True)
+    assert "measuring" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("group", [None, "normscope"])
+def test_huggingface_hubs_switch_turns_the_bar_off(
+    group: str | None, run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    disable_progress_bars(group)  # the function form: huggingface_hub 1.x has no context manager
+    try:
+        normscope.series(run, jobs=1, progress=True)
+    finally:
+        enable_progress_bars(group)
+    assert capsys.readouterr().err == ""
+    normscope.series(run, jobs=1, progress=True)  # switched back on
+    assert "measuring" in capsys.readouterr().err
+
+
+def test_the_commands_transfer_and_fold_bars_follow_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from normscope.cli import output as out
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert out.transfer_progress(False) is not None
+    with out.fold_progress(False) as fold_bar:
+        assert fold_bar is not None
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    assert out.transfer_progress(False) is None
+    with out.fold_progress(False) as fold_bar:
+        assert fold_bar is None

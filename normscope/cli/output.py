@@ -339,7 +339,9 @@ def series_progress(quiet: bool) -> Iterator[Any]:
 
 def transfer_progress(quiet: bool) -> Any:
     """A factory of transient bars for long Hub transfers, on a terminal (else None)."""
-    if quiet or not sys.stderr.isatty():
+    from normscope.progress import bars_allowed
+
+    if quiet or not sys.stderr.isatty() or not bars_allowed():
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -368,8 +370,11 @@ def transfer_progress(quiet: bool) -> Any:
 
 @contextlib.contextmanager
 def fold_progress(quiet: bool) -> Iterator[Any]:
-    """A bar with bytes/s on stderr, fed by fold's loader (None when quiet)."""
-    if quiet:
+    """A bar with bytes/s on stderr, fed by fold's loader (None when quiet, or turned off as
+    `progress.bars_allowed` says)."""
+    from normscope.progress import bars_allowed
+
+    if quiet or not bars_allowed():
         yield None
         return
     from rich.progress import (
