@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -453,3 +454,75 @@ def test_an_empty_token_is_refused() -> None:
     result = invoke("scan", MTP, "--token", " ")
     assert result.exit_code == 2
     assert result.stderr.endswith("\nError: Invalid value for --token: is empty\n")
+
+
+# --- shell completion (typer's own) --------------------------------------------------------------
+
+SCRIPT = Path(sys.executable).parent / "normscope"
+"""The console script a user's shell runs (completion keys its variable on the program name)."""
+
+
+def _complete(words: str, **env: str) -> list[str]:
+    """What the installed `normscope` answers bash's completion for `words` (the last word
+    being completed), as the script `--show-completion bash` prints asks it."""
+    import os
+    import subprocess
+
+    parts = words.split(" ")
+    environ = {
+        **os.environ,
+        "_NORMSCOPE_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(len(parts) - 1),
+        **env,
+    }
+    proc = subprocess.run(
+        [str(SCRIPT)], env=environ, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    return proc.stdout.split()
+
+
+def test_bash_completes_commands_flags_and_choices() -> None:
+    assert SCRIPT.is_file()
+    assert _complete("normscope s") == ["scan", "series"]
+    assert _complete("normscope ch") == ["check"]  # a command registered from cli/gate.py
+    assert "--token" in _complete("normscope scan --to")
+    assert _complete("normscope fold x --exp") == ["--experts"]  # from cli/folding.py
+    assert _complete("normscope scan x --format ") == ["table", "json", "csv", "markdown", "html"]
+    assert _complete("normscope check x -f ") == ["text", "json", "junit", "github", "html"]
+
+
+def test_show_and_install_completion(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    env = {**os.environ, "HOME": str(tmp_path), "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    shown = run("--show-completion", "bash")
+    assert shown.returncode == 0
+    assert "_NORMSCOPE_COMPLETE=complete_bash" in shown.stdout
+    assert "complete -o default -F _normscope_completion normscope" in shown.stdout
+    installed = run("--install-completion", "bash")
+    assert installed.returncode == 0, installed.stderr
+    script = tmp_path / ".bash_completions" / "normscope.sh"
+    assert script.read_text().strip() == shown.stdout.strip()
+    assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()
+
+
+def test_completion_detects_no_shell_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shellingham
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("shell detection at start-up")
+
+    monkeypatch.setattr(shellingham, "detect_shell", never)
+    assert invoke("--version").exit_code == 0
+    assert invoke("-h").exit_code == 0
+    assert "--install-completion" in invoke("-h").stdout
+    assert invoke("scan", MTP, "-q", "-f", "json").exit_code == 0

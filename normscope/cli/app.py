@@ -74,7 +74,9 @@ app = typer.Typer(
     name="normscope",
     help="Are the normalization scale vectors in this checkpoint healthy?\n\n" + EXIT_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    # typer's --install-completion/--show-completion: two options built with the app; the shell
+    # is detected only when one is used, so --help and --version pay nothing for them.
+    add_completion=True,
     pretty_exceptions_show_locals=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
