@@ -526,3 +526,26 @@ def test_completion_detects_no_shell_at_start_up(monkeypatch: pytest.MonkeyPatch
     assert invoke("-h").exit_code == 0
     assert "--install-completion" in invoke("-h").stdout
     assert invoke("scan", MTP, "-q", "-f", "json").exit_code == 0
+
+
+# --- fold through pipes -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_fold_through_pipes_writes_only_its_table(merged: bool) -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "normscope", "fold", MTP, "--device", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
+    assert proc.stdout.startswith("╭") and proc.stdout.endswith("\n")  # no blank first line
+    assert "\n\n\n" not in proc.stdout
+    if not merged:
+        assert proc.stderr == ""  # was a lone newline: rich's bar stopped on a non-terminal

@@ -370,11 +370,12 @@ def transfer_progress(quiet: bool) -> Any:
 
 @contextlib.contextmanager
 def fold_progress(quiet: bool) -> Iterator[Any]:
-    """A bar with bytes/s on stderr, fed by fold's loader (None when quiet, or turned off as
-    `progress.bars_allowed` says)."""
+    """A bar with bytes/s on stderr, fed by fold's loader: None when quiet, when stderr is no
+    terminal (rich's stopped bar left a lone newline there, the blank first line of
+    `fold … 2>&1 | less`), or turned off as `progress.bars_allowed` says."""
     from normscope.progress import bars_allowed
 
-    if quiet or not bars_allowed():
+    if quiet or not sys.stderr.isatty() or not bars_allowed():
         yield None
         return
     from rich.progress import (
