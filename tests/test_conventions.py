@@ -290,9 +290,7 @@ def test_an_unresolvable_hub_host_is_tried_once(
 
 
 @pytest.mark.parametrize("source", ["hf://org/nam", "https://huggingface.co/org/nam"])
-def test_a_hub_name_with_no_hub_never_speaks_of_a_local_path(
-    source: str, tries: list[str]
-) -> None:
+def test_a_hub_name_with_no_hub_never_speaks_of_a_local_path(source: str, tries: list[str]) -> None:
     result = invoke("scan", source)
     assert result.exit_code == 2
     assert result.stderr == (
@@ -377,7 +375,6 @@ SECRET = "hf_normscopeTestToken0123456789"
 def private_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[object]:
     """The loopback Hub holding a private copy of the Qwen3 fixture that only SECRET may read."""
     from hubserver import FakeHub, point_huggingface_hub_at, running
-
     from huggingface_hub.utils import close_session
 
     with running(FakeHub()) as hub:

@@ -129,16 +129,6 @@ FORMAT_HELP = (
     "Output format [table, or what -o's extension names: .json, .csv, .md, .html; a --format "
     "that contradicts it is refused]."
 )
-FORMAT_BY_EXTENSION = {
-    ".json": "json",
-    ".csv": "csv",
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".html": "html",
-    ".htm": "html",
-    ".xml": "junit",
-}
-"""The format an `-o` file's name implies (`check`: .xml is JUnit)."""
 
 FormatOpt = Annotated[
     OutputFormat | None,

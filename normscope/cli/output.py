@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
-from normscope.cli.options import FORMAT_BY_EXTENSION, OutputFormat
+from normscope.cli.options import OutputFormat
 from normscope.exitcodes import ExitCode, Terminated
 
 if TYPE_CHECKING:
@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 
     from normscope.gates import GateResult
     from normscope.render.common import View
+
+FORMAT_BY_EXTENSION = {
+    ".json": "json",
+    ".csv": "csv",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".xml": "junit",
+}
+"""The format an `-o` file's name implies (`check`: .xml is JUnit)."""
 
 
 def stderr() -> Console:
