@@ -232,20 +232,12 @@ UNREACHABLE_HINT = (
 def tries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """huggingface_hub online at a closed port (nothing listens on 9, discard); every request
     normscope makes through huggingface_hub's session counted (its URL), no backoff waits."""
-    from huggingface_hub import constants
+    from types import SimpleNamespace
+
+    from hubserver import point_huggingface_hub_at
     from huggingface_hub import utils as hf_utils
-    from huggingface_hub.utils import close_session
 
-    from normscope.sources.hub import retry
-
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agents.json"))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-tokens"))
-    monkeypatch.setenv("NORMSCOPE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(retry, "RETRY_WAIT", 0.0)
-    close_session()
+    point_huggingface_hub_at(SimpleNamespace(endpoint="http://127.0.0.1:9"), monkeypatch, tmp_path)
     urls: list[str] = []
     real = hf_utils.get_session
 
