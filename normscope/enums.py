@@ -28,6 +28,18 @@ class Role(str, Enum):
     `EncDecAttention` sublayer norm)."""
     cross_attn_output = "cross_attn_output"
     """After a decoder block's cross-attention joins the residual (post-LN: BART)."""
+    attn_inner = "attn_inner"
+    """A sub-LN inside the attention, before its output projection (Kosmos-2 `inner_attn_ln`,
+    BitNet `attn_sub_norm`)."""
+    mlp_inner = "mlp_inner"
+    """A sub-LN inside the MLP, between its projections (Kosmos-2 `ffn_layernorm`, BitNet
+    `ffn_sub_norm`)."""
+    head = "head"
+    """In an output head after the trunk (BERT's MLM `cls.predictions.transform.LayerNorm`,
+    RoBERTa `lm_head.layer_norm`, SigLIP's pooling head)."""
+    projector = "projector"
+    """In the connector between a tower and the language model, not a block's (LLaVA-style
+    `multi_modal_projector.norm`, Gemma-3 `mm_soft_emb_norm`)."""
     unknown = "unknown"
 
 

@@ -463,7 +463,7 @@ def test_gemma3_vlm_prefix_vision_standard_and_projector_norm() -> None:
         assert not DEFAULT_SCOPE(info)
         assert info.bias_name == f"{v}{n}.bias"
     proj = got["multi_modal_projector.mm_soft_emb_norm.weight"]
-    assert facts(proj) == E("unknown", None, ZC)  # Gemma3RMSNorm: offset
+    assert facts(proj) == E("projector", None, ZC)  # Gemma3RMSNorm: offset
     assert not DEFAULT_SCOPE(proj)
     assert len(got) == 13 + 3 + 1
     assert c.num_layers == 2
@@ -841,7 +841,9 @@ def test_read_config_nested_and_mtp_keys() -> None:
 # --- every Role is produced by some family ----------------------------------------------------
 
 
-ROLE_EXAMPLES: dict[Role, tuple[dict[str, Any] | None, list[str], str]] = {
+ROLE_EXAMPLES: dict[
+    Role, tuple[dict[str, Any] | None, list[str] | dict[str, tuple[int, ...]], str]
+] = {
     Role.attn_input: (
         {"model_type": "llama"},
         _llama_names(),
@@ -898,10 +900,42 @@ ROLE_EXAMPLES: dict[Role, tuple[dict[str, Any] | None, list[str], str]] = {
         ["embeddings.LayerNorm.weight"],
         "embeddings.LayerNorm.weight",
     ),
+    # Chameleon's VQ image tokenizer: unknown by its rule, on purpose.
     Role.unknown: (
+        {"model_type": "chameleon"},
+        ["model.vqmodel.encoder.norm_out.weight", "model.norm.weight"],
+        "model.vqmodel.encoder.norm_out.weight",
+    ),
+    # Roles from structure (normscope/arch/infer.py): Kosmos-2's sub-LNs, by a word and by the
+    # width between the MLP's projections; BERT's MLM head; Gemma-3's connector.
+    Role.attn_inner: (
+        {"model_type": "kosmos-2"},
+        {
+            **{f"layers.0.self_attn.{p}_proj.weight": (16, 16) for p in "qkvo"},
+            "layers.0.self_attn.inner_attn_ln.weight": (16,),
+            "layers.0.self_attn_layer_norm.weight": (16,),
+        },
+        "layers.0.self_attn.inner_attn_ln.weight",
+    ),
+    Role.mlp_inner: (
+        {"model_type": "kosmos-2"},
+        {
+            "layers.0.ffn.fc1.weight": (32, 16),
+            "layers.0.ffn.fc2.weight": (16, 32),
+            "layers.0.ffn.ffn_layernorm.weight": (32,),
+            "layers.0.final_layer_norm.weight": (16,),
+        },
+        "layers.0.ffn.ffn_layernorm.weight",
+    ),
+    Role.head: (
+        {"model_type": "bert"},
+        ["cls.predictions.transform.LayerNorm.weight"],
+        "cls.predictions.transform.LayerNorm.weight",
+    ),
+    Role.projector: (
         {"model_type": "gemma3"},
-        ["vision_tower.vision_model.head.layernorm.weight", "language_model.model.norm.weight"],
-        "vision_tower.vision_model.head.layernorm.weight",
+        ["multi_modal_projector.mm_soft_emb_norm.weight", "language_model.model.norm.weight"],
+        "multi_modal_projector.mm_soft_emb_norm.weight",
     ),
     # Whisper (pre-LN: each stack ends in a final norm) and BART (post-LN: none).
     Role.cross_attn_input: (
@@ -1109,7 +1143,7 @@ def test_real_medgemma_gemma3_vlm() -> None:
         assert n.bias_name == n.name[: -len("weight")] + "bias"
     proj = by_name(c)["multi_modal_projector.mm_soft_emb_norm.weight"]
     assert (proj.role, proj.parametrization, DEFAULT_SCOPE(proj)) == (
-        Role.unknown,
+        Role.projector,
         Parametrization.offset,
         False,
     )

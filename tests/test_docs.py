@@ -1,7 +1,7 @@
 """Docs that cannot drift: the pages are checked against the code, as sqlite-utils' docs tests do.
 
 - ARCHITECTURE.md has one row per module of `normscope/` (and none for a module that does not
-  exist), each on the floor `tests/test_layout.py` gives it, and stays one page (<= 120 lines);
+  exist), each on the floor `tests/test_layout.py` gives it, and stays one page (<= 130 lines);
 - every link between the project's Markdown pages resolves, and every citation of
   `docs/architectures.md` in the code (rule tables included) names a section that exists; every
   model type and config key normscope reads is written up there;
@@ -78,7 +78,7 @@ def test_architecture_floor_is_the_layout_tests_floor(floor: int, cell: str, mod
 
 def test_architecture_is_one_page() -> None:
     lines = ARCHITECTURE.read_text(encoding="utf-8").count("\n")
-    assert lines <= 120, f"ARCHITECTURE.md has {lines} lines: one page is at most 120"
+    assert lines <= 130, f"ARCHITECTURE.md has {lines} lines: one page is at most 130"
 
 
 # --- links --------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ COUNTS: dict[str, dict[str, int]] = {
         "mlp_output": 2,
         "qk": 4,
         "final": 2,
-        "unknown": 1,
+        "projector": 1,  # Gemma3MultiModalProjector's mm_soft_emb_norm
     },
     "olmo2": {"qk": 4, "attn_output": 2, "mlp_output": 2, "final": 1},
     "phi3": {"attn_input": 2, "mlp_input": 2, "final": 1},

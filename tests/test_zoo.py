@@ -17,9 +17,12 @@ from zoo import ArchScore, held_out, load_zoo, score_all, summary, write_sparse
 from normscope.cli import app
 
 # Floors on the pinned release (fixtures/zoo/zoo-<version>.json.gz); see README "The model zoo".
-MIN_EXACT_FRACTION = 0.90
-MAX_UNKNOWN_FRACTION = 0.35
-MIN_HELD_OUT_EXACT_FRACTION = 0.80
+# 5.25.0: 298 of 308 built exact (96.8%), 99 of 3,949 norms role unknown (2.5%); held-out 30
+# of 32 exact, 7 of 493 unknown. Floors keep a margin for the held-out set.
+MIN_EXACT_FRACTION = 0.95
+MAX_UNKNOWN_FRACTION = 0.05
+MIN_HELD_OUT_EXACT_FRACTION = 0.90
+MAX_HELD_OUT_UNKNOWN_FRACTION = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,37 @@ def test_held_out_architectures_generalise(scored: tuple) -> None:
     held = [s for s in scores if s.model_type in hidden]
     assert len(held) >= 20
     assert sum(s.exact for s in held) >= MIN_HELD_OUT_EXACT_FRACTION * len(held), _lines(held)
+    total = summary(held)
+    assert total["unknown"] <= MAX_HELD_OUT_UNKNOWN_FRACTION * total["found"]
+
+
+def test_no_inferred_input_role_is_contradicted_by_the_forward(tmp_path: Path) -> None:
+    """Every input role the structure inferred (`infer.py`) agrees with the module the
+    model's forward called right after the norm (the key's `next`): an `attn_input` never
+    feeds an MLP matrix, an `mlp_input` never an attention's."""
+    from zoo import contradicts
+
+    from normscope.scanner import measure
+
+    checked = 0
+    wrong = []
+    for arch in load_zoo()["architectures"]:
+        if arch["status"] != "ok":
+            continue
+        nexts = {t: n.get("next") for n in arch["norms"] for t in n["tensors"]}
+        try:
+            infos = measure(write_sparse(arch, tmp_path / arch["model_type"])).infos
+        except Exception:
+            continue
+        for info in infos:
+            if info.rule != "structure" or not info.role.value.endswith("_input"):
+                continue
+            following = nexts.get(info.name)
+            checked += following is not None
+            if contradicts(info.role.value, following):
+                wrong.append((arch["model_type"], info.name, info.role.value, following))
+    assert checked >= 100
+    assert wrong == []
 
 
 def _arch(model_type: str) -> dict:
@@ -130,15 +164,71 @@ def test_towers(tmp_path: Path) -> None:
     assert towers["model.layers.0.input_layernorm.weight"] == "text"
 
 
+@pytest.mark.parametrize(
+    ("model_type", "name", "role"),
+    [
+        # Sublayer words and side words of a name (Dia, T5Gemma, conformers, xLSTM).
+        ("dia", "model.decoder.layers.0.pre_ca_norm.weight", "cross_attn_input"),
+        ("t5gemma", "model.decoder.layers.0.post_cross_attn_layernorm.weight", "cross_attn_output"),
+        ("cohere_asr", "model.encoder.layers.0.norm_feed_forward1.weight", "mlp_input"),
+        ("cohere_asr", "model.encoder.layers.0.norm_out.weight", "mlp_output"),
+        ("xlstm", "backbone.blocks.0.norm_mlstm.weight", "attn_input"),
+        # A plain norm beside one sublayer: Nemotron-H's mixer, by what the mixer holds.
+        ("nemotron_h", "backbone.layers.1.norm.weight", "mlp_input"),
+        # Numbered norms in sublayer order; three in a decoder: self, cross, MLP (NeMo).
+        (
+            "cohere_asr",
+            "model.transf_decoder._decoder.layers.0.layer_norm_2.weight",
+            "cross_attn_input",
+        ),
+        ("florence2", "model.vision_tower.blocks.0.0.spatial_block.norm2.weight", "mlp_input"),
+        # ConvNeXt-style blocks (VibeVoice's tokenizer stages): a layer scale says pre-LN.
+        ("vibevoice", "model.audio_tower.encoder.stem.stage.0.norm.weight", "attn_input"),
+        # Inside a sublayer: the input (pre-LN), the output (post-LN), a sub-LN.
+        (
+            "phi4_multimodal",
+            "model.embed_tokens_extend.audio_embed.encoder.encoders.0.conv.layer_norm.weight",
+            "attn_input",
+        ),
+        ("funnel", "funnel.encoder.blocks.0.0.attention.layer_norm.weight", "attn_output"),
+        ("kosmos-2", "text_model.model.layers.0.self_attn.inner_attn_ln.weight", "attn_inner"),
+        ("kosmos-2", "text_model.model.layers.0.ffn.ffn_layernorm.weight", "mlp_inner"),
+        ("cohere_asr", "model.encoder.layers.0.conv.batch_norm.weight", "attn_inner"),
+        ("bamba", "model.layers.0.mamba.norm.weight", "linear_attn"),
+        # Outside every block: heads, connectors, embeddings.
+        ("roberta", "lm_head.layer_norm.weight", "head"),
+        ("bert", "cls.predictions.transform.LayerNorm.weight", "head"),
+        ("mistral3", "multi_modal_projector.norm.weight", "projector"),
+        ("bloom", "transformer.word_embeddings_layernorm.weight", "embedding"),
+    ],
+)
+def test_roles_from_structure(tmp_path: Path, model_type: str, name: str, role: str) -> None:
+    from normscope.scanner import measure
+
+    infos = {i.name: i for i in measure(write_sparse(_arch(model_type), tmp_path / "m")).infos}
+    assert infos[name].role.value == role
+    assert infos[name].recognised
+
+
+@pytest.mark.parametrize("model_type", ["kosmos-2", "phi4_multimodal", "vibevoice", "nemotron_h"])
+def test_check_passes_what_the_structure_placed(tmp_path: Path, model_type: str) -> None:
+    """At init every gain is the identity: `check` vouches for a model whose norms the
+    structure placed (no rule names them), with no unknown norm to refuse."""
+    result = CliRunner().invoke(app, ["check", str(write_sparse(_arch(model_type), tmp_path))])
+    assert result.exit_code == 0, result.stderr
+
+
 def test_check_fails_closed_only_on_what_is_unknown(tmp_path: Path) -> None:
     runner = CliRunner()
     exact = write_sparse(_arch("llama"), tmp_path / "llama")
     result = runner.invoke(app, ["check", str(exact)])
     assert result.exit_code == 0, result.stderr
-    # An architecture whose norms the rules cannot place is refused, naming them.
-    scores, _ = score_all({"xlstm"})
+    # Perceiver's attention norms: nothing says whether its blocks are pre- or post-LN (no final
+    # norm, no layer scale, no extra norm): left unknown, and `check` refuses, naming them.
+    scores, _ = score_all({"perceiver"})
     assert scores[0].unknown > 0.1 * scores[0].found
-    unread = write_sparse(_arch("xlstm"), tmp_path / "xlstm")
+    unread = write_sparse(_arch("perceiver"), tmp_path / "perceiver")
     result = runner.invoke(app, ["check", str(unread)])
     assert result.exit_code == 2
-    assert "norm_mlstm" in result.stderr or "multihead_norm" in result.stderr
+    assert "attention.self.layernorm1" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -256,6 +256,7 @@ def _reading_warnings(
     warnings = []
     signal = facts.parametrization
     guessed = [n.name for n in norms if n.rule == "width"]
+    placed = [n.name for n in norms if n.rule == "structure"]
     if vocabularies:
         used = ", ".join(f"'{v}' ({c})" for v, c in vocabularies.most_common())
         example = next(n.name for n in norms if n.vocabulary is not None)
@@ -281,6 +282,11 @@ def _reading_warnings(
         warnings.append(
             f"{len(guessed)} norm(s) placed by their width alone (config.json q/kv_lora_rank or "
             f"head_dim), e.g. '{guessed[0]}'"
+        )
+    if placed:
+        warnings.append(
+            f"{len(placed)} norm(s) no rule names placed by the structure around them (the "
+            f"sublayers beside them and the words of their names), e.g. '{placed[0]}'"
         )
     if unknown:
         param = (parametrization or signal or (family.parametrization if family else STD)).value

@@ -239,8 +239,9 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         source="docs/architectures.md#gemma; "
         "huggingface/transformers @0033204 models/gemma3/modular_gemma3.py (Gemma3RMSNorm: "
         "1 + w, also q_norm/k_norm over head_dim)",
-        # Gemma3RMSNorm over the vision width: offset, but not a text-model norm.
-        norm=SANDWICH + QK + [_n("multi_modal_projector.mm_soft_emb_norm", "unknown")],
+        # Gemma3RMSNorm over the vision width: offset, the connector's norm (Gemma3MultiModal
+        # Projector: mm_soft_emb_norm before mm_input_projection).
+        norm=SANDWICH + QK + [_n("multi_modal_projector.mm_soft_emb_norm", "projector")],
     ),
     _family(
         "gemma4",
@@ -251,7 +252,7 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         "Gemma-4 is NOT zero-centred (llama.cpp norm_shift 0.0 "
         "for Gemma4; vLLM gemma4 plain RMSNorm, quoted by a porting note; INFERRED); sandwich "
         "names as Gemma-3",
-        norm=SANDWICH + QK + [_n("multi_modal_projector.mm_soft_emb_norm", "unknown")],
+        norm=SANDWICH + QK + [_n("multi_modal_projector.mm_soft_emb_norm", "projector")],
     ),
     _family(
         "olmo2",
@@ -317,7 +318,8 @@ FAMILY_TABLES: list[dict[str, Any]] = [
             _n("embeddings.LayerNorm", "embedding"),
             _n("encoder.layer.{L}.attention.output.LayerNorm", "attn_output"),
             _n("encoder.layer.{L}.output.LayerNorm", "mlp_output"),
-            _n("cls.predictions.transform.LayerNorm", "unknown"),
+            # BertPredictionHeadTransform: dense, activation, LayerNorm, then the decoder.
+            _n("cls.predictions.transform.LayerNorm", "head"),
         ],
     ),
     _family(

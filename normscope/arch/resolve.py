@@ -15,6 +15,7 @@ from typing import Any
 
 from normscope.arch.config import ConfigFacts
 from normscope.arch.families import FAMILIES
+from normscope.arch.infer import Inference
 from normscope.arch.rules import Family, Hit, NormRule, RuleIndex, RuleSet
 from normscope.arch.structure import Stacks, stack_of, tower_of
 from normscope.arch.vocab import (
@@ -44,6 +45,9 @@ _INPUT_ROLES = {
     Role.mtp_hidden,
     Role.mtp_final,
     Role.cross_attn_input,
+    Role.attn_inner,
+    Role.mlp_inner,
+    Role.head,
 }
 _OUTPUT_ROLES = {Role.attn_output, Role.mlp_output, Role.embedding, Role.cross_attn_output}
 _SUBLAYER_ROLES = {
@@ -333,6 +337,12 @@ class Context:
     tables: Tables
     stacks: Stacks | None = None
     guesses: dict[tuple[int, ...], Role | None] = field(default_factory=dict)
+    inference: Inference | None = None
+    """Roles from structure (`infer.py`), for the norms no rule or vocabulary names."""
+
+    def __post_init__(self) -> None:
+        if self.inference is None:
+            self.inference = Inference(self.tensors, self.stacks)
 
 
 def resolve(p: Parsed, ctx: Context) -> NormInfo | None:
@@ -348,11 +358,11 @@ def resolve(p: Parsed, ctx: Context) -> NormInfo | None:
     found = _rule_and_role(p, ctx, hit)
     if found is None:
         return None
-    rule, role, recognised = found
+    rule, role, recognised, how = found
     mtp, depth, layer = _placement(p, ctx, rule, hit, in_mtp_layer)
     param = _parametrization(site, rule, ctx)
     if hit is None:
-        rule_name = "vision" if site.vision else ("width" if recognised else "generic")
+        rule_name = how
     elif vocabulary is not None:
         rule_name = f"vocab:{vocabulary}:{hit.rule.pattern}"
     else:
@@ -398,22 +408,28 @@ def _hit(p: Parsed, ctx: Context, in_mtp_layer: bool) -> tuple[Hit | None, str |
 
 def _rule_and_role(
     p: Parsed, ctx: Context, hit: Hit | None
-) -> tuple[NormRule | None, Role, bool] | None:
-    """The rule, the role and whether the norm was recognised; None for no norm at all. A
-    norm-looking name no rule reads is placed by its width where that is unambiguous."""
+) -> tuple[NormRule | None, Role, bool, str] | None:
+    """The rule, the role, whether the norm was recognised and how (no rule: `width`,
+    `structure`, `vision`, `generic`); None for no norm at all. A norm-looking name no rule
+    reads is placed by its width where that is unambiguous, else by the structure around it."""
     site, ref = p.site, ctx.tensors[p.name]
     if hit is not None:
-        return hit.rule, _by_width(hit.rule, ref, ctx.facts), True
-    if site.vision and _NORMISH.search(site.leaf):
-        return None, Role.unknown, True
+        return hit.rule, _by_width(hit.rule, ref, ctx.facts), True, "rule"
     if not (_NORMISH.search(site.leaf) or _sequential_gain(p, ref)):
         return None
-    guess = None
     if p.index is not None:
         if ref.shape not in ctx.guesses:
             ctx.guesses[ref.shape] = _guess_by_width(ref.shape, ctx.facts)
         guess = ctx.guesses[ref.shape]
-    return None, guess or Role.unknown, guess is not None
+        if guess is not None:
+            return None, guess, True, "width"
+    if ctx.inference is not None:
+        inferred = ctx.inference.role(p.base, ref.shape[-1] if ref.shape else None)
+        if inferred is not None:
+            return None, inferred, True, "structure"
+    if site.vision:
+        return None, Role.unknown, True, "vision"
+    return None, Role.unknown, False, "generic"
 
 
 def _placement(

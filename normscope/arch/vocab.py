@@ -390,7 +390,7 @@ VOCABULARY_TABLES: list[dict[str, Any]] = [
             _n("embeddings.LayerNorm", "embedding"),
             _n("encoder.layer.{L}.attention.output.LayerNorm", "attn_output"),
             _n("encoder.layer.{L}.output.LayerNorm", "mlp_output"),
-            _n("cls.predictions.transform.LayerNorm", "unknown"),
+            _n("cls.predictions.transform.LayerNorm", "head"),
         ],
     },
     {

@@ -147,7 +147,8 @@ class NormInfo:
     bias_name: str | None = None
     """The LayerNorm bias tensor's name, when the checkpoint stores one."""
     rule: str = ""
-    """Which rule matched (family:pattern, vocab:name:pattern, vision, width or generic)."""
+    """Which rule matched (family:pattern, vocab:name:pattern, vision, width, structure — placed
+    by `arch/infer.py` — or generic)."""
     consumers: tuple[str, ...] = ()
     """Patterns (rule syntax, indices filled in) of the linear maps that read this norm's
     output, when its rule names them: what folding γ away needs. Matched as regular
