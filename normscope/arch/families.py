@@ -306,20 +306,23 @@ FAMILY_TABLES: list[dict[str, Any]] = [
     ),
     _family(
         "bert",
-        ["bert", "roberta", "xlm-roberta"],
-        ["BertModel", "BertForMaskedLM"],
+        ["bert", "roberta", "xlm-roberta", "mpnet"],
+        ["BertModel", "BertForMaskedLM", "MPNetModel", "MPNetForMaskedLM"],
         "standard",
-        source="docs/architectures.md#bert; "
-        "huggingface/transformers models/bert/modeling_bert.py (post-LN nn.LayerNorm); "
+        source="docs/architectures.md#bert; docs/architectures.md#mpnet; "
+        "huggingface/transformers models/bert/modeling_bert.py (post-LN nn.LayerNorm), "
+        "models/mpnet/modeling_mpnet.py (MPNetAttention.LayerNorm); "
         "llama.cpp gguf-py/gguf/tensor_mapping.py @0024aa7 (bert: ATTN_OUT_NORM, LAYER_OUT_NORM)",
         final_norm=False,
-        # Post-LN: every LayerNorm normalises the residual stream itself (output group).
+        # Post-LN: every LayerNorm normalises the residual stream itself (output group). MPNet
+        # keeps the attention's LayerNorm on MPNetAttention itself (`attention.LayerNorm`).
         norm=[
             _n("embeddings.LayerNorm", "embedding"),
-            _n("encoder.layer.{L}.attention.output.LayerNorm", "attn_output"),
+            _n("encoder.layer.{L}.attention.(output.LayerNorm|LayerNorm)", "attn_output"),
             _n("encoder.layer.{L}.output.LayerNorm", "mlp_output"),
-            # BertPredictionHeadTransform: dense, activation, LayerNorm, then the decoder.
-            _n("cls.predictions.transform.LayerNorm", "head"),
+            # BertPredictionHeadTransform (RobertaLMHead, MPNetLMHead: `lm_head.layer_norm`):
+            # dense, activation, LayerNorm, then the decoder.
+            _n("(cls.predictions.transform.LayerNorm|lm_head.layer_norm)", "head"),
         ],
     ),
     _family(

@@ -11,7 +11,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from normscope.advice import anomaly_advice, band_advice
-from normscope.enums import Band, CheckName, Module, Parametrization, Role, Severity, Verdict
+from normscope.enums import (
+    DEFAULT_SCOPE,
+    Band,
+    CheckName,
+    Module,
+    Parametrization,
+    Role,
+    Severity,
+    Verdict,
+)
 from normscope.errors import ArchError, NotJudged
 from normscope.faults import fault_findings, mtp_finding
 from normscope.gates.verdict import SCOPE_HINT, empty_scope
@@ -23,9 +32,7 @@ from normscope.schema import (
     Finding,
     NormStats,
     Policy,
-    Report,
 )
-from normscope.scope import Selector
 from normscope.version import __version__
 
 
@@ -75,14 +82,36 @@ def require_understood(measured: Measured, policy: Policy) -> None:
     )
 
 
-def _require_scope(report: Report, scope: Selector) -> None:
+def _require_scope(measured: Measured, policy: Policy) -> str | None:
     """A passing check whose band check looked at nothing is no pass: NotJudged (exit 2) when
-    the band check's scope holds no norm."""
+    the band check's scope holds no norm.
+
+    One exception, said in the report (the warning returned): the default scope (final, MTP) of
+    a model whose architecture rules say it has no final norm (post-LN encoders) and that has no
+    MTP holds nothing by construction, not by a name normscope missed; the other checks judged
+    its norms. An explicit `--scope` that holds nothing still exits 2.
+    """
+    report, scope = measured.report, policy.scope
     unjudged = empty_scope(len(scope.matching(report.norms)), scope, "the band check")
-    if unjudged:
-        raise NotJudged(
-            f"{unjudged[0]} ({report.source})", hint=SCOPE_HINT + ", or set severity.band = 'off'"
+    if not unjudged:
+        return None
+    by_design = (
+        measured.final_less
+        and scope.text == DEFAULT_SCOPE
+        and report.model.mtp_depth == 0
+        and measured.declared_mtp == 0
+        and bool(report.norms)
+    )
+    if by_design:
+        return (
+            f"band: nothing to gate in the default scope '{scope.text}': the {report.model.family} "
+            f"rules say this architecture has no final norm (post-LN: each LayerNorm normalises "
+            f"the residual stream) and it has no MTP; the other checks judged its "
+            f"{len(report.norms)} norms (--scope all gates every norm by the playbook band)"
         )
+    raise NotJudged(
+        f"{unjudged[0]} ({report.source})", hint=SCOPE_HINT + ", or set severity.band = 'off'"
+    )
 
 
 def run_checks(measured: Measured, policy: Policy, baseline: Measured | None = None) -> CheckReport:
@@ -113,9 +142,10 @@ def run_checks(measured: Measured, policy: Policy, baseline: Measured | None = N
     failed = [f for f in findings if not f.passed]
     errors = sum(1 for f in failed if f.severity is Severity.error)
     warned = sum(1 for f in failed if f.severity is Severity.warn)
-    if not errors and sev.band is not Severity.off:  # a failing check was judged: exit 1
-        _require_scope(report, policy.scope)
     warnings = list(report.warnings)
+    if not errors and sev.band is not Severity.off:  # a failing check was judged: exit 1
+        unjudged = _require_scope(measured, policy)
+        warnings += [unjudged] if unjudged else []
     if baseline is not None:
         warnings += [f"baseline: {w}" for w in baseline.report.warnings]
     return CheckReport(
