@@ -320,8 +320,7 @@ FAMILY_TABLES: list[dict[str, Any]] = [
             _n("embeddings.LayerNorm", "embedding"),
             _n("encoder.layer.{L}.attention.(output.LayerNorm|LayerNorm)", "attn_output"),
             _n("encoder.layer.{L}.output.LayerNorm", "mlp_output"),
-            # BertPredictionHeadTransform (RobertaLMHead, MPNetLMHead: `lm_head.layer_norm`):
-            # dense, activation, LayerNorm, then the decoder.
+            # BertPredictionHeadTransform, Roberta/MPNetLMHead: dense, act, LayerNorm, decoder.
             _n("(cls.predictions.transform.LayerNorm|lm_head.layer_norm)", "head"),
         ],
     ),
