@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,8 +332,10 @@ def _deepseek_layer(i: int, c: dict) -> list[Tensor]:
     return out
 
 
-def deepseek_v3() -> Layout:
-    c = DEEPSEEK_CONFIG
+def deepseek_v3(scale: int = 1) -> Layout:
+    """The DeepSeek-V3 layout; `scale` k > 1 stacks k x 61 layers into 160 k trunk shards (the
+    same layer, dtypes and MTP module, k times the tensors: the scaling curve of issue 29)."""
+    c = dict(DEEPSEEK_CONFIG, num_hidden_layers=61 * scale)
     h, v, n = c["hidden_size"], c["vocab_size"], c["num_hidden_layers"]
     trunk = [Tensor("model.embed_tokens.weight", "BF16", (v, h))]
     for i in range(n):
@@ -354,10 +356,10 @@ def deepseek_v3() -> Layout:
     ]
     # The released split: the embedding and layers 0-2 open shard 1, model.norm and lm_head sit in
     # shard 160, the MTP layer 61 fills shards 161-163 (its embed/head/eh_proj/norms in 163).
-    shards = split(trunk, 160) + split(mtp, 3)
+    shards = split(trunk, 160 * scale) + split(mtp, 3)
     names = [f"model-{k:05d}-of-{len(shards):06d}.safetensors" for k in range(1, len(shards) + 1)]
     return Layout(
-        "deepseek-v3",
+        "deepseek-v3" if scale == 1 else f"deepseek-v3-x{scale}",
         c,
         shards,
         names,
@@ -560,6 +562,11 @@ LAYOUTS = {
     "llama-3-70b": llama3_70b,
     "qwen3-next-80b-a3b": qwen3_next_80b,
 }
+SCALED: dict[str, Callable[[], Layout]] = {
+    "deepseek-v3-x4": lambda: deepseek_v3(4),  # 640 + 3 shards, 368k tensors, ~60 MB on disk
+    "deepseek-v3-x16": lambda: deepseek_v3(16),  # 2,560 + 3 shards, 1.47M tensors, ~0.4 GB
+}
+"""Built only when named (`python benchmarks/replicas.py deepseek-v3-x16`): the scaling curve."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,7 +622,7 @@ def _manifest_ok(directory: Path, key: str) -> bool:
 
 def build(name: str, root: Path = REPLICAS, force: bool = False) -> Path:
     """Build replica `name` under `root` (skipped when an identical one is there)."""
-    layout = LAYOUTS[name]()
+    layout = (LAYOUTS | SCALED)[name]()
     directory = root / name
     key = _spec_hash(
         [FORMAT_VERSION, layout.config, layout.shard_names]
@@ -787,7 +794,7 @@ def check(directory: Path) -> Iterator[str]:
     from safetensors import safe_open
 
     manifest = json.loads((directory / "replica.json").read_text())
-    layout = LAYOUTS[manifest["name"]]()
+    layout = (LAYOUTS | SCALED)[manifest["name"]]()
     # the shard with the most norms, and the last one (DeepSeek-V3: the MTP layer's norms)
     most = max(
         range(len(layout.shards)), key=lambda j: sum(t.norm is not None for t in layout.shards[j])
@@ -838,7 +845,11 @@ def check(directory: Path) -> Iterator[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("names", nargs="*", help=f"{', '.join(LAYOUTS)}, series (default: all)")
+    ap.add_argument(
+        "names",
+        nargs="*",
+        help=f"{', '.join(LAYOUTS | SCALED)}, series (default: all but the scaled ones)",
+    )
     ap.add_argument("--root", type=Path, default=REPLICAS)
     ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
     ap.add_argument("--series-count", type=int, default=100)

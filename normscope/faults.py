@@ -28,7 +28,6 @@ Each is one `CheckName`, each with the reason a released model cannot show it (i
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
@@ -171,6 +170,8 @@ def _offset_findings(
 def _identical_findings(
     norms: Sequence[NormStats], measured: Measured, severity: Severity
 ) -> list[Finding]:
+    import hashlib  # `check` only: a scan imports this module through the gates
+
     seen: defaultdict[tuple[str, str], list[NormStats]] = defaultdict(list)
     for n in norms:
         gain = measured.gains.get(n.name)

@@ -23,7 +23,6 @@ from normscope.analysis import (
     sort_key,
 )
 from normscope.arch import RuleSet, classify
-from normscope.arch.gguf import classify_gguf
 from normscope.errors import ArchError
 from normscope.peers import find_anomalies
 from normscope.schema import (
@@ -138,6 +137,8 @@ def analyze_checkpoint(
     opened = len(checkpoint.warnings)
     model_type = None
     if checkpoint.kind == "gguf" and checkpoint.config is not None:
+        from normscope.arch.gguf import classify_gguf
+
         cls, model_type = classify_gguf(
             checkpoint.tensors, checkpoint.config, options.parametrization
         )

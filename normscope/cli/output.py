@@ -322,11 +322,11 @@ def _data_console(width: int | None) -> Console:
 def report_gate(result: GateResult, quiet: bool) -> None:
     """One FAIL line per violation and exit 1; else, for a gate that judged nothing, one
     Error line naming it and exit 2; its warnings first."""
-    from rich.markup import escape
-
-    from normscope.render.common import visible
-
     warn(result.warnings, quiet)
+    if result.failed or result.unjudged:
+        from rich.markup import escape  # rich (~15 ms) only when there is a line to print
+
+        from normscope.render.common import visible
     if result.failed:
         console = stderr()
         for v in result.violations:

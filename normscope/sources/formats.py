@@ -8,7 +8,6 @@ recognised here and read by `torchfile`. Standard library only.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 from normscope.errors import SourceError
@@ -49,6 +48,8 @@ def sniff(path: Path) -> str | None:
     if head.startswith(b"GGUF"):
         return GGUF
     if head.startswith(b"PK\x03\x04"):
+        import zipfile  # only for a zip: a torch save
+
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()

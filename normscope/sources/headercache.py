@@ -26,7 +26,6 @@ written is a warning, never an error). `--no-cache` (or `NORMSCOPE_NO_CACHE=1`, 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import time
@@ -116,6 +115,8 @@ def layout_files(directory: Path, only: str | None) -> list[str]:
 
 
 def _entry_path(directory: Path, only: str | None) -> Path:
+    import hashlib  # with the cache only: --no-cache never pays its import
+
     where = f"{directory.resolve()}\0{only or ''}"
     digest = hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()
     return cache_root() / "layouts" / digest[:2] / digest

@@ -10,9 +10,7 @@ is checked once, in `layout.py`, over this interface.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,7 +216,9 @@ def cache_root() -> Path:
 
 CACHE_MAGIC = b"normscope cache\x01"
 """The first 16 bytes of every cache entry, then the SHA-256 of its content, then the content."""
-_DIGEST = hashlib.sha256().digest_size
+_DIGEST = 32
+"""The size of a SHA-256 digest (hashlib and secrets are imported when a cache entry is read or
+written: ~5 ms of every `--no-cache` start-up otherwise)."""
 CORRUPT_CACHE = "a corrupt entry of the normscope cache was dropped and read again from the source"
 
 
@@ -230,6 +230,9 @@ def write_cache_file(path: Path, data: bytes, *, digest: bool = True) -> None:
 
     With `digest` (every entry; not CACHEDIR.TAG, whose first line is a standard), the content
     is framed by `CACHE_MAGIC` and its SHA-256, which `read_cache_file` checks."""
+    import hashlib
+    import secrets
+
     path.parent.mkdir(parents=True, exist_ok=True)
     # NOTE: the name is chosen before the file exists (not mkstemp), so that an interrupt
     # (SIGINT, SIGTERM: raised between any two bytecodes) can never leave a file that the
@@ -253,6 +256,8 @@ def read_cache_file(path: Path, warnings: list[str]) -> bytes | None:
     there is none. An entry whose digest does not match (a flipped bit, an edit, a torn or
     foreign file) is deleted and reads as a miss, so the caller fetches it again; the first
     such entry of a run is said once in `warnings`, with the way to empty the cache."""
+    import hashlib
+
     try:
         raw = path.read_bytes()
     except OSError:
