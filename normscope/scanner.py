@@ -122,8 +122,15 @@ def measure(
     """
     started = time.perf_counter()
     options = options or ScanOptions()
+    # light: the refs of the gain-shaped tensors only (every name, a dtype summary): a scan
+    # reads no other tensor (`TensorMap`).
     checkpoint = open_checkpoint(
-        source, progress, cache=options.cache, verbose=options.verbose, token=options.token
+        source,
+        progress,
+        cache=options.cache,
+        verbose=options.verbose,
+        token=options.token,
+        light=True,
     )
     return analyze_checkpoint(checkpoint, options, started)
 
@@ -185,13 +192,17 @@ def analyze_checkpoint(
 
 
 def _other_floats(checkpoint: Checkpoint, norms: Sequence[NormInfo]) -> tuple[tuple[str, int], ...]:
-    """Bytes per float dtype of the tensors that are no norm or bias."""
+    """Bytes per float dtype of the tensors that are no norm or bias: the checkpoint's dtype
+    summary less the norms' and biases' own (no pass over every tensor)."""
     mine = {n.name for n in norms} | {n.bias_name for n in norms if n.bias_name}
-    out: dict[str, int] = {}
-    for name, ref in checkpoint.tensors.items():
-        if name not in mine and ref.dtype in SUPPORTED_DTYPES:
-            out[ref.dtype] = out.get(ref.dtype, 0) + ref.nbytes
-    return tuple(sorted(out.items()))
+    counts = checkpoint.dtype_counts()
+    for name in mine:
+        ref = checkpoint.tensors[name]
+        counts[ref.dtype][0] -= 1
+        counts[ref.dtype][1] -= ref.nbytes
+    return tuple(
+        sorted((d, size) for d, (n, size) in counts.items() if n and d in SUPPORTED_DTYPES)
+    )
 
 
 @dataclass

@@ -31,7 +31,16 @@ from normscope.arch.vocab import (
     mtp_local,
 )
 from normscope.errors import ArchError
-from normscope.schema import Group, Module, NormInfo, Parametrization, Role, TensorRef
+from normscope.schema import (
+    Group,
+    Module,
+    NormInfo,
+    Parametrization,
+    Role,
+    TensorMap,
+    TensorRef,
+    gain_shaped,
+)
 
 STD = Parametrization.standard
 
@@ -101,11 +110,12 @@ def split_param(name: str) -> tuple[str, str] | None:
 
 
 def candidates(tensors: Mapping[str, TensorRef]) -> dict[str, tuple[str, str]]:
-    """Gain/bias tensors that could be norms: 1-D, or 2-D with 'norm' in the name (per-head)."""
+    """Gain/bias tensors that could be norms: 1-D, or 2-D with 'norm' in the name (per-head):
+    `gain_shaped`, which a light open (`TensorMap`) keeps the refs of."""
     out = {}
-    for name, ref in tensors.items():
-        ndim = len(ref.shape)
-        if ndim == 1 or (ndim == 2 and "norm" in name.lower()):
+    refs = tensors.kept if isinstance(tensors, TensorMap) else tensors
+    for name, ref in refs.items():
+        if gain_shaped(name, ref.shape):
             split = split_param(name)
             if split is not None:
                 out[name] = split

@@ -42,8 +42,10 @@ from normscope.schema.scan import (
     PeerRule,
     Report,
     Summary,
+    TensorMap,
     TensorRef,
     Thresholds,
+    gain_shaped,
 )
 from normscope.schema.series import (
     SeriesCheckpoint,
@@ -99,6 +101,7 @@ __all__ = [
     "Stack",
     "StepSource",
     "Summary",
+    "TensorMap",
     "TensorRef",
     "Thresholds",
     "Tower",
@@ -106,4 +109,5 @@ __all__ = [
     "Trinity",
     "TrinityRow",
     "Verdict",
+    "gain_shaped",
 ]

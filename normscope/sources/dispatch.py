@@ -12,8 +12,9 @@ from pathlib import Path
 
 from normscope.enums import SourceKind
 from normscope.sources import formats, headercache
-from normscope.sources.layout import merge_shards, open_layout
+from normscope.sources.layout import light_map, merge_shards, open_layout
 from normscope.sources.local import LocalStore
+from normscope.sources.safetensors import lighten
 from normscope.sources.spec import Source, SourceSpec, parse_source
 from normscope.sources.store import Checkpoint, ProgressFactory, hf_cache_folder
 
@@ -25,6 +26,7 @@ def open_checkpoint(
     cache: bool = True,
     verbose: bool = False,
     token: str | None = None,
+    light: bool = False,
 ) -> Checkpoint:
     """Open a checkpoint: parse config.json, the index and every shard header.
 
@@ -33,11 +35,13 @@ def open_checkpoint(
     `SourceSpec` already. `progress` reports long transfers (Hub, object stores); `cache`:
     reuse a local layout's cached headers; `verbose`: let huggingface_hub's log lines through;
     `token`: a Hugging Face token for a Hub source (None: huggingface_hub's own).
+    `light`: a local safetensors layout keeps the refs of its gain-shaped tensors only, every
+    name and a dtype summary (`layout.open_layout`): what a scan needs. Other kinds ignore it.
     """
     spec = parse_source(source)
     match spec.kind:
         case SourceKind.folder | SourceKind.safetensors:
-            return _open_safetensors(spec, cache)
+            return _open_safetensors(spec, cache, light)
         case SourceKind.torch:
             from normscope.sources.torchfile import open_torch_checkpoint
 
@@ -81,13 +85,13 @@ def _open_gguf(spec: SourceSpec) -> Checkpoint:
     return checkpoint
 
 
-def _open_safetensors(spec: SourceSpec, cache: bool) -> Checkpoint:
+def _open_safetensors(spec: SourceSpec, cache: bool, light: bool = False) -> Checkpoint:
     path = _path(spec)
     if spec.kind is SourceKind.safetensors:
         store = LocalStore(path.parent, only=path.name)
     else:
         store = LocalStore(path)
-    checkpoint = _open_local(store, spec.text, cache)
+    checkpoint = _open_local(store, spec.text, cache, light)
     if _cached_hub_repo(spec.text):  # `org/name`: a folder and a repo
         checkpoint.warnings.append(
             f"'{spec.text}' is a local folder and a Hub repo in the HF cache: read the local "
@@ -96,26 +100,28 @@ def _open_safetensors(spec: SourceSpec, cache: bool) -> Checkpoint:
     return checkpoint
 
 
-def _open_local(store: LocalStore, source: str, cache: bool) -> Checkpoint:
+def _open_local(store: LocalStore, source: str, cache: bool, light: bool = False) -> Checkpoint:
     """`open_layout`, or its result from the header cache when no file changed since."""
     if not cache:
-        return open_layout(store, source)
+        return open_layout(store, source, light=light)
     directory, only = store.directory, store.only
     try:
         files = headercache.snapshot(directory, headercache.layout_files(directory, only))
     except OSError:
         files = None
     if files is not None:
-        hit = headercache.load(directory, only, source, files, store.warnings)
+        hit = headercache.load(directory, only, source, files, store.warnings, light)
         if hit is not None:
             config, shards, warnings = hit
             store.warnings.extend(warnings)
-            tensors = merge_shards(shards)
+            tensors = light_map(shards) if light else merge_shards(shards)
             return Checkpoint(source, config, shards, tensors, store, store.warnings)
-    checkpoint = open_layout(store, source)
+    checkpoint = open_layout(store, source, light=light)
     if files is not None:
         config, shards, warnings = checkpoint.config, checkpoint.shards, checkpoint.warnings
-        problem = headercache.save(directory, only, source, files, config, shards, warnings)
+        if light:  # judged in full (an index that disagreed, with a warning): kept light
+            shards = [lighten(s) for s in shards]
+        problem = headercache.save(directory, only, source, files, config, shards, warnings, light)
         if problem is not None:
             checkpoint.warnings.append(problem)
     return checkpoint

@@ -39,7 +39,7 @@ from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader
 from normscope.sources.store import cache_root, read_cache_file, write_cache_file
 from normscope.version import __version__
 
-FORMAT = 3
+FORMAT = 4
 """Bumped when the entry's layout or the validation it stands for changes."""
 RACY_SECONDS = 2.0
 """Files changed this recently (seconds before the stat) are not trusted to be settled."""
@@ -68,6 +68,9 @@ class _Shard(msgspec.Struct, gc=False):
     header_bytes: int
     metadata: dict[str, str]
     tensors: list[_Tensor]
+    names: list[str] | None = None
+    """A light layout's every name (`ShardHeader.names`); None: `tensors` are all of them."""
+    dtypes: dict[str, list[int]] | None = None
 
 
 class _Entry(msgspec.Struct):
@@ -114,20 +117,27 @@ def layout_files(directory: Path, only: str | None) -> list[str]:
     return ["config.json", *listed]
 
 
-def _entry_path(directory: Path, only: str | None) -> Path:
+def _entry_path(directory: Path, only: str | None, light: bool) -> Path:
     import hashlib  # with the cache only: --no-cache never pays its import
 
-    where = f"{directory.resolve()}\0{only or ''}"
+    # A scan's light layout and fold's full one are two entries: neither evicts the other.
+    where = f"{directory.resolve()}\0{only or ''}" + ("\0light" if light else "")
     digest = hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()
     return cache_root() / "layouts" / digest[:2] / digest
 
 
 def load(
-    directory: Path, only: str | None, source: str, files: dict[str, Stat], warnings: list[str]
+    directory: Path,
+    only: str | None,
+    source: str,
+    files: dict[str, Stat],
+    warnings: list[str],
+    light: bool = False,
 ) -> tuple[Any, list[ShardHeader], list[str]] | None:
     """(config, shard headers, warnings) cached for exactly these `files`; None: a miss. An
-    entry whose digest fails is dropped and said in `warnings` (`store.read_cache_file`)."""
-    data = read_cache_file(_entry_path(directory, only), warnings)
+    entry whose digest fails is dropped and said in `warnings` (`store.read_cache_file`).
+    `light`: the entry a light open saved (`ShardHeader.names`)."""
+    data = read_cache_file(_entry_path(directory, only, light), warnings)
     if data is None:
         return None
     try:
@@ -151,9 +161,13 @@ def load(
                 for t in s.tensors
             },
             s.metadata,
+            s.names,
+            s.dtypes,
         )
         for s in entry.shards
     ]
+    if any((s.names is None) is light for s in shards):
+        return None
     return entry.config, shards, entry.warnings
 
 
@@ -165,6 +179,7 @@ def save(
     config: Any,
     shards: list[ShardHeader],
     warnings: list[str],
+    light: bool = False,
 ) -> str | None:
     """Write the entry atomically; a warning's text when it could not be written, else None."""
     entry = _Entry(
@@ -181,6 +196,8 @@ def save(
                 s.header_bytes,
                 s.metadata,
                 [_Tensor(t.name, t.dtype, t.shape, t.start, t.end) for t in s.tensors.values()],
+                s.names,
+                s.dtypes,
             )
             for s in shards
         ],
@@ -189,7 +206,7 @@ def save(
         data = msgspec.msgpack.encode(entry)
     except (TypeError, ValueError, OverflowError):  # a config value msgpack cannot hold
         return None
-    path = _entry_path(directory, only)
+    path = _entry_path(directory, only, light)
     try:
         write_cache_file(path, data)
     except OSError as exc:

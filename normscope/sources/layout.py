@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,7 +19,7 @@ from typing import Any
 
 from normscope.errors import SourceError
 from normscope.naming import natural_key
-from normscope.schema import TensorRef
+from normscope.schema import TensorMap, TensorRef
 from normscope.sources.jsonload import JSONLimitError, load_json
 from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader, parse_header
 from normscope.sources.store import Checkpoint, Store
@@ -53,8 +54,13 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def open_layout(store: Store, source: str) -> Checkpoint:
-    """Read config, index and every shard header of `store`; check they agree."""
+def open_layout(store: Store, source: str, *, light: bool = False) -> Checkpoint:
+    """Read config, index and every shard header of `store`; check they agree.
+
+    `light`: the checkpoint's `tensors` is a `TensorMap` (every name, the refs of the
+    gain-shaped tensors only, `ShardHeader.dtypes`): what a scan reads. Validation is the same;
+    an index or shards that disagree are judged on the full layout, with the same messages.
+    """
     warnings = store.warnings
     config = _read_config(store, warnings)
     weight_map: dict[str, str] | None = None
@@ -80,12 +86,16 @@ def open_layout(store: Store, source: str) -> Checkpoint:
     if not shard_names:
         raise store.no_shards()
     raws = store.headers(shard_names, weight_map)
-    shards = []
-    with gc_paused():
-        for name, raw in zip(shard_names, raws, strict=True):
-            store.counter.bytes_read += len(raw)
-            store.counter.reads += 2  # the length prefix, then the JSON
-            shards.append(parse_header(raw[8:], store.path(name), store.size(name) or 0))
+    for raw in raws:
+        store.counter.bytes_read += len(raw)
+        store.counter.reads += 2  # the length prefix, then the JSON
+    if light:
+        shards = _parse_all(store, shard_names, raws, light=True)
+        agreed = _light_map(shards, shard_names, weight_map)
+        if agreed is not None:
+            return Checkpoint(source, config, shards, agreed, store, warnings)
+        # An index and shards that disagree, or a tensor stored twice: the full layout names it.
+    shards = _parse_all(store, shard_names, raws)
     tensors = merge_shards(shards)
     if weight_map is not None:
         actual: dict[str, str] = {}
@@ -93,6 +103,56 @@ def open_layout(store: Store, source: str) -> Checkpoint:
             actual.update(dict.fromkeys(shard.tensors, name))
         _check_index(weight_map, actual, tensors, store, store.path(indexes[0]), warnings)
     return Checkpoint(source, config, shards, tensors, store, warnings)
+
+
+def _parse_all(
+    store: Store, shard_names: Sequence[str], raws: Sequence[bytes], light: bool = False
+) -> list[ShardHeader]:
+    with gc_paused():
+        return [
+            parse_header(raw[8:], store.path(name), store.size(name) or 0, light=light)
+            for name, raw in zip(shard_names, raws, strict=True)
+        ]
+
+
+def _light_map(
+    shards: Sequence[ShardHeader], shard_names: Sequence[str], weight_map: dict[str, str] | None
+) -> TensorMap | None:
+    """The light shards' `TensorMap` when the layout is sound: no tensor stored twice, and every
+    tensor the index lists in the shard it names, every shard tensor listed; None otherwise
+    (the full layout then says what is wrong).
+
+    NOTE: linear, in C, and with no second name->shard map (issue 29): each header name is
+    looked up once in the index, and counted when the index names its own shard. A name has one
+    index entry, so each entry is counted at most once; all of them (`len(weight_map)`), and as
+    many as the shards hold tensors, is exactly "the index and the shards agree, no tensor
+    twice". Without an index, the names' dict is the duplicate check.
+    """
+    order = [s.all_names for s in shards]
+    total = sum(len(names) for names in order)
+    kept = _kept(shards)
+    if weight_map is None:
+        member = dict.fromkeys(itertools.chain(*order))
+        return TensorMap(kept, order, member) if len(member) == total else None
+    lookup = weight_map.get
+    found = 0
+    for own, names in zip(shard_names, order, strict=True):
+        found += list(map(lookup, names)).count(own)
+    if not found == total == len(weight_map):
+        return None
+    return TensorMap(kept, order, weight_map)
+
+
+def _kept(shards: Sequence[ShardHeader]) -> dict[str, TensorRef]:
+    kept: dict[str, TensorRef] = {}
+    for shard in shards:
+        kept.update(shard.tensors)
+    return kept
+
+
+def light_map(shards: Sequence[ShardHeader]) -> TensorMap:
+    """The `TensorMap` of light shards whose layout was judged sound (the header cache's)."""
+    return TensorMap(_kept(shards), [s.all_names for s in shards])
 
 
 def _read_config(store: Store, warnings: list[str]) -> dict[str, Any] | None:

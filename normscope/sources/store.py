@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from normscope.errors import AnalysisError, SourceError
-from normscope.schema import TensorRef
-from normscope.sources.safetensors import ShardHeader
+from normscope.schema import TensorMap, TensorRef
+from normscope.sources.safetensors import ShardHeader, summarise
 
 
 @dataclass
@@ -120,7 +120,9 @@ class Checkpoint:
     source: str
     config: dict[str, Any] | None
     shards: list[ShardHeader]
-    tensors: dict[str, TensorRef]
+    tensors: Mapping[str, TensorRef]
+    """Every tensor by name; after a light open (a scan) a `TensorMap`: every name, the refs of
+    the gain-shaped tensors only."""
     store: Store
     warnings: list[str] = field(default_factory=list)
     kind: str = "safetensors"
@@ -131,6 +133,18 @@ class Checkpoint:
     def counter(self) -> ReadCounter:
         """What was read so far (the store counts it)."""
         return self.store.counter
+
+    def dtype_counts(self) -> dict[str, list[int]]:
+        """Per dtype, [tensors, bytes] over every tensor of the checkpoint."""
+        if not isinstance(self.tensors, TensorMap):
+            return summarise(self.tensors.values())
+        out: dict[str, list[int]] = {}
+        for shard in self.shards:
+            for dtype, (count, size) in shard.dtype_counts.items():
+                entry = out.setdefault(dtype, [0, 0])
+                entry[0] += count
+                entry[1] += size
+        return out
 
     @property
     def bytes_total(self) -> int:

@@ -1,0 +1,164 @@
+"""A scan's light layout (`TensorMap`) against the full one, on every bundled checkpoint.
+
+A scan keeps the refs of the gain-shaped tensors only, every name and a dtype summary
+(`layout.open_layout(light=True)`); `fold` and the other readers keep every ref. The two must
+give the same report, the same measurements and the same answers to every question a rule asks
+of the names, and judge a bad layout (an index that disagrees, a tensor stored twice) with the
+same message. The full layout is the independent reference here: it is the code path every
+release before the light one used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from normscope.errors import SourceError
+from normscope.render.common import render_json
+from normscope.scanner import ScanOptions, analyze_checkpoint
+from normscope.schema import TensorMap, gain_shaped
+from normscope.sources import Checkpoint, open_checkpoint
+from normscope.sources.layout import open_layout
+from normscope.sources.local import LocalStore
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+SAFETENSORS = sorted(
+    p
+    for p in FIXTURES.iterdir()
+    if p.is_dir() and any(p.glob("*.safetensors")) and not any(p.glob("*.gguf"))
+)
+
+
+def _both(path: Path) -> tuple[Checkpoint, Checkpoint]:
+    return (
+        open_checkpoint(str(path), cache=False, light=True),
+        open_checkpoint(str(path), cache=False),
+    )
+
+
+def _opened_or_refused(path: Path, light: bool) -> Checkpoint | str:
+    try:
+        return open_checkpoint(str(path), cache=False, light=light)
+    except SourceError as exc:
+        return f"SourceError: {exc}"
+
+
+def test_there_are_fixtures_to_compare() -> None:
+    assert len(SAFETENSORS) >= 20
+
+
+@pytest.mark.parametrize("path", SAFETENSORS, ids=lambda p: p.name)
+def test_light_and_full_layouts_agree(path: Path) -> None:
+    light, full = _opened_or_refused(path, True), _opened_or_refused(path, False)
+    if isinstance(full, str):  # a broken fixture: the same refusal
+        assert light == full
+        return
+    assert isinstance(light, Checkpoint)
+    assert isinstance(light.tensors, TensorMap)
+    assert not isinstance(full.tensors, TensorMap)
+    lt, ft = light.tensors, full.tensors
+    assert list(lt) == list(ft) and len(lt) == len(ft)
+    assert all(name in lt for name in ft) and "no such tensor" not in lt
+    kept = {n: r for n, r in ft.items() if gain_shaped(n, r.shape)}
+    assert lt.kept == kept and {n: lt[n] for n in kept} == kept
+    assert light.dtype_counts() == full.dtype_counts()
+    options = ScanOptions(cache=False)
+    a, b = analyze_checkpoint(light, options), analyze_checkpoint(full, options)
+    ra, rb = json.loads(render_json(a.report)), json.loads(render_json(b.report))
+    ra["io"].pop("seconds"), rb["io"].pop("seconds")
+    assert ra == rb
+    assert (a.other_dtypes, a.norm_dtypes, a.unread, a.missing_final, a.infos) == (
+        b.other_dtypes,
+        b.norm_dtypes,
+        b.unread,
+        b.missing_final,
+        b.infos,
+    )
+
+
+def test_a_tensor_outside_the_gain_shaped_is_named_but_not_kept() -> None:
+    light, full = _both(FIXTURES / "deepseek-v3-mtp")
+    big = next(n for n, r in full.tensors.items() if len(r.shape) == 2)
+    assert big in light.tensors
+    with pytest.raises(KeyError):
+        light.tensors[big]
+    assert light.tensors.get(big) is None
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for p in src.iterdir():
+        (dst / p.name).write_bytes(p.read_bytes())
+    return dst
+
+
+def _message(store: LocalStore, light: bool) -> str:
+    with pytest.raises(SourceError) as info:
+        open_layout(store, "x", light=light)
+    return str(info.value)
+
+
+def test_an_index_naming_the_wrong_shard_is_refused_with_the_full_message(tmp_path: Path) -> None:
+    d = _copy(FIXTURES / "deepseek-v3-mtp", tmp_path / "ck")
+    index = d / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    shards = sorted(set(data["weight_map"].values()))
+    assert len(shards) == 2
+    name = next(n for n, s in data["weight_map"].items() if s == shards[0])
+    data["weight_map"][name] = shards[1]
+    index.write_text(json.dumps(data))
+    light, full = _message(LocalStore(d), True), _message(LocalStore(d), False)
+    assert light == full and f"tensor '{name}' is listed in the index" in light
+
+
+def test_unlisted_tensors_warn_as_in_the_full_layout(tmp_path: Path) -> None:
+    d = _copy(FIXTURES / "deepseek-v3-mtp", tmp_path / "ck")
+    index = d / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    dropped = sorted(data["weight_map"])[:2]
+    for name in dropped:
+        del data["weight_map"][name]
+    index.write_text(json.dumps(data))
+    light = open_layout(LocalStore(d), "x", light=True)
+    full = open_layout(LocalStore(d), "x")
+    assert light.warnings == full.warnings and any(
+        "not listed in the index" in w for w in light.warnings
+    )
+    assert list(light.tensors) == list(full.tensors)
+
+
+def test_a_tensor_stored_in_two_shards_is_refused_without_an_index(tmp_path: Path) -> None:
+    d = _copy(FIXTURES / "deepseek-v3-mtp", tmp_path / "ck")
+    (d / "model.safetensors.index.json").unlink()
+    shards = sorted(d.glob("*.safetensors"))
+    (d / "copy.safetensors").write_bytes(shards[0].read_bytes())
+    light, full = _message(LocalStore(d), True), _message(LocalStore(d), False)
+    assert light == full and "is stored in two shards" in light
+
+
+def test_the_header_cache_keeps_a_light_and_a_full_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from normscope.sources import headercache
+
+    monkeypatch.setenv("NORMSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(headercache, "RACY_SECONDS", 0.05)
+    d = _copy(FIXTURES / "deepseek-v3-mtp", tmp_path / "ck")
+    time.sleep(0.15)
+    cold_light = open_checkpoint(str(d), light=True)
+    cold_full = open_checkpoint(str(d))
+    warm_light = open_checkpoint(str(d), light=True)
+    warm_full = open_checkpoint(str(d))
+    assert len(list((tmp_path / "cache" / "layouts").glob("*/*"))) == 2
+    assert isinstance(warm_light.tensors, TensorMap)
+    assert not isinstance(warm_full.tensors, TensorMap)
+    assert dict(warm_full.tensors) == dict(cold_full.tensors)
+    assert isinstance(cold_light.tensors, TensorMap)
+    assert warm_light.tensors.kept == cold_light.tensors.kept
+    assert list(warm_light.tensors) == list(cold_full.tensors)
+    assert warm_light.dtype_counts() == cold_full.dtype_counts()
+    assert warm_light.counter.bytes_read == 0 < cold_light.counter.bytes_read
