@@ -190,15 +190,10 @@ def _parse_fast(
         if nbits != (end - begin) * 8 or nbits > U64_MAX or (not nbits and len(shape) > 1):
             return None
         position = end
-        if light is not None:
-            # NOTE: the summary and the gain test run once per tensor (92k in DeepSeek-V3, 252
-            # of them norms): a ref is built only for a tensor a rule can read.
-            counts = dtypes.get(dtype)
-            if counts is None:
-                dtypes[dtype] = [1, end - begin]
-            else:
-                counts[0] += 1
-                counts[1] += end - begin
+        if light is not None:  # every tensor summarised; a ref only for one a rule can read
+            counts = dtypes.setdefault(dtype, [0, 0])
+            counts[0] += 1
+            counts[1] += end - begin
             if not gain_shaped(name, shape):
                 continue
         tensors[name] = TensorRef(name, shard, dtype, shape, base + begin, base + end)
