@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -142,18 +142,20 @@ class TensorMap(Mapping[str, TensorRef]):
     What a scan keeps of a layout (`sources.layout.open_layout(light=True)`): the names answer
     `in`, `len` and iteration (in shard order, then header order, as the full map would), and
     the rules look only at the gain-shaped tensors (`gain_shaped`), whose refs are `kept`. The
-    layout of any other tensor is validated and summarised (`ShardHeader.dtype_bytes`), not
-    kept: ~90% of a scan's memory and a third of its work at 92k tensors went into refs no
-    rule reads. Looking one up raises KeyError; `fold`, which reads matrices, opens the full map.
+    layout of any other tensor is validated and summarised (`ShardHeader.dtypes`), not kept.
+    Looking one up (the structural inference of a norm no rule names asks what sits beside it)
+    loads the full map once with `load`, which reads the headers again and counts it; without
+    `load`, KeyError. `fold`, which reads matrices, opens the full map from the start.
     """
 
-    __slots__ = ("_count", "_member", "_order", "kept")
+    __slots__ = ("_count", "_full", "_load", "_member", "_order", "kept")
 
     def __init__(
         self,
         kept: dict[str, TensorRef],
         order: Sequence[Sequence[str]],
         member: Container[str] | None = None,
+        load: Callable[[], Mapping[str, TensorRef]] | None = None,
     ) -> None:
         self.kept = kept
         self._order = order
@@ -161,12 +163,23 @@ class TensorMap(Mapping[str, TensorRef]):
         self._member: Container[str] = (
             member if member is not None else dict.fromkeys(itertools.chain(*order))
         )
+        self._load = load
+        self._full: Mapping[str, TensorRef] | None = None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the full map had to be loaded (a lookup outside the gain-shaped tensors)."""
+        return self._full is not None
 
     def __getitem__(self, name: str) -> TensorRef:
         ref = self.kept.get(name)
-        if ref is None:
-            raise KeyError(name)
-        return ref
+        if ref is not None:
+            return ref
+        if self._full is None:
+            if self._load is None or name not in self._member:
+                raise KeyError(name)
+            self._full = self._load()
+        return self._full[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._member

@@ -8,11 +8,13 @@ are shared (`layout.open_layout`). A local safetensors layout goes through the h
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from normscope.enums import SourceKind
+from normscope.schema import TensorRef
 from normscope.sources import formats, headercache
-from normscope.sources.layout import light_map, merge_shards, open_layout
+from normscope.sources.layout import full_loader, light_map, merge_shards, open_layout
 from normscope.sources.local import LocalStore
 from normscope.sources.safetensors import lighten
 from normscope.sources.spec import Source, SourceSpec, parse_source
@@ -114,7 +116,11 @@ def _open_local(store: LocalStore, source: str, cache: bool, light: bool = False
         if hit is not None:
             config, shards, warnings = hit
             store.warnings.extend(warnings)
-            tensors = light_map(shards) if light else merge_shards(shards)
+            if light:
+                names = [Path(s.path).name for s in shards]
+                tensors: Mapping[str, TensorRef] = light_map(shards, full_loader(store, names))
+            else:
+                tensors = merge_shards(shards)
             return Checkpoint(source, config, shards, tensors, store, store.warnings)
     checkpoint = open_layout(store, source, light=light)
     if files is not None:

@@ -14,7 +14,7 @@ import gc
 import itertools
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from normscope.errors import SourceError
@@ -67,7 +67,7 @@ def open_layout(store: Store, source: str, *, light: bool = False) -> Checkpoint
     shard_names, weight_map, index = _shard_names(store, source, warnings)
     if light:
         shards = _parse_each(store, shard_names, weight_map)
-        agreed = _light_map(shards, shard_names, weight_map)
+        agreed = _light_map(shards, shard_names, weight_map, full_loader(store, shard_names))
         if agreed is not None:
             return Checkpoint(source, config, shards, agreed, store, warnings)
         # An index and shards that disagree, or a tensor stored twice: the full layout names
@@ -161,8 +161,30 @@ def _agrees(
     return found == total == len(weight_map)
 
 
+def full_loader(store: Store, shard_names: Sequence[str]) -> Callable[[], Mapping[str, TensorRef]]:
+    """What a light `TensorMap` calls for a tensor it did not keep: every shard header read
+    again (and counted) and parsed in full. Only the structural inference of a norm no rule
+    names asks for one (the zoo's rarer architectures; no built-in family)."""
+
+    def load() -> Mapping[str, TensorRef]:
+        raws = store.headers(shard_names, None)
+        for raw in raws:
+            _count(store, raw)
+        with gc_paused():
+            shards = [
+                parse_header(raw[8:], store.path(name), store.size(name) or 0)
+                for name, raw in zip(shard_names, raws, strict=True)
+            ]
+        return merge_shards(shards)
+
+    return load
+
+
 def _light_map(
-    shards: Sequence[ShardHeader], shard_names: Sequence[str], weight_map: dict[str, str] | None
+    shards: Sequence[ShardHeader],
+    shard_names: Sequence[str],
+    weight_map: dict[str, str] | None,
+    load: Callable[[], Mapping[str, TensorRef]],
 ) -> TensorMap | None:
     """The light shards' `TensorMap` when the layout is sound (`_agrees`; without an index, no
     name twice); None otherwise (the full layout then says what is wrong)."""
@@ -171,10 +193,10 @@ def _light_map(
         member = dict.fromkeys(itertools.chain(*order))
         if len(member) != sum(len(names) for names in order):
             return None
-        return TensorMap(_kept(shards), order, member)
+        return TensorMap(_kept(shards), order, member, load)
     if not _agrees(shards, shard_names, weight_map):
         return None
-    return TensorMap(_kept(shards), order, weight_map)
+    return TensorMap(_kept(shards), order, weight_map, load)
 
 
 def _kept(shards: Sequence[ShardHeader]) -> dict[str, TensorRef]:
@@ -184,9 +206,11 @@ def _kept(shards: Sequence[ShardHeader]) -> dict[str, TensorRef]:
     return kept
 
 
-def light_map(shards: Sequence[ShardHeader]) -> TensorMap:
+def light_map(
+    shards: Sequence[ShardHeader], load: Callable[[], Mapping[str, TensorRef]]
+) -> TensorMap:
     """The `TensorMap` of light shards whose layout was judged sound (the header cache's)."""
-    return TensorMap(_kept(shards), [s.all_names for s in shards])
+    return TensorMap(_kept(shards), [s.all_names for s in shards], None, load)
 
 
 def _read_config(store: Store, warnings: list[str]) -> dict[str, Any] | None:
