@@ -1190,3 +1190,24 @@ def test_vision_tower_inside_an_offset_family_is_standard_and_has_no_layer() -> 
         assert info.bias_name == name[: -len("weight")] + "bias"
         assert not DEFAULT_SCOPE(info)
     assert c.warnings == []
+
+
+def test_a_gain_named_scale_is_read_only_under_a_norm() -> None:
+    # ERGO's expert_output_norm.scale ([experts, d]) is a gain; a quantization scale is not.
+    assert arch.split_param("m.feed_forward.expert_output_norm.scale") == (
+        "m.feed_forward.expert_output_norm",
+        "weight",
+    )
+    assert arch.split_param("m.self_attn.q_proj.scale") is None
+    c = classify(
+        {
+            "model.layers.0.feed_forward.expert_output_norm.scale": (4, 16),
+            "model.layers.0.self_attn.q_proj.scale": (16,),
+            "model.norm.weight": (16,),
+        },
+        None,
+    )
+    assert [n.name for n in c.norms] == [
+        "model.layers.0.feed_forward.expert_output_norm.scale",
+        "model.norm.weight",
+    ]

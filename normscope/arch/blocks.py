@@ -166,19 +166,26 @@ class Tree:
     """The checkpoint's tensor names, sorted once, for a module's children."""
 
     names: list[str]
+    _under: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, tensors: Mapping[str, Any]) -> Tree:
         return cls(sorted(tensors))
 
     def under(self, path: str) -> list[str]:
-        """Names below `path`, relative to it."""
-        if not path:
-            return list(self.names)
-        start = path + "."
-        lo = bisect.bisect_left(self.names, start)
-        hi = bisect.bisect_left(self.names, path + "/")  # "/" sorts right after "."
-        return [n[len(start) :] for n in self.names[lo:hi]]
+        """Names below `path`, relative to it (each path sliced once: the norms of 256 experts
+        in one layer share their block's)."""
+        found = self._under.get(path)
+        if found is None:
+            if not path:
+                found = list(self.names)
+            else:
+                start = path + "."
+                lo = bisect.bisect_left(self.names, start)
+                hi = bisect.bisect_left(self.names, path + "/")  # "/" sorts right after "."
+                found = [n[len(start) :] for n in self.names[lo:hi]]
+            self._under[path] = found
+        return found
 
     def children(self, path: str) -> dict[str, list[str]]:
         """Child component -> the names below it (relative to the child)."""

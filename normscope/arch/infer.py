@@ -84,6 +84,7 @@ class Inference:
     tensors: Mapping[str, Any]
     stacks: Stacks | None
     _blocks: dict[str, Block] = field(default_factory=dict)
+    _modules: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
     @cached_property
     def tree(self) -> Tree:
@@ -120,28 +121,32 @@ class Inference:
                 return found
         holder, _, module = parent.rpartition(".")
         says = [POSITION_WORDS.get(w) for w in words(module)]
-        if (
-            OUT in says
-            and self.block(holder).is_block
-            and self._matrices(parent, self.tree.under(parent)) < 2
-        ):
+        if OUT in says and self.block(holder).is_block and self._module(parent)[0] < 2:
             # The residual's norm in a sublayer's output module: BERT `output.LayerNorm`, BLIP-2
             # Q-Former `output_query.LayerNorm`, SqueezeBERT `post_attention.layernorm`.
             return _ROLE[kind_of_words(words(module)) or MLP, OUT]
         above = _sublayer_above(parent)
         if above is not None:
             named, holder, module = above
-            rel = self.tree.under(module)
-            if self._matrices(module, rel) >= 2:  # a sublayer, not one projection named so
-                kind = module_kind(module.rpartition(".")[2], rel) or named
+            matrices, kind = self._module(module)
+            if matrices >= 2:  # a sublayer, not one projection named so
+                kind = kind or named
                 return self._in_sublayer(base, leaf, width, parent, kind, holder)
         return self._outside(base, leaf)
 
-    def _matrices(self, module: str, rel: list[str]) -> int:
-        """How many tensors of two or more dimensions `module` holds."""
-        return sum(
-            1 for r in rel if len(getattr(self.tensors.get(f"{module}.{r}"), "shape", ())) >= 2
-        )
+    def _module(self, module: str) -> tuple[int, str | None]:
+        """How many tensors of two or more dimensions `module` holds, and its kind (once per
+        module: the norms of a layer's 256 experts share their MLP's)."""
+        found = self._modules.get(module)
+        if found is None:
+            rel = self.tree.under(module)
+            shapes = (getattr(self.tensors.get(f"{module}.{r}"), "shape", ()) for r in rel)
+            found = (
+                sum(1 for s in shapes if len(s) >= 2),
+                module_kind(module.rpartition(".")[2], rel),
+            )
+            self._modules[module] = found
+        return found
 
     def _outside(self, base: str, leaf: str) -> Role | None:
         """A norm no block places: an output head's, a connector's, an embedding's."""

@@ -100,9 +100,15 @@ def split_param(name: str) -> tuple[str, str] | None:
         # TF-era names, kept by transformers' ESM save: `LayerNorm.gamma`/`LayerNorm.beta`.
         (".gamma", "weight"),
         (".beta", "bias"),
+        # A norm module's gain named `scale` (ERGO's `expert_output_norm.scale`, a [experts, d]
+        # stack, and `shared_expert_output_norm.scale`); only under a norm-named module, as a
+        # quantization `scale` sits under a linear map.
+        (".scale", "weight"),
     ):
         if name.endswith(suffix):
             base = name[: -len(suffix)]
+            if suffix == ".scale" and "norm" not in base.rsplit(".", 1)[-1].lower():
+                return None
             if suffix.startswith(".layer_norm"):
                 base += ".layer_norm"
             return base, param
