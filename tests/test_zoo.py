@@ -220,6 +220,38 @@ def test_check_passes_what_the_structure_placed(tmp_path: Path, model_type: str)
     assert result.exit_code == 0, result.stderr
 
 
+def test_check_refuses_an_architecture_only_for_its_unknown_norms(tmp_path: Path) -> None:
+    """Over every built architecture: `check` says it did not understand the architecture
+    exactly where more than `max_unknown` (10%) of the norms are truly unknown (no rule,
+    vocabulary, width or structure placed them), and names only those; a post-LN model's
+    missing final norm (BART, Marian: their blocks end the stack) is no reason."""
+    import re
+
+    from normscope.scanner import measure
+
+    runner = CliRunner()
+    refused = 0
+    for arch in load_zoo()["architectures"]:
+        if arch["status"] != "ok" or not arch["norms"]:
+            continue
+        folder = write_sparse(arch, tmp_path / arch["model_type"])
+        measured = measure(folder)
+        unread = set(measured.unread)
+        result = runner.invoke(app, ["check", str(folder), "-q"])
+        said = "did not understand this checkpoint's architecture" in result.stderr
+        assert said == (len(unread) > 0.1 * len(measured.report.norms)), (
+            arch["model_type"],
+            result.stderr,
+        )
+        if said:
+            refused += 1
+            assert result.exit_code == 2
+            assert set(re.findall(r"'([^']+\.(?:weight|scale))'", result.stderr)) <= unread
+        else:
+            assert "no final norm was identified" not in result.stderr, arch["model_type"]
+    assert 0 < refused <= 15
+
+
 def test_check_fails_closed_only_on_what_is_unknown(tmp_path: Path) -> None:
     runner = CliRunner()
     exact = write_sparse(_arch("llama"), tmp_path / "llama")

@@ -40,7 +40,7 @@ from normscope.arch.rules import Family, RuleSet
 from normscope.arch.structure import Stacks
 from normscope.arch.vocab import VOCABULARIES
 from normscope.errors import ArchError
-from normscope.schema import NormInfo, Parametrization, TensorRef, Tower
+from normscope.schema import NormInfo, Parametrization, Role, TensorRef, Tower
 
 __all__ = ["Classification", "choose_family", "classify", "default_group", "split_param"]
 
@@ -236,7 +236,7 @@ def classify(
         mtp_depth=mtp_depth,
         warnings=warnings,
         unknown=unknown,
-        expects_final_norm=_expects_final_norm(family, vocabularies),
+        expects_final_norm=_expects_final_norm(family, vocabularies, norms),
         vocabularies=dict(vocabularies),
         skipped=skipped,
         facts=facts,
@@ -312,9 +312,21 @@ def _num_layers(facts: ConfigFacts, norms: Sequence[NormInfo]) -> int | None:
     return facts.num_layers
 
 
-def _expects_final_norm(family: Family | None, vocabularies: Counter[str]) -> bool:
-    """Whether the family (or every naming vocabulary the names were read with) has one."""
+_POST_LN = {Role.attn_output, Role.mlp_output, Role.cross_attn_output}
+_PRE_LN = {Role.attn_input, Role.mlp_input, Role.cross_attn_input}
+
+
+def _expects_final_norm(
+    family: Family | None, vocabularies: Counter[str], norms: Sequence[NormInfo]
+) -> bool:
+    """Whether the family (or every naming vocabulary the names were read with) has one; not
+    when the text model's blocks were read as post-LN (BART, Marian: their sublayer norms are
+    output norms because no stack ends in a final norm), whose last block norm is the last."""
     if family is not None:
         return family.final_norm
+    text = [n for n in norms if n.tower is Tower.text and n.layer is not None]
+    roles = {n.role for n in text}
+    if roles & _POST_LN and not roles & _PRE_LN and not any(n.role is Role.final for n in norms):
+        return False
     read = [v for v in VOCABULARIES if v.name in vocabularies and v.name != "mtp"]
     return all(v.final_norm for v in read)
