@@ -16,9 +16,10 @@ ATTN, CROSS, MLP = "attn", "cross", "mlp"
 
 # Words of a norm's or a module's name that name a sublayer. Attention and what takes its place
 # in a block (Mamba/Nemotron-H `mixer`, LFM2 `operator`, a conformer's `conv` module, xLSTM
-# `mlstm`, RecurrentGemma `temporal`, DaViT `spatial`); cross-attention (Dia `ca`, T5Gemma
-# `cross_attn`, NLLB `cross_attention`, Pix2Struct `encoder_decoder_attention`); the MLP (Dia
-# `mlp`, Pixtral `ffn`, granite-speech `ff1`, NeMo `feed_forward1`, RecurrentGemma `channel`).
+# `mlstm`, RecurrentGemma `temporal`, DaViT `spatial`, FNet `fourier`); cross-attention (Dia
+# `ca`, T5Gemma `cross_attn`, NLLB `cross_attention`, Pix2Struct `encoder_decoder_attention`);
+# the MLP (Dia `mlp`, Pixtral `ffn`, granite-speech `ff1`, NeMo `feed_forward1`,
+# RecurrentGemma `channel`).
 SUBLAYER_WORDS: dict[str, str] = {
     **dict.fromkeys(
         [
@@ -41,6 +42,7 @@ SUBLAYER_WORDS: dict[str, str] = {
             "msa",
             "attend",
             "attends",
+            "fourier",
         ],
         ATTN,
     ),

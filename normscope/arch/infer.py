@@ -119,12 +119,9 @@ class Inference:
             found = self._in_block(base, leaf, block)
             if found is not None:
                 return found
-        holder, _, module = parent.rpartition(".")
-        says = [POSITION_WORDS.get(w) for w in words(module)]
-        if OUT in says and self.block(holder).is_block and self._module(parent)[0] < 2:
-            # The residual's norm in a sublayer's output module: BERT `output.LayerNorm`, BLIP-2
-            # Q-Former `output_query.LayerNorm`, SqueezeBERT `post_attention.layernorm`.
-            return _ROLE[kind_of_words(words(module)) or MLP, OUT]
+        found = self._output_module(parent)
+        if found is not None:
+            return found
         above = _sublayer_above(parent)
         if above is not None:
             named, holder, module = above
@@ -133,6 +130,22 @@ class Inference:
                 kind = kind or named
                 return self._in_sublayer(base, leaf, width, parent, kind, holder)
         return self._outside(base, leaf)
+
+    def _output_module(self, parent: str) -> Role | None:
+        """The residual's norm in a sublayer's output module (one projection at most): BERT
+        `output.LayerNorm` (the MLP's) and `attention.output.LayerNorm`, FNet
+        `fourier.output.LayerNorm`, BLIP-2 Q-Former `output_query.LayerNorm`, SqueezeBERT
+        `post_attention.layernorm`."""
+        holder, _, module = parent.rpartition(".")
+        if OUT not in [POSITION_WORDS.get(w) for w in words(module)] or self._module(parent)[0] > 1:
+            return None
+        if self.block(holder).is_block:
+            return _ROLE[kind_of_words(words(module)) or MLP, OUT]
+        outer, _, sublayer = holder.rpartition(".")
+        kind = kind_of_words(words(sublayer))
+        if kind is not None and outer and self.block(outer).is_block:
+            return _ROLE[kind, OUT]
+        return None
 
     def _module(self, module: str) -> tuple[int, str | None]:
         """How many tensors of two or more dimensions `module` holds, and its kind (once per
