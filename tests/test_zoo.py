@@ -182,6 +182,10 @@ def test_towers(tmp_path: Path) -> None:
             "cross_attn_input",
         ),
         ("florence2", "model.vision_tower.blocks.0.0.spatial_block.norm2.weight", "mlp_input"),
+        # A vision tower is pre-LN without a final norm of its own (RADIO: the forward calls
+        # q_proj right after norm1; InternViT, with its layer scales ls1/ls2).
+        ("nemotron_h_omni", "vision_model.radio_model.model.blocks.0.norm1.weight", "attn_input"),
+        ("qianfan_ocr", "vision_model.encoder.layers.0.norm2.weight", "mlp_input"),
         # ConvNeXt-style blocks (VibeVoice's tokenizer stages): a layer scale says pre-LN.
         ("vibevoice", "model.audio_tower.encoder.stem.stage.0.norm.weight", "attn_input"),
         # Inside a sublayer: the input (pre-LN), the output (post-LN), a sub-LN.

@@ -186,7 +186,7 @@ class Inference:
             return True  # one norm before one mixer (Mamba, a diffusion head's adaLN block)
         stacks = self.stacks
         if stacks is not None and any(base.startswith(c + ".") for c in stacks.containers):
-            return stacks.ends_in_final(base) or tower_of(base) is Tower.vision
+            return stacks.pre_ln(base)
         return self._loose_final(block.path)
 
     def _loose_final(self, path: str) -> bool | None:

@@ -181,7 +181,7 @@ def if_ok(
     ):
         return False
     if rule.if_final_norm is not None and (
-        stacks is None or stacks.ends_in_final(base) is not rule.if_final_norm
+        stacks is None or stacks.pre_ln(base) is not rule.if_final_norm
     ):
         return False
     if rule.if_present is not None:

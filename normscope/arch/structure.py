@@ -186,6 +186,12 @@ class Stacks:
         """True when a stack that is not post-LN ends at the parent of the norm `base`."""
         return any(c not in self.post_ln for c in _below(self.containers, base))
 
+    def pre_ln(self, base: str) -> bool:
+        """Whether the stack holding the norm `base` is pre-LN: it ends in a final norm, or it is
+        a vision tower's (every vision encoder transformers 5.25.0 builds is pre-LN; one without
+        a final norm of its own ends in its projector: InternViT, DaViT, RADIO, Qwen2-VL)."""
+        return self.ends_in_final(base) or tower_of(base) is Tower.vision
+
     def ends_in_final(self, base: str) -> bool:
         """True when the innermost stack holding the norm `base` ends in a final norm."""
         holding = [c for c in self.containers if base.startswith(c + ".")]
