@@ -213,6 +213,24 @@ def _next_fit(tensors: Sequence[Tensor], limit: int) -> list[list[Tensor]]:
     return shards
 
 
+def _split_near(tensors: Sequence[Tensor], n: int) -> list[list[Tensor]]:
+    """`split` into `n` shards, else the nearest count next-fit reaches (n +- 1, ...: the
+    count is not monotonic in the size limit; 16 x DeepSeek-V3 gives 2,559, not 2,560)."""
+    for k in range(n // 10):
+        for m in (n - k, n + k):
+            shards = _split_or_none(tensors, m)
+            if shards is not None:
+                return shards
+    return split(tensors, n)
+
+
+def _split_or_none(tensors: Sequence[Tensor], n: int) -> list[list[Tensor]] | None:
+    try:
+        return split(tensors, n)
+    except ValueError:
+        return None
+
+
 def split(tensors: Sequence[Tensor], n: int) -> list[list[Tensor]]:
     """Next-fit shards with the smallest size limit that gives exactly `n` shards."""
     lo, hi = max(t.nbytes for t in tensors), sum(t.nbytes for t in tensors)
@@ -356,7 +374,7 @@ def deepseek_v3(scale: int = 1) -> Layout:
     ]
     # The released split: the embedding and layers 0-2 open shard 1, model.norm and lm_head sit in
     # shard 160, the MTP layer 61 fills shards 161-163 (its embed/head/eh_proj/norms in 163).
-    shards = split(trunk, 160 * scale) + split(mtp, 3)
+    shards = _split_near(trunk, 160 * scale) + split(mtp, 3)
     names = [f"model-{k:05d}-of-{len(shards):06d}.safetensors" for k in range(1, len(shards) + 1)]
     return Layout(
         "deepseek-v3" if scale == 1 else f"deepseek-v3-x{scale}",
@@ -564,7 +582,7 @@ LAYOUTS = {
 }
 SCALED: dict[str, Callable[[], Layout]] = {
     "deepseek-v3-x4": lambda: deepseek_v3(4),  # 640 + 3 shards, 368k tensors, ~60 MB on disk
-    "deepseek-v3-x16": lambda: deepseek_v3(16),  # 2,560 + 3 shards, 1.47M tensors, ~0.4 GB
+    "deepseek-v3-x16": lambda: deepseek_v3(16),  # 2,559 + 3 shards, 1.5M tensors, ~0.4 GB
 }
 """Built only when named (`python benchmarks/replicas.py deepseek-v3-x16`): the scaling curve."""
 
