@@ -449,9 +449,40 @@ def test_auto_starts_a_pool_only_when_it_pays(
     run = broken_run(tmp_path / "run")
     assert measure_series([run], options(jobs=2)).io.executor is Executor.serial
     monkeypatch.setattr(series_module, "AUTO_POOL_SECONDS", 0.0)
+    # the machine's load unknown (as off Linux): the pool as before (busy machines: below)
+    monkeypatch.setattr(series_module, "_cpu_sample", lambda: None)
     pooled = measure_series([collapse_run(tmp_path / "c", n=4)], options(jobs=2))
     assert pooled.io.executor is Executor.process and len(pooled.checkpoints) == 4
     assert measure_series([run], options(jobs=1)).io.executor is Executor.serial
+
+
+@pytest.mark.parametrize(
+    ("idle_share", "executor", "jobs"),
+    [(0.1, Executor.serial, 1), (0.5, Executor.process, 2), (0.9, Executor.process, 2)],
+)
+def test_auto_stays_serial_where_no_core_stood_idle(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    idle_share: float,
+    executor: Executor,
+    jobs: int,
+) -> None:
+    """The pool is worth it only with a core to run on: on a 2-core machine, `idle_share` of the
+    CPU time idle while the first scans ran inline (0.1: other processes and this one kept both
+    busy; 0.5: one core idle)."""
+    monkeypatch.setattr(series_module, "AUTO_POOL_SECONDS", 0.0)
+    monkeypatch.setattr(series_module.os, "cpu_count", lambda: 2)
+    clock = iter(range(1, 1000))
+
+    def sample() -> tuple[float, float]:
+        t = 10.0 * next(clock)  # 10 s of CPU per sample, `idle_share` of it idle
+        return t * (1 - idle_share), t * idle_share
+
+    monkeypatch.setattr(series_module, "_cpu_sample", sample)
+    result = measure_series([collapse_run(tmp_path / "c", n=4)], options(jobs=2))
+    assert (result.io.executor, result.io.jobs) == (executor, jobs)
+    assert len(result.checkpoints) == 4
+    assert series_module.free_cores((0.0, 0.0)) == pytest.approx(2 * idle_share)
 
 
 def test_nonfinite_and_absent_norms(tmp_path: Path) -> None:
