@@ -77,11 +77,7 @@ def open_layout(store: Store, source: str, *, light: bool = False) -> Checkpoint
         raws = store.headers(shard_names, weight_map)
         for raw in raws:
             _count(store, raw)
-    with gc_paused():
-        shards = [
-            parse_header(raw[8:], store.path(name), store.size(name) or 0)
-            for name, raw in zip(shard_names, raws, strict=True)
-        ]
+    shards = _parse_full(store, shard_names, raws)
     tensors = merge_shards(shards)
     if weight_map is not None and not _agrees(shards, shard_names, weight_map):
         actual: dict[str, str] = {}
@@ -170,14 +166,19 @@ def full_loader(store: Store, shard_names: Sequence[str]) -> Callable[[], Mappin
         raws = store.headers(shard_names, None)
         for raw in raws:
             _count(store, raw)
-        with gc_paused():
-            shards = [
-                parse_header(raw[8:], store.path(name), store.size(name) or 0)
-                for name, raw in zip(shard_names, raws, strict=True)
-            ]
-        return merge_shards(shards)
+        return merge_shards(_parse_full(store, shard_names, raws))
 
     return load
+
+
+def _parse_full(
+    store: Store, shard_names: Sequence[str], raws: Sequence[bytes]
+) -> list[ShardHeader]:
+    with gc_paused():
+        return [
+            parse_header(raw[8:], store.path(name), store.size(name) or 0)
+            for name, raw in zip(shard_names, raws, strict=True)
+        ]
 
 
 def _light_map(
