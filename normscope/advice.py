@@ -11,13 +11,12 @@ its users' trust. Sources: the diagnostic playbook (seed 000) and the scale-vect
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Protocol
 
-from normscope.enums import Band, Group, Module, Role
+from normscope.enums import Band, Closed, Group, Module, Role
 
 
-class Topic(str, Enum):
+class Topic(Closed):
     """Which piece of advice applies; each has one text template and one source."""
 
     nonfinite = "nonfinite"

@@ -8,7 +8,19 @@ from __future__ import annotations
 from enum import Enum
 
 
-class Role(str, Enum):
+class Closed(str, Enum):
+    """A closed set whose members print as their value: `str(Band.collapse)`, `f"{band}"` and
+    `"%s" % band` are `collapse`, as in JSON and CSV (a plain `str, Enum` prints
+    `Band.collapse`); `repr` stays `<Band.collapse: 'collapse'>`."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Role(Closed):
     """What a norm does in the network (docs/architectures.md#conventions)."""
 
     attn_input = "attn_input"
@@ -43,14 +55,14 @@ class Role(str, Enum):
     unknown = "unknown"
 
 
-class Module(str, Enum):
+class Module(Closed):
     """Which part of the model a norm belongs to."""
 
     main = "main"
     mtp = "mtp"
 
 
-class Tower(str, Enum):
+class Tower(Closed):
     """Which tower of a multimodal model a norm is in (`text` for text-only models)."""
 
     text = "text"
@@ -60,28 +72,28 @@ class Tower(str, Enum):
     """The connector between a tower and the language model (merger, multi-modal projector)."""
 
 
-class Stack(str, Enum):
+class Stack(Closed):
     """Which stack of an encoder-decoder a norm is in."""
 
     encoder = "encoder"
     decoder = "decoder"
 
 
-class Group(str, Enum):
+class Group(Closed):
     """Input norms feed a linear map (foldable); output norms join the residual stream."""
 
     input = "input"
     output = "output"
 
 
-class Kind(str, Enum):
+class Kind(Closed):
     """`layernorm` when the checkpoint stores a bias next to the gain, else `rmsnorm`."""
 
     rmsnorm = "rmsnorm"
     layernorm = "layernorm"
 
 
-class Parametrization(str, Enum):
+class Parametrization(Closed):
     """How the stored vector w maps to the effective gain: `w` or `1 + w`."""
 
     standard = "standard"
@@ -104,7 +116,7 @@ DEFAULT_SCOPE = "final,mtp"
 that the command line's help needs no scope or errors import)."""
 
 
-class Band(str, Enum):
+class Band(Closed):
     """Health band of a norm's ratio ‖g_eff‖₂/√d (docs/architectures.md#the-ratio-and-its-bands)."""
 
     collapse = "collapse"
@@ -120,7 +132,7 @@ class Band(str, Enum):
         return self in (Band.collapse, Band.explosion, Band.nonfinite)
 
 
-class MatchedBy(str, Enum):
+class MatchedBy(Closed):
     """How a norm of checkpoint A was paired with one of checkpoint B."""
 
     name = "name"
@@ -128,7 +140,7 @@ class MatchedBy(str, Enum):
     """Same module, MTP depth, layer, role and dim under different names (e.g. Megatron vs HF)."""
 
 
-class Severity(str, Enum):
+class Severity(Closed):
     """What a failed check means: `error` fails the job, `warn` is reported only, `off` skips it."""
 
     error = "error"
@@ -136,7 +148,7 @@ class Severity(str, Enum):
     off = "off"
 
 
-class CheckName(str, Enum):
+class CheckName(Closed):
     """The checks of `normscope check`."""
 
     finite = "finite"
@@ -167,7 +179,7 @@ class CheckName(str, Enum):
     """The norms are stored no narrower than the checkpoint's other floating tensors."""
 
 
-class Order(str, Enum):
+class Order(Closed):
     """How `series` orders its checkpoints."""
 
     step = "step"
@@ -180,7 +192,7 @@ class Order(str, Enum):
     """As listed (checkpoints named one by one); the default for an explicit list."""
 
 
-class StepSource(str, Enum):
+class StepSource(Closed):
     """Where the `step` of each checkpoint of a series comes from."""
 
     name = "name"
@@ -189,7 +201,7 @@ class StepSource(str, Enum):
     """The 0-based position in the series: some name carried no step number."""
 
 
-class Executor(str, Enum):
+class Executor(Closed):
     """How `series` runs its scans: `auto` picks `process` when the checkpoints are big enough;
     `dask` runs them on a Dask cluster (`normscope.executors`)."""
 
@@ -200,14 +212,14 @@ class Executor(str, Enum):
     dask = "dask"
 
 
-class Verdict(str, Enum):
+class Verdict(Closed):
     """The outcome of `normscope check`."""
 
     passed = "pass"
     failed = "fail"
 
 
-class FoldStatus(str, Enum):
+class FoldStatus(Closed):
     """What happened to one norm."""
 
     folded = "folded"
@@ -222,7 +234,7 @@ class FoldStatus(str, Enum):
     """Dry run: the consumers are listed, nothing was read."""
 
 
-class SourceKind(str, Enum):
+class SourceKind(Closed):
     """What a source names, decided once when it is parsed (`sources.spec.parse_source`)."""
 
     folder = "folder"

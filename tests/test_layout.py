@@ -27,6 +27,7 @@ FLOORS: dict[str, int] = {
     "normscope.version": 0,
     "normscope.exitcodes": 0,  # the exit-code contract
     "normscope.scope": 1,
+    "normscope.notebook": 1,  # a report's repr, notebook card and to_json (the schema's mixin)
     "normscope.schema": 2,
     "normscope.sources": 3,
     "normscope.arch": 3,

@@ -7,7 +7,6 @@ the same flag has the same help text in every command.
 from __future__ import annotations
 
 import re
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 # The enums of the schema are the flags' choices (enums.py imports only the standard library).
-from normscope.enums import DEFAULT_HIGH, DEFAULT_LOW, DEFAULT_SCOPE, Order, Parametrization
+from normscope.enums import DEFAULT_HIGH, DEFAULT_LOW, DEFAULT_SCOPE, Closed, Order, Parametrization
 
 EXIT_HELP = """Exit codes: 0 judged and passed; 1 a gate tripped (--fail-on, --max-drift; check: a
 violation of error severity); 2 could not judge (usage error, bad path, file or config, unknown
@@ -64,7 +63,7 @@ EXAMPLES = {
 """Each command's help examples (argv after `normscope`; `  # ...` is a comment)."""
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(Closed):
     """Formats of `scan`, `diff` and `series`."""
 
     table = "table"
@@ -74,7 +73,7 @@ class OutputFormat(str, Enum):
     html = "html"
 
 
-class CheckFormat(str, Enum):
+class CheckFormat(Closed):
     """Formats of `check`."""
 
     text = "text"
@@ -84,21 +83,21 @@ class CheckFormat(str, Enum):
     html = "html"
 
 
-class FailOn(str, Enum):
+class FailOn(Closed):
     """What makes `scan` (and `series`) exit 1."""
 
     never = "never"
     out_of_band = "out-of-band"
 
 
-class SeriesExecutor(str, Enum):
+class SeriesExecutor(Closed):
     """Where `series` measures its checkpoints."""
 
     local = "local"
     dask = "dask"
 
 
-class DiffFailOn(str, Enum):
+class DiffFailOn(Closed):
     """What makes `diff` exit 1."""
 
     never = "never"

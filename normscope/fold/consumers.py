@@ -19,8 +19,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
 
+from normscope.enums import Closed
 from normscope.fold.names import Names, ancestors, consumer_regex
 from normscope.fold.names import base as base_of
 from normscope.fold.names import parent as parent_of
@@ -30,7 +30,7 @@ from normscope.schema import NormInfo, Role, TensorRef
 __all__ = ["Axis", "ExpertChoice", "Half", "Part", "Plan", "consumer_regex", "plan_all"]
 
 
-class Axis(str, Enum):
+class Axis(Closed):
     """Which axis of a stored 2-D matrix indexes the norm's channels."""
 
     cols = "cols"
@@ -39,7 +39,7 @@ class Axis(str, Enum):
     """A linear layer writing the norm's input (producers), or a Conv1D reading it (GPT-2)."""
 
 
-class Half(str, Enum):
+class Half(Closed):
     """Which input of an MTP projection a column range belongs to."""
 
     embedding = "embedding"

@@ -11,16 +11,13 @@ import copy
 import dataclasses
 import functools
 import io
-import json
 import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
-import msgspec
-
 from normscope.enums import Band, Module
 from normscope.errors import printable
-from normscope.frames import plain
+from normscope.frames import json_text, plain
 from normscope.naming import fit_name, strip_weight, structural_name
 from normscope.naming import where as _where_text
 
@@ -154,20 +151,9 @@ def to_dict(report: Any) -> dict[str, Any]:
 
 
 def render_json(report: Any) -> str:
-    """One JSON object, indented by 2; NaN/inf are written as null.
-
-    NOTE: the same bytes as `json.dumps(data, indent=2)`, made faster: an indent sends `json`
-    to its pure-Python encoder (7 ms for a DeepSeek-V3 report), so the compact document is
-    encoded in C and re-indented by msgspec, which copies every token as written (tested equal
-    on every golden report). msgspec refuses a lone surrogate escape (`\\ud800`, from a
-    hostile tensor name) that `json` writes: such a document takes the pure-Python encoder.
-    """
-    data = to_dict(report)
-    compact = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    try:
-        return msgspec.json.format(compact, indent=2) + "\n"
-    except msgspec.DecodeError:
-        return json.dumps(data, indent=2, allow_nan=False) + "\n"
+    """One JSON object, indented by 2; NaN/inf are written as null (`frames.json_text`: the
+    text a report's `to_json()` returns too)."""
+    return json_text(to_dict(report))
 
 
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")

@@ -11,11 +11,10 @@ from __future__ import annotations
 import html
 import io
 import math
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from normscope.enums import Module, Role
+from normscope.enums import Closed, Module, Role
 from normscope.errors import ConfigError
 from normscope.render.common import for_people, short_name
 from normscope.render.series_text import (
@@ -44,7 +43,7 @@ EDGE_COLOR = "#d62728"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-class PlotFormat(str, Enum):
+class PlotFormat(Closed):
     """What `--plot FILE` writes, by its suffix."""
 
     png = "png"

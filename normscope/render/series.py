@@ -9,12 +9,11 @@ the band now, the first step out of band, the drift per 1,000 steps and where it
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from normscope.naming import fit_name
 from normscope.render import html
@@ -27,7 +26,6 @@ from normscope.render.common import (
     header_panel,
     name_column_width,
     text_safe,
-    to_dict,
     where,
 )
 from normscope.render.series_text import (
@@ -69,24 +67,10 @@ def render_series_csv(report: SeriesReport) -> str:
     return frame_csv(report.to_frame())
 
 
-def series_dict(report: SeriesReport) -> dict[str, Any]:
-    """The report as JSON-ready data with flat rows (`norm` merged into each row)."""
-    data = to_dict(report)
-    data["rows"] = [
-        {
-            "checkpoint": r["checkpoint"],
-            "step": r["step"],
-            **r["norm"],
-            "rel_change": r["rel_change"],
-        }
-        for r in data["rows"]
-    ]
-    return data
-
-
 def render_series_json(report: SeriesReport) -> str:
-    """One JSON object: schema_version ... checkpoints, skipped, rows, summary, warnings."""
-    return json.dumps(series_dict(report), indent=2, allow_nan=False) + "\n"
+    """One JSON object: schema_version ... checkpoints, skipped, rows (flat), summary, warnings:
+    `report.to_json()`."""
+    return report.to_json()
 
 
 def _styled(text: str, t: Trend) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from normscope.enums import CheckName, Parametrization, Role, Severity, Verdict
+from normscope.notebook import Notebook, Row
 from normscope.schema.scan import DEFAULT_HIGH, DEFAULT_LOW, PeerRule, Thresholds
 from normscope.scope import DEFAULT, Selector
 
@@ -102,8 +103,8 @@ class Finding:
     """What the playbook suggests doing, for violations."""
 
 
-@dataclass(frozen=True, slots=True)
-class CheckReport:
+@dataclass(frozen=True, slots=True, repr=False)
+class CheckReport(Notebook):
     """The result of `normscope check`."""
 
     schema_version: int
@@ -124,3 +125,22 @@ class CheckReport:
         from normscope.frames import rows_frame
 
         return rows_frame(self.findings, Finding)
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        return [
+            ("source", self.source),
+            ("baseline", self.baseline),
+            ("verdict", self.verdict.value),
+            ("findings", len(self.findings)),
+            ("errors", self.errors),
+            ("warned", self.warned),
+            ("warnings", len(self.warnings)),
+        ]
+
+    def _table(self) -> tuple[tuple[str, ...], list[Row], str]:
+        order = sorted(self.findings, key=lambda f: (f.passed, f.severity is not Severity.error))
+        columns = ("check", "subject", "passed", "severity", "value", "limit", "message")
+        cells: list[Row] = [
+            (f.check, f.subject, f.passed, f.severity, f.value, f.limit, f.message) for f in order
+        ]
+        return columns, cells, "findings, failures first"

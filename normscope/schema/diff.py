@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from normscope.enums import Band, Group, MatchedBy, Module, Role
+from normscope.notebook import Notebook, Row, norm_row
 from normscope.schema.scan import ModelInfo
 
 if TYPE_CHECKING:
@@ -66,8 +67,8 @@ class RoleDrift:
     rel_change_max: float
 
 
-@dataclass(frozen=True, slots=True)
-class DiffReport:
+@dataclass(frozen=True, slots=True, repr=False)
+class DiffReport(Notebook):
     """The result of comparing two checkpoints."""
 
     schema_version: int
@@ -91,3 +92,22 @@ class DiffReport:
         from normscope.frames import rows_frame
 
         return rows_frame(self.norms, NormDiff)
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        return [
+            ("a", self.a),
+            ("b", self.b),
+            ("norms", len(self.norms)),
+            ("band changes", self.band_changes),
+            ("only in a", len(self.only_a)),
+            ("only in b", len(self.only_b)),
+            ("warnings", len(self.warnings)),
+        ]
+
+    def _table(self) -> tuple[tuple[str, ...], list[Row], str]:
+        rows = sorted(self.norms, key=lambda n: (not n.band_changed, -abs(n.rel_change or 0.0)))
+        columns = ("name", "layer", "role", "ratio a", "ratio b", "rel_change", "band")
+        cells = [
+            norm_row(n, n.ratio_a, n.ratio_b, n.rel_change, f"{n.band_a}→{n.band_b}") for n in rows
+        ]
+        return columns, cells, "norms, band changes and the largest moves first"

@@ -8,9 +8,10 @@ role, parametrization, dim, ratio) followed by what folding adds. Field names ar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from normscope.enums import Band, FoldStatus, Group, Module, Parametrization, Role
+from normscope.notebook import Notebook, Row, deviation, norm_row
 from normscope.schema.scan import BandCounts, IOStats, ModelInfo, Summary
 
 if TYPE_CHECKING:
@@ -97,8 +98,8 @@ class FoldSummary:
     """Folded norms in the scope whose folded band is collapse, explosion or nonfinite."""
 
 
-@dataclass(frozen=True, slots=True)
-class FoldReport:
+@dataclass(frozen=True, slots=True, repr=False)
+class FoldReport(Notebook):
     """The result of `normscope fold`."""
 
     schema_version: int
@@ -118,3 +119,26 @@ class FoldReport:
         from normscope.frames import rows_frame
 
         return rows_frame(self.norms, FoldNorm)
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        s = self.fold_summary
+        return [
+            ("source", self.source),
+            ("family", self.model.family),
+            ("norms", len(self.norms)),
+            ("folded", s.folded),
+            ("gated out of band", s.gated_out_of_band),
+            ("warnings", len(self.warnings)),
+        ]
+
+    def _table(self) -> tuple[tuple[str, ...], list[Row], str]:
+        def key(n: FoldNorm) -> tuple[bool, float]:
+            bad = n.folded_band is not None and n.folded_band.out_of_band
+            return not bad, -deviation(n.folded_ratio)
+
+        columns = ("name", "layer", "role", "ratio", "folded ratio", "folded band", "status")
+        cells = [
+            norm_row(n, n.ratio, n.folded_ratio, n.folded_band, n.status)
+            for n in sorted(self.norms, key=key)
+        ]
+        return columns, cells, "norms, folded out of band first"

@@ -11,7 +11,7 @@ import itertools
 import math
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -27,6 +27,7 @@ from normscope.enums import (
     Stack,
     Tower,
 )
+from normscope.notebook import Notebook, Row, deviation, norm_row
 
 if TYPE_CHECKING:  # pandas stays off the import path of a scan
     import pandas
@@ -371,8 +372,8 @@ class Summary:
     """Norms whose ratio left their peers (`NormStats.anomaly`)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
+@dataclass(frozen=True, slots=True, repr=False)
+class Report(Notebook):
     """The result of one scan."""
 
     schema_version: int
@@ -389,3 +390,18 @@ class Report:
         from normscope.frames import rows_frame
 
         return rows_frame(self.norms, NormStats)
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        return [
+            ("source", self.source),
+            ("family", self.model.family),
+            ("norms", len(self.norms)),
+            ("out of band", self.summary.out_of_band),
+            ("gated out of band", self.summary.gated_out_of_band),
+            ("warnings", len(self.warnings)),
+        ]
+
+    def _table(self) -> tuple[tuple[str, ...], list[Row], str]:
+        rows = sorted(self.norms, key=lambda n: (not n.band.out_of_band, -deviation(n.ratio)))
+        columns = ("name", "layer", "role", "ratio", "band")
+        return columns, [norm_row(n, n.ratio, n.band) for n in rows], "norms, out of band first"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from normscope.enums import Band, Executor, Module, Order, Role, StepSource
+from normscope.notebook import Notebook, Row
 from normscope.schema.check import RoleBand
 from normscope.schema.scan import ModelInfo, NormStats, Thresholds
 
@@ -142,8 +143,8 @@ class Trinity:
     """The final norm's drift per 1,000 steps (as in the trend table)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesReport:
+@dataclass(frozen=True, slots=True, repr=False)
+class SeriesReport(Notebook):
     """The result of `normscope series`: one training run's norms, checkpoint by checkpoint."""
 
     schema_version: int
@@ -170,3 +171,36 @@ class SeriesReport:
         from normscope.frames import series_frame
 
         return series_frame(self.rows, NormStats)
+
+    def _json_data(self) -> Any:
+        from normscope.frames import series_data
+
+        return series_data(self)
+
+    def _facts(self) -> list[tuple[str, Any]]:
+        steps = [c.step for c in self.checkpoints]
+        return [
+            ("source", ", ".join(self.source)),
+            ("family", self.model.family),
+            ("checkpoints", len(self.checkpoints)),
+            ("steps", f"{steps[0]}..{steps[-1]}" if steps else "-"),
+            ("skipped", len(self.skipped)),
+            ("rows", len(self.rows)),
+            ("gated out of band", self.summary.gated_out_of_band),
+            ("warnings", len(self.warnings)),
+        ]
+
+    def _table(self) -> tuple[tuple[str, ...], list[Row], str]:
+        columns = ("trend", "role", "ratio first", "ratio last", "band", "projected crossing")
+        cells: list[Row] = [
+            (
+                t.name,
+                t.role,
+                t.ratio_first,
+                t.ratio_last,
+                t.band_last,
+                t.projected_crossing_step,
+            )
+            for t in self.summary.headline
+        ]
+        return columns, cells, "headline trends (every row: .to_frame())"
