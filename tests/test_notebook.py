@@ -80,7 +80,7 @@ def test_every_enum_prints_as_its_value() -> None:
     for kind in enums:
         for member in kind:
             value = str(member.value)  # an IntEnum (ExitCode) prints its number
-            assert str(member) == value and f"{member}" == value and "%s" % member == value
+            assert str(member) == value and f"{member}" == value and "%s" % member == value  # noqa: UP031
             assert f"{member:>12}" == f"{value:>12}"
             assert json.dumps(member) == json.dumps(member.value)  # JSON as before
             assert repr(member) == f"<{kind.__name__}.{member.name}: {member.value!r}>"
@@ -123,7 +123,7 @@ def test_a_600_checkpoint_series_is_a_line_and_a_card(reports: dict[str, Any]) -
     assert "9600" in card  # the rows fact, not the rows
 
 
-# --- the card --------------------------------------------------------------------------------------
+# --- the card -------------------------------------------------------------------------------------
 
 
 def _body_rows(card: str) -> list[list[str]]:
@@ -159,7 +159,7 @@ def test_the_card_escapes_what_it_shows(reports: dict[str, Any]) -> None:
     assert "<script>" not in card and html.escape("<script>alert(1)</script>") in card
 
 
-# --- to_json ---------------------------------------------------------------------------------------
+# --- to_json --------------------------------------------------------------------------------------
 
 
 def test_to_json_is_the_views_json(reports: dict[str, Any]) -> None:
