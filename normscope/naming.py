@@ -6,7 +6,9 @@ renderers (the `layer` column). Standard library only.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Sequence
 
 _DIGITS = re.compile(r"([0-9]+)")
 
@@ -107,3 +109,63 @@ def fit_name(text: str, width: int) -> str:
         parts = parts[1:]
     tail = ".".join(parts)
     return "…" + tail if len(tail) + 1 <= width else "…" + text[-(width - 1) :]
+
+
+def fit_names(names: Sequence[str], width: int) -> list[str]:
+    """Cut the names of one table column to `width`, keeping different names different.
+
+    Each name is cut as `fit_name` cuts it; names that then read the same (four different norms
+    all `…yernorm`, both TE-fused norms `…layer_norm`) are cut again, among themselves: the end by
+    characters (`…_qkv.layer_norm`, `…_fc1.layer_norm`), else from the middle, keeping the head
+    after what they share and the end (`inp…norm`, `post…orm`; `…q_a…orm`, `…kv_…orm` once
+    `self_attn.` is what two of them share). Equal names stay equal (the layer tells them apart).
+    """
+    cut = {n: fit_name(n, width) for n in dict.fromkeys(names)}
+    for _ in range(6):  # each round settles the names that share a common head
+        clashes = _clashes(cut)
+        if not clashes:
+            break
+        for group in clashes:
+            taken = {text for name, text in cut.items() if name not in group}
+            cut.update(_distinguish(group, width, taken))
+    return [cut[n] for n in names]
+
+
+def _clashes(cut: dict[str, str]) -> list[list[str]]:
+    by_text: dict[str, list[str]] = {}
+    for name, text in cut.items():
+        by_text.setdefault(text, []).append(name)
+    return [group for group in by_text.values() if len(group) > 1]
+
+
+def _distinguish(group: Sequence[str], width: int, taken: set[str]) -> dict[str, str]:
+    """New cuts for names that read the same: by characters from the end if that tells them
+    apart, else from the middle after their common head (the split telling most apart); never
+    a cut another name of the column already shows (`taken`)."""
+
+    def apart(texts: dict[str, str]) -> int:
+        return len(set(texts.values()) - taken)
+
+    tails = {n: "…" + n[-(width - 1) :] if len(n) > width else n for n in group}
+    # The end tells them apart only if what differs shows: 3 characters before the shared end.
+    ending = len(os.path.commonprefix([n[::-1] for n in group]))  # noqa: RUF071 - characters
+    if (apart(tails) == len(group) and width - 1 - ending >= 3) or width < 4:
+        return tails
+    shared = os.path.commonprefix(list(group))  # noqa: RUF071 - characters, not paths
+    start = max(shared.rfind("."), shared.rfind("_")) + 1 if len(shared) < len(min(group)) else 0
+    lead = "…" if start else ""
+    room = width - len(lead) - 1
+    best: dict[str, str] = tails
+    for head in sorted(range(1, room), key=lambda h: abs(h - room // 2)):
+        texts = {n: _middle(n[start:], lead, head, room - head, width) for n in group}
+        if apart(texts) > apart(best):
+            best = texts
+        if apart(best) == len(group):
+            break
+    return best
+
+
+def _middle(rest: str, lead: str, head: int, tail: int, width: int) -> str:
+    if len(lead) + len(rest) <= width:
+        return lead + rest
+    return lead + rest[:head] + "…" + rest[-tail:]

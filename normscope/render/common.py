@@ -226,6 +226,9 @@ def where(n: Any) -> str:
 
 
 NAME_WIDTH = 40
+NAME_FLOOR = 16
+"""A name column narrower than this makes a table drop more of its secondary columns (the
+first of them go as soon as the longest name does not fit)."""
 
 
 def display_name(n: Any, wide: bool = False, with_layer: bool = False) -> str:

@@ -9,10 +9,11 @@ from html import escape as html_escape
 from typing import TYPE_CHECKING
 
 from normscope.enums import MatchedBy
-from normscope.naming import fit_name
+from normscope.naming import fit_names
 from normscope.render import html
 from normscope.render.common import (
     BAND_STYLE,
+    NAME_FLOOR,
     display_name,
     fmt,
     for_people,
@@ -73,8 +74,9 @@ def header_lines(result: DiffReport) -> list[tuple[str, str]]:
     ]
 
 
-_NARROW_DROPS = ("Δratio", "cosine")
-"""Columns a narrow terminal gives up before a name is cut (JSON/CSV and --wide keep them)."""
+_NARROW_DROPS = (("Δratio", "cosine"), ("change",))
+"""Columns a narrow terminal gives up, in turn, before a name is cut (JSON/CSV and --wide keep
+them); the band (`balanced→explosion`) is never cut."""
 
 
 def _diff_table(
@@ -102,8 +104,11 @@ def _diff_table(
     # Numbers and the band are never cut: when the names do not fit, Δratio and cosine go first.
     columns = list(cells)
     headers = {c: c for c in cells}
-    if not wide and max(map(len, names), default=0) > room(columns):
-        columns = [c for c in columns if c not in _NARROW_DROPS]
+    longest = max(map(len, names), default=0)
+    for stage, drops in enumerate(_NARROW_DROPS):
+        if wide or room(columns) >= (longest if stage == 0 else min(longest, NAME_FLOOR)):
+            break
+        columns = [c for c in columns if c not in drops]
         headers |= {"ratio A": "A", "ratio B": "B"}  # the ratios' own width: 5 characters
         widths |= {c: max(map(len, cells[c]), default=1) for c in ("ratio A", "ratio B")}
     name_width = name_column_width(names, room(columns), wide)
@@ -116,19 +121,20 @@ def _diff_table(
     for col in columns:
         table.add_column(headers[col], justify="right", no_wrap=True, min_width=widths[col])
     table.add_column("band", no_wrap=True, min_width=band_width)
-    for i, (d, name) in enumerate(zip(rows, names, strict=True)):
+    for i, (d, name) in enumerate(zip(rows, fit_names(names, name_width), strict=True)):
         band = escape(_band(d))
         if d.band_changed:
             band = f"{d.band_a.value}→[{BAND_STYLE[d.band_b]}]{d.band_b.value}[/]"
         table.add_row(
-            escape(fit_name(name, name_width)),
+            escape(name),
             where(d),
             d.role.value,
             *(cells[col][i] for col in columns),
             band,
         )
     if len(columns) < len(cells):
-        table.caption = "A, B: ratio ‖g‖/√d; Δratio, cosine: --wide or -f json"
+        gone = ", ".join(c for c in cells if c not in columns)
+        table.caption = f"A, B: ratio ‖g‖/√d; {gone}: --wide or -f json"
         table.caption_justify = "left"
     return table
 

@@ -8,14 +8,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from normscope.enums import FoldStatus, Module, Role
+from normscope.naming import fit_names
 from normscope.render import html
 from normscope.render.common import (
     BAND_STYLE,
+    NAME_FLOOR,
+    display_name,
     fmt,
     for_people,
     frame_csv,
     header_panel,
     human_bytes,
+    name_column_width,
     render_json,
     short_name,
     text_safe,
@@ -78,6 +82,8 @@ def header_lines(report: FoldReport) -> list[tuple[str, str]]:
 
 
 _COLUMNS = ("layer", "role", "ratio", "folded", "band", "comp", "top1%", "max/med", "balance")
+_NARROW_DROPS = (("balance", "max/med", "top1%"), ("comp",))
+"""Columns a narrow terminal gives up, in turn, before a name is cut (JSON/CSV keep them)."""
 
 
 def _row(n: FoldNorm) -> list[str]:
@@ -123,17 +129,36 @@ def render_fold_table(
     if not rows:
         return out
     title = "folded norms" if show_all else "final, MTP and out-of-band folded norms"
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
-    name_width = max(16, min(50, width - 78))
-    table.add_column("name", no_wrap=True, max_width=name_width)
-    for col in _COLUMNS:
-        table.add_column(col, justify="left" if col in ("role", "band") else "right")
-    for n in rows:
-        cells = _row(n)
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=0, show_edge=False
+    )
+    cells = [_row(n) for n in rows]
+    widths = [max(len(col), *(len(c[i]) for c in cells)) for i, col in enumerate(_COLUMNS)]
+    names = [display_name(n) for n in rows]
+    shown = list(range(len(_COLUMNS)))
+
+    def room() -> int:  # what the name column may take; one-space dividers
+        return width - sum(widths[i] + 1 for i in shown) - 1
+
+    longest = max(map(len, names))
+    for stage, drops in enumerate(_NARROW_DROPS):  # numbers and bands are never cut
+        if room() >= (longest if stage == 0 else min(longest, NAME_FLOOR)):
+            break
+        shown = [i for i in shown if _COLUMNS[i] not in drops]
+    name_width = name_column_width(names, room())
+    table.add_column("name", no_wrap=True, min_width=name_width, max_width=name_width)
+    for i in shown:
+        left = _COLUMNS[i] in ("role", "band")
+        table.add_column(
+            _COLUMNS[i], justify="left" if left else "right", no_wrap=True, min_width=widths[i]
+        )
+    if len(shown) < len(_COLUMNS):
+        gone = ", ".join(c for i, c in enumerate(_COLUMNS) if i not in shown)
+        table.caption, table.caption_justify = f"{gone}: -f json or -f csv", "left"
+    for n, name, row in zip(rows, fit_names(names, name_width), cells, strict=True):
         if n.folded_band is not None:
-            style = BAND_STYLE[n.folded_band]
-            cells[4] = f"[{style}]{cells[4]}[/]"
-        table.add_row(escape(short_name(n.name, name_width)), *cells)
+            row[4] = f"[{BAND_STYLE[n.folded_band]}]{row[4]}[/]"
+        table.add_row(escape(name), *(row[i] for i in shown))
     out.append(table)
     return out
 

@@ -14,10 +14,11 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from normscope.enums import Band, Module, Role
-from normscope.naming import fit_name
+from normscope.naming import fit_names
 from normscope.render import html
 from normscope.render.common import (
     BAND_STYLE,
+    NAME_FLOOR,
     display_name,
     fmt,
     for_people,
@@ -62,8 +63,9 @@ _FIXED_COLUMNS = (
     ("min", 6),
     ("max", 6),
 )
-_NARROW_DROPS = ("min", "max")
-"""Columns a narrow terminal gives up before a name is cut (JSON/CSV and --wide keep them)."""
+_NARROW_DROPS = (("min", "max"), ("mean", "std"))
+"""Columns a narrow terminal gives up, in turn, before a name is cut (JSON/CSV and --wide keep
+them): at 60 columns the name, the ratio and the band matter most."""
 
 
 def _norm_table(
@@ -77,21 +79,28 @@ def _norm_table(
     # Columns are separated by one space; the name column gets what the numbers leave. When the
     # names do not fit, min and max go first; a name still too long keeps its informative tail.
     columns = list(_FIXED_COLUMNS)
-    fixed = sum(w for _, w in columns) + role_width + len(columns) + 1
-    if not wide and longest > width - fixed - 1:
-        columns = [c for c in columns if c[0] not in _NARROW_DROPS]
-        fixed = sum(w for _, w in columns) + role_width + len(columns) + 1
-    name_width = name_column_width(names, width - fixed - 1, wide)
+
+    def fixed() -> int:
+        return sum(w for _, w in columns) + role_width + len(columns) + 1
+
+    dropped: list[str] = []
+    for stage, drops in enumerate(_NARROW_DROPS):
+        if wide or width - fixed() - 1 >= (longest if stage == 0 else min(longest, NAME_FLOOR)):
+            break
+        columns = [c for c in columns if c[0] not in drops]
+        dropped = [*drops, *dropped]
+    name_width = name_column_width(names, width - fixed() - 1, wide)
+    cut = fit_names(names, name_width)
     table = _named_table(title, name_width, role_width)
     for col, col_width in columns[1:]:
         table.add_column(
             col, justify="left" if col == "band" else "right", no_wrap=True, min_width=col_width
         )
-    for n, name in zip(rows, names, strict=True):
+    for n, name in zip(rows, cut, strict=True):
         style = BAND_STYLE[n.band]
         values = {"mean": n.mean, "std": n.std, "min": n.min, "max": n.max}
         table.add_row(
-            escape(fit_name(name, name_width)),
+            escape(name),
             where(n),
             n.role.value,
             f"[{style}]{fmt(n.ratio)}[/]",
@@ -101,8 +110,8 @@ def _norm_table(
     notes = []
     if any(_offset(n) for n in rows):
         notes.append("¹ offset norm: statistics of the effective gain 1 + w")
-    if len(columns) < len(_FIXED_COLUMNS):
-        notes.append("min, max: --wide or -f json")
+    if dropped:
+        notes.append(f"{', '.join(dropped)}: --wide or -f json")
     if notes:
         table.caption = "\n".join(notes)
         table.caption_justify = "left"
@@ -161,7 +170,7 @@ def _role_table(report: Report) -> Table:
     from rich.table import Table
 
     roles = Table(
-        title="per role",
+        title="per role: ratio",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         padding=(0, 1, 0, 0),
@@ -171,12 +180,12 @@ def _role_table(report: Report) -> Table:
         ("module", "left"),
         ("role", "left"),
         ("count", "right"),
-        ("ratio min", "right"),
+        ("min", "right"),
         ("median", "right"),
         ("max", "right"),
         ("worst band", "left"),
-    ):
-        roles.add_column(col, justify=justify)  # type: ignore[arg-type]
+    ):  # never cut, never wrapped: 57 columns for the longest role (`mtp_embedding`)
+        roles.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for r in summarize_roles(report.norms):
         style = BAND_STYLE[r.worst]
         roles.add_row(
@@ -249,9 +258,9 @@ def _anomaly_table(rows: Sequence[NormStats], width: int, wide: bool = False) ->
     table.add_column("peer median", justify="right", no_wrap=True, min_width=11)
     table.add_column("× peers", justify="right", no_wrap=True, min_width=7)
     table.add_column("band", no_wrap=True, min_width=9)
-    for n, name in zip(rows, names, strict=True):
+    for n, name in zip(rows, fit_names(names, name_width), strict=True):
         table.add_row(
-            escape(fit_name(name, name_width)),
+            escape(name),
             where(n),
             n.role.value,
             fmt(n.ratio),

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from normscope.naming import fit_name
+from normscope.naming import fit_names
 from normscope.render import html
 from normscope.render.common import (
     BAND_STYLE,
+    NAME_FLOOR,
     display_name,
     fmt,
     for_people,
@@ -161,13 +162,14 @@ def _ratio_table(report: SeriesReport, width: int, wide: bool = False) -> Render
     for label, column_width in zip(labels, widths, strict=True):
         table.add_column(label, justify="right", no_wrap=True, min_width=column_width)
     thresholds = report.summary.thresholds
-    for t in trends:
+    cut = fit_names([_trend_name(t, wide) for t in trends], name_width)
+    for t, name in zip(trends, cut, strict=True):
         texts = []
         for i in picked:
             value = t.ratios[i]
             style = BAND_STYLE[thresholds.classify(value)] if value is not None else "dim"
             texts.append(f"[{style}]{ratio_text(value)}[/]")
-        table.add_row(fit_name(_trend_name(t, wide), name_width), *texts)
+        table.add_row(name, *texts)
     return table
 
 
@@ -185,16 +187,19 @@ def _trend_table(report: SeriesReport, width: int, wide: bool = False) -> Render
     ]
     projections = [projection(t) for t in trends]
     drifts = [drift_text(t.drift_per_1k_steps) for t in trends]
-    # name, trend, band now, left band, drift/1k, projected; one space between columns.
-    fixed = (
-        name_width
-        + 9
-        + max(len("left band"), *map(len, lefts))
-        + max(len("drift/1k"), *map(len, drifts))
-        + max(len("projected"), *map(len, projections))
-        + 5
-    )
-    spark_width = max(5, min(n, 24, width - fixed - 1))
+    # name, trend, band now, then what fits of drift/1k, left band, projected (in that order of
+    # need); one space between columns, nothing ever cut but a name (to 12 characters).
+    extra = {
+        "drift/1k": max(len("drift/1k"), *map(len, drifts)),
+        "left band": max(len("left band"), *map(len, lefts)),
+        "projected": max(len("projected"), *map(len, projections)),
+    }
+    shown = list(extra)
+    while shown and 12 + 5 + 9 + sum(extra[c] + 1 for c in shown) + 2 > width:
+        shown.pop()
+    fixed = 9 + sum(extra[c] + 1 for c in shown) + 2
+    name_width = min(name_width, max(12, width - fixed - 5 - 1)) if not wide else name_width
+    spark_width = max(5, min(n, 24, width - fixed - name_width - 1))
     table = Table(
         title=f"trend (drift: least squares over the last {report.summary.window} checkpoints)",
         caption="sparklines: one scale per role",
@@ -207,17 +212,23 @@ def _trend_table(report: SeriesReport, width: int, wide: bool = False) -> Render
     table.add_column("norm", no_wrap=True, max_width=name_width)
     table.add_column("trend", no_wrap=True, min_width=spark_width)
     table.add_column("band now", no_wrap=True, min_width=9)
-    table.add_column("left band", justify="right", no_wrap=True)
-    table.add_column("drift/1k", justify="right", no_wrap=True)
-    table.add_column("projected", no_wrap=True)
-    for t, left, drift, projected in zip(trends, lefts, drifts, projections, strict=True):
+    for col in ("left band", "drift/1k", "projected"):
+        if col in shown:
+            right = "right" if col != "projected" else "left"
+            table.add_column(col, justify=right, no_wrap=True, min_width=extra[col])  # type: ignore[arg-type]
+    if len(shown) < len(extra):
+        gone = ", ".join(c for c in extra if c not in shown)
+        table.caption = f"sparklines: one scale per role; {gone}: --wide or -f json"
+    cut = fit_names([_trend_name(t, wide) for t in trends], name_width)
+    for t, name, left, drift, projected in zip(
+        trends, cut, lefts, drifts, projections, strict=True
+    ):
+        values = {"left band": left, "drift/1k": drift, "projected": projected}
         table.add_row(
-            fit_name(_trend_name(t, wide), name_width),
+            name,
             sparkline(t.ratios, spark_width, scales.get(t.role)),
             _styled(t.band_last.value, t),
-            left,
-            drift,
-            projected,
+            *(values[c] for c in ("left band", "drift/1k", "projected") if c in shown),
         )
     return table
 
@@ -229,9 +240,18 @@ def _all_table(report: SeriesReport, width: int, wide: bool = False) -> Renderab
     trends = {t.name: t for t in norm_trends(report)}
     rows = latest_rows(report)
     role_width = max([len(r.norm.role.value) for r in rows] + [4])
-    # layer, role, ratio, band, Δprev, drift/1k, left band and 7 one-space dividers
+    # layer, role, ratio, band and what fits of Δprev, drift/1k, left band; one-space dividers
     names = [display_name(r.norm, wide) for r in rows]
-    name_width = name_column_width(names, width - (5 + role_width + 6 + 9 + 6 + 8 + 9) - 8, wide)
+    longest = max(map(len, names), default=8)
+    extra = {"Δprev": 6, "drift/1k": 8, "left band": 9}
+    shown = list(extra)
+
+    def room() -> int:
+        return width - (5 + role_width + 6 + 9 + sum(extra[c] for c in shown)) - (4 + len(shown))
+
+    while shown and not wide and room() < min(longest, NAME_FLOOR):
+        shown.pop()  # left band, then drift/1k, then Δprev
+    name_width = name_column_width(names, room(), wide)
     table = Table(
         title=f"every norm at step {report.summary.latest_step}",
         title_justify="left",
@@ -244,22 +264,23 @@ def _all_table(report: SeriesReport, width: int, wide: bool = False) -> Renderab
     table.add_column("role", no_wrap=True, min_width=role_width)
     table.add_column("ratio", justify="right", no_wrap=True, min_width=6)
     table.add_column("band", no_wrap=True, min_width=9)
-    table.add_column("Δprev", justify="right", no_wrap=True, min_width=6)
-    table.add_column("drift/1k", justify="right", no_wrap=True, min_width=8)
-    table.add_column("left band", justify="right", no_wrap=True, min_width=9)
-    for r, name in zip(rows, names, strict=True):
+    for col in shown:
+        table.add_column(col, justify="right", no_wrap=True, min_width=extra[col])
+    if len(shown) < len(extra):
+        table.caption = f"{', '.join(c for c in extra if c not in shown)}: --wide or -f json"
+        table.caption_justify = "left"
+    for r, name in zip(rows, fit_names(names, name_width), strict=True):
         t = trends[r.norm.name]
         left = "-" if t.first_out_of_band_step is None else fmt_step(t.first_out_of_band_step)
         change = "-" if r.rel_change is None else fmt(100 * r.rel_change, 1) + "%"
+        values = {"Δprev": change, "drift/1k": drift_text(t.drift_per_1k_steps), "left band": left}
         table.add_row(
-            fit_name(name, name_width),
+            name,
             where(r.norm),
             r.norm.role.value,
             _styled(ratio_text(r.norm.ratio), t),
             _styled(r.norm.band.value, t),
-            change,
-            drift_text(t.drift_per_1k_steps),
-            left,
+            *(values[c] for c in shown),
         )
     return table
 
