@@ -256,6 +256,22 @@ def test_check_github(golden: Golden, workdir: Path, label: str) -> None:
     golden(f"views/check_{label}_github.txt", record(args, result, workdir, 120, extra))
 
 
+# --- HTML pages (issue 26): whole, one per report; what a reader sees: tests/test_html_reader.py
+
+HTML_CASES = {
+    "scan_deepseek_v3_mtp": ["scan", "fixtures/deepseek-v3-mtp"],  # q_a/kv_a latents, MTP
+    "scan_gemma3": ["scan", "fixtures/gemma3-trained"],  # q_norm/k_norm, offset gains
+    "diff_deepseek_v3": ["diff", *DIFF_PAIRS["deepseek_v3"]],
+    "series": SERIES,
+    "check_fail_band": ["check", *CHECK_CASES["fail_band"]],
+}
+
+
+@pytest.mark.parametrize("label", HTML_CASES)
+def test_html(golden: Golden, workdir: Path, label: str) -> None:
+    check_view(golden, workdir, f"{label}_html", [*HTML_CASES[label], "-f", "html"])
+
+
 # --- gates: exact FAIL lines and exit codes -------------------------------------------------------
 
 GATES = {

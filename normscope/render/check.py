@@ -155,15 +155,13 @@ def render_check_html(result: CheckReport) -> str:
             html.text(f.subject, "name"),
             html.text(
                 "pass" if f.passed else "FAIL",
-                ""
-                if f.passed
-                else ("band b-collapse" if f.severity is Severity.error else "band b-shrink"),
+                "" if f.passed else ("fail-error" if f.severity is Severity.error else "fail-warn"),
             ),
             html.text(f.severity.value),
             html.num(f.value, 4),
-            html.text(f.limit),
-            html.text(f.message),
-            html.text(f.fix or ""),
+            html.text(f.limit, "wrap"),
+            html.text(f.message, "wrap"),
+            html.text(f.fix or "", "prose"),
         ]
         for f in sorted(result.findings, key=lambda f: f.passed)
     ]

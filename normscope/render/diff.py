@@ -24,6 +24,7 @@ from normscope.render.common import (
     text_safe,
     where,
 )
+from normscope.render.heatmap import Entry, grids
 from normscope.schema import DiffReport, NormDiff
 
 if TYPE_CHECKING:
@@ -251,8 +252,21 @@ def anomaly_lines(result: DiffReport) -> list[str]:
 # --- HTML ---------------------------------------------------------------------------------------
 
 
+def _heatmap(result: DiffReport) -> str:
+    """Each matched norm's ratio in B in a cell of its own (the move from A in its tooltip)."""
+    tip = "{0.name}: ratio {1} ({0.band_a.value}) in A, {2} ({0.band_b.value}) in B; change {3}"
+    entries = [
+        Entry(
+            d, d.ratio_b, d.band_b, tip.format(d, fmt(d.ratio_a), fmt(d.ratio_b), fmt(d.rel_change))
+        )
+        for d in result.norms
+    ]
+    return grids(entries, "ratio ‖g‖/√d in B by layer and norm")
+
+
 @for_people
 def render_diff_html(result: DiffReport) -> str:
+    """`--format html`: the legend, the grid of B's ratios, the per-role drift, every pair."""
     roles = [
         [
             html.text(r.module.value),
@@ -279,6 +293,8 @@ def render_diff_html(result: DiffReport) -> str:
         for d in result.norms
     ]
     sections = [
+        html.legend(None, "(the edges: the band the diff was run with, --low/--high)"),
+        _heatmap(result),
         html.table(
             "roles", "relative change per role", ["module", "role", "count", "median", "max"], roles
         ),

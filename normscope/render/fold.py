@@ -201,11 +201,12 @@ def render_fold_html(result: FoldReport) -> str:
             html.num(n.max_over_median),
             html.num(n.input_balance),
             html.text(n.status.value),
-            html.text(", ".join(n.consumers or n.producers) or (n.reason or "")),
+            html.text(", ".join(n.consumers or n.producers) or (n.reason or ""), "name prose"),
         ]
         for n in result.norms
     ]
     sections = [
+        html.legend(result.summary.thresholds),
         html.table(
             "norms",
             f"folded norms ({len(result.norms)})",

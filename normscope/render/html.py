@@ -2,7 +2,8 @@
 
 `page` wraps a report's sections with the header facts, the style and the few lines of vanilla
 JS that sort a table by a click on its header; `table` and its cells (`num`, `band`, `text`);
-`trend_svg`, the hand-written SVG line plot of the series pages. Each report's page is built
+`legend`, the colour key of the bands (one diverging scale, `BAND_FILL`, on every page); the
+line charts are `chart.py`, the scan's layer × norm grid `heatmap.py`. Each report's page is built
 beside its other renderers (`scan.py`, `diff.py`, `series.py`, `check.py`, `fold.py`). Measured
 against plotly inlined (README, "HTML report"), a scan page is ~20 kB instead of ~4.8 MB and
 renders in tens of ms. Every number cell carries its full precision in `data-value` (the text
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from html import escape
 
 from normscope.enums import Band
@@ -24,36 +24,61 @@ SVG = "http://www.w3.org/2000/svg"
 Cell = tuple[str, float | None, str]
 """(text, full-precision value or None, css class)."""
 
-BAND_COLOUR = {
-    Band.collapse: "#c62828",
-    Band.shrink: "#b58900",
-    Band.balanced: "#2e7d32",
-    Band.grow: "#b58900",
-    Band.explosion: "#c62828",
-    Band.nonfinite: "#8e24aa",
+# One diverging scale for every page, as `series --plot` draws its heatmap (matplotlib's RdBu):
+# blue below the balanced band, red above it, darker the farther out; light grey in the band.
+# Blue against red stays apart for red-green colour blindness, and every band is also written
+# (cell text, legend, the tables' band column), so no reader depends on colour alone.
+BAND_FILL = {
+    Band.collapse: "#2166ac",
+    Band.shrink: "#92c5de",
+    Band.balanced: "#e8e8e8",
+    Band.grow: "#f4a582",
+    Band.explosion: "#b2182b",
+    Band.nonfinite: "#1a1a1a",
 }
-HEAT = {
-    Band.collapse: "#e57373",
-    Band.shrink: "#fff59d",
-    Band.balanced: "#a5d6a7",
-    Band.grow: "#ffe082",
-    Band.explosion: "#ef5350",
-    Band.nonfinite: "#ce93d8",
-}
+_DARK = (Band.collapse, Band.explosion, Band.nonfinite)
+BAND_INK = {b: "#fff" if b in _DARK else "#111" for b in Band}
+"""The text colour on each fill: white on the dark ends, near black elsewhere."""
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}
 dl.head{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{font-weight:600}
+dd{margin:0;overflow-wrap:anywhere}
 table.data{border-collapse:collapse;margin:8px 0}
 table.data th{cursor:pointer;text-align:left;border-bottom:2px solid #888;padding:2px 8px;
-user-select:none}
+user-select:none;vertical-align:bottom}
 table.data th.sorted-asc::after{content:" ▲"}table.data th.sorted-desc::after{content:" ▼"}
 table.data td{padding:2px 8px;border-bottom:1px solid #eee;white-space:nowrap}
-td.num{text-align:right;font-variant-numeric:tabular-nums}td.name{font-family:monospace}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.data td.name{font-family:monospace;white-space:normal;min-width:20ch}
+table.data td.prose{white-space:normal;min-width:10em}table.data td.wrap{white-space:normal}
+span.badge{border-radius:3px;padding:1px 6px}
+td.fail-error{color:#b2182b;font-weight:700}td.fail-warn{color:#b35806;font-weight:700}
+p.note{color:#555;margin:4px 0}
+.legend{margin:12px 0}.legend ol{display:flex;flex-wrap:wrap;list-style:none;padding:0;margin:4px 0;
+max-width:900px}
+.legend li{flex:1 1 0;min-width:92px;padding:3px 8px;text-align:center;font-size:13px}
+.legend li small{display:block;font-size:11px}
+.legend li.b-nonfinite{margin-left:8px;flex:0 1 auto}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:8px 24px}
+figure.chart{margin:8px 0}figure.chart figcaption{font-weight:600;font-size:15px}
+figure.chart svg{width:100%;height:auto;max-width:620px;display:block}
+.keys{font-size:12px;color:#444}.keys span{margin-right:14px;white-space:nowrap}
+.keys i{display:inline-block;width:18px;height:0;border-top:2px solid;vertical-align:middle;
+margin-right:4px}
+.scroll{overflow-x:auto}
+table.heat{border-collapse:separate;border-spacing:2px;margin:8px 0;font-size:12px}
+table.heat th{font-weight:600;padding:1px 4px;text-align:center;white-space:nowrap}
+table.heat th.leaf{white-space:normal;vertical-align:bottom}
+table.heat th.role{border-bottom:1px solid #999;font-weight:400;color:#555}
+table.heat th.row{text-align:right;padding-right:8px}
+table.heat td.cell{padding:2px 6px;text-align:center;white-space:nowrap;
+font-variant-numeric:tabular-nums;border:1px solid rgba(0,0,0,.18)}
 """ + "".join(
-    f".b-{b.value}{{color:{c};font-weight:{700 if b.out_of_band else 400}}}"
-    for b, c in BAND_COLOUR.items()
+    f".b-{b.value}{{background:{BAND_FILL[b]};color:{BAND_INK[b]};"
+    f"font-weight:{700 if b.out_of_band else 400}}}"
+    for b in Band
 )
 _JS = """
 document.querySelectorAll('table.data').forEach(function(t){
@@ -79,8 +104,9 @@ def page(title: str, head: Sequence[tuple[str, str]], sections: Sequence[str]) -
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
         f'<h1>{escape(title)}</h1><dl class="head">{facts}</dl>'
-        + "".join(sections)
-        + f"<script>{_JS}</script></body></html>\n"
+        + "\n"
+        + "\n".join(s for s in sections if s)
+        + f"\n<script>{_JS}</script></body></html>\n"
     )
 
 
@@ -95,7 +121,7 @@ def num(x: float | None, digits: int = 3) -> Cell:
 
 
 def band(b: Band) -> Cell:
-    """A band cell, coloured as in the terminal."""
+    """A band cell: its name on the band's colour (the legend's)."""
     return (b.value, None, f"band b-{b.value}")
 
 
@@ -104,22 +130,41 @@ def text(s: str, css: str = "") -> Cell:
     return (s, None, css)
 
 
-def table(table_id: str, title: str, headers: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
-    """A titled table that sorts by a click on a header."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+def table(
+    table_id: str,
+    title: str,
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Cell]],
+    note: str = "",
+) -> str:
+    """A titled table that sorts by a click on a header; `note` (text) under the title. Long
+    names and prose wrap (`name`, `prose` cells), so the table fits the page."""
+    head = "".join(f"<th>{escape(h).replace('/', '/<wbr>')}</th>" for h in headers)
     body = []
     for row in rows:
         cells = []
         for content, value, css in row:
-            attrs = f' class="{css}"' if css else ""
+            td_css = " ".join(c for c in css.split() if not c.startswith("b-"))
+            attrs = f' class="{td_css}"' if td_css else ""
             if value is not None:
                 attrs += f' data-value="{data_value(value)}"'
-            cells.append(f"<td{attrs}>{escape(content)}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+            cells.append(f"<td{attrs}>{_content(content, css)}</td>")
+        body.append("\n<tr>" + "".join(cells) + "</tr>")
+    note_html = f'<p class="note">{escape(note)}</p>' if note else ""
     return (
-        f'<h2>{escape(title)}</h2><table class="data" id="{table_id}">'
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f'<h2>{escape(title)}</h2>{note_html}<div class="scroll"><table class="data" '
+        f'id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
     )
+
+
+def _content(content: str, css: str) -> str:
+    """A cell's HTML: a band as a badge in its colour; a name that may break at its parts."""
+    shown = escape(content)
+    classes = css.split()
+    if "name" in classes:  # long names break after a dot or an underscore, nowhere else
+        shown = shown.replace(".", ".<wbr>").replace("_", "_<wbr>")
+    badge = [c for c in classes if c.startswith("b-")]
+    return f'<span class="badge {badge[0]}">{shown}</span>' if badge else shown
 
 
 def warnings_section(warnings: Sequence[str]) -> list[str]:
@@ -129,119 +174,31 @@ def warnings_section(warnings: Sequence[str]) -> list[str]:
     return ["<h2>warnings</h2><ul>" + "".join(f"<li>{escape(w)}</li>" for w in warnings) + "</ul>"]
 
 
-# --- plots ---
+def band_ranges(th: Thresholds | None) -> dict[Band, str]:
+    """Each band's range of the ratio, as `Thresholds.classify` draws the edges (None: a report
+    that does not carry its edges, e.g. diff's: names only)."""
+    if th is None:
+        return dict.fromkeys(Band, "")
+    return {
+        Band.collapse: f"< {th.low:g}",
+        Band.shrink: f"{th.low:g} – {th.balanced_low:g}",
+        Band.balanced: f"{th.balanced_low:g} – {th.balanced_high:g}",
+        Band.grow: f"{th.balanced_high:g} – {th.high:g}",
+        Band.explosion: f"> {th.high:g}",
+        Band.nonfinite: "NaN, ±inf",
+    }
 
 
-@dataclass(frozen=True, slots=True)
-class _Frame:
-    """Where a value at a step lands on a line plot: the value range and the steps' span."""
-
-    lo: float
-    hi: float
-    s0: float
-    span: float
-    width: int = 640
-    height: int = 220
-    left: int = 56
-    right: int = 12
-    top: int = 24
-    bottom: int = 36
-
-    def x(self, s: float) -> float:
-        return self.left + (s - self.s0) / self.span * (self.width - self.left - self.right)
-
-    def y(self, v: float) -> float:
-        return self.top + (self.hi - v) / (self.hi - self.lo) * (
-            self.height - self.top - self.bottom
-        )
-
-
-def trend_svg(
-    plot_id: str,
-    title: str,
-    steps: Sequence[int],
-    lines: Sequence[tuple[str, Sequence[float | None]]],
-    thresholds: Thresholds | None,
-) -> str:
-    """One SVG line plot: values vs step, the band [low, high] shaded, ticks at the steps."""
-    frame = _frame(steps, lines, thresholds)
-    if frame is None:
-        return ""
-    out = [
-        f'<h2>{escape(title)}</h2><svg class="trend" id="{plot_id}" xmlns="{SVG}" '
-        f'width="{frame.width}" height="{frame.height}" font-size="11" font-family="sans-serif">'
-    ]
-    out += _axes(frame, steps, thresholds)
-    for index, (label, values) in enumerate(lines):
-        out += _line(frame, index, label, steps, values)
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _frame(
-    steps: Sequence[int],
-    lines: Sequence[tuple[str, Sequence[float | None]]],
-    thresholds: Thresholds | None,
-) -> _Frame | None:
-    """The value range (widened to show the band's edges) and the steps; None: nothing to draw."""
-    finite = [v for _, vs in lines for v in vs if v is not None and math.isfinite(v)]
-    if not finite or not steps:
-        return None
-    lo, hi = min(finite), max(finite)
-    if thresholds is not None:
-        lo, hi = min(lo, thresholds.low * 0.9), max(hi, min(thresholds.high * 1.1, hi * 1.5 + 0.1))
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.5, hi + 0.5
-    s0, s1 = min(steps), max(steps)
-    return _Frame(lo, hi, s0, (s1 - s0) or 1)
-
-
-def _axes(f: _Frame, steps: Sequence[int], thresholds: Thresholds | None) -> list[str]:
-    """The band shaded, step ticks (at most 12) along the bottom, five values up the side."""
-    x, y, width, height = f.x, f.y, f.width, f.height
-    out = []
-    if thresholds is not None:
-        band_top, band_bottom = y(min(thresholds.high, f.hi)), y(max(thresholds.low, f.lo))
-        out.append(
-            f'<rect x="{f.left}" y="{band_top:.1f}" width="{width - f.left - f.right}" '
-            f'height="{max(band_bottom - band_top, 0):.1f}" fill="#e8f5e9"/>'
-        )
-    ticks = (
-        [steps[round(i * (len(steps) - 1) / 11)] for i in range(12)] if len(steps) > 12 else steps
+def legend(th: Thresholds | None, note: str = "") -> str:
+    """The colour key of every band: a diverging bar, each band's name and range written on it."""
+    items = "".join(
+        f'<li class="b-{b.value}">{b.value}'
+        + (f"<small>{escape(r)}</small>" if r else "")
+        + "</li>"
+        for b, r in band_ranges(th).items()
     )
-    out.extend(
-        f'<line x1="{x(s):.1f}" x2="{x(s):.1f}" y1="{height - f.bottom}" '
-        f'y2="{height - f.bottom + 4}" stroke="#666"/><text x="{x(s):.1f}" '
-        f'y="{height - f.bottom + 16}" text-anchor="middle">{s}</text>'
-        for s in dict.fromkeys(ticks)
+    extra = f" <span>{escape(note)}</span>" if note else ""
+    return (
+        f'<div class="legend" id="legend"><strong>bands of the ratio ‖g‖/√d</strong>{extra}'
+        f"<ol>{items}</ol></div>"
     )
-    for k in range(5):
-        v = f.lo + (f.hi - f.lo) * k / 4
-        out.append(f'<text x="{f.left - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-    return out
-
-
-_LINE_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#558b2f")
-
-
-def _line(
-    f: _Frame, index: int, label: str, steps: Sequence[int], values: Sequence[float | None]
-) -> list[str]:
-    """One series: its polyline, a circle per finite value (with its full value), its label."""
-    colour = _LINE_COLOURS[index % len(_LINE_COLOURS)]
-    points = [
-        (s, v) for s, v in zip(steps, values, strict=True) if v is not None and math.isfinite(v)
-    ]
-    dash = ' stroke-dasharray="6 3"' if index % 2 else ""  # lines at one value stay apart
-    path = " ".join(f"{f.x(s):.1f},{f.y(v):.1f}" for s, v in points)
-    out = [f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{path}"/>']
-    for s, v in points:
-        out.append(
-            f'<circle cx="{f.x(s):.1f}" cy="{f.y(v):.1f}" r="3" fill="{colour}" '
-            f'data-series="{escape(label)}" data-step="{s}" data-value="{data_value(v)}">'
-            f"<title>{escape(label)} at step {s}: {v:.4g}</title></circle>"
-        )
-    out.append(
-        f'<text x="{f.left + 8 + 150 * index}" y="14" fill="{colour}">{escape(label)}</text>'
-    )
-    return out

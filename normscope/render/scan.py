@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from html import escape
 from typing import TYPE_CHECKING
 
 from normscope.enums import Band, Module, Role
@@ -29,6 +28,7 @@ from normscope.render.common import (
     text_safe,
     where,
 )
+from normscope.render.heatmap import Entry, grids
 from normscope.render.scan_text import (
     header_lines,
     summarize_roles,
@@ -364,42 +364,18 @@ def _named_table(title: str, name_width: int, role_width: int) -> Table:
 
 
 def heatmap(report: Report) -> str:
-    """SVG: one row per layer, one column per role of the main model's layer norms."""
-    cells = [n for n in report.norms if n.module is Module.main and n.layer is not None]
-    if not cells:
-        return ""
-    roles = [r for r in Role if any(n.role is r for n in cells)]
-    layers = sorted({n.layer for n in cells if n.layer is not None})
-    w, h, left, top = 90, 16, 50, 40
-    out = [
-        f'<h2>ratio ‖g‖/√d by layer and role</h2><svg id="heatmap" xmlns="{html.SVG}" '
-        f'width="{left + w * len(roles) + 10}" height="{top + h * len(layers) + 10}" '
-        'font-size="11" font-family="sans-serif">'
+    """Every norm's ratio in a cell of its own, by layer and kind of norm (`heatmap.grids`)."""
+    entries = [
+        Entry(n, n.ratio, n.band, f"{n.name}: ratio {fmt(n.ratio)} ({n.band.value})")
+        for n in report.norms
     ]
-    for j, role in enumerate(roles):
-        out.append(
-            f'<text x="{left + j * w + w / 2}" y="{top - 8}" '
-            f'text-anchor="middle">{role.value}</text>'
-        )
-    for i, layer in enumerate(layers):
-        out.append(f'<text x="{left - 6}" y="{top + i * h + 12}" text-anchor="end">{layer}</text>')
-    for n in cells:
-        i, j = layers.index(n.layer), roles.index(n.role)  # type: ignore[arg-type]
-        label = escape(f"{n.name}: ratio {fmt(n.ratio)} ({n.band.value})")
-        out.append(
-            f'<rect class="cell" x="{left + j * w}" y="{top + i * h}" width="{w - 2}" '
-            f'height="{h - 2}" fill="{html.HEAT[n.band]}" data-name="{escape(n.name)}" '
-            f'data-value="{html.data_value(n.ratio)}"><title>{label}</title></rect>'
-            f'<text x="{left + j * w + w / 2 - 1}" y="{top + i * h + 11}" '
-            f'text-anchor="middle" font-size="10">{fmt(n.ratio)}</text>'
-        )
-    out.append("</svg>")
-    return "".join(out)
+    return grids(entries, "ratio ‖g‖/√d by layer and norm")
 
 
 @for_people
 def render_scan_html(report: Report, scope: Selector = DEFAULT) -> str:
-    """`--format html`: the header, the per-role table, the heatmap, every norm (sortable)."""
+    """`--format html`: the header, the band legend, the heatmap, the per-role table, every norm
+    (sortable)."""
     roles = [
         [
             html.text(r.module),
@@ -430,8 +406,9 @@ def render_scan_html(report: Report, scope: Selector = DEFAULT) -> str:
     role_headers = ["module", "role", "count", "ratio min", "median", "max", "worst band"]
     norm_headers = ["name", "layer", "role", "ratio", "band", "mean", "std", "min", "max", "gain"]
     sections = [
-        html.table("roles", "per role", role_headers, roles),
+        html.legend(report.summary.thresholds),
         heatmap(report),
+        html.table("roles", "per role", role_headers, roles),
         html.table("norms", f"all norms ({len(report.norms)})", norm_headers, norms),
     ]
     sections += html.warnings_section(report.warnings)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from normscope.naming import fit_names
-from normscope.render import html
+from normscope.render import chart, html
 from normscope.render.common import (
     BAND_STYLE,
     NAME_FLOOR,
@@ -44,6 +44,7 @@ from normscope.render.series_text import (
 )
 from normscope.render.trinity import trinity_markdown, trinity_sections, trinity_table
 from normscope.schema import SeriesReport, Trend
+from normscope.schema.check import role_thresholds
 from normscope.trends import latest_rows, norm_trends
 
 if TYPE_CHECKING:
@@ -360,7 +361,7 @@ def _drift(value: float | None) -> html.Cell:
 
 @for_people
 def render_series_html(report: SeriesReport) -> str:
-
+    """`--format html`: the legend, the trends, a chart per headline norm, the trinity."""
     steps = [c.step for c in report.checkpoints]
     rows = [
         [
@@ -370,21 +371,42 @@ def render_series_html(report: SeriesReport) -> str:
             html.band(t.band_last),
             html.text("-" if t.first_out_of_band_step is None else str(t.first_out_of_band_step)),
             _drift(t.drift_per_1k_steps),
-            html.text(projection(t)),
+            html.text(projection(t), "prose"),
         ]
         for t in report.summary.headline
     ]
     headers = ["norm", "first", "last", "band now", "left band", "drift/1k", "projected"]
-    sections = [*trinity_sections(report), html.table("trends", "trends", headers, rows)]
-    for i, t in enumerate(report.summary.headline):
-        label = display_name(t, with_layer=True)
-        title = f"{label}: ratio by step"
-        lines = [(label, t.ratios)]
-        sections.append(
-            html.trend_svg(f"trend-{i}", title, steps, lines, report.summary.thresholds)
+    figures = [
+        chart.figure(
+            chart.Chart(
+                f"trend-{i}",
+                f"{display_name(t, with_layer=True)}: ratio by step",
+                "ratio ‖g‖/√d",
+                steps,
+                [(display_name(t, with_layer=True), t.ratios)],
+                role_thresholds(report.summary.thresholds, report.summary.roles, t.role),
+            )
         )
+        for i, t in enumerate(report.summary.headline)
+    ]
+    sections = [html.legend(report.summary.thresholds, _role_bands(report))]
+    sections.append(html.table("trends", "trends", headers, rows))
+    if any(figures):
+        sections.append("<h2>ratio by step</h2>" + chart.charts(figures))
+    sections += trinity_sections(report)
     sections += html.warnings_section(report.warnings)
     return html.page(f"normscope series {report.normscope_version}", header_lines(report), sections)
+
+
+def _role_bands(report: SeriesReport) -> str:
+    """The roles judged by bands of their own (policy), as the legend's note."""
+    summary = report.summary
+    edges = [
+        (r.role, role_thresholds(summary.thresholds, summary.roles, r.role)) for r in summary.roles
+    ]
+    if not edges:
+        return ""
+    return "per-role bands: " + "; ".join(f"{r.value} [{th.low:g}, {th.high:g}]" for r, th in edges)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,9 @@ import math
 from html import escape as html_escape
 from typing import TYPE_CHECKING, Any
 
-from normscope.render import html
+from normscope.render import chart, html
 from normscope.render.common import BAND_STYLE
-from normscope.render.series_text import drift_text, fmt_step, ratio_text
+from normscope.render.series_text import drift_text, fmt_step, ratio_text, sample_indices
 from normscope.schema import SeriesReport
 
 if TYPE_CHECKING:
@@ -94,55 +94,93 @@ def trinity_markdown(report: SeriesReport) -> list[str]:
     return lines
 
 
+MAX_TRINITY_ROWS = 24
+"""A longer run's trinity table shows evenly spaced checkpoints and the worst ones (JSON: all)."""
+
+
+def trinity_rows(report: SeriesReport) -> tuple[list[int], str]:
+    """The indices of the trinity rows a page lists, and the note saying what was left out.
+
+    Up to `MAX_TRINITY_ROWS` checkpoints: all of them. Beyond: evenly spaced ones (the first and
+    the last among them), the final ratio farthest from 1 and the widest gap.
+    """
+    tri = report.trinity
+    assert tri is not None
+    n = len(tri.rows)
+    if n <= MAX_TRINITY_ROWS:
+        return list(range(n)), ""
+    picked = set(sample_indices(n, MAX_TRINITY_ROWS - 2))
+    ratios = [i for i, r in enumerate(tri.rows) if r.final_ratio is not None and r.final_ratio > 0]
+    if ratios:
+        picked.add(max(ratios, key=lambda i: abs(math.log(tri.rows[i].final_ratio or 1.0))))
+    gaps = [i for i, r in enumerate(tri.rows) if r.gap is not None]
+    if gaps:
+        picked.add(max(gaps, key=lambda i: abs(tri.rows[i].gap or 0.0)))
+    shown = sorted(picked)
+    note = (
+        f"{len(shown)} of {n} checkpoints: evenly spaced (the first and the last among them), "
+        f"the final ratio farthest from 1 and the widest gap; {n - len(shown)} more in -f json "
+        "or -f csv"
+    )
+    return shown, note
+
+
 def trinity_sections(report: SeriesReport) -> list[str]:
-    """The three signals side by side: the losses, their gap, the final norm against its band."""
+    """The three signals side by side: the losses, their gap, the final norm against its band;
+    then their trends and the table by checkpoint (capped: `trinity_rows`)."""
     tri = report.trinity
     if tri is None:
         return []
     steps = [r.step for r in tri.rows]
+    shown, note = trinity_rows(report)
     rows = [
         [
-            html.num(r.step, 0),
+            (str(r.step), r.step, "num"),
             (loss_text(r.main_loss), _nan(r.main_loss), "num"),
             (loss_text(r.mtp_loss), _nan(r.mtp_loss), "num"),
             html.num(r.gap, 4),
             html.num(r.final_ratio),
             html.band(r.final_band) if r.final_band is not None else html.text("-"),
         ]
-        for r in tri.rows
+        for r in (tri.rows[i] for i in shown)
     ]
     trends = "".join(
         f"<li>{html_escape(k)}: {html_escape(v)} per 1k steps</li>"
         for k, v in trinity_lines(report)
     )
-    return [
-        '<h2>stability trinity (playbook §04)</h2><div style="display:flex;flex-wrap:wrap">'
-        + html.trend_svg(
+    figures = [
+        chart.Chart(
             "trinity-loss",
             "main and MTP loss",
+            "loss",
             steps,
             [
                 ("main loss", [r.main_loss for r in tri.rows]),
                 ("MTP loss", [r.mtp_loss for r in tri.rows]),
             ],
-            None,
-        )
-        + html.trend_svg(
-            "trinity-gap", "gap (MTP − main)", steps, [("gap", [r.gap for r in tri.rows])], None
-        )
-        + html.trend_svg(
+        ),
+        chart.Chart(
+            "trinity-gap", "gap (MTP − main)", "gap", steps, [("gap", [r.gap for r in tri.rows])]
+        ),
+        chart.Chart(
             "trinity-ratio",
             "final norm ratio and its band",
+            "ratio ‖g‖/√d",
             steps,
             [("final ratio", [r.final_ratio for r in tri.rows])],
             report.summary.thresholds,
-        )
-        + f"</div><ul>{trends}</ul>",
+        ),
+    ]
+    return [
+        "<h2>stability trinity (playbook §04)</h2>"
+        + chart.charts([chart.figure(f) for f in figures])
+        + f"<ul>{trends}</ul>",
         html.table(
             "trinity",
             "trinity by checkpoint",
             ["step", "main loss", "MTP loss", "gap", "final ratio", "band"],
             rows,
+            note,
         ),
     ]
 
