@@ -28,7 +28,7 @@ from normscope.settings import Flags, Settings, build_settings, fold_options, se
 
 if TYPE_CHECKING:
     from normscope.fold import FoldOptions
-    from normscope.fold.pipeline import ProgressCallback as FoldProgressCallback
+    from normscope.fold.tasks import ProgressCallback as FoldProgressCallback
     from normscope.scanner import ScanOptions
     from normscope.schema.fold import FoldReport
     from normscope.series import Observer, ProgressCallback, SeriesOptions

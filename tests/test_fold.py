@@ -33,6 +33,7 @@ from normscope.fold import (
     fold,
     parse_memory,
     pipeline,
+    tasks,
 )
 from normscope.fold.consumers import ExpertChoice
 from normscope.fold.metrics import spearman, top_count
@@ -520,7 +521,7 @@ def test_row_blocks_within_a_small_budget_give_the_same_numbers(
 ) -> None:
     d = write(tmp_path, "ds", deepseek)
     whole = fold(d, CPU)
-    monkeypatch.setattr(pipeline, "MAX_BLOCK", 3000)  # ~23 rows of a 128-wide FP8 matrix
+    monkeypatch.setattr(tasks, "MAX_BLOCK", 3000)  # ~23 rows of a 128-wide FP8 matrix
     blocked = fold(d, CPU)
     assert blocked.plan.blocks > 3 * whole.plan.blocks
     assert blocked.plan.block_bytes == 3000
@@ -613,6 +614,60 @@ def test_without_torch_fold_raises_with_the_install_hint(
 def test_importing_fold_does_not_import_torch() -> None:
     code = "import sys, normscope, normscope.fold; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
+
+DRY_RUN = """
+import contextlib, io, json, sys
+from normscope.cli import main
+from normscope.fold import FoldOptions, fold
+from normscope.render.fold import render_fold_json
+sys.argv = ["normscope", "fold", {path!r}, "--dry-run", "--device", {device!r}, "--max-memory",
+            "256MB"]
+text = io.StringIO()
+with contextlib.redirect_stdout(text):
+    try:
+        main()
+    except SystemExit as exc:
+        assert exc.code in (0, None), exc.code
+report = fold({path!r}, FoldOptions(device={device!r}, max_memory=256 * 1000**2, dry_run=True))
+print(json.dumps({{"out": text.getvalue(), "report": json.loads(render_fold_json(report)),
+                  "torch": sorted(m for m in sys.modules if m.split(".")[0] == "torch")}}))
+"""
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda"])
+def test_dry_run_imports_no_torch_and_names_the_device_as_asked(
+    tmp_path: Path, device: str
+) -> None:
+    d = write(tmp_path, "ds", deepseek)
+    code = DRY_RUN.format(path=str(d), device=device)
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    data = json.loads(done.stdout)
+    assert data["torch"] == []
+    # The same plan as a dry run in a process that has torch, and as the fold that reads it.
+    memory = 256 * 1000**2
+    here = json.loads(render_fold_json(fold(d, FoldOptions(device="cpu", max_memory=memory))))
+    dry = json.loads(
+        render_fold_json(fold(d, FoldOptions(device="cpu", max_memory=memory, dry_run=True)))
+    )
+    plan = data["report"]["plan"]
+    assert plan["bytes_planned"] == here["plan"]["bytes_planned"] > 0
+    assert plan["tensors"] == here["plan"]["tensors"] > 0
+    assert data["out"] == (
+        f"{plan['bytes_planned']} bytes ({plan['bytes_planned'] / 1000:.1f} kB) in "
+        f"{plan['tensors']} matrices would be read from {d}\n"
+    )
+    # `auto` stays unresolved (torch is not imported to ask it); its block size fits a CUDA
+    # run's six slots (2 queued + reading + reducing + 2 pinned), a CPU run's four.
+    slots = 4 if device == "cpu" else 6
+    assert plan["device"] == device
+    assert plan["block_bytes"] == min(64 << 20, (memory - (48 << 20)) // slots)
+    for report in (data["report"], dry):
+        report["io"]["seconds"] = 0.0
+        report["plan"]["device"] = report["plan"]["block_bytes"] = None
+    assert data["report"] == dry
 
 
 def test_options_are_checked(tmp_path: Path) -> None:

@@ -7,11 +7,13 @@ CPU or a GPU (`metrics.py`), and reports the folded ratio ‖γ ⊙ c‖/‖c‖
 concentration and the MTP input balance (computed in `metrics.py`, per norm in `rows.py`).
 
 Rooms: `options.py` (what a fold can be told), `run.py` (one fold, step by step), `tasks.py`
-(which matrices are read), `consumers.py`, `pipeline.py`, `metrics.py`, `rows.py`, `report.py`,
-`distributed.py` (the reductions on a Dask cluster). This module only hands their names on.
+(which matrices are read, without torch), `consumers.py`, `pipeline.py`, `metrics.py`,
+`report.py` (the rows), `distributed.py` (the reductions on a Dask cluster). This module only
+hands their names on.
 
-torch is needed (`pip install "normscope[torch]"`) and imported only when `fold` runs: this
-package itself imports without it, so a CLI can import `fold` and turn `TorchMissing` into exit 2.
+torch is needed (`pip install "normscope[torch]"`) and imported only once a fold's plan is known;
+a dry run never imports it, and this package itself imports without it, so a CLI can import
+`fold` and turn `TorchMissing` into exit 2.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from normscope.fold.pipeline import LoadStats, ProgressCallback, Task
+    from normscope.fold.tasks import LoadStats, ProgressCallback, Task
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,8 @@ def reduce_unit(unit: Unit) -> Reduced:
     """Open the checkpoint on this worker and reduce the unit's matrices (runs on the worker)."""
     import torch  # noqa: F401  # the worker needs it: fail here, not mid-read
 
-    from normscope.fold.pipeline import Task, load, resolve_device
+    from normscope.fold.pipeline import load, resolve_device
+    from normscope.fold.tasks import Task
     from normscope.sources import open_checkpoint
 
     checkpoint = open_checkpoint(unit.source, token=unit.token)
@@ -102,7 +103,7 @@ def load_on_cluster(
     lost (name -> reason)."""
     import torch
 
-    from normscope.fold.pipeline import FoldProgress, LoadStats
+    from normscope.fold.tasks import FoldProgress, LoadStats
 
     reduced: dict[str, torch.Tensor] = {}
     lost: dict[str, str] = {}

@@ -19,20 +19,15 @@ from dataclasses import dataclass
 
 import torch
 
+from normscope.fold.tasks import DECODABLE
+
 CHUNK_ELEMENTS = 1 << 21
 """Elements converted to float32 at once (8 MB): small enough to stay in a CPU's cache."""
 FP8_BLOCK = 128
 """DeepSeek-V3's FP8 block size (inference/kernel.py `block_size = 128`)."""
 
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
-}
-"""safetensors dtypes that fold decodes; anything else (I8, U8, U32 packs, F4...) is skipped."""
+TORCH_DTYPES: dict[str, torch.dtype] = {k: getattr(torch, v) for k, v in DECODABLE.items()}
+"""safetensors dtypes that fold decodes (`tasks.DECODABLE`), as torch dtypes."""
 
 
 def itemsize(dtype: str) -> int:

@@ -31,7 +31,8 @@ class FoldOptions:
     """Everything a fold can be told."""
 
     device: str = "auto"
-    """auto (CUDA when torch sees one), cpu, cuda or cuda:N."""
+    """auto (CUDA when torch sees one), cpu, cuda or cuda:N. A dry run imports no torch: its
+    plan names the device as given (`auto` unresolved)."""
     max_memory: int = DEFAULT_MAX_MEMORY
     """Bytes of row blocks alive at once (read, queued, reducing, staged)."""
     experts: str = "8"
@@ -103,8 +104,16 @@ def parse_memory(text: str) -> int:
     return int(float(m.group(1)) * base**power)
 
 
-def require_torch() -> None:
-    """Raise TorchMissing unless torch can be imported."""
+def require_torch(load: bool = True) -> None:
+    """Raise TorchMissing unless torch can be imported; with `load` False only look for it
+    (`importlib.util.find_spec`: a fold checks before its scan and imports torch once the plan
+    is known)."""
+    if not load:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise TorchMissing()
+        return
     try:
         import torch  # noqa: F401
     except ImportError:

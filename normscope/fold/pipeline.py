@@ -20,96 +20,46 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from normscope.errors import SourceError
 from normscope.fold.metrics import CHUNK_ELEMENTS, TORCH_DTYPES, Reducer, Workspace
+from normscope.fold.tasks import (
+    AUTO,
+    DEPTH,
+    FoldProgress,
+    LoadStats,
+    ProgressCallback,
+    Task,
+    block_bytes,
+    parse_device,
+    planned_bytes,
+)
 from normscope.schema import TensorRef
 from normscope.sources import Checkpoint
 from normscope.sources.local import LocalStore
 
-MiB = 1 << 20
-DEPTH = 2
-"""Blocks queued between the reader and the reducer."""
-MAX_BLOCK = 64 * MiB
-"""Largest row block, whatever the budget: smaller blocks overlap reading and compute sooner."""
-RESERVE = 48 * MiB
-"""Working memory besides the blocks: float32 chunks, scale expansions, accumulators."""
-MIN_MEMORY = 128 * MiB
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    """One matrix to reduce: its bytes, the axis, an optional dequantisation scale."""
-
-    ref: TensorRef
-    rows_axis: bool
-    scale: TensorRef | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FoldProgress:
-    """What the loader has done so far (the CLI draws it as a bar with bytes/s)."""
-
-    bytes_done: int
-    bytes_total: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        """Bytes per second so far."""
-        return self.bytes_done / self.seconds if self.seconds > 0 else 0.0
-
-
-ProgressCallback = Callable[[FoldProgress], None]
-
-
-@dataclass
-class LoadStats:
-    """Where the time and memory went."""
-
-    bytes_read: int = 0
-    blocks: int = 0
-    block_bytes: int = 0
-    """The row-block size used (bytes)."""
-    peak_buffered_bytes: int = 0
-    """Most bytes of blocks held at once (read, queued, reducing)."""
-    read_seconds: float = 0.0
-    """Reader thread: time inside reads."""
-    compute_seconds: float = 0.0
-    """Calling thread: time reducing blocks (on CUDA: launching, plus the final wait)."""
-    wait_seconds: float = 0.0
-    """Calling thread: time waiting for the reader (I/O-bound when large)."""
-    warnings: list[str] = field(default_factory=list)
-
 
 def resolve_device(spec: str) -> torch.device:
-    """'auto' (CUDA when torch sees one), 'cpu', 'cuda' or 'cuda:N'."""
-    if spec == "auto":
+    """'auto' (CUDA when torch sees one), 'cpu', 'cuda' or 'cuda:N', as torch sees it."""
+    spec = parse_device(spec)
+    if spec == AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ValueError(f"unknown device '{spec}' (auto, cpu, cuda or cuda:N)") from None
+    device = torch.device(spec)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda: torch sees no CUDA device (a CPU-only torch build?)")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise ValueError(f"unsupported device '{spec}' (auto, cpu, cuda or cuda:N)")
     return device
 
 
-def block_bytes(max_memory: int, device: torch.device) -> int:
-    """The row-block size that keeps every block in flight within `max_memory`."""
-    if max_memory < MIN_MEMORY:
-        raise ValueError(f"--max-memory must be at least {MIN_MEMORY // MiB} MB")
-    slots = DEPTH + 2 + (2 if device.type == "cuda" else 0)
-    return min(MAX_BLOCK, (max_memory - RESERVE) // slots)
+def device_name(device: torch.device) -> str:
+    """How the report names the device a fold ran on: `cpu`, `cuda`, `cuda:1`."""
+    return device.type if device.index is None else f"{device.type}:{device.index}"
 
 
 def row_blocks(ref: TensorRef, limit: int) -> list[tuple[int, int]]:
@@ -191,9 +141,9 @@ class _Loader:
         self.checkpoint = checkpoint
         self.device = device
         self.progress = progress
-        self.stats = stats = LoadStats(block_bytes=block_bytes(max_memory, device))
+        self.stats = stats = LoadStats(block_bytes=block_bytes(max_memory, device_name(device)))
         self.items = [(t, r0, r1) for t in tasks for r0, r1 in row_blocks(t.ref, stats.block_bytes)]
-        self.total = sum(t.ref.nbytes + (t.scale.nbytes if t.scale else 0) for t in tasks)
+        self.total = planned_bytes(tasks)
         self.queue: queue.Queue[object] = queue.Queue(maxsize=DEPTH)
         self.stop = threading.Event()
         self.held = 0  # bytes of blocks alive (reader + queue + reducer)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from normscope.enums import FoldStatus
 from normscope.fold.consumers import Plan
 from normscope.fold.options import FoldOptions
+from normscope.fold.tasks import planned_bytes
 from normscope.schema import Band, BandCounts, Role
 from normscope.schema.fold import (
     FOLD_SCHEMA_VERSION,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     import torch
 
     from normscope.fold.metrics import NormMetrics
-    from normscope.fold.pipeline import LoadStats, Task
+    from normscope.fold.tasks import LoadStats, Task
     from normscope.schema import NormStats, Report
     from normscope.sources import Checkpoint
 
@@ -99,7 +100,7 @@ def fold_plan(
         experts=options.experts,
         dry_run=options.dry_run,
         tensors=len(tasks),
-        bytes_planned=sum(t.ref.nbytes + (t.scale.nbytes if t.scale else 0) for t in tasks),
+        bytes_planned=planned_bytes(tasks),
         skipped_tensors=tuple(f"{k}: {v}" for k, v in sorted(skipped.items())),
         block_bytes=load.block_bytes,
         blocks=load.blocks,
