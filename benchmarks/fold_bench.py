@@ -5,7 +5,8 @@
 
 Builds (once) a ~1 GB Llama-shaped checkpoint in /tmp: 8 layers, d=2048, intermediate 5632,
 vocab 32000, real random BF16 matrices, two shards. Every measurement runs in a fresh process
-(whole-process time and peak RSS are per process) on a warm page cache:
+(whole-process time and peak RSS are per process) on a warm page cache; floor and fold run in
+turn, medians are printed and the fold/floor bandwidth ratio is taken pair by pair:
 
 - floor: positioned reads of exactly the consumer byte ranges (what any tool must read);
 - script: `safe_open(framework="pt")`, `get_tensor` per consumer, `.float().square().sum(0)`;
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -167,7 +169,7 @@ def warm(ckpt: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs per contender (best kept)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per contender (median kept)")
     parser.add_argument("--deepseek", action="store_true", help="also the sparse DeepSeek-V3")
     args = parser.parse_args()
     # Built in a child: the parent stays small while the contenders run.
@@ -185,15 +187,21 @@ def main() -> int:
     print(f"checkpoint: {ckpt} ({size / 1e9:.2f} GB), cpus: {os.cpu_count()}")
     warm(ckpt)
 
-    def best(kind: str, **kw: object) -> dict[str, float]:
-        runs = [run(kind, ckpt, **kw) for _ in range(args.repeat)]
-        return min(runs, key=lambda r: r["work"])
+    def median(runs: list[dict[str, float]]) -> dict[str, float]:
+        """Each figure's median over the runs (a contender's row)."""
+        return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
     fold_kw = {"device": "cpu", "memory": 2 * 1000**3, "experts": "8"}
-    floor = best("floor")
-    script = best("script")
-    fold = best("fold", **fold_kw)
-    small = best("fold", **{**fold_kw, "memory": 256 * 1000**2})
+    small_kw = {**fold_kw, "memory": 256 * 1000**2}
+    # Floor and fold in turn (A B A B ...), so a ratio is taken within a pair, on the same load.
+    floors, folds, smalls, ratios = [], [], [], []
+    for _ in range(args.repeat):
+        floors.append(run("floor", ckpt))
+        folds.append(run("fold", ckpt, **fold_kw))
+        smalls.append(run("fold", ckpt, **small_kw))
+        ratios.append(floors[-1]["work"] / folds[-1]["work"])
+    floor, fold, small = median(floors), median(folds), median(smalls)
+    script = median([run("script", ckpt) for _ in range(max(1, args.repeat // 3))])
     gb = fold["bytes"] / 1e9
     rows = [
         ("floor (pread of consumer ranges)", floor),
@@ -205,7 +213,8 @@ def main() -> int:
         import torch
 
         if torch.cuda.is_available():
-            rows.append(("fold --device cuda", best("fold", **{**fold_kw, "device": "cuda"})))
+            cuda = [run("fold", ckpt, **{**fold_kw, "device": "cuda"}) for _ in range(args.repeat)]
+            rows.append(("fold --device cuda", median(cuda)))
     except ImportError:
         pass
     print(f"consumer bytes: {gb:.3f} GB in {fold['consumers']} matrices")
@@ -218,6 +227,11 @@ def main() -> int:
             f"{label:48} {r['imports']:9.3f} {r['work']:7.3f} {r['process']:9.3f} "
             f"{rate:6.2f} {r['rss_kb'] / 1024:7.0f}"
         )
+    print(
+        f"fold / floor bandwidth, pair by pair: median {statistics.median(ratios):.0%} "
+        f"(min {min(ratios):.0%}, max {max(ratios):.0%}, {len(ratios)} pairs; "
+        f"load average {os.getloadavg()[0]:.2f})"
+    )
     print(f"fold vs script, own time after imports: {script['work'] / fold['work']:.2f}x faster")
     print(f"fold vs script, whole process: {script['process'] / fold['process']:.2f}x")
     print(

@@ -659,11 +659,12 @@ def test_dry_run_imports_no_torch_and_names_the_device_as_asked(
         f"{plan['bytes_planned']} bytes ({plan['bytes_planned'] / 1000:.1f} kB) in "
         f"{plan['tensors']} matrices would be read from {d}\n"
     )
-    # `auto` stays unresolved (torch is not imported to ask it); its block size fits a CUDA
-    # run's six slots (2 queued + reading + reducing + 2 pinned), a CPU run's four.
-    slots = 4 if device == "cpu" else 6
+    # `auto` stays unresolved (torch is not imported to ask it); its block size is a CUDA
+    # run's: six slots (2 queued + reading + reducing + 2 pinned), at most 64 MiB; a CPU run's
+    # four, at most 2 MiB (the 256 MB budget gives 34.3 and 51.4 MB).
+    largest, slots = (2 << 20, 4) if device == "cpu" else (64 << 20, 6)
     assert plan["device"] == device
-    assert plan["block_bytes"] == min(64 << 20, (memory - (48 << 20)) // slots)
+    assert plan["block_bytes"] == min(largest, (memory - (48 << 20)) // slots)
     for report in (data["report"], dry):
         report["io"]["seconds"] = 0.0
         report["plan"]["device"] = report["plan"]["block_bytes"] = None
