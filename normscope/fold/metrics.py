@@ -80,23 +80,31 @@ class Reducer:
             )
 
     def add(self, raw: torch.Tensor, row0: int) -> None:
-        """Fold in rows [row0, row0 + n) given as raw little-endian bytes (uint8, on the device)."""
+        """Fold in rows [row0, row0 + n) given as raw little-endian bytes (uint8, on the device).
+
+        Blocks come in row order. The float32 chunks are fixed windows of the matrix's rows
+        ([k·step, (k+1)·step)), assembled across blocks in the workspace, so the sums are the
+        same to the bit whatever the block size (`--max-memory`, the CPU's small blocks)."""
         block = raw.view(self.dtype).view(-1, self.cols)
-        step = max(1, self.work.values.numel() // max(1, self.cols))
-        for start in range(0, block.shape[0], step):
-            part = block[start : start + step]
-            n = part.shape[0]
-            chunk = self.work.values[: n * self.cols].view(n, self.cols)
-            chunk.copy_(part)  # decode to float32 in place, no allocation
-            first = row0 + start
+        cols = self.cols
+        step = max(1, self.work.values.numel() // max(1, cols))
+        done, rows = 0, block.shape[0]
+        while done < rows:
+            first = row0 + done
+            offset = first % step  # rows of this window already in the workspace
+            n = min(step - offset, rows - done)
+            chunk = self.work.values[offset * cols : (offset + n) * cols].view(n, cols)
+            chunk.copy_(block[done : done + n])  # decode to float32 in place, no allocation
             if self.scale is not None:
                 chunk.mul_(self._scale_for(first, n))
             chunk.square_()
+            done += n
             if self.rows_axis:
                 self.acc[first : first + n] += chunk.sum(1, dtype=torch.float64)
-            else:
-                # float32 partial sums over a chunk (≤ 2M elements), float64 across chunks.
-                self.acc += chunk.sum(0)
+            elif (first + n) % step == 0 or first + n == self.rows:
+                # float32 partial sums over a window (≤ 2M elements), float64 across windows.
+                window = self.work.values[: (offset + n) * cols].view(offset + n, cols)
+                self.acc += window.sum(0)
 
     def _scale_for(self, first: int, n: int) -> torch.Tensor:
         scale = self.scale
