@@ -533,6 +533,22 @@ def test_row_blocks_within_a_small_budget_give_the_same_numbers(
             assert (x is None and y is None) or x == pytest.approx(y, rel=1e-6), (a.name, field)
 
 
+@pytest.mark.parametrize(("name", "build"), [("ds", deepseek), ("llama", llama)])
+def test_the_numbers_do_not_depend_on_the_block_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, build: Any
+) -> None:
+    # float32 sums over fixed windows of rows, assembled across blocks: equal to the bit
+    d = write(tmp_path, name, build)
+    whole = fold(d, CPU)
+    monkeypatch.setattr(tasks, "MAX_BLOCK", 3000)
+    blocked = fold(d, CPU)
+    assert blocked.plan.blocks > 3 * whole.plan.blocks
+    fields = ("folded_ratio", "compensation", "top_share", "max_over_median", "input_balance")
+    numbers = [[getattr(n, f) for f in fields] for n in whole.norms]
+    assert [[getattr(n, f) for f in fields] for n in blocked.norms] == numbers
+    assert sum(x is not None for row in numbers for x in row) > 10
+
+
 def test_dry_run_reads_no_matrix(tmp_path: Path) -> None:
     d = write(tmp_path, "llama", llama)
     full = fold(d, CPU)
