@@ -69,6 +69,8 @@ class Reducer:
         self.rows_axis = rows_axis
         self.scale = scale
         self.work = workspace
+        self.next_row = 0
+        """The first row of the next block (blocks come in row order)."""
         device = workspace.values.device
         self.acc = torch.zeros(
             self.rows if rows_axis else self.cols, dtype=torch.float64, device=device
@@ -86,6 +88,10 @@ class Reducer:
         ([k·step, (k+1)·step)), assembled across blocks in the workspace, so the sums are the
         same to the bit whatever the block size (`--max-memory`, the CPU's small blocks)."""
         block = raw.view(self.dtype).view(-1, self.cols)
+        # NOTE: a window is filled across calls: a block out of order would mix windows.
+        if row0 != self.next_row:
+            raise AssertionError(f"rows from {row0} reduced, {self.next_row} expected")
+        self.next_row = row0 + block.shape[0]
         cols = self.cols
         step = max(1, self.work.values.numel() // max(1, cols))
         done, rows = 0, block.shape[0]
