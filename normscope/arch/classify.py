@@ -322,12 +322,13 @@ def _expects_final_norm(
     """Whether the family (or every naming vocabulary the names were read with) has one; not
     when the text model's blocks were read as post-LN (BART, Marian: their sublayer norms are
     output norms because no stack ends in a final norm), whose last block norm is the last;
-    not when no text block holds a norm gain at all (parameter-free norms: NeoMME)."""
+    not when every norm was placed and no text block holds one (parameter-free block norms:
+    NeoMME)."""
     if family is not None:
         return family.final_norm
     text = [n for n in norms if n.tower is Tower.text and n.layer is not None]
-    if norms and not text:
-        return False  # no text block holds a gain (NeoMME's block norms are parameter-free)
+    if norms and not text and all(n.role is not Role.unknown for n in norms):
+        return False  # every norm placed, none in a text block (NeoMME's are parameter-free)
     roles = {n.role for n in text}
     if roles & _POST_LN and not roles & _PRE_LN and not any(n.role is Role.final for n in norms):
         return False
