@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from normscope.cli import app
 from normscope.errors import SourceError
-from normscope.sources import open_checkpoint
+from normscope.sources import local, open_checkpoint
 from normscope.sources.local import read_small_file
 from normscope.sources.safetensors import _parse_fast, parse_header
 from normscope.sources.store import MAX_SMALL_FILE, ReadCounter
@@ -40,6 +40,46 @@ def test_a_huge_sparse_config_or_index_is_refused_unread(tmp_path: Path, name: s
     assert result.exit_code == 2, result.output
     assert f"{name} is {6 << 30} bytes, more than normscope reads" in result.stderr
     assert f"(at most {MAX_SMALL_FILE})" in result.stderr
+
+
+def _headers(folder: Path) -> int:
+    """The header lengths the shards' prefixes declare (an independent reading)."""
+    return sum(struct.unpack("<Q", p.read_bytes()[:8])[0] for p in folder.glob("*.safetensors"))
+
+
+def test_an_index_over_the_small_file_limit_is_bounded_by_its_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 29: DeepSeek-V3 at 16x its layers (1.5M tensors) has a 148 MB index, over
+    MAX_SMALL_FILE, and was refused. An index over that limit is read when it is at most
+    INDEX_PER_HEADER_BYTE times the shards' headers. Scaled down: the limit is set below this
+    index's size; the report is the one an unbounded read gives, with the 8-byte prefix of each
+    shard read (and counted) once more for the bound."""
+    folder = write_checkpoint(tmp_path / "m", llama_tensors(), llama_config(), shards=2)
+    index = folder / "model.safetensors.index.json"
+    argv = ["scan", str(folder), "--format", "json", "--no-cache"]
+    expected = json.loads(runner.invoke(app, argv).stdout)
+    size, headers = index.stat().st_size, _headers(folder)
+    assert size < local.INDEX_PER_HEADER_BYTE * headers
+    monkeypatch.setattr(local, "MAX_SMALL_FILE", size - 1)
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert got["io"].pop("metadata_bytes") == expected["io"].pop("metadata_bytes") + 2 * 8
+    got["io"].pop("seconds"), expected["io"].pop("seconds")  # a wall time
+    assert got == expected
+
+    # An index more than 8x its headers (here: padded with whitespace, still valid JSON) is
+    # refused unread, with the bound it broke.
+    index.write_bytes(index.read_bytes() + b" " * (local.INDEX_PER_HEADER_BYTE * headers))
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    bound = local.INDEX_PER_HEADER_BYTE * headers
+    assert (
+        f"model.safetensors.index.json is {index.stat().st_size} bytes, more than normscope "
+        f"reads of a metadata file (at most {bound})"
+    ) in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_read_small_file_never_reads_past_its_limit(tmp_path: Path) -> None:

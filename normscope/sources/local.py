@@ -11,8 +11,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from normscope.errors import SourceError
-from normscope.sources.safetensors import INDEX_SUFFIX, header_length
+from normscope.sources.safetensors import INDEX_SUFFIX, MAX_HEADER_SIZE, header_length
 from normscope.sources.store import MAX_SMALL_FILE, ReadCounter, ShortRead, Span
+
+INDEX_PER_HEADER_BYTE = 8
+"""An index over `MAX_SMALL_FILE` is read when it is at most this many times the headers of the
+folder's shards: it lists each of their tensors once, with its shard's file name (an HF index
+entry is the tensor's name + ~44 bytes at `indent=2`, a header entry the name + >= 45 bytes;
+8x leaves room for shard names of 255 bytes). DeepSeek-V3 at 16x its layers: a 148 MB index
+beside 192 MB of headers. What the index may cost is thus bounded by what the scan reads anyway,
+not by a fixed size (issue 29: a 1.5M-tensor checkpoint's index was refused)."""
 
 
 class LocalStore:
@@ -38,9 +46,31 @@ class LocalStore:
 
     def fetch(self, name: str) -> bytes | None:
         path = self.directory / name
-        if _file_size(path) is None:
+        size = _file_size(path)
+        if size is None:
             return None
-        return read_small_file(path, self.counter)
+        limit = MAX_SMALL_FILE
+        if size > limit and name.endswith(INDEX_SUFFIX):
+            limit = max(limit, INDEX_PER_HEADER_BYTE * self._header_bytes())
+        return read_small_file(path, self.counter, limit)
+
+    def _header_bytes(self) -> int:
+        """The header lengths the folder's shards declare (each read from its 8-byte prefix,
+        counted; one past safetensors' limit, or past its file, counts as the limit or the file),
+        the measure of an index bigger than `MAX_SMALL_FILE`: only such an index asks for it."""
+        total = 0
+        for name in self.names(".safetensors"):
+            try:
+                with (self.directory / name).open("rb") as handle:
+                    size = os.fstat(handle.fileno()).st_size
+                    prefix = handle.read(8)
+            except OSError:
+                continue  # the layout check names an unreadable shard the index lists
+            self.counter.reads += 1
+            self.counter.metadata_bytes += len(prefix)
+            if len(prefix) == 8:
+                total += min(int.from_bytes(prefix, "little"), MAX_HEADER_SIZE, size - 8)
+        return total
 
     def headers(self, names: Sequence[str], weight_map: Mapping[str, str] | None) -> list[bytes]:
         return [read_header(Path(self.path(name))) for name in names]

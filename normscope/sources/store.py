@@ -55,7 +55,8 @@ MAX_READ_ELEMENTS = 1 << 25
 MAX_SMALL_FILE = 64 << 20
 """The largest small file read whole: config.json, a shard index, a run configuration (the
 largest index known, DeepSeek-V3's, is 8.9 MB). Local, Hub and object-store reads all refuse a
-bigger one before reading it."""
+bigger one before reading it, but for a local shard index, which is bounded by the shards' headers
+instead (`local.INDEX_PER_HEADER_BYTE`)."""
 MAX_DCP_METADATA = 512 << 20
 """The largest DCP `.metadata` read (a pickle of every tensor's chunks, optimizer state
 included)."""
