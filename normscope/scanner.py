@@ -151,7 +151,11 @@ def analyze_checkpoint(
         )
     else:
         cls = classify(
-            checkpoint.tensors, checkpoint.config, options.parametrization, rules=options.rules
+            checkpoint.tensors,
+            checkpoint.config,
+            options.parametrization,
+            rules=options.rules,
+            family_note=not checkpoint.parametrization_said,
         )
     warnings.extend(cls.warnings)
     measured = _measure_norms(checkpoint, cls.norms, options, warnings)

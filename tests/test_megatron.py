@@ -468,3 +468,26 @@ def test_a_class_outside_the_allowlist_is_refused_by_name(megatron: Saves, tmp_p
         assert hint.startswith("Hint: before it the pickle named ")
         assert "allowed DCP/torch global(s): Metadata, " in hint
         assert not marker.exists()
+
+
+def test_the_parametrization_is_said_once(megatron: Saves, tmp_path: Path) -> None:
+    """A save whose flag sits in common.pt (never opened) gets one warning about it, not the
+    DCP opener's and the family's note both; without the DCP store (the same names in a
+    safetensors file) the family's note is that one warning."""
+
+    def said(warnings: tuple[str, ...]) -> list[str]:
+        return [w for w in warnings if "layernorm_zero_centered_gamma" in w]
+
+    assert (megatron.path("deep") / "common.pt").is_file()
+    dcp = said(measure(megatron.path("deep")).report.warnings)
+    assert len(dcp) == 1 and "common.pt is a full pickle" in dcp[0], dcp
+    assert "gains are read as standard" in dcp[0]
+    state = megatron.state("deep")
+    norms = {k: v.contiguous() for k, v in state.items() if k.endswith("layernorm.weight")}
+    assert norms
+    save_file(norms, str(tmp_path / "model.safetensors"))
+    flat = said(measure(tmp_path).report.warnings)
+    assert flat == [
+        "the checkpoint does not say whether the run used layernorm_zero_centered_gamma "
+        "(--apply-layernorm-1p); gains are read as standard unless --parametrization offset"
+    ], flat

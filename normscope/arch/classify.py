@@ -187,12 +187,14 @@ def classify(
     parametrization: Parametrization | None = None,
     *,
     rules: RuleSet | None = None,
+    family_note: bool = True,
 ) -> Classification:
     """Find and classify every norm of a checkpoint.
 
     `parametrization`, when given, overrides the rules for every norm (e.g. Megatron runs with
     --apply-layernorm-1p, or a converter that baked +1 into offset gains). `rules` adds user
-    families (`load_rules`), tried before the built-in ones.
+    families (`load_rules`), tried before the built-in ones. `family_note=False`: the source
+    already warned what it knows of the parametrization, so the family's note is not repeated.
     """
     facts = read_config(config)
     tables = Tables.get(rules)
@@ -205,7 +207,13 @@ def classify(
     family, chosen = _select(config, facts, parsed, tables, tensors)
     warnings[:0] = chosen
     signal = facts.parametrization
-    if family is not None and family.note and parametrization is None and signal is None:
+    if (
+        family_note
+        and family is not None
+        and family.note
+        and parametrization is None
+        and signal is None
+    ):
         warnings.append(family.note)
     ctx = Context(
         facts=facts,

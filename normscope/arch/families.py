@@ -473,7 +473,7 @@ FAMILY_TABLES: list[dict[str, Any]] = [
         source="docs/architectures.md#megatron-core; "
         "NVIDIA/Megatron-LM @d98e8a6 megatron/core/models/gpt/gpt_layer_specs.py, "
         "transformer/multi_token_prediction.py (mtp_model_layer, formerly transformer_layer)",
-        note="Megatron-Core checkpoints do not record layernorm_zero_centered_gamma "
+        note="the checkpoint does not say whether the run used layernorm_zero_centered_gamma "
         "(--apply-layernorm-1p); gains are read as standard unless --parametrization offset",
         norm=_megatron_layer("decoder.layers.{L}.")
         # The final norms feed output_layer, or the embedding when tied (Megatron-LM's default,

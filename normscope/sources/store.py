@@ -129,6 +129,9 @@ class Checkpoint:
     kind: str = "safetensors"
     """The file format: `safetensors` (and the formats read as its layout), or `gguf`, whose
     llama.cpp names `normscope.arch.gguf` classifies."""
+    parametrization_said: bool = False
+    """The source has warned what it knows of the gains' parametrization (a Megatron save whose
+    flag sits in a pickle it never opens): the family's note on it is not said again."""
 
     @property
     def counter(self) -> ReadCounter:

@@ -109,12 +109,15 @@ def open_dcp_checkpoint(directory: Path, source: str) -> DcpCheckpoint:
     elif (directory / "common.pt").is_file():
         store.warnings.append(
             "Megatron's common.pt is a full pickle and is never opened, so "
-            f"{ZERO_CENTERED} (--apply-layernorm-1p) is unknown: pass --parametrization offset "
-            f"if the run used it ({directory})"
+            f"{ZERO_CENTERED} (--apply-layernorm-1p) is unknown: gains are read as standard; "
+            f"pass --parametrization offset if the run used it ({directory})"
         )
     tensors = {name: piece.ref for name, piece in store.pieces.items()}
     checkpoint = DcpCheckpoint(source, config, shards, tensors, store, store.warnings)
     checkpoint.parametrization_source = said
+    checkpoint.parametrization_said = (
+        zero_centered is not None or (directory / "common.pt").is_file()
+    )
     return checkpoint
 
 
