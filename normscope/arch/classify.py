@@ -194,8 +194,7 @@ def classify(
     `parametrization`, when given, overrides the rules for every norm (e.g. Megatron runs with
     --apply-layernorm-1p, or a converter that baked +1 into offset gains). `rules` adds user
     families (`load_rules`), tried before the built-in ones. `family_note=False`: the source
-    already warned what it knows of the parametrization, so the family's note is not repeated.
-    """
+    warned what it knows of the parametrization; the family's note is not repeated."""
     facts = read_config(config)
     tables = Tables.get(rules)
     warnings: list[str] = []
@@ -206,15 +205,8 @@ def classify(
     parsed = parse_all(weights, tables, warnings, skipped)
     family, chosen = _select(config, facts, parsed, tables, tensors)
     warnings[:0] = chosen
-    signal = facts.parametrization
-    if (
-        family_note
-        and family is not None
-        and family.note
-        and parametrization is None
-        and signal is None
-    ):
-        warnings.append(family.note)
+    if family_note and parametrization is None:
+        warnings += _family_note(family, facts)
     ctx = Context(
         facts=facts,
         family=family,
@@ -249,6 +241,13 @@ def classify(
         skipped=skipped,
         facts=facts,
     )
+
+
+def _family_note(family: Family | None, facts: ConfigFacts) -> list[str]:
+    """The family's note on what its checkpoints leave unsaid, where no config signal says it."""
+    if family is None or not family.note or facts.parametrization is not None:
+        return []
+    return [family.note]
 
 
 def _reading_warnings(
