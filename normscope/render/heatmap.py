@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from html import escape
+from itertools import groupby
 from typing import Any
 
 from normscope.enums import Band, Module, Role
@@ -187,13 +188,8 @@ def _breakable(label: str) -> str:
 
 
 def _spans(columns: Sequence[_Column]) -> list[tuple[Role, int]]:
-    spans: list[tuple[Role, int]] = []
-    for c in columns:
-        if spans and spans[-1][0] is c.role:
-            spans[-1] = (c.role, spans[-1][1] + 1)
-        else:
-            spans.append((c.role, 1))
-    return spans
+    """Each run of columns of one role and its length (the role header's colspan)."""
+    return [(role, len(list(run))) for role, run in groupby(columns, key=lambda c: c.role)]
 
 
 def _cell(e: Entry | None) -> str:

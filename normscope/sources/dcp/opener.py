@@ -99,6 +99,7 @@ def open_dcp_checkpoint(directory: Path, source: str) -> DcpCheckpoint:
     check_extents(_extents(metadata), {Path(s.path).name: s.size for s in shards[1:]}, where)
     config = _read_config(store, directory)
     zero_centered, said = _zero_centered(store, metadata, directory)
+    in_pickle = zero_centered is None and (directory / "common.pt").is_file()
     if zero_centered is not None:
         config = {**(config or {}), ZERO_CENTERED: zero_centered}
         form = "1 + w (offset)" if zero_centered else "w (standard)"
@@ -106,7 +107,7 @@ def open_dcp_checkpoint(directory: Path, source: str) -> DcpCheckpoint:
             f"{ZERO_CENTERED} = {str(zero_centered).lower()} (--apply-layernorm-1p), read from "
             f"{said}: Megatron norms are stored as {form} ({directory})"
         )
-    elif (directory / "common.pt").is_file():
+    elif in_pickle:
         store.warnings.append(
             "Megatron's common.pt is a full pickle and is never opened, so "
             f"{ZERO_CENTERED} (--apply-layernorm-1p) is unknown: gains are read as standard; "
@@ -115,9 +116,7 @@ def open_dcp_checkpoint(directory: Path, source: str) -> DcpCheckpoint:
     tensors = {name: piece.ref for name, piece in store.pieces.items()}
     checkpoint = DcpCheckpoint(source, config, shards, tensors, store, store.warnings)
     checkpoint.parametrization_source = said
-    checkpoint.parametrization_said = (
-        zero_centered is not None or (directory / "common.pt").is_file()
-    )
+    checkpoint.parametrization_said = zero_centered is not None or in_pickle
     return checkpoint
 
 
