@@ -22,7 +22,7 @@ from normscope.analysis import (
     settle_at_init,
     sort_key,
 )
-from normscope.arch import RuleSet, classify
+from normscope.arch import RuleSet, classify, present_leaves
 from normscope.errors import ArchError
 from normscope.peers import find_anomalies
 from normscope.schema import (
@@ -122,8 +122,8 @@ def measure(
     """
     started = time.perf_counter()
     options = options or ScanOptions()
-    # light: the refs of the gain-shaped tensors only (every name, a dtype summary): a scan
-    # reads no other tensor (`TensorMap`).
+    # light: the refs of the gain-shaped tensors only (the names the rules ask about, a dtype
+    # summary): a scan reads no other tensor (`TensorMap`).
     checkpoint = open_checkpoint(
         source,
         progress,
@@ -131,6 +131,7 @@ def measure(
         verbose=options.verbose,
         token=options.token,
         light=True,
+        leaves=present_leaves(options.rules),
     )
     return analyze_checkpoint(checkpoint, options, started)
 

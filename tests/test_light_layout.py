@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 
+from normscope.arch import present_leaves
 from normscope.errors import SourceError
 from normscope.render.common import render_json
 from normscope.scanner import ScanOptions, analyze_checkpoint
-from normscope.schema import TensorMap, gain_shaped
+from normscope.schema import Leaves, TensorMap, gain_shaped
 from normscope.sources import Checkpoint, open_checkpoint
+from normscope.sources import layout
 from normscope.sources.layout import open_layout
 from normscope.sources.local import LocalStore
 
@@ -34,14 +36,14 @@ SAFETENSORS = sorted(
 
 def _both(path: Path) -> tuple[Checkpoint, Checkpoint]:
     return (
-        open_checkpoint(str(path), cache=False, light=True),
+        open_checkpoint(str(path), cache=False, light=True, leaves=present_leaves()),
         open_checkpoint(str(path), cache=False),
     )
 
 
 def _opened_or_refused(path: Path, light: bool) -> Checkpoint | str:
     try:
-        return open_checkpoint(str(path), cache=False, light=light)
+        return open_checkpoint(str(path), cache=False, light=light, leaves=present_leaves())
     except SourceError as exc:
         return f"SourceError: {exc}"
 
@@ -50,8 +52,15 @@ def test_there_are_fixtures_to_compare() -> None:
     assert len(SAFETENSORS) >= 20
 
 
+@pytest.mark.parametrize("slimmed", [False, True], ids=["every-name", "slimmed"])
 @pytest.mark.parametrize("path", SAFETENSORS, ids=lambda p: p.name)
-def test_light_and_full_layouts_agree(path: Path) -> None:
+def test_light_and_full_layouts_agree(
+    path: Path, slimmed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both light forms: every name kept (a checkpoint of up to `KEEP_NAMES` tensors), and
+    slimmed to the names the rules ask about (past it: here forced with KEEP_NAMES = 0)."""
+    if slimmed:
+        monkeypatch.setattr(layout, "KEEP_NAMES", 0)
     light, full = _opened_or_refused(path, True), _opened_or_refused(path, False)
     if isinstance(full, str):  # a broken fixture: the same refusal
         assert light == full
@@ -59,17 +68,12 @@ def test_light_and_full_layouts_agree(path: Path) -> None:
     assert isinstance(light, Checkpoint)
     assert isinstance(light.tensors, TensorMap)
     assert not isinstance(full.tensors, TensorMap)
-    lt, ft = light.tensors, full.tensors
-    assert list(lt) == list(ft) and len(lt) == len(ft)
-    assert all(name in lt for name in ft) and "no such tensor" not in lt
-    kept = {n: r for n, r in ft.items() if gain_shaped(n, r.shape)}
-    assert lt.kept == kept and {n: lt[n] for n in kept} == kept
-    assert light.dtype_counts() == full.dtype_counts()
     options = ScanOptions(cache=False)
     a, b = analyze_checkpoint(light, options), analyze_checkpoint(full, options)
     ra, rb = json.loads(render_json(a.report)), json.loads(render_json(b.report))
     ra["io"].pop("seconds"), rb["io"].pop("seconds")
     assert ra == rb
+    assert not light.tensors.loaded  # no bundled fixture needs a tensor the scan did not keep
     assert (a.other_dtypes, a.norm_dtypes, a.unread, a.missing_final, a.infos) == (
         b.other_dtypes,
         b.norm_dtypes,
@@ -77,11 +81,27 @@ def test_light_and_full_layouts_agree(path: Path) -> None:
         b.missing_final,
         b.infos,
     )
+    lt, ft = light.tensors, full.tensors
+    kept = {n: r for n, r in ft.items() if gain_shaped(n, r.shape)}
+    assert lt.kept == kept and {n: lt[n] for n in kept} == kept and len(lt) == len(ft)
+    assert light.dtype_counts() == full.dtype_counts()
+    # Every question a rule's `if_present` asks is answered without loading the full layout.
+    leaves = present_leaves()
+    for name in ft:
+        if leaves.covers(name):
+            assert name in lt
+    for parent in {n.rpartition(".")[0].rpartition(".")[0] for n in ft}:
+        for leaf in leaves.leaves:
+            probe = f"{parent}.{leaf}" if parent else leaf
+            assert (probe in lt) == (probe in ft)
+    assert not lt.loaded and lt.complete is not slimmed
+    assert list(lt) == list(ft) and lt.loaded is slimmed  # slimmed: any other question loads it
+    assert all(name in lt for name in ft) and "no such tensor" not in lt
 
 
 def test_a_tensor_outside_the_gain_shaped_loads_the_full_layout_once_and_counts_it() -> None:
     light, full = _both(FIXTURES / "deepseek-v3-mtp")
-    assert isinstance(light.tensors, TensorMap)
+    assert isinstance(light.tensors, TensorMap) and light.tensors.complete
     big = next(n for n, r in full.tensors.items() if len(r.shape) == 2)
     assert big in light.tensors and big not in light.tensors.kept
     assert not light.tensors.loaded
@@ -92,6 +112,44 @@ def test_a_tensor_outside_the_gain_shaped_loads_the_full_layout_once_and_counts_
     assert light.counter.bytes_read == before + headers
     assert light.tensors.get("no such tensor") is None
     assert light.counter.bytes_read == before + headers  # loaded once
+
+
+def test_a_slimmed_layout_answers_the_names_its_leaves_cover_and_loads_for_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(layout, "KEEP_NAMES", 0)
+    leaves = Leaves(["mixer.in_proj.weight", "w_out.weight"])
+    path = str(FIXTURES / "deepseek-v3-mtp")
+    light = open_checkpoint(path, cache=False, light=True, leaves=leaves)
+    full = open_checkpoint(path, cache=False)
+    tensors = light.tensors
+    assert isinstance(tensors, TensorMap) and not tensors.complete
+    assert len(tensors) == len(full.tensors)
+    assert "model.layers.0.mixer.in_proj.weight" not in tensors
+    assert "w_out.weight" not in tensors
+    with pytest.raises(KeyError):
+        tensors["model.layers.0.w_out.weight"]
+    assert not tensors.loaded
+    before = light.counter.bytes_read
+    assert "model.layers.0.mlp.gate_proj.weight" in tensors and tensors.loaded
+    assert light.counter.bytes_read == before + sum(s.header_bytes for s in full.shards)
+    assert list(tensors) == list(full.tensors)
+
+
+def test_a_layout_past_keep_names_is_slimmed_from_the_shard_that_crosses_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = FIXTURES / "deepseek-v3-mtp"
+    full = open_checkpoint(str(path), cache=False)
+    first = len(full.shards[0].tensors)
+    monkeypatch.setattr(layout, "KEEP_NAMES", first)  # the first shard alone stays within it
+    light = open_checkpoint(str(path), cache=False, light=True, leaves=present_leaves())
+    assert isinstance(light.tensors, TensorMap) and not light.tensors.complete
+    assert [s.count for s in light.shards] == [len(s.tensors) for s in full.shards]
+    monkeypatch.setattr(layout, "KEEP_NAMES", len(full.tensors))
+    light = open_checkpoint(str(path), cache=False, light=True, leaves=present_leaves())
+    assert isinstance(light.tensors, TensorMap) and light.tensors.complete
+    assert [s.count for s in light.shards] == [None] * len(full.shards)
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -166,16 +224,24 @@ def test_the_header_cache_keeps_a_light_and_a_full_entry(
     assert dict(warm_full.tensors) == dict(cold_full.tensors)
     assert isinstance(cold_light.tensors, TensorMap)
     assert warm_light.tensors.kept == cold_light.tensors.kept
-    assert list(warm_light.tensors) == list(cold_full.tensors)
+    assert len(warm_light.tensors) == len(cold_full.tensors)
     assert warm_light.dtype_counts() == cold_full.dtype_counts()
     assert warm_light.counter.bytes_read == 0 < cold_light.counter.bytes_read
+    assert list(warm_light.tensors) == list(cold_full.tensors)  # loaded: read and counted
+    assert warm_light.counter.bytes_read == sum(s.header_bytes for s in cold_full.shards)
 
 
-def test_every_zoo_architecture_reads_the_same_light_and_full(tmp_path: Path) -> None:
+@pytest.mark.parametrize("slimmed", [False, True], ids=["every-name", "slimmed"])
+def test_every_zoo_architecture_reads_the_same_light_and_full(
+    tmp_path: Path, slimmed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The zoo's 300-odd architectures (tests/zoo.py, sparse files): the same report from the
     light layout as from the full one. Where the structural inference of a norm no rule names
     asks about a tensor the light layout did not keep, the full layout is loaded once and the
     headers it read again are counted: bytes_read is then exactly one header pass more."""
+    if slimmed:  # as a checkpoint past KEEP_NAMES tensors is read: the structural inference
+        # (140-odd of the zoo) then loads the full layout
+        monkeypatch.setattr(layout, "KEEP_NAMES", 0)
     import zoo
 
     from normscope.errors import NormscopeError
@@ -188,7 +254,9 @@ def test_every_zoo_architecture_reads_the_same_light_and_full(tmp_path: Path) ->
         out: list[tuple[Any, Any, Any]] = []
         for light in (True, False):
             try:
-                checkpoint = open_checkpoint(str(path), cache=False, light=light)
+                checkpoint = open_checkpoint(
+                    str(path), cache=False, light=light, leaves=present_leaves()
+                )
                 measured = analyze_checkpoint(checkpoint, ScanOptions(cache=False))
             except NormscopeError as exc:
                 out.append((str(exc), None, None))
@@ -208,4 +276,4 @@ def test_every_zoo_architecture_reads_the_same_light_and_full(tmp_path: Path) ->
                 assert io_a["bytes_read"] == io_b["bytes_read"] + headers
             else:
                 assert io_a == io_b
-    assert compared >= 300 and 0 < reread < compared // 4
+    assert compared >= 300 and 0 < reread < compared // (2 if slimmed else 4)

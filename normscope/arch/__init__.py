@@ -20,6 +20,7 @@ from normscope.arch.classify import (
     choose_family,
     classify,
     default_group,
+    present_leaves,
     split_param,
 )
 from normscope.arch.config import ConfigFacts, read_config
@@ -46,6 +47,7 @@ __all__ = [
     "dump_rules",
     "load_rules",
     "parse_site",
+    "present_leaves",
     "read_config",
     "rules_from_pyproject",
     "split_param",

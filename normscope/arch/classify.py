@@ -40,9 +40,16 @@ from normscope.arch.rules import Family, RuleSet
 from normscope.arch.structure import Stacks
 from normscope.arch.vocab import VOCABULARIES
 from normscope.errors import ArchError
-from normscope.schema import NormInfo, Parametrization, Role, TensorRef, Tower
+from normscope.schema import Leaves, NormInfo, Parametrization, Role, TensorRef, Tower
 
-__all__ = ["Classification", "choose_family", "classify", "default_group", "split_param"]
+__all__ = [
+    "Classification",
+    "choose_family",
+    "classify",
+    "default_group",
+    "present_leaves",
+    "split_param",
+]
 
 
 @dataclass
@@ -341,3 +348,9 @@ def _expects_final_norm(
         return False
     read = [v for v in VOCABULARIES if v.name in vocabularies and v.name != "mtp"]
     return all(v.final_norm for v in read)
+
+
+def present_leaves(rules: RuleSet | None = None) -> Leaves:
+    """The relative tensor names the rules' `if_present` conditions ask about (the built-in
+    families and vocabularies, and `rules`): what a scan's light layout keeps the names of."""
+    return Tables.get(rules).leaves

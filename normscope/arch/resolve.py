@@ -33,6 +33,7 @@ from normscope.arch.vocab import (
 from normscope.errors import ArchError
 from normscope.schema import (
     Group,
+    Leaves,
     Module,
     NormInfo,
     Parametrization,
@@ -144,6 +145,14 @@ class Tables:
         heads = self.index.wild_heads() | self.vocab_index.wild_heads()
         self._wild = re.compile("|".join(re.escape(h) for h in sorted(heads))) if heads else None
         self._leaf: dict[str, bool] = {}
+        self.leaves = Leaves(
+            r.if_present
+            for f in (*self.families, *VOCABULARIES)
+            for r in f.rules
+            if r.if_present is not None
+        )
+        """The relative names the rules' `if_present` asks about: what a light layout keeps the
+        names of (`schema.Leaves`)."""
 
     def may_be_norm(self, base: str) -> bool:
         """False when no rule can match the name and its last component names no norm: the

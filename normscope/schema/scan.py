@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+import operator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -137,56 +138,107 @@ def gain_shaped(name: str, shape: tuple[int, ...]) -> bool:
     return ndim == 1 or (ndim == 2 and "norm" in name.lower())
 
 
-class TensorMap(Mapping[str, TensorRef]):
-    """Every tensor name of a checkpoint, and the `TensorRef` of each gain-shaped one.
+class Leaves:
+    """The names a light layout keeps besides the gain-shaped refs: those ending with one of
+    `leaves` (a relative tensor name such as `post_feedforward_layernorm.weight`), which is
+    what the architecture rules' `if_present` conditions ask about (`arch.present_leaves`)."""
 
-    What a scan keeps of a layout (`sources.layout.open_layout(light=True)`): the names answer
-    `in`, `len` and iteration (in shard order, then header order, as the full map would), and
-    the rules look only at the gain-shaped tensors (`gain_shaped`), whose refs are `kept`. The
-    layout of any other tensor is validated and summarised (`ShardHeader.dtypes`), not kept.
-    Looking one up (the structural inference of a norm no rule names asks what sits beside it)
-    loads the full map once with `load`, which reads the headers again and counts it; without
-    `load`, KeyError. `fold`, which reads matrices, opens the full map from the start.
+    __slots__ = ("_dotted", "_exact", "leaves")
+
+    def __init__(self, leaves: Iterable[str] = ()) -> None:
+        self.leaves: tuple[str, ...] = tuple(sorted(set(leaves)))
+        self._dotted = tuple("." + leaf for leaf in self.leaves)
+        self._exact = frozenset(self.leaves)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Leaves) and other.leaves == self.leaves
+
+    def __hash__(self) -> int:
+        return hash(self.leaves)
+
+    def __repr__(self) -> str:
+        return f"Leaves({list(self.leaves)!r})"
+
+    def covers(self, name: str) -> bool:
+        """Whether a light layout kept `name`, were it a tensor of the checkpoint."""
+        return name.endswith(self._dotted) or name in self._exact
+
+    def select(self, names: Sequence[str]) -> list[str]:
+        """The names of `names` this covers."""
+        if not self.leaves:
+            return []
+        # NOTE: at C speed (`map` of a methodcaller): it runs over every name of every header.
+        ends = operator.methodcaller("endswith", self._dotted)
+        return [*itertools.compress(names, map(ends, names)), *self._exact.intersection(names)]
+
+
+class TensorMap(Mapping[str, TensorRef]):
+    """The tensors of a checkpoint as a scan keeps them: the `TensorRef` of each gain-shaped one
+    (`kept`), how many there are, and their names, all of them or only those a rule may ask for.
+
+    What a scan keeps of a layout (`sources.layout.open_layout(light=True)`). `complete`: every
+    name is in `present` (in shard order, then header order, as the full map holds them), and
+    `in`, `len` and iteration are answered from it. Otherwise (a checkpoint of more than
+    `layout.KEEP_NAMES` tensors: issue 29, no per-tensor object beyond the norms), `present`
+    holds only the names `leaves` covers (what the rules' `if_present` asks), and `in` is
+    answered for those and the kept ones; any other question (the structural inference of a
+    norm no rule names asks what sits beside it) loads the full map, once. Looking up the ref of
+    a tensor that is not kept loads it too. `load` reads the headers again and counts it.
+    `fold`, which reads matrices, opens the full map from the start.
     """
 
-    __slots__ = ("_count", "_full", "_load", "_member", "_order", "kept")
+    __slots__ = ("_count", "_full", "_leaves", "_load", "_present", "complete", "kept")
 
     def __init__(
         self,
         kept: dict[str, TensorRef],
-        order: Sequence[Sequence[str]],
-        member: Container[str] | None = None,
-        load: Callable[[], Mapping[str, TensorRef]] | None = None,
+        count: int,
+        present: Collection[str],
+        load: Callable[[], Mapping[str, TensorRef]],
+        leaves: Leaves | None = None,
     ) -> None:
         self.kept = kept
-        self._order = order
-        self._count = sum(len(names) for names in order)
-        self._member: Container[str] = (
-            member if member is not None else dict.fromkeys(itertools.chain(*order))
-        )
+        self._count = count
+        self._present = present
+        self._leaves = leaves
+        self.complete = leaves is None
         self._load = load
         self._full: Mapping[str, TensorRef] | None = None
 
     @property
     def loaded(self) -> bool:
-        """Whether the full map had to be loaded (a lookup outside the gain-shaped tensors)."""
+        """Whether the full map had to be loaded (a question beyond what a scan keeps)."""
         return self._full is not None
+
+    def _every(self) -> Mapping[str, TensorRef]:
+        if self._full is None:
+            self._full = self._load()
+        return self._full
+
+    def _settled(self, name: object) -> bool | None:
+        """Whether `name` is a tensor, when what was kept says; None: ask the full map."""
+        if name in self.kept or name in self._present:
+            return True
+        if self._leaves is None:
+            return False
+        if self._full is None and isinstance(name, str) and self._leaves.covers(name):
+            return False  # every name it covers was kept
+        return None
 
     def __getitem__(self, name: str) -> TensorRef:
         ref = self.kept.get(name)
         if ref is not None:
             return ref
-        if self._full is None:
-            if self._load is None or name not in self._member:
-                raise KeyError(name)
-            self._full = self._load()
-        return self._full[name]
+        if self._settled(name) is False:
+            raise KeyError(name)
+        return self._every()[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._member
+        settled = self._settled(name)
+        return settled if settled is not None else name in self._every()
 
     def __iter__(self) -> Iterator[str]:
-        return itertools.chain(*self._order)
+        return iter(self._present if self.complete else self._every())
 
     def __len__(self) -> int:
         return self._count

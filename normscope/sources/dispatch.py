@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from normscope.enums import SourceKind
-from normscope.schema import TensorRef
+from normscope.schema import Leaves, TensorRef
 from normscope.sources import formats, headercache
 from normscope.sources.layout import full_loader, light_map, merge_shards, open_layout
 from normscope.sources.local import LocalStore
-from normscope.sources.safetensors import lighten
+from normscope.sources.safetensors import lighten, slim
 from normscope.sources.spec import Source, SourceSpec, parse_source
 from normscope.sources.store import Checkpoint, ProgressFactory, hf_cache_folder
 
@@ -29,6 +29,7 @@ def open_checkpoint(
     verbose: bool = False,
     token: str | None = None,
     light: bool = False,
+    leaves: Leaves | None = None,
 ) -> Checkpoint:
     """Open a checkpoint: parse config.json, the index and every shard header.
 
@@ -37,13 +38,14 @@ def open_checkpoint(
     `SourceSpec` already. `progress` reports long transfers (Hub, object stores); `cache`:
     reuse a local layout's cached headers; `verbose`: let huggingface_hub's log lines through;
     `token`: a Hugging Face token for a Hub source (None: huggingface_hub's own).
-    `light`: a local safetensors layout keeps the refs of its gain-shaped tensors only, every
-    name and a dtype summary (`layout.open_layout`): what a scan needs. Other kinds ignore it.
+    `light`: a local safetensors layout keeps the refs of its gain-shaped tensors only, the
+    names `leaves` covers, the count and a dtype summary (`layout.open_layout`): what a scan
+    needs. Other kinds ignore it.
     """
     spec = parse_source(source)
     match spec.kind:
         case SourceKind.folder | SourceKind.safetensors:
-            return _open_safetensors(spec, cache, light)
+            return _open_safetensors(spec, cache, leaves or Leaves() if light else None)
         case SourceKind.torch:
             from normscope.sources.torchfile import open_torch_checkpoint
 
@@ -87,7 +89,7 @@ def _open_gguf(spec: SourceSpec) -> Checkpoint:
     return checkpoint
 
 
-def _open_safetensors(spec: SourceSpec, cache: bool, light: bool = False) -> Checkpoint:
+def _open_safetensors(spec: SourceSpec, cache: bool, light: Leaves | None) -> Checkpoint:
     path = _path(spec)
     if spec.kind is SourceKind.safetensors:
         store = LocalStore(path.parent, only=path.name)
@@ -102,10 +104,11 @@ def _open_safetensors(spec: SourceSpec, cache: bool, light: bool = False) -> Che
     return checkpoint
 
 
-def _open_local(store: LocalStore, source: str, cache: bool, light: bool = False) -> Checkpoint:
-    """`open_layout`, or its result from the header cache when no file changed since."""
+def _open_local(store: LocalStore, source: str, cache: bool, light: Leaves | None) -> Checkpoint:
+    """`open_layout` (`light`: the leaves of a light one), or its result from the header cache
+    when no file changed since."""
     if not cache:
-        return open_layout(store, source, light=light)
+        return open_layout(store, source, light=light is not None, leaves=light)
     directory, only = store.directory, store.only
     try:
         files = headercache.snapshot(directory, headercache.layout_files(directory, only))
@@ -116,17 +119,18 @@ def _open_local(store: LocalStore, source: str, cache: bool, light: bool = False
         if hit is not None:
             config, shards, warnings = hit
             store.warnings.extend(warnings)
-            if light:
+            if light is not None:
                 names = [Path(s.path).name for s in shards]
-                tensors: Mapping[str, TensorRef] = light_map(shards, full_loader(store, names))
+                loader = full_loader(store, names)
+                tensors: Mapping[str, TensorRef] = light_map(shards, loader, light)
             else:
                 tensors = merge_shards(shards)
             return Checkpoint(source, config, shards, tensors, store, store.warnings)
-    checkpoint = open_layout(store, source, light=light)
+    checkpoint = open_layout(store, source, light=light is not None, leaves=light)
     if files is not None:
         config, shards, warnings = checkpoint.config, checkpoint.shards, checkpoint.warnings
-        if light:  # judged in full (an index that disagreed, with a warning): kept light
-            shards = [lighten(s) for s in shards]
+        if light is not None:  # judged in full (an index that disagreed, with a warning)
+            shards = [slim(lighten(s), light) for s in shards]
         problem = headercache.save(directory, only, source, files, config, shards, warnings, light)
         if problem is not None:
             checkpoint.warnings.append(problem)

@@ -34,12 +34,12 @@ from typing import Any
 
 import msgspec
 
-from normscope.schema import TensorRef
+from normscope.schema import Leaves, TensorRef
 from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader
 from normscope.sources.store import cache_root, read_cache_file, write_cache_file
 from normscope.version import __version__
 
-FORMAT = 4
+FORMAT = 5
 """Bumped when the entry's layout or the validation it stands for changes."""
 RACY_SECONDS = 2.0
 """Files changed this recently (seconds before the stat) are not trusted to be settled."""
@@ -69,8 +69,10 @@ class _Shard(msgspec.Struct, gc=False):
     metadata: dict[str, str]
     tensors: list[_Tensor]
     names: list[str] | None = None
-    """A light layout's every name (`ShardHeader.names`); None: `tensors` are all of them."""
+    """A light layout's names its leaves cover (`ShardHeader.names`); None: `tensors` are all
+    of them."""
     dtypes: dict[str, list[int]] | None = None
+    count: int | None = None
 
 
 class _Entry(msgspec.Struct):
@@ -117,11 +119,14 @@ def layout_files(directory: Path, only: str | None) -> list[str]:
     return ["config.json", *listed]
 
 
-def _entry_path(directory: Path, only: str | None, light: bool) -> Path:
+def _entry_path(directory: Path, only: str | None, light: Leaves | None) -> Path:
     import hashlib  # with the cache only: --no-cache never pays its import
 
-    # A scan's light layout and fold's full one are two entries: neither evicts the other.
-    where = f"{directory.resolve()}\0{only or ''}" + ("\0light" if light else "")
+    # A scan's light layout and fold's full one are two entries: neither evicts the other; nor
+    # do two light ones that keep the names of different leaves (user rules' `if_present`).
+    where = f"{directory.resolve()}\0{only or ''}"
+    if light is not None:
+        where += "\0light\0" + "\0".join(light.leaves)
     digest = hashlib.sha256(where.encode("utf-8", "surrogateescape")).hexdigest()
     return cache_root() / "layouts" / digest[:2] / digest
 
@@ -132,11 +137,11 @@ def load(
     source: str,
     files: dict[str, Stat],
     warnings: list[str],
-    light: bool = False,
+    light: Leaves | None = None,
 ) -> tuple[Any, list[ShardHeader], list[str]] | None:
     """(config, shard headers, warnings) cached for exactly these `files`; None: a miss. An
     entry whose digest fails is dropped and said in `warnings` (`store.read_cache_file`).
-    `light`: the entry a light open saved (`ShardHeader.names`)."""
+    `light`: the entry a light open with these leaves saved (slimmed `ShardHeader`s)."""
     data = read_cache_file(_entry_path(directory, only, light), warnings)
     if data is None:
         return None
@@ -163,10 +168,11 @@ def load(
             s.metadata,
             s.names,
             s.dtypes,
+            s.count,
         )
         for s in entry.shards
     ]
-    if any((s.names is None) is light for s in shards):
+    if any((s.names is None) is (light is not None) for s in shards):
         return None
     return entry.config, shards, entry.warnings
 
@@ -179,7 +185,7 @@ def save(
     config: Any,
     shards: list[ShardHeader],
     warnings: list[str],
-    light: bool = False,
+    light: Leaves | None = None,
 ) -> str | None:
     """Write the entry atomically; a warning's text when it could not be written, else None."""
     entry = _Entry(
@@ -198,6 +204,7 @@ def save(
                 [_Tensor(t.name, t.dtype, t.shape, t.start, t.end) for t in s.tensors.values()],
                 s.names,
                 s.dtypes,
+                s.count,
             )
             for s in shards
         ],

@@ -9,6 +9,7 @@ safetensors (`safetensors.parse_header`).
 
 from __future__ import annotations
 
+import array
 import contextlib
 import gc
 import itertools
@@ -19,9 +20,9 @@ from typing import Any
 
 from normscope.errors import SourceError
 from normscope.naming import natural_key
-from normscope.schema import TensorMap, TensorRef
+from normscope.schema import Leaves, TensorMap, TensorRef
 from normscope.sources.jsonload import JSONLimitError, load_json
-from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader, parse_header
+from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader, parse_header, slim
 from normscope.sources.store import Checkpoint, Store
 
 _gc_lock = threading.Lock()
@@ -54,22 +55,26 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def open_layout(store: Store, source: str, *, light: bool = False) -> Checkpoint:
+def open_layout(
+    store: Store, source: str, *, light: bool = False, leaves: Leaves | None = None
+) -> Checkpoint:
     """Read config, index and every shard header of `store`; check they agree.
 
-    `light` (local stores: a scan): the checkpoint's `tensors` is a `TensorMap` (every name,
-    the refs of the gain-shaped tensors only, `ShardHeader.dtypes`), and each header is parsed
-    as it is read and dropped. Validation is the same; an index or shards that disagree are
-    judged on the full layout, with the same messages.
+    `light` (local stores: a scan): the checkpoint's `tensors` is a `TensorMap` (the refs of
+    the gain-shaped tensors, the count, the names `leaves` covers, `ShardHeader.dtypes`), and
+    each header is parsed and checked against the index as it is read, then dropped.
+    Validation is the same; an index or shards that disagree are judged on the full layout,
+    with the same messages.
     """
     warnings = store.warnings
     config = _read_config(store, warnings)
     shard_names, weight_map, index = _shard_names(store, source, warnings)
     if light:
-        shards = _parse_each(store, shard_names, weight_map)
-        agreed = _light_map(shards, shard_names, weight_map, full_loader(store, shard_names))
-        if agreed is not None:
-            return Checkpoint(source, config, shards, agreed, store, warnings)
+        leaves = leaves or Leaves()
+        shards, sound = _parse_each(store, shard_names, weight_map, leaves)
+        if sound:
+            tensors = light_map(shards, full_loader(store, shard_names), leaves)
+            return Checkpoint(source, config, shards, tensors, store, warnings)
         # An index and shards that disagree, or a tensor stored twice: the full layout names
         # it. The headers are read again for that (counted once).
         raws = store.headers(shard_names, weight_map)
@@ -121,40 +126,82 @@ def _count(store: Store, raw: bytes) -> None:
     store.counter.reads += 2  # the length prefix, then the JSON
 
 
+KEEP_NAMES = 65_536
+"""A light layout keeps every tensor name up to this many tensors (~8 MiB of them; Mixtral has
+995, Qwen3-235B-A22B 37k); past it, only the names the rules ask about (`Leaves`, issue 29:
+DeepSeek-V3's 92k names are 9 MB, 16x its layers 150 MB)."""
+
+
 def _parse_each(
-    store: Store, shard_names: Sequence[str], weight_map: Mapping[str, str] | None
-) -> list[ShardHeader]:
-    """Each shard's header read, counted and parsed light in turn: one raw header held at once
-    (DeepSeek-V3: 11.5 MB of them; 16x its layers: 184 MB)."""
-    shards = []
+    store: Store, shard_names: Sequence[str], weight_map: Mapping[str, str] | None, leaves: Leaves
+) -> tuple[list[ShardHeader], bool]:
+    """Each shard's header read, counted, parsed light and checked (`_Agreement`) in turn: one
+    raw header held at once (DeepSeek-V3: 11.5 MB of them; 16x its layers: 184 MB). Past
+    `KEEP_NAMES` tensors, every shard is slimmed (`safetensors.slim`) as it is parsed. The
+    shards, and whether the layout is sound."""
+    shards: list[ShardHeader] = []
+    agreement = _Agreement(weight_map)
+    slimming = False
     with gc_paused():
         for name in shard_names:
             (raw,) = store.headers([name], weight_map)
             _count(store, raw)
-            shards.append(
-                parse_header(raw[8:], store.path(name), store.size(name) or 0, light=True)
-            )
-    return shards
+            shard = parse_header(raw[8:], store.path(name), store.size(name) or 0, light=True)
+            agreement.add(name, shard.all_names)
+            shards.append(slim(shard, leaves) if slimming else shard)
+            if not slimming and agreement.total > KEEP_NAMES:
+                shards, slimming = [slim(s, leaves) for s in shards], True
+    return shards, agreement.sound()
+
+
+class _Agreement:
+    """Whether the shards' names agree with the index, checked one shard at a time.
+
+    With an index: the index lists every tensor of the shards, each in the shard that holds
+    it, and nothing else, and no tensor is stored twice. NOTE: linear, in C, and with no
+    second name->shard map (issue 29): each header name is looked up once in the index, and
+    counted when the index names its own shard. A name has one index entry, so each entry is
+    counted at most once: all of them (`len(weight_map)`), and as many as the shards hold
+    tensors, is exactly the statement above.
+
+    Without an index: no name is in two shards (a header holds each name once: `parse_header`).
+    NOTE: checked on the names' hashes, 8 bytes each in a numpy array, not on a set of 1.5M
+    names; distinct hashes prove distinct names, and equal ones (a name stored twice, or a
+    collision) send the layout to the full path, which decides exactly.
+    """
+
+    def __init__(self, weight_map: Mapping[str, str] | None) -> None:
+        self.weight_map = weight_map
+        self.found = self.total = 0
+        self.hashes: list[array.array[int]] = []
+
+    def add(self, shard: str, names: list[str]) -> None:
+        self.total += len(names)
+        if self.weight_map is not None:
+            self.found += list(map(self.weight_map.get, names)).count(shard)
+        else:
+            self.hashes.append(array.array("q", map(hash, names)))
+
+    def sound(self) -> bool:
+        if self.weight_map is not None:
+            return self.found == self.total == len(self.weight_map)
+        if len(self.hashes) < 2:
+            return True
+        import numpy as np  # a scan has it loaded already (its statistics)
+
+        every = np.concatenate([np.frombuffer(h, dtype=np.int64) for h in self.hashes])
+        every.sort()
+        return not bool((every[1:] == every[:-1]).any())
 
 
 def _agrees(
     shards: Sequence[ShardHeader], shard_names: Sequence[str], weight_map: Mapping[str, str]
 ) -> bool:
-    """The index lists every tensor of the shards, each in the shard that holds it, and nothing
-    else, and no tensor is stored twice.
-
-    NOTE: linear, in C, and with no second name->shard map (issue 29): each header name is
-    looked up once in the index, and counted when the index names its own shard. A name has one
-    index entry, so each entry is counted at most once: all of them (`len(weight_map)`), and as
-    many as the shards hold tensors, is exactly the statement above.
-    """
-    lookup = weight_map.get
-    found = total = 0
+    """`_Agreement` of full shards with the index."""
+    agreement = _Agreement(weight_map)
     for own, shard in zip(shard_names, shards, strict=True):
-        names = shard.all_names
-        total += len(names)
-        found += list(map(lookup, names)).count(own)
-    return found == total == len(weight_map)
+        agreement.add(own, shard.all_names)
+    return agreement.sound()
 
 
 def full_loader(store: Store, shard_names: Sequence[str]) -> Callable[[], Mapping[str, TensorRef]]:
@@ -181,37 +228,20 @@ def _parse_full(
         ]
 
 
-def _light_map(
-    shards: Sequence[ShardHeader],
-    shard_names: Sequence[str],
-    weight_map: dict[str, str] | None,
-    load: Callable[[], Mapping[str, TensorRef]],
-) -> TensorMap | None:
-    """The light shards' `TensorMap` when the layout is sound (`_agrees`; without an index, no
-    name twice); None otherwise (the full layout then says what is wrong)."""
-    order = [s.all_names for s in shards]
-    if weight_map is None:
-        member = dict.fromkeys(itertools.chain(*order))
-        if len(member) != sum(len(names) for names in order):
-            return None
-        return TensorMap(_kept(shards), order, member, load)
-    if not _agrees(shards, shard_names, weight_map):
-        return None
-    return TensorMap(_kept(shards), order, weight_map, load)
-
-
-def _kept(shards: Sequence[ShardHeader]) -> dict[str, TensorRef]:
+def light_map(
+    shards: Sequence[ShardHeader], load: Callable[[], Mapping[str, TensorRef]], leaves: Leaves
+) -> TensorMap:
+    """The `TensorMap` of light shards whose layout was judged sound (also the header cache's):
+    complete when no shard was slimmed."""
     kept: dict[str, TensorRef] = {}
     for shard in shards:
         kept.update(shard.tensors)
-    return kept
-
-
-def light_map(
-    shards: Sequence[ShardHeader], load: Callable[[], Mapping[str, TensorRef]]
-) -> TensorMap:
-    """The `TensorMap` of light shards whose layout was judged sound (the header cache's)."""
-    return TensorMap(_kept(shards), [s.all_names for s in shards], None, load)
+    count = sum(s.tensor_count for s in shards)
+    if all(s.count is None for s in shards):
+        every = dict.fromkeys(itertools.chain.from_iterable(s.all_names for s in shards))
+        return TensorMap(kept, count, every, load)
+    present = set(itertools.chain.from_iterable(s.names or () for s in shards))
+    return TensorMap(kept, count, present, load, leaves)
 
 
 def _read_config(store: Store, warnings: list[str]) -> dict[str, Any] | None:

@@ -16,14 +16,14 @@ import math
 import operator
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import compress, repeat
 from typing import Annotated, Any
 
 import msgspec
 
 from normscope.errors import SourceError
-from normscope.schema import TensorRef, gain_shaped
+from normscope.schema import Leaves, TensorRef, gain_shaped
 from normscope.sources.jsonload import load_json
 
 # safetensors refuses headers above 100 MB (safetensors/src/tensor.rs MAX_HEADER_SIZE).
@@ -79,15 +79,27 @@ class ShardHeader:
     """Every tensor's ref; light (`names` set): only the gain-shaped ones (`gain_shaped`)."""
     metadata: dict[str, str]
     names: list[str] | None = None
-    """Light (`parse_header(light=True)`): every tensor name, in header order; None: `tensors`
+    """Light, as `parse_header(light=True)` returns it: every tensor name, in header order;
+    slimmed (`slim`, `count` set): only the names a rule may ask for (`Leaves`). None: `tensors`
     holds every tensor."""
     dtypes: dict[str, list[int]] | None = None
     """Light: per dtype, [tensors, bytes] over every tensor of the shard."""
+    count: int | None = None
+    """Slimmed (`slim`): how many tensors the shard holds. None: `names` (light) or `tensors`
+    (full) are all of them."""
 
     @property
     def all_names(self) -> list[str]:
-        """Every tensor name, in header order."""
+        """Every tensor name, in header order (not of a slimmed shard: it has not kept them)."""
+        assert self.count is None, f"{self.path}: a slimmed header keeps no list of every name"
         return self.names if self.names is not None else list(self.tensors)
+
+    @property
+    def tensor_count(self) -> int:
+        """How many tensors the shard holds."""
+        if self.count is not None:
+            return self.count
+        return len(self.names) if self.names is not None else len(self.tensors)
 
     @property
     def dtype_counts(self) -> dict[str, list[int]]:
@@ -122,6 +134,19 @@ def lighten(shard: ShardHeader) -> ShardHeader:
         list(shard.tensors),
         summarise(shard.tensors.values()),
     )
+
+
+def slim(shard: ShardHeader, leaves: Leaves) -> ShardHeader:
+    """A light `shard` without its list of every name: the gain-shaped refs, the dtype summary,
+    the count, and only the names `leaves` covers (what the rules' `if_present` asks about).
+
+    NOTE: issue 29: the names were what a light layout held per tensor (~100 bytes each: 150 MB
+    at 1.5M tensors); a lookup of any other name loads the full layout (`TensorMap`).
+    A slimmed shard is returned as it is."""
+    if shard.count is not None:
+        return shard
+    names = shard.all_names
+    return replace(shard, names=leaves.select(names), count=len(names))
 
 
 class _Entry(msgspec.Struct, forbid_unknown_fields=True, gc=False):
