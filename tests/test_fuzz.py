@@ -349,3 +349,76 @@ def test_the_fast_json_path_agrees_with_the_general_one(case: tuple[bytes, bytes
         assert jsonload.load_json(header) == fast  # and it does not refuse
     finally:
         jsonload._load_fast = saved
+
+
+_SHARDS = ("a.safetensors", "b.safetensors")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b'{"weight_map":{"x":"a.safetensors"},"weight_map":{"y":"a.safetensors"}}',
+        b'{"metadata":{},"metadata":{},"weight_map":{"x":"a.safetensors"}}',
+        b'{"weight_map":{"x":"a.safetensors","x":"b.safetensors"}}',
+        b'{"weight_map":{"x:y":"a.safetensors"}}',
+        b'{"weight_map":{"x":"c.safetensors"}}',
+        b'{"weight_map":{"x":"./a.safetensors"}}',
+        b'{"weight_map":{"x":1}}',
+        b'{"weight_map":["a.safetensors"]}',
+        b'{"metadata":{"total_size":1.5},"weight_map":{"x":"a.safetensors"}}',
+        b'{"metadata":{"k":{"z":1,"z":2}},"weight_map":{"x":"a.safetensors"}}',
+        b'{"weight_map":{"x\\u0041":"a.safetensors"}}',
+        '{"weight_map":{"\u00e9":"a.safetensors"}}'.encode(),
+        b'{"metadata":{}}',
+        b'{"weight_map":{"x":"a.safetensors"}',
+    ],
+)
+def test_the_name_map_defers_what_it_cannot_prove(doc: bytes) -> None:
+    from normscope.sources.jsonload import load_name_map
+
+    assert load_name_map(doc, "weight_map", _SHARDS) is None
+
+
+def _index_doc(pairs: list[tuple[str, str]], metadata: str, indent: bool) -> bytes:
+    """An index written by hand (json.dumps would collapse repeated names), as HF lays it out
+    (`indent=2`) or packed."""
+    sep, pad = (",\n    ", "\n  ") if indent else (",", "")
+    body = sep.join(f"{json.dumps(name)}: {json.dumps(shard)}" for name, shard in pairs)
+    return f'{{{pad}"metadata": {metadata},{pad}"weight_map": {{{body}}}\n}}'.encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(
+            st.text(alphabet="ab.", min_size=1, max_size=4)
+            | st.text(alphabet='ab.:"\\\u00e9', min_size=1, max_size=4),
+            st.sampled_from((*_SHARDS * 4, "./a.safetensors", "c.safetensors")),
+        ),
+        max_size=8,
+    ),
+    metadata=st.sampled_from(('{"total_size": 8}', "{}", '{"a": {"b": [1, null]}}') * 3 + ("1.5",)),
+    indent=st.booleans(),
+)
+def test_the_name_map_is_the_general_decode_of_the_index(
+    pairs: list[tuple[str, str]], metadata: str, indent: bool
+) -> None:
+    from normscope.sources.jsonload import load_json, load_name_map
+
+    doc = _index_doc(pairs, metadata, indent)
+    fast = load_name_map(doc, "weight_map", _SHARDS)
+    if fast is None:
+        return
+    assert fast == load_json(doc)["weight_map"]  # and the general path does not refuse it
+    assert all(any(v is s for s in _SHARDS) for v in fast.values())  # one shared str per shard
+
+
+def test_the_name_map_takes_a_real_index() -> None:
+    from normscope.sources.jsonload import load_json, load_name_map
+
+    doc = Path(__file__).parent.parent / "fixtures"
+    for index in sorted(doc.rglob("*.safetensors.index.json")):
+        data = index.read_bytes()
+        weight_map = load_json(data)["weight_map"]
+        shards = sorted(set(weight_map.values()))
+        assert load_name_map(data, "weight_map", shards) == weight_map, index

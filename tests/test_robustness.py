@@ -228,6 +228,20 @@ def test_outliers_are_linear_with_ties() -> None:
     assert len(_outliers(np.arange(10.0))) == MAX_OUTLIERS
 
 
+def test_outliers_match_a_full_sort() -> None:
+    """Against the definition, by a sort of every channel: random finite vectors, many ties."""
+    rng = np.random.default_rng(29)
+    for trial in range(3000):
+        size = int(rng.integers(1, 40))
+        pool = [rng.normal(1.0, 0.1, size), rng.integers(0, 3, size) * 0.5, np.ones(size)]
+        gain = pool[trial % 3]
+        deviation = np.abs(gain - np.median(gain))
+        ranked = sorted(range(size), key=lambda i: (-deviation[i], i))
+        expected = [i for i in ranked if deviation[i] > 0][:MAX_OUTLIERS]
+        assert [o.index for o in _outliers(gain)] == expected
+        assert [o.value for o in _outliers(gain)] == [float(gain[i]) for i in expected]
+
+
 def _sparse_norm(directory: Path, elements: int) -> Path:
     """A BF16 final norm of `elements` zeros: a hole in a sparse file, no disk used."""
     directory.mkdir(parents=True, exist_ok=True)

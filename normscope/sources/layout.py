@@ -13,6 +13,7 @@ import array
 import contextlib
 import gc
 import itertools
+import operator
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 from normscope.errors import SourceError
 from normscope.naming import natural_key
 from normscope.schema import Leaves, TensorMap, TensorRef
-from normscope.sources.jsonload import JSONLimitError, load_json
+from normscope.sources.jsonload import JSONLimitError, load_json, load_name_map
 from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader, parse_header, slim
 from normscope.sources.store import Checkpoint, Store
 
@@ -178,7 +179,7 @@ class _Agreement:
     def add(self, shard: str, names: list[str]) -> None:
         self.total += len(names)
         if self.weight_map is not None:
-            self.found += list(map(self.weight_map.get, names)).count(shard)
+            self.found += operator.countOf(map(self.weight_map.get, names), shard)
         else:
             self.hashes.append(array.array("q", map(hash, names)))
 
@@ -278,7 +279,11 @@ def _read_index(store: Store, name: str) -> dict[str, str]:
         data = store.fetch(name)
         if data is None:
             raise OSError(f"{name} vanished")
-        weight_map = load_json(data)["weight_map"]
+        # NOTE: the shards' names shared by every entry where provable (issue 29: 1.5M copies
+        # of 2,562 names, 123 MB, at 16x DeepSeek-V3's layers); else the general decode.
+        weight_map = load_name_map(data, "weight_map", store.names(".safetensors"))
+        if weight_map is None:
+            weight_map = load_json(data)["weight_map"]
         # The set of shard names is small; an unhashable value raises TypeError, caught below.
         if not isinstance(weight_map, dict) or not all(
             isinstance(v, str) for v in set(weight_map.values())
