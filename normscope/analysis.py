@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -189,34 +189,74 @@ def parametrization_doubt(info: NormInfo, stored: np.ndarray) -> str | None:
     return None
 
 
+def stored_gain(dtype: str, data: bytes, stored_offset: float) -> np.ndarray | None:
+    """The model's own weight of a norm: `data` decoded, less what a converter baked in
+    (`NormInfo.stored_offset`); None: a dtype that is not a float `decode` knows."""
+    gain = decode(dtype, data)
+    if gain is not None and stored_offset:
+        gain = gain - stored_offset  # undo the converter: the model's own weight
+    return gain
+
+
+class Gains(Mapping[str, np.ndarray]):
+    """The effective gain of each measured norm (stored + shift, float64, flattened) by name,
+    decoded from its stored bytes at each lookup (a new array each time).
+
+    NOTE: issue 29: the float64 gains of a 1.5M-tensor checkpoint's 3,912 norms are 122 MiB,
+    their BF16 bytes 31 MiB (held anyway: they were read); a d = 7168 vector decodes in ~10 us.
+    """
+
+    __slots__ = ("_stored",)
+
+    def __init__(self) -> None:
+        self._stored: dict[str, tuple[str, bytes, float, float]] = {}
+
+    def add(self, info: NormInfo, dtype: str, data: bytes) -> None:
+        """Keep `info`'s stored bytes (`data`, of `dtype`) to decode its effective gain."""
+        self._stored[info.name] = (dtype, data, info.stored_offset, info.parametrization.shift)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        dtype, data, stored_offset, shift = self._stored[name]
+        gain = stored_gain(dtype, data, stored_offset)
+        assert gain is not None  # `add` is given measured norms only
+        return gain.reshape(-1) + shift
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stored)
+
+    def __len__(self) -> int:
+        return len(self._stored)
+
+
+def identity_kind(stored: np.ndarray) -> Parametrization | None:
+    """The parametrization whose identity `stored` exactly is: all zeros an offset (1 + w)
+    norm's, all ones a standard norm's; None: neither (trained)."""
+    if (stored == 0).all():
+        return Parametrization.offset
+    if (stored == 1).all():
+        return Parametrization.standard
+    return None
+
+
 def settle_at_init(
-    decoded: Sequence[tuple[NormInfo, np.ndarray]], warnings: list[str]
-) -> list[tuple[NormInfo, np.ndarray]]:
+    kinds: Sequence[tuple[NormInfo, Parametrization | None]], warnings: list[str]
+) -> list[NormInfo]:
     """Let the data decide the parametrization of the towers that are exactly at init.
 
     At init every gain is the identity: a standard norm stores ones, an offset (1 + w) norm
     zeros (docs/architectures.md#stacks-towers-and-the-model-zoo). So in a tower
-    (`NormInfo.tower`) whose every stored gain is exactly all zeros or all ones, the stored
-    vector says which each norm is, whatever the name, the
-    config flags or the family said — and a disagreement is named in a warning, never settled
-    silently. A tower with any other value is trained: its all-zero norm may be a real
+    (`NormInfo.tower`) whose every stored gain is exactly all zeros or all ones (`kinds`:
+    each norm's `identity_kind`), the stored vector says which each norm is, whatever the name,
+    the config flags or the family said — and a disagreement is named in a warning, never
+    settled silently. A tower with any other value is trained: its all-zero norm may be a real
     collapse, so the rules stand there (`parametrization_doubt` warns).
     """
     at_init: dict[Any, bool] = {}
-    kinds: list[Parametrization | None] = []
-    for info, gain in decoded:
-        kind = (
-            Parametrization.offset
-            if (gain == 0).all()
-            else Parametrization.standard
-            if (gain == 1).all()
-            else None
-        )
-        kinds.append(kind)
+    for info, kind in kinds:
         at_init[info.tower] = at_init.get(info.tower, True) and kind is not None
     out = []
     changed: list[str] = []
-    for (info, gain), kind in zip(decoded, kinds, strict=True):
+    for info, kind in kinds:
         if (
             kind is not None
             and at_init[info.tower]
@@ -225,7 +265,7 @@ def settle_at_init(
         ):
             changed.append(info.name)
             info = dataclasses.replace(info, parametrization=kind)
-        out.append((info, gain))
+        out.append(info)
     if changed:
         warnings.append(
             f"{len(changed)} norm(s) at init store the identity of another parametrization "

@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from normscope.analysis import (
     SUPPORTED_DTYPES,
+    Gains,
     compute_stats,
     count_bands,
     decode,
     headline,
+    identity_kind,
     parametrization_doubt,
     settle_at_init,
     sort_key,
+    stored_gain,
 )
 from normscope.arch import RuleSet, classify, present_leaves
 from normscope.errors import ArchError
@@ -82,8 +85,9 @@ class Measured:
     """A Report plus the effective gains it was computed from (for diff, check and series)."""
 
     report: Report
-    gains: dict[str, np.ndarray]
-    """Effective gain (stored + shift, float64, flattened) by norm name."""
+    gains: Mapping[str, np.ndarray]
+    """Effective gain (stored + shift, float64, flattened) by norm name (a scan's: `Gains`,
+    decoded at each lookup)."""
     undecoded: dict[str, str] = field(default_factory=dict)
     """Norms found but not measured (unsupported dtype, empty), with the reason: a gate must
     not vouch for them (`check` fails them)."""
@@ -215,7 +219,7 @@ class _Measurements:
     """What reading and measuring the norms gave: statistics, gains, the norms left out."""
 
     stats: list[NormStats] = field(default_factory=list)
-    gains: dict[str, np.ndarray] = field(default_factory=dict)
+    gains: Gains = field(default_factory=Gains)
     undecoded: dict[str, str] = field(default_factory=dict)
     infos: list[NormInfo] = field(default_factory=list)
     """The norms as measured: the rules' NormInfo, parametrization settled by the data at init."""
@@ -241,12 +245,14 @@ def _measure_norms(
             wanted.append(checkpoint.tensors[info.bias_name])
     data = checkpoint.read([r for r in wanted if r.dtype in SUPPORTED_DTYPES])
     out = _Measurements()
-    decoded: list[tuple[NormInfo, np.ndarray]] = []
+    # NOTE: two passes, each decoding one norm at a time: whether a tower is at init needs every
+    # norm of it first, and holding every decoded gain meanwhile was 122 MiB of float64 at 1.5M
+    # tensors (issue 29); the second decode costs ~10 us a norm.
+    kinds: list[tuple[NormInfo, Parametrization | None]] = []
     for info in norms:
         ref = checkpoint.tensors[info.name]
-        gain = decode(ref.dtype, data[info.name]) if info.name in data else None
-        if gain is not None and info.stored_offset:
-            gain = gain - info.stored_offset  # undo the converter: the model's own weight
+        raw = data.get(info.name)
+        gain = None if raw is None else stored_gain(ref.dtype, raw, info.stored_offset)
         if gain is None:
             out.undecoded[info.name] = (
                 f"dtype {ref.dtype} is not a float format normscope decodes "
@@ -258,19 +264,24 @@ def _measure_norms(
             warnings.append(f"skipped '{info.name}': {out.undecoded[info.name]}")
             out.infos.append(info)
             continue
-        decoded.append((info, gain))
+        kinds.append((info, identity_kind(gain) if options.parametrization is None else None))
     if options.parametrization is None:
-        decoded = settle_at_init(decoded, warnings)
+        measurable = settle_at_init(kinds, warnings)
+    else:
+        measurable = [info for info, _ in kinds]
     doubts: list[tuple[str, str]] = []
-    for info, gain in decoded:
+    for info in measurable:
         out.infos.append(info)
-        bias = _bias(checkpoint, info, checkpoint.tensors[info.name].numel, data, warnings)
+        ref = checkpoint.tensors[info.name]
+        gain = stored_gain(ref.dtype, data[info.name], info.stored_offset)
+        assert gain is not None  # decoded in the first pass
+        bias = _bias(checkpoint, info, ref.numel, data, warnings)
         doubt = parametrization_doubt(info, gain)
         if doubt:
             doubts.append((info.name, doubt))
         row = compute_stats(info, gain, bias, options.band_of(info.role))
         out.stats.append(row)
-        out.gains[row.name] = gain.reshape(-1) + info.parametrization.shift
+        out.gains.add(info, ref.dtype, data[info.name])
     if doubts:
         warnings.append(
             f"{len(doubts)} norm(s) look mis-parametrized, e.g. '{doubts[0][0]}' is "

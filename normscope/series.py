@@ -19,7 +19,7 @@ import functools
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Future,
@@ -276,7 +276,7 @@ class _Collected:
     models: list[ModelInfo] = field(default_factory=list)
     warnings: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     rel_warnings: list[str] = field(default_factory=list)
-    previous: dict[str, np.ndarray] = field(default_factory=dict)
+    previous: Mapping[str, np.ndarray] = field(default_factory=dict)
     """Effective gains of the last measured checkpoint: only they stay in memory."""
     bytes_read: int = 0
 
@@ -420,8 +420,8 @@ def _nothing_usable(sources: Sequence[str | os.PathLike[str]], skipped: Sequence
 
 def _rel_change(
     norm: NormStats,
-    previous: dict[str, np.ndarray],
-    gains: dict[str, np.ndarray],
+    previous: Mapping[str, np.ndarray],
+    gains: Mapping[str, np.ndarray],
     path: str,
     warnings: list[str],
 ) -> float | None:

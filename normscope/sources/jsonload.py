@@ -222,7 +222,7 @@ def load_name_map(data: bytes, key: str, values: Collection[str]) -> dict[str, s
     try:
         top = _TOP.decode(data)
         raw = top.pop(key)
-        mapping = msgspec.json.decode(raw, type=dict[str, Literal[tuple(values)]])  # type: ignore[valid-type]
+        mapping = msgspec.json.decode(raw, type=dict[str, Literal[tuple(values)]])  # type: ignore[misc]
     except (msgspec.DecodeError, KeyError, RecursionError):
         return None
     rest = b"{" + b",".join(msgspec.json.encode(k) + b":" + bytes(v) for k, v in top.items()) + b"}"

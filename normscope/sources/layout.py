@@ -74,8 +74,8 @@ def open_layout(
         leaves = leaves or Leaves()
         shards, sound = _parse_each(store, shard_names, weight_map, leaves)
         if sound:
-            tensors = light_map(shards, full_loader(store, shard_names), leaves)
-            return Checkpoint(source, config, shards, tensors, store, warnings)
+            kept = light_map(shards, full_loader(store, shard_names), leaves)
+            return Checkpoint(source, config, shards, kept, store, warnings)
         # An index and shards that disagree, or a tensor stored twice: the full layout names
         # it. The headers are read again for that (counted once).
         raws = store.headers(shard_names, weight_map)
