@@ -10,14 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import llama_config, llama_tensors, write_checkpoint
+from safetensors.numpy import load_file, save_file
 from typer.testing import CliRunner
 
 from normscope.cli import app
 from normscope.errors import ConfigError
 from normscope.gates import run_checks
 from normscope.policy import PolicyOverrides, load_policy, thresholds_for
-from normscope.scanner import measure
-from normscope.schema import CheckName, Policy, Role, Severity, Thresholds, Verdict
+from normscope.scanner import ScanOptions, measure
+from normscope.schema import CheckName, Parametrization, Policy, Role, Severity, Thresholds, Verdict
 from normscope.scope import parse_scope
 
 if sys.version_info >= (3, 11):
@@ -469,3 +470,31 @@ def test_role_band_with_one_edge_inherits_the_other(
     # enorm 2.5 is inside [0.1, 3.0]: the role table's missing `high` is the policy's 3.0.
     assert _check(str(ckpt), "-q").exit_code == 0
     assert _check(str(ckpt), "-q", "--high", "2.0").exit_code == 1
+
+
+@pytest.mark.parametrize("parametrization", ["standard", "offset"])
+def test_offset_check_fractions_are_those_of_every_channel(
+    tmp_path: Path, parametrization: str
+) -> None:
+    """The offset check's fraction, against numpy over every gain concatenated: ties at 1.0,
+    negatives, a NaN (a standard tower's `below 0`, an offset tower's `damped`)."""
+    rng = np.random.default_rng(7)
+    path = _deepseek(tmp_path / "c", nan_in="model.layers.1.input_layernorm.weight")
+    tensors = {}
+    for name in ("model.layers.0.input_layernorm.weight", "model.norm.weight"):
+        values = rng.choice([1.0, 0.5, -0.25, 1.5, 0.0], H).astype(np.float32)
+        tensors[name] = values
+    shard = next(path.glob("*.safetensors"))
+    stored = load_file(shard)
+    save_file({**stored, **tensors}, shard)
+    kind = Parametrization(parametrization)
+    measured = measure(path, ScanOptions(parametrization=kind, cache=False))
+    every = np.concatenate([measured.gains[n.name] for n in measured.report.norms])
+    if kind is Parametrization.standard:
+        expected = float((every < 0).mean())
+    else:
+        moved = every[every != 1.0]
+        expected = float((moved < 1.0).mean())
+    policy = Policy()
+    (finding,) = [f for f in run_checks(measured, policy).findings if f.check is CheckName.offset]
+    assert finding.value == expected and 0 < expected < 1
