@@ -245,30 +245,7 @@ def _measure_norms(
             wanted.append(checkpoint.tensors[info.bias_name])
     data = checkpoint.read([r for r in wanted if r.dtype in SUPPORTED_DTYPES])
     out = _Measurements()
-    # NOTE: two passes, each decoding one norm at a time: whether a tower is at init needs every
-    # norm of it first, and holding every decoded gain meanwhile was 122 MiB of float64 at 1.5M
-    # tensors (issue 29); the second decode costs ~10 us a norm.
-    kinds: list[tuple[NormInfo, Parametrization | None]] = []
-    for info in norms:
-        ref = checkpoint.tensors[info.name]
-        raw = data.get(info.name)
-        gain = None if raw is None else stored_gain(ref.dtype, raw, info.stored_offset)
-        if gain is None:
-            out.undecoded[info.name] = (
-                f"dtype {ref.dtype} is not a float format normscope decodes "
-                f"({', '.join(SUPPORTED_DTYPES)})"
-            )
-        elif gain.size == 0:
-            out.undecoded[info.name] = "empty tensor"
-        if gain is None or info.name in out.undecoded:
-            warnings.append(f"skipped '{info.name}': {out.undecoded[info.name]}")
-            out.infos.append(info)
-            continue
-        kinds.append((info, identity_kind(gain) if options.parametrization is None else None))
-    if options.parametrization is None:
-        measurable = settle_at_init(kinds, warnings)
-    else:
-        measurable = [info for info, _ in kinds]
+    measurable = _measurable(checkpoint, norms, data, options, out, warnings)
     doubts: list[tuple[str, str]] = []
     for info in measurable:
         out.infos.append(info)
@@ -288,6 +265,43 @@ def _measure_norms(
             f"{doubts[0][1]} Pass --parametrization to override"
         )
     return out
+
+
+def _measurable(
+    checkpoint: Checkpoint,
+    norms: Sequence[NormInfo],
+    data: Mapping[str, bytes],
+    options: ScanOptions,
+    out: _Measurements,
+    warnings: list[str],
+) -> list[NormInfo]:
+    """The norms whose gains decode, their parametrization settled by the data at init; the
+    others are noted in `out.undecoded` and `out.infos`.
+
+    NOTE: the first of two passes, each decoding one norm at a time: whether a tower is at init
+    needs every norm of it first, and holding every decoded gain meanwhile was 122 MiB of
+    float64 at 1.5M tensors (issue 29); the second decode costs ~10 us a norm.
+    """
+    kinds: list[tuple[NormInfo, Parametrization | None]] = []
+    for info in norms:
+        ref = checkpoint.tensors[info.name]
+        raw = data.get(info.name)
+        gain = None if raw is None else stored_gain(ref.dtype, raw, info.stored_offset)
+        if gain is None:
+            out.undecoded[info.name] = (
+                f"dtype {ref.dtype} is not a float format normscope decodes "
+                f"({', '.join(SUPPORTED_DTYPES)})"
+            )
+        elif gain.size == 0:
+            out.undecoded[info.name] = "empty tensor"
+        if gain is None or info.name in out.undecoded:
+            warnings.append(f"skipped '{info.name}': {out.undecoded[info.name]}")
+            out.infos.append(info)
+            continue
+        kinds.append((info, identity_kind(gain) if options.parametrization is None else None))
+    if options.parametrization is None:
+        return settle_at_init(kinds, warnings)
+    return [info for info, _ in kinds]
 
 
 def _bias(
