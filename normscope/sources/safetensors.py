@@ -15,9 +15,8 @@ import collections
 import math
 import operator
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from itertools import compress, repeat
 from typing import Annotated, Any
 
 import msgspec
@@ -159,10 +158,6 @@ class _Entry(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _DECODE_ENTRIES = msgspec.json.Decoder(dict[str, _Entry])
 _DTYPE_OF = operator.attrgetter("dtype")
-_SHAPE_OF = operator.attrgetter("shape")
-_OFFSETS_OF = operator.attrgetter("data_offsets")
-_FIRST = operator.itemgetter(0)
-_SECOND = operator.itemgetter(1)
 _METADATA_FIRST = re.compile(rb'\{"__metadata__":(\{(?:[^"}]|"[^"\\]*")*\}),')
 """`{"__metadata__":{...},` as safetensors writes it (compact, metadata first, no escapes)."""
 _METADATA_SCAN = 1 << 16
@@ -216,102 +211,43 @@ def _tile(
     """The refs of `entries` when they are known dtypes whose sizes match their shapes and
     tile the data section in order; None: not provably so (the general path decides). `light`:
     only the gain-shaped refs, and every name and the dtype summary in `light`."""
-    # NOTE: column-wise, at C speed: every per-tensor step is a `map`, `compress` or a list
-    # comparison over lists pulled out of the entries, and only the kept refs (a light parse:
-    # the few gain-shaped ones) are built in Python. The loop this replaces, once per tensor,
-    # cost 1.27 s of `_tile` tottime (1.79 s with its prod/len/lower calls) at 1.5M tensors;
-    # this costs 0.35 s (cProfile, x16 DeepSeek-V3 replica). tests/test_header_fast.py holds
-    # it to that loop, written out, on random headers.
-    if "__metadata__" in entries:
-        return None
-    values = list(entries.values())
-    dtypes = list(map(_DTYPE_OF, values))
-    shapes = list(map(_SHAPE_OF, values))
-    offsets = list(map(_OFFSETS_OF, values))
-    begins = list(map(_FIRST, offsets))
-    ends = list(map(_SECOND, offsets))
-    # Runs of one dtype (safetensors writes tensors by dtype: a few runs per shard).
-    firsts = [0, *compress(range(1, len(dtypes)), map(operator.ne, dtypes[1:], dtypes))]
-    if not _tiles_exactly(dtypes, shapes, begins, ends, data_len, firsts):
-        return None
-    names = list(entries)
-    if light is None:
-        refs = map(
-            TensorRef, names, repeat(shard), dtypes, shapes, _plus(begins, base), _plus(ends, base)
-        )
-        return dict(zip(names, refs, strict=True))
+    bits_of = DTYPE_BITS.get
+    prod = math.prod
     tensors: dict[str, TensorRef] = {}
-    for i in compress(range(len(names)), _gain_mask(names, shapes)):
-        name = names[i]
-        tensors[name] = TensorRef(
-            name, shard, dtypes[i], shapes[i], base + begins[i], base + ends[i]
-        )
-    light.names = list(entries)
-    if dtypes:
-        counts = collections.Counter(dtypes)
-        for first, after in zip(firsts, [*firsts[1:], len(dtypes)], strict=True):
-            dtype, size = dtypes[first], ends[after - 1] - begins[first]
+    position = start = 0
+    last: str | None = None
+    runs: list[tuple[str, int]] = []  # light: (dtype, bytes) of each run of one dtype
+    bits = 0
+    for name, entry in entries.items():
+        begin, end = entry.data_offsets
+        dtype, shape = entry.dtype, entry.shape
+        if begin != position:
+            return None
+        if dtype != last:  # safetensors writes tensors by dtype: a few runs per shard
+            known = bits_of(dtype)
+            if known is None:
+                return None
+            if last is not None:
+                runs.append((last, position - start))
+            bits, last, start = known, dtype, begin
+        nbits = prod(shape) * bits
+        if nbits != (end - begin) * 8 or nbits > U64_MAX or (not nbits and len(shape) > 1):
+            return None
+        position = end
+        # NOTE: `gain_shaped`, inlined in the loop that runs once per tensor (a call costs
+        # ~0.1 us x 92k); tests/test_light_layout.py holds the kept refs to it.
+        if light is None or len(shape) == 1 or (len(shape) == 2 and "norm" in name.lower()):
+            tensors[name] = TensorRef(name, shard, dtype, shape, base + begin, base + end)
+    if position != data_len or "__metadata__" in entries:
+        return None
+    if light is not None:
+        if last is not None:
+            runs.append((last, position - start))
+        light.names = list(entries)
+        counts = collections.Counter(map(_DTYPE_OF, entries.values()))
+        for dtype, size in runs:
             light.dtypes.setdefault(dtype, [counts[dtype], 0])[1] += size
     return tensors
-
-
-def _plus(values: list[int], base: int) -> Iterator[int]:
-    """`values`, each + `base`."""
-    return map(operator.add, values, repeat(base))
-
-
-def _tiles_exactly(
-    dtypes: list[str],
-    shapes: list[tuple[int, ...]],
-    begins: list[int],
-    ends: list[int],
-    data_len: int,
-    firsts: list[int],
-) -> bool:
-    """Whether `_tile`'s columns tile [0, data_len) in header order, with known dtypes whose
-    sizes match their shapes, at most 2^64 bits each, and no zero-size tensor of ndim > 1
-    (safetensors' overflow rule for those is the general path's). `firsts`: where each run of
-    one dtype starts (the checks go run by run: one dtype's bits for all its tensors)."""
-    if not begins:
-        return data_len == 0
-    if begins[0] != 0 or begins[1:] != ends[:-1] or ends[-1] != data_len:
-        return False
-    for first, after in zip(firsts, [*firsts[1:], len(dtypes)], strict=True):
-        bits = DTYPE_BITS.get(dtypes[first])
-        if bits is None:
-            return False
-        counts = list(map(math.prod, shapes[first:after]))
-        sizes = list(map(operator.sub, ends[first:after], begins[first:after]))
-        # counts: the tensors' sizes in bits (F4, F6), else in bytes.
-        if bits % 8:
-            counts, sizes = _times(counts, bits), _times(sizes, 8)
-        elif bits > 8:
-            counts = _times(counts, bits // 8)
-        if counts != sizes or max(counts) * (1 if bits % 8 else 8) > U64_MAX:
-            return False
-        if (
-            0 in counts
-            and max(compress(map(len, shapes[first:after]), map(operator.not_, counts))) > 1
-        ):
-            return False
-    return True
-
-
-def _times(values: list[int], factor: int) -> list[int]:
-    """`values`, each x `factor`."""
-    return list(map(operator.mul, values, repeat(factor)))
-
-
-def _gain_mask(names: list[str], shapes: list[tuple[int, ...]]) -> Iterable[bool]:
-    """`gain_shaped` of each (name, shape), column-wise: 1-D, or 2-D with "norm" in the name."""
-    ndims = list(map(len, shapes))
-    one_d = map(operator.eq, ndims, repeat(1))
-    two_d = list(compress(names, map(operator.eq, ndims, repeat(2))))
-    # An exact pre-filter: a name holding "norm" (lowered) puts it in the lowered join too.
-    if "norm" not in "\n".join(two_d).lower():
-        return one_d
-    normish = map(operator.contains, map(str.lower, names), repeat("norm"))
-    return map(operator.or_, one_d, map(operator.and_, map(operator.eq, ndims, repeat(2)), normish))
 
 
 def _metadata_first(raw: bytes) -> tuple[dict[str, str], bytes] | None:
