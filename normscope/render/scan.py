@@ -28,7 +28,6 @@ from normscope.render.common import (
     text_safe,
     where,
 )
-from normscope.render.heatmap import Entry, grids
 from normscope.render.scan_text import (
     header_lines,
     summarize_roles,
@@ -365,6 +364,8 @@ def _named_table(title: str, name_width: int, role_width: int) -> Table:
 
 def heatmap(report: Report) -> str:
     """Every norm's ratio in a cell of its own, by layer and kind of norm (`heatmap.grids`)."""
+    from normscope.render.heatmap import Entry, grids  # HTML only: not a text or JSON scan's
+
     entries = [
         Entry(n, n.ratio, n.band, f"{n.name}: ratio {fmt(n.ratio)} ({n.band.value})")
         for n in report.norms
