@@ -16,7 +16,7 @@ import itertools
 import operator
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from normscope.errors import SourceError
@@ -107,13 +107,14 @@ def _shard_names(
     index = indexes[0]
     if len(indexes) > 1:
         warnings.append(f"several shard indexes; using {index} ({source})")
-    weight_map = _read_index(store, index)
+    files = store.names(".safetensors")
+    weight_map = _read_index(store, index, files)
     shard_names = sorted(set(weight_map.values()), key=natural_key)
     for name in shard_names:
         if store.size(name) is None:
             raise store.missing_shard(name, store.path(index))
     listed = set(shard_names)
-    extra = sorted(n for n in store.names(".safetensors") if n not in listed)
+    extra = sorted(n for n in files if n not in listed)
     if extra:
         warnings.append(
             f"ignored {len(extra)} .safetensors file(s) not named in the index: "
@@ -273,15 +274,16 @@ def _read_config(store: Store, warnings: list[str]) -> dict[str, Any] | None:
     return config
 
 
-def _read_index(store: Store, name: str) -> dict[str, str]:
-    """The index's weight_map, shard names normalised (`./x` and `x` are one shard)."""
+def _read_index(store: Store, name: str, files: Collection[str]) -> dict[str, str]:
+    """The index's weight_map, shard names normalised (`./x` and `x` are one shard). `files`:
+    the store's .safetensors files."""
     try:
         data = store.fetch(name)
         if data is None:
             raise OSError(f"{name} vanished")
         # NOTE: the shards' names shared by every entry where provable (issue 29: 1.5M copies
         # of 2,562 names, 123 MB, at 16x DeepSeek-V3's layers); else the general decode.
-        weight_map = load_name_map(data, "weight_map", store.names(".safetensors"))
+        weight_map = load_name_map(data, "weight_map", files)
         if weight_map is None:
             weight_map = load_json(data)["weight_map"]
         # The set of shard names is small; an unhashable value raises TypeError, caught below.

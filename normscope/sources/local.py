@@ -60,12 +60,19 @@ class LocalStore:
         the measure of an index bigger than `MAX_SMALL_FILE`: only such an index asks for it."""
         total = 0
         for name in self.names(".safetensors"):
+            # NOTE: os-level: a buffered `open` reads 8 KiB for these 8 bytes (2,562 shards:
+            # 0.1 s, issue 29).
             try:
-                with (self.directory / name).open("rb") as handle:
-                    size = os.fstat(handle.fileno()).st_size
-                    prefix = handle.read(8)
+                fd = os.open(self.directory / name, os.O_RDONLY)
             except OSError:
                 continue  # the layout check names an unreadable shard the index lists
+            try:
+                size = os.fstat(fd).st_size
+                prefix = os.pread(fd, 8, 0)
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
             self.counter.reads += 1
             self.counter.metadata_bytes += len(prefix)
             if len(prefix) == 8:
