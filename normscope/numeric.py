@@ -21,3 +21,14 @@ def median(values: np.ndarray) -> float:
         return float(np.partition(values, half)[half])
     part = np.partition(values, (half - 1, half))
     return float((part[half - 1] + part[half]) / 2)
+
+
+def row_medians(values: np.ndarray) -> np.ndarray:
+    """The median of each row of a 2-D array without NaN, each as `median` gives it for that
+    row: one `np.partition` along the rows places every row's middle value(s) at once."""
+    n = values.shape[1]
+    half = n // 2
+    if n % 2:
+        return np.partition(values, half, axis=1)[:, half]
+    part = np.partition(values, (half - 1, half), axis=1)
+    return (part[:, half - 1] + part[:, half]) / 2

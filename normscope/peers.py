@@ -202,14 +202,23 @@ def _trend(depths: np.ndarray, ratios: np.ndarray, at: float) -> float:
     logs = np.log(ratios / scale)
     run = depths[None, :] - depths[:, None]
     rise = logs[None, :] - logs[:, None]
-    inner = []
-    for row in range(ratios.size):
-        steps = run[row] != 0
-        if steps.any():
-            inner.append(numeric.median(rise[row][steps] / run[row][steps]))
-    if not inner:
+    steps = run != 0
+    counts = steps.sum(axis=1)
+    counts = counts[counts > 0]
+    if not counts.size:
         return scale
-    slope = numeric.median(np.array(inner))
+    slopes = rise[steps] / run[steps]  # row by row, each row's steps in order
+    if (counts == counts[0]).all():
+        # NOTE: every row's median in one partition (the same values as row by row: each is
+        # its row's middle order statistic, or the mean of two): one call, not one a row, for
+        # each of a 1.5M-tensor checkpoint's 3,904 norms (issue 29).
+        inner = numeric.row_medians(slopes.reshape(counts.size, int(counts[0])))
+    else:  # neighbours that share a depth: rows of different lengths
+        ends = np.cumsum(counts)
+        inner = np.array(
+            [numeric.median(slopes[e - c : e]) for c, e in zip(counts, ends, strict=True)]
+        )
+    slope = numeric.median(inner)
     centre = numeric.median(logs - slope * depths) + slope * at
     return float(scale * math.exp(centre))
 

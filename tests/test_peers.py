@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normscope.peers import PeerRule, PeerVerdict, find_anomalies, peer_key
+from normscope.peers import PeerRule, PeerVerdict, _trend, find_anomalies, peer_key
 from normscope.schema import Module, Role
 
 
@@ -326,3 +326,35 @@ def test_a_200_layer_model_with_10_roles_is_instant() -> None:
     ]
     verdicts = find_anomalies(norms)
     assert len(verdicts) == 2000
+
+
+def _siegel(depths: np.ndarray, ratios: np.ndarray, at: float) -> float:
+    """Siegel's repeated-median line read at `at`, written out point by point with np.median."""
+    scale = float(np.median(ratios))
+    logs = np.log(ratios / scale)
+    inner = []
+    for i in range(ratios.size):
+        others = [j for j in range(ratios.size) if depths[j] != depths[i]]
+        if others:
+            inner.append(np.median([(logs[j] - logs[i]) / (depths[j] - depths[i]) for j in others]))
+    if not inner:
+        return scale
+    slope = float(np.median(inner))
+    return float(scale * math.exp(float(np.median(logs - slope * depths)) + slope * at))
+
+
+def test_trend_is_the_repeated_median_line_to_the_bit() -> None:
+    """`_trend` (its rows' medians in one partition) against the line point by point: random
+    neighbourhoods, some sharing depths (rows of different lengths), some constant."""
+    rng = np.random.default_rng(29)
+    for trial in range(2000):
+        size = int(rng.integers(1, 14))
+        if trial % 3 == 0:
+            depths = np.sort(rng.integers(0, 5, size)).astype(float)
+        else:
+            depths = np.sort(rng.choice(200, size, replace=False)).astype(float)
+        ratios = np.exp(rng.normal(0.0, 0.3, size)) * 2.0 ** int(rng.integers(-3, 3))
+        if trial % 5 == 0:
+            ratios[:] = ratios[0]
+        at = float(rng.integers(0, 200))
+        assert _trend(depths, ratios, at) == _siegel(depths, ratios, at)
