@@ -129,7 +129,11 @@ def _open_local(store: LocalStore, source: str, cache: bool, light: Leaves | Non
     checkpoint = open_layout(store, source, light=light is not None, leaves=light)
     if files is not None:
         config, shards, warnings = checkpoint.config, checkpoint.shards, checkpoint.warnings
-        if light is not None:  # judged in full (an index that disagreed, with a warning)
+        if light is not None:
+            # Saved slimmed whatever the size: a light entry keeps the refs, the counts and the
+            # leaves' names, not every name (a warm scan decodes less; a question beyond them
+            # loads the full layout, counted). `lighten` first: a layout judged in full (an
+            # index that disagreed, with a warning) comes back with every ref.
             shards = [slim(lighten(s), light) for s in shards]
         problem = headercache.save(directory, only, source, files, config, shards, warnings, light)
         if problem is not None:
