@@ -203,13 +203,19 @@ def test_a_tensor_stored_in_two_shards_is_refused_without_an_index(tmp_path: Pat
     assert light == full and "is stored in two shards" in light
 
 
+@pytest.mark.parametrize("slimmed", [False, True], ids=["every-name", "slimmed"])
 def test_the_header_cache_keeps_a_light_and_a_full_entry(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, slimmed: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The light entry is saved in the form the cold open kept: every name up to `KEEP_NAMES`
+    tensors (a warm question about any name is answered without a read), slimmed past it (here
+    forced with KEEP_NAMES = 0: a name beyond the leaves loads the full layout, counted)."""
     import time
 
     from normscope.sources import headercache
 
+    if slimmed:
+        monkeypatch.setattr(layout, "KEEP_NAMES", 0)
     monkeypatch.setenv("NORMSCOPE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(headercache, "RACY_SECONDS", 0.05)
     d = _copy(FIXTURES / "deepseek-v3-mtp", tmp_path / "ck")
@@ -227,8 +233,10 @@ def test_the_header_cache_keeps_a_light_and_a_full_entry(
     assert len(warm_light.tensors) == len(cold_full.tensors)
     assert warm_light.dtype_counts() == cold_full.dtype_counts()
     assert warm_light.counter.bytes_read == 0 < cold_light.counter.bytes_read
-    assert list(warm_light.tensors) == list(cold_full.tensors)  # loaded: read and counted
-    assert warm_light.counter.bytes_read == sum(s.header_bytes for s in cold_full.shards)
+    assert list(warm_light.tensors) == list(cold_full.tensors)  # slimmed: loaded and counted
+    headers = sum(s.header_bytes for s in cold_full.shards)
+    assert warm_light.counter.bytes_read == (headers if slimmed else 0)
+    assert warm_light.tensors.loaded is slimmed
 
 
 @pytest.mark.parametrize("slimmed", [False, True], ids=["every-name", "slimmed"])

@@ -14,9 +14,8 @@ from pathlib import Path
 from normscope.enums import SourceKind
 from normscope.schema import Leaves, TensorRef
 from normscope.sources import formats, headercache
-from normscope.sources.layout import full_loader, light_map, merge_shards, open_layout
+from normscope.sources.layout import full_loader, kept_form, light_map, merge_shards, open_layout
 from normscope.sources.local import LocalStore
-from normscope.sources.safetensors import lighten, slim
 from normscope.sources.spec import Source, SourceSpec, parse_source
 from normscope.sources.store import Checkpoint, ProgressFactory, hf_cache_folder
 
@@ -130,11 +129,11 @@ def _open_local(store: LocalStore, source: str, cache: bool, light: Leaves | Non
     if files is not None:
         config, shards, warnings = checkpoint.config, checkpoint.shards, checkpoint.warnings
         if light is not None:
-            # Saved slimmed whatever the size: a light entry keeps the refs, the counts and the
-            # leaves' names, not every name (a warm scan decodes less; a question beyond them
-            # loads the full layout, counted). `lighten` first: a layout judged in full (an
-            # index that disagreed, with a warning) comes back with every ref.
-            shards = [slim(lighten(s), light) for s in shards]
+            # Saved as the cold open kept it (every name up to KEEP_NAMES tensors, slimmed past
+            # it): a slimmed entry for a small checkpoint made each warm scan whose norms need
+            # the structural inference read every header again. `lighten` too: a layout judged
+            # in full (an index that disagreed, with a warning) comes back with every ref.
+            shards = kept_form(shards, light)
         problem = headercache.save(directory, only, source, files, config, shards, warnings, light)
         if problem is not None:
             checkpoint.warnings.append(problem)

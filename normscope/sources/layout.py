@@ -23,7 +23,7 @@ from normscope.errors import SourceError
 from normscope.naming import natural_key
 from normscope.schema import Leaves, TensorMap, TensorRef
 from normscope.sources.jsonload import JSONLimitError, load_json, load_name_map
-from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader, parse_header, slim
+from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader, lighten, parse_header, slim
 from normscope.sources.store import Checkpoint, Store
 
 _gc_lock = threading.Lock()
@@ -132,6 +132,17 @@ KEEP_NAMES = 65_536
 """A light layout keeps every tensor name up to this many tensors (~8 MiB of them; Mixtral has
 995, Qwen3-235B-A22B 37k); past it, only the names the rules ask about (`Leaves`, issue 29:
 DeepSeek-V3's 92k names are 9 MB, 16x its layers 150 MB)."""
+
+
+def kept_form(shards: Sequence[ShardHeader], leaves: Leaves) -> list[ShardHeader]:
+    """`shards` in the light form a cold open keeps them: every name up to `KEEP_NAMES`
+    tensors, slimmed past it (`_parse_each`); a shard judged in full is lightened first. The
+    header cache saves this form, so that a warm scan answers the same questions without a
+    header read as the cold one did."""
+    light = [lighten(s) for s in shards]
+    if sum(s.tensor_count for s in light) > KEEP_NAMES:
+        return [slim(s, leaves) for s in light]
+    return light
 
 
 def _parse_each(
