@@ -20,9 +20,8 @@ from normscope.arch import present_leaves
 from normscope.errors import SourceError
 from normscope.render.common import render_json
 from normscope.scanner import ScanOptions, analyze_checkpoint
-from normscope.schema import Leaves, TensorMap, gain_shaped
-from normscope.sources import Checkpoint, open_checkpoint
-from normscope.sources import layout
+from normscope.schema import Leaves, TensorMap, light_kept
+from normscope.sources import Checkpoint, layout, open_checkpoint
 from normscope.sources.layout import open_layout
 from normscope.sources.local import LocalStore
 
@@ -82,7 +81,7 @@ def test_light_and_full_layouts_agree(
         b.infos,
     )
     lt, ft = light.tensors, full.tensors
-    kept = {n: r for n, r in ft.items() if gain_shaped(n, r.shape)}
+    kept = {n: r for n, r in ft.items() if light_kept(n, r.shape)}
     assert lt.kept == kept and {n: lt[n] for n in kept} == kept and len(lt) == len(ft)
     assert light.dtype_counts() == full.dtype_counts()
     # Every question a rule's `if_present` asks is answered without loading the full layout.
@@ -246,7 +245,8 @@ def test_every_zoo_architecture_reads_the_same_light_and_full(
     """The zoo's 300-odd architectures (tests/zoo.py, sparse files): the same report from the
     light layout as from the full one. Where the structural inference of a norm no rule names
     asks about a tensor the light layout did not keep, the full layout is loaded once and the
-    headers it read again are counted: bytes_read is then exactly one header pass more."""
+    headers it read again are counted: bytes_read is then exactly one header pass more. With
+    every name kept, that never happens."""
     if slimmed:  # as a checkpoint past KEEP_NAMES tensors is read: the structural inference
         # (140-odd of the zoo) then loads the full layout
         monkeypatch.setattr(layout, "KEEP_NAMES", 0)
@@ -284,4 +284,41 @@ def test_every_zoo_architecture_reads_the_same_light_and_full(
                 assert io_a["bytes_read"] == io_b["bytes_read"] + headers
             else:
                 assert io_a == io_b
-    assert compared >= 300 and 0 < reread < compared // (2 if slimmed else 4)
+    # Every name kept: no question of the inference needs the full layout (it counts a
+    # module's matrices from the names, `TensorMap.matrix`); slimmed, its names are loaded.
+    assert compared >= 300 and (0 < reread < compared // 2 if slimmed else reread == 0)
+
+
+@pytest.mark.parametrize("slimmed", [False, True], ids=["every-name", "slimmed"])
+def test_a_light_layout_tells_a_matrix_from_a_scalar_without_loading(
+    tmp_path: Path, slimmed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`is_matrix` on a light layout: a scalar and a gain are kept (`light_kept`), so a name it
+    knows of without a ref is a tensor of two or more dimensions; slimmed, a name its leaves do
+    not cover loads the full layout (counted), and the answer is the same."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from normscope.schema import is_matrix
+
+    if slimmed:
+        monkeypatch.setattr(layout, "KEEP_NAMES", 0)
+    tensors = {
+        "m.scale": np.array(2.0, dtype=np.float32),  # 0-D
+        "m.proj.weight": np.zeros((4, 3), dtype=np.float32),
+        "m.conv.weight": np.zeros((2, 2, 2), dtype=np.float32),
+        "m.norm.weight": np.ones(4, dtype=np.float32),
+        "m.q_norm.weight": np.ones((2, 4), dtype=np.float32),  # 2-D, norm-named: gain-shaped
+    }
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    light, full = _both(tmp_path)
+    assert isinstance(light.tensors, TensorMap)
+    assert set(light.tensors.kept) == {"m.scale", "m.norm.weight", "m.q_norm.weight"}
+    expected = {name: array.ndim >= 2 for name, array in tensors.items()} | {"m.absent": False}
+    known = {"m.scale", "m.norm.weight", "m.q_norm.weight"} if slimmed else set(expected)
+    for name in sorted(known):
+        assert is_matrix(light.tensors, name) is expected[name], name
+        assert is_matrix(full.tensors, name) is expected[name], name
+    assert not light.tensors.loaded
+    answers = {name: is_matrix(light.tensors, name) for name in expected}
+    assert answers == expected and light.tensors.loaded is slimmed

@@ -69,6 +69,7 @@ from normscope.arch.blocks import (
 )
 from normscope.arch.structure import FINAL_LEAVES, Stacks, stack_of, tower_of
 from normscope.enums import Role, Tower
+from normscope.schema import is_matrix
 
 # A connector's words outside the projector tower's own (Mistral-Large-3 `pre_mm_projector_norm`,
 # LightOnOCR `vision_projection`: a projection named for a modality).
@@ -153,9 +154,8 @@ class Inference:
         found = self._modules.get(module)
         if found is None:
             rel = self.tree.under(module)
-            shapes = (getattr(self.tensors.get(f"{module}.{r}"), "shape", ()) for r in rel)
             found = (
-                sum(1 for s in shapes if len(s) >= 2),
+                sum(1 for r in rel if is_matrix(self.tensors, f"{module}.{r}")),
                 module_kind(module.rpartition(".")[2], rel),
             )
             self._modules[module] = found

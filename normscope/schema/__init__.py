@@ -47,6 +47,8 @@ from normscope.schema.scan import (
     TensorRef,
     Thresholds,
     gain_shaped,
+    is_matrix,
+    light_kept,
 )
 from normscope.schema.series import (
     SeriesCheckpoint,
@@ -112,4 +114,6 @@ __all__ = [
     "TrinityRow",
     "Verdict",
     "gain_shaped",
+    "is_matrix",
+    "light_kept",
 ]

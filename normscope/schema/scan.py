@@ -138,6 +138,21 @@ def gain_shaped(name: str, shape: tuple[int, ...]) -> bool:
     return ndim == 1 or (ndim == 2 and "norm" in name.lower())
 
 
+def light_kept(name: str, shape: tuple[int, ...]) -> bool:
+    """Whether a light layout keeps a tensor's ref: gain-shaped (`gain_shaped`), or a scalar.
+    So a tensor it knows of and holds no ref of has two or more dimensions (`is_matrix`)."""
+    return not shape or gain_shaped(name, shape)
+
+
+def is_matrix(tensors: Mapping[str, TensorRef], name: str) -> bool:
+    """Whether `name` is a tensor of two or more dimensions; a `TensorMap` answers without
+    loading the full map when it knows of the name (`TensorMap.matrix`)."""
+    if isinstance(tensors, TensorMap):
+        return tensors.matrix(name)
+    ref = tensors.get(name)
+    return ref is not None and len(ref.shape) >= 2
+
+
 class Leaves:
     """The names a light layout keeps besides the gain-shaped refs: those ending with one of
     `leaves` (a relative tensor name such as `post_feedforward_layernorm.weight`), which is
@@ -174,7 +189,8 @@ class Leaves:
 
 class TensorMap(Mapping[str, TensorRef]):
     """The tensors of a checkpoint as a scan keeps them: the `TensorRef` of each gain-shaped one
-    (`kept`), how many there are, and their names, all of them or only those a rule may ask for.
+    and each scalar (`kept`, `light_kept`), how many there are, and their names, all of them or
+    only those a rule may ask for.
 
     What a scan keeps of a layout (`sources.layout.open_layout(light=True)`). `complete`: every
     name is in `present` (in shard order, then header order, as the full map holds them), and
@@ -236,6 +252,19 @@ class TensorMap(Mapping[str, TensorRef]):
     def __contains__(self, name: object) -> bool:
         settled = self._settled(name)
         return settled if settled is not None else name in self._every()
+
+    def matrix(self, name: str) -> bool:
+        """Whether `name` is a tensor of two or more dimensions. A name known without a kept ref
+        is one (`light_kept`: the gain-shaped and the scalars are kept), so the structural
+        inference's count of a module's matrices loads nothing when every name was kept."""
+        ref = self.kept.get(name)
+        if ref is not None:
+            return len(ref.shape) >= 2
+        settled = self._settled(name)
+        if settled is not None:
+            return settled
+        ref = self._every().get(name)
+        return ref is not None and len(ref.shape) >= 2
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._present if self.complete else self._every())

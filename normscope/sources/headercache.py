@@ -39,7 +39,7 @@ from normscope.sources.safetensors import INDEX_SUFFIX, ShardHeader
 from normscope.sources.store import cache_root, read_cache_file, write_cache_file
 from normscope.version import __version__
 
-FORMAT = 5
+FORMAT = 6
 """Bumped when the entry's layout or the validation it stands for changes."""
 RACY_SECONDS = 2.0
 """Files changed this recently (seconds before the stat) are not trusted to be settled."""

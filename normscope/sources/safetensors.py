@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import msgspec
 
 from normscope.errors import SourceError
-from normscope.schema import Leaves, TensorRef, gain_shaped
+from normscope.schema import Leaves, TensorRef, light_kept
 from normscope.sources.jsonload import load_json
 
 # safetensors refuses headers above 100 MB (safetensors/src/tensor.rs MAX_HEADER_SIZE).
@@ -75,7 +75,8 @@ class ShardHeader:
     header_bytes: int
     """8 + the JSON header's length: what reading the header costs."""
     tensors: dict[str, TensorRef]
-    """Every tensor's ref; light (`names` set): only the gain-shaped ones (`gain_shaped`)."""
+    """Every tensor's ref; light (`names` set): only the gain-shaped ones and the scalars
+    (`light_kept`)."""
     metadata: dict[str, str]
     names: list[str] | None = None
     """Light, as `parse_header(light=True)` returns it: every tensor name, in header order;
@@ -120,10 +121,11 @@ def summarise(refs: Iterable[TensorRef]) -> dict[str, list[int]]:
 
 
 def lighten(shard: ShardHeader) -> ShardHeader:
-    """The light form of a full `shard`: the gain-shaped refs, every name, the dtype summary."""
+    """The light form of a full `shard`: the refs `light_kept` keeps, every name, the dtype
+    summary."""
     if shard.names is not None:
         return shard
-    kept = {n: r for n, r in shard.tensors.items() if gain_shaped(n, r.shape)}
+    kept = {n: r for n, r in shard.tensors.items() if light_kept(n, r.shape)}
     return ShardHeader(
         shard.path,
         shard.size,
@@ -234,9 +236,10 @@ def _tile(
         if nbits != (end - begin) * 8 or nbits > U64_MAX or (not nbits and len(shape) > 1):
             return None
         position = end
-        # NOTE: `gain_shaped`, inlined in the loop that runs once per tensor (a call costs
+        # NOTE: `light_kept`, inlined in the loop that runs once per tensor (a call costs
         # ~0.1 us x 92k); tests/test_light_layout.py holds the kept refs to it.
-        if light is None or len(shape) == 1 or (len(shape) == 2 and "norm" in name.lower()):
+        ndim = len(shape)
+        if light is None or ndim < 2 or (ndim == 2 and "norm" in name.lower()):
             tensors[name] = TensorRef(name, shard, dtype, shape, base + begin, base + end)
     if position != data_len or "__metadata__" in entries:
         return None
