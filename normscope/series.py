@@ -56,12 +56,33 @@ from normscope.version import __version__
 
 __all__ = ["SeriesOptions", "SeriesProgress", "measure_series"]
 
-AUTO_POOL_SECONDS = 2.5
-"""`auto` starts a process pool only when the remaining scans would take longer than this.
 
-Starting the pool costs about 0.4 s here and two processes give 1.3-1.6x on this 2-core box, so
-the pool pays for itself from about 1.5-2 s of serial work (benchmarks/RESULTS.md: 100 small
-checkpoints took 1.87 s pooled at a 1.0 s threshold, 1.45 s serially)."""
+@dataclass(frozen=True, slots=True)
+class PoolCost:
+    """What a process pool of two costs here, fitted on whole series (benchmarks/series_pool.py,
+    benchmarks/RESULTS.md "Series: when a pool pays"): `start` seconds to start it, then
+    `share` of the serial work, plus `per_task` seconds a checkpoint (IPC, the result's
+    pickle)."""
+
+    start: float
+    share: float
+    per_task: float
+
+    def pays(self, seconds_per_scan: float, remaining: int) -> bool:
+        """Whether the pool would finish `remaining` scans of `seconds_per_scan` each faster
+        than one loop, with a margin (`POOL_MARGIN`): a wrong pool costs more than a missed
+        one. NOTE: `share` was measured with two workers on two cores; more workers are not
+        assumed to do better (no such machine measured), so on a bigger one auto may miss a
+        speed-up, and never picks a pool that measured slower."""
+        serial = seconds_per_scan * remaining
+        pooled = self.start + self.share * serial + self.per_task * remaining
+        return POOL_MARGIN * pooled < serial
+
+
+POOL_COST = PoolCost(start=0.22, share=0.62, per_task=0.0017)
+"""Least squares over 8 series from 8 tiny to 8 DeepSeek-V3-sized checkpoints (8-240 ms a scan):
+predicted within 0.06 s of each measured pool (2-core machine, load ~1)."""
+POOL_MARGIN = 1.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,10 +226,10 @@ def _outcomes(
         return
     start = 0
     if kind is Executor.auto:
-        # Measure inline while deciding. The first scan pays one-off costs (imports, regex
-        # compilation), so it alone sends the rest to a pool only when they would clearly
-        # outlast its start; later ones decide by their fastest time, as one sample on a busy
-        # machine can be a hiccup.
+        # Measure inline while deciding (`POOL_COST.pays`). The first scan also pays one-off
+        # costs (imports, regex compilation: ~1.1x a DeepSeek-V3 scan, more for a tiny one),
+        # so alone it counts half; later ones decide by their fastest time, as one sample on a
+        # busy machine can be a hiccup.
         kind = Executor.serial
         times: list[float] = []
         sample = _cpu_sample()
@@ -220,9 +241,8 @@ def _outcomes(
                 continue
             times.append(outcome.seconds)
             remaining = len(paths) - start
-            estimate = min(times[1:] or times) * remaining
-            margin = 3.0 if len(times) == 1 else 1.0
-            if jobs > 1 and remaining >= 2 and estimate > margin * AUTO_POOL_SECONDS:
+            per_scan = min(times[1:]) if len(times) > 1 else times[0] / 2
+            if jobs > 1 and remaining >= 2 and POOL_COST.pays(per_scan, remaining):
                 # NOTE: measured, not assumed: a worker beside this one runs only on a core
                 # that stood idle while the inline scans ran. Where other processes kept the
                 # machine busy (a shared 2-core box under four test suites), a pool was slower

@@ -35,7 +35,7 @@ from normscope.render.series import (
     render_series_table,
 )
 from normscope.render.series_text import fmt_step, sample_indices, sparkline
-from normscope.scanner import ScanOptions
+from normscope.scanner import Measured, ScanOptions
 from normscope.schema import Band, Executor, Module, Order, Role, StepSource, Thresholds
 from normscope.series import SeriesOptions, SeriesProgress, measure_series
 from normscope.trends import fit_drift, project_crossing
@@ -448,12 +448,54 @@ def test_auto_starts_a_pool_only_when_it_pays(
 ) -> None:
     run = broken_run(tmp_path / "run")
     assert measure_series([run], options(jobs=2)).io.executor is Executor.serial
-    monkeypatch.setattr(series_module, "AUTO_POOL_SECONDS", 0.0)
+    monkeypatch.setattr(series_module, "POOL_COST", series_module.PoolCost(0.0, 0.0, 0.0))
     # the machine's load unknown (as off Linux): the pool as before (busy machines: below)
     monkeypatch.setattr(series_module, "_cpu_sample", lambda: None)
     pooled = measure_series([collapse_run(tmp_path / "c", n=4)], options(jobs=2))
     assert pooled.io.executor is Executor.process and len(pooled.checkpoints) == 4
     assert measure_series([run], options(jobs=1)).io.executor is Executor.serial
+
+
+@pytest.mark.parametrize(
+    ("seconds_per_scan", "remaining", "pays"),
+    [
+        # benchmarks/series_pool.py on this 2-core machine (RESULTS "Series: when a pool pays"):
+        # the pool of two measured clearly slower (>= 1.19x) or faster (<= 0.78x) than a loop.
+        (0.0078, 8, False),  # 8 tiny checkpoints: pool 3.9x the loop
+        (0.0071, 62, False),  # 64 tiny: 1.19x
+        (0.0535, 4, False),  # 4 Llama-3-70B-sized: 1.77x
+        (0.23, 4, True),  # 4 DeepSeek-V3-sized: 0.78x
+        (0.22, 6, True),  # 8 DeepSeek-V3-sized, after auto's two inline scans: 0.68x (8)
+        (0.22, 1, False),  # one left: a pool cannot win
+        (1.0, 0, False),
+    ],
+)
+def test_the_pool_cost_model_agrees_with_the_measured_series(
+    seconds_per_scan: float, remaining: int, pays: bool
+) -> None:
+    assert series_module.POOL_COST.pays(seconds_per_scan, remaining) is pays
+
+
+def test_auto_pools_a_series_of_large_checkpoints_from_the_measured_scans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decided by the scans' measured cost: six checkpoints whose inline scans take 0.3 s more
+    (`measure` slowed here; the pool's workers run the real one) go to a pool after two, the
+    same six at their own few milliseconds stay serial."""
+    import time
+
+    run = collapse_run(tmp_path / "c", n=6)
+    real = series_module.measure
+    monkeypatch.setattr(series_module, "_cpu_sample", lambda: None)
+    for extra, expected in ((0.3, Executor.process), (0.0, Executor.serial)):
+
+        def slowed(path: str, options: ScanOptions, extra: float = extra) -> Measured:
+            time.sleep(extra)
+            return real(path, options)
+
+        monkeypatch.setattr(series_module, "measure", slowed)
+        result = measure_series([run], options(jobs=2))
+        assert result.io.executor is expected and len(result.checkpoints) == 6
 
 
 @pytest.mark.parametrize(
@@ -470,7 +512,7 @@ def test_auto_stays_serial_where_no_core_stood_idle(
     """The pool is worth it only with a core to run on: on a 2-core machine, `idle_share` of the
     CPU time idle while the first scans ran inline (0.1: other processes and this one kept both
     busy; 0.5: one core idle)."""
-    monkeypatch.setattr(series_module, "AUTO_POOL_SECONDS", 0.0)
+    monkeypatch.setattr(series_module, "POOL_COST", series_module.PoolCost(0.0, 0.0, 0.0))
     monkeypatch.setattr(series_module.os, "cpu_count", lambda: 2)
     clock = iter(range(1, 1000))
 
