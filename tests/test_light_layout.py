@@ -1,7 +1,7 @@
 """A scan's light layout (`TensorMap`) against the full one, on every bundled checkpoint.
 
 A scan keeps the refs of the gain-shaped tensors only, every name and a dtype summary
-(`layout.open_layout(light=True)`); `fold` and the other readers keep every ref. The two must
+(`layout.open_layout(light=leaves)`); `fold` and the other readers keep every ref. The two must
 give the same report, the same measurements and the same answers to every question a rule asks
 of the names, and judge a bad layout (an index that disagrees, a tensor stored twice) with the
 same message. The full layout is the independent reference here: it is the code path every
@@ -160,7 +160,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def _message(store: LocalStore, light: bool) -> str:
     with pytest.raises(SourceError) as info:
-        open_layout(store, "x", light=light)
+        open_layout(store, "x", light=Leaves() if light else None)
     return str(info.value)
 
 
@@ -185,7 +185,7 @@ def test_unlisted_tensors_warn_as_in_the_full_layout(tmp_path: Path) -> None:
     for name in dropped:
         del data["weight_map"][name]
     index.write_text(json.dumps(data))
-    light = open_layout(LocalStore(d), "x", light=True)
+    light = open_layout(LocalStore(d), "x", light=Leaves())
     full = open_layout(LocalStore(d), "x")
     assert light.warnings == full.warnings and any(
         "not listed in the index" in w for w in light.warnings

@@ -192,7 +192,7 @@ class TensorMap(Mapping[str, TensorRef]):
     and each scalar (`kept`, `light_kept`), how many there are, and their names, all of them or
     only those a rule may ask for.
 
-    What a scan keeps of a layout (`sources.layout.open_layout(light=True)`). `complete`: every
+    What a scan keeps of a layout (`sources.layout.open_layout(light=leaves)`). `complete`: every
     name is in `present` (in shard order, then header order, as the full map holds them), and
     `in`, `len` and iteration are answered from it. Otherwise (a checkpoint of more than
     `layout.KEEP_NAMES` tensors: issue 29, no per-tensor object beyond the norms), `present`

@@ -37,7 +37,7 @@ def open_checkpoint(
     `SourceSpec` already. `progress` reports long transfers (Hub, object stores); `cache`:
     reuse a local layout's cached headers; `verbose`: let huggingface_hub's log lines through;
     `token`: a Hugging Face token for a Hub source (None: huggingface_hub's own).
-    `light`: a local safetensors layout keeps the refs of its gain-shaped tensors only, the
+    `light`: a local safetensors layout keeps the refs of its gain-shaped and scalar tensors, the
     names `leaves` covers, the count and a dtype summary (`layout.open_layout`): what a scan
     needs. Other kinds ignore it.
     """
@@ -107,7 +107,7 @@ def _open_local(store: LocalStore, source: str, cache: bool, light: Leaves | Non
     """`open_layout` (`light`: the leaves of a light one), or its result from the header cache
     when no file changed since."""
     if not cache:
-        return open_layout(store, source, light=light is not None, leaves=light)
+        return open_layout(store, source, light=light)
     directory, only = store.directory, store.only
     try:
         files = headercache.snapshot(directory, headercache.layout_files(directory, only))
@@ -125,7 +125,7 @@ def _open_local(store: LocalStore, source: str, cache: bool, light: Leaves | Non
             else:
                 tensors = merge_shards(shards)
             return Checkpoint(source, config, shards, tensors, store, store.warnings)
-    checkpoint = open_layout(store, source, light=light is not None, leaves=light)
+    checkpoint = open_layout(store, source, light=light)
     if files is not None:
         config, shards, warnings = checkpoint.config, checkpoint.shards, checkpoint.warnings
         if light is not None:

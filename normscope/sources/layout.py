@@ -56,13 +56,12 @@ def gc_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def open_layout(
-    store: Store, source: str, *, light: bool = False, leaves: Leaves | None = None
-) -> Checkpoint:
+def open_layout(store: Store, source: str, *, light: Leaves | None = None) -> Checkpoint:
     """Read config, index and every shard header of `store`; check they agree.
 
-    `light` (local stores: a scan): the checkpoint's `tensors` is a `TensorMap` (the refs of
-    the gain-shaped tensors, the count, the names `leaves` covers, `ShardHeader.dtypes`), and
+    `light` (local stores: a scan), the leaves a light layout keeps names of: the checkpoint's
+    `tensors` is a `TensorMap` (the refs `light_kept` keeps, the count, the names the leaves
+    cover, `ShardHeader.dtypes`), and
     each header is parsed and checked against the index as it is read, then dropped.
     Validation is the same; an index or shards that disagree are judged on the full layout,
     with the same messages.
@@ -70,11 +69,10 @@ def open_layout(
     warnings = store.warnings
     config = _read_config(store, warnings)
     shard_names, weight_map, index = _shard_names(store, source, warnings)
-    if light:
-        leaves = leaves or Leaves()
-        shards, sound = _parse_each(store, shard_names, weight_map, leaves)
+    if light is not None:
+        shards, sound = _parse_each(store, shard_names, weight_map, light)
         if sound:
-            kept = light_map(shards, full_loader(store, shard_names), leaves)
+            kept = light_map(shards, full_loader(store, shard_names), light)
             return Checkpoint(source, config, shards, kept, store, warnings)
         # An index and shards that disagree, or a tensor stored twice: the full layout names
         # it. The headers are read again for that (counted once).
