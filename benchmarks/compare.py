@@ -52,6 +52,10 @@ def main() -> int:
             raise SystemExit(f"{tree} holds no normscope/ package")
         variants[f"normscope ({tree})"] = (scan, dict(os.environ, PYTHONPATH=str(tree)))
     variants["floor"] = ([py, str(harness.COMP / "floor.py"), str(src)], dict(os.environ))
+    indexed = (src / "model.safetensors.index.json").is_file()
+    if indexed:  # the floor of what normscope proves of the index (issue 29)
+        floor_index = [py, str(harness.COMP / "floor_index.py"), str(src)]
+        variants["floor + exact index check"] = (floor_index, dict(os.environ))
     if not args.no_safe_open:
         variants["safe_open script"] = (
             [py, str(harness.COMP / "safe_open_script.py"), str(src)],
@@ -84,7 +88,7 @@ def main() -> int:
     print(f"{args.replica}, {args.rounds} alternating rounds, load average at the end {load}")
     print(
         f"{'command':<44} {'wall':>7} {'CPU':>7} {'RSS MiB':>8} {'wall/floor':>10} "
-        f"{'CPU/floor':>9} {'safe_open /':>12}"
+        f"{'CPU/floor':>9} {'safe_open /':>12}" + (f" {'CPU/floor+index':>15}" if indexed else "")
     )
     for key, w in walls.items():
         same = (
@@ -95,6 +99,9 @@ def main() -> int:
         wall_ratio = statistics.median(a / b for a, b in zip(w, walls["floor"], strict=True))
         cpu_ratio = statistics.median(a / b for a, b in zip(cpus[key], cpus["floor"], strict=True))
         speed = f"{so / statistics.median(w):12.2f}" if so is not None else ""
+        if indexed:
+            pairs = zip(cpus[key], cpus["floor + exact index check"], strict=True)
+            speed += f" {statistics.median(a / b for a, b in pairs):15.2f}"
         print(
             f"{key:<44} {statistics.median(w):7.3f} {statistics.median(cpus[key]):7.3f} "
             f"{statistics.median(rss[key]) / 2**20:8.0f} {wall_ratio:10.2f} {cpu_ratio:9.2f}"
