@@ -60,7 +60,7 @@ __all__ = ["SeriesOptions", "SeriesProgress", "measure_series"]
 @dataclass(frozen=True, slots=True)
 class PoolCost:
     """What a process pool of two costs here, fitted on whole series (benchmarks/series_pool.py,
-    benchmarks/RESULTS.md "Series: when a pool pays"): `start` seconds to start it, then
+    benchmarks/RESULTS.md "Round 3d"): `start` seconds to start it, then
     `share` of the serial work, plus `per_task` seconds a checkpoint (IPC, the result's
     pickle)."""
 

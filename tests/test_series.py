@@ -459,7 +459,7 @@ def test_auto_starts_a_pool_only_when_it_pays(
 @pytest.mark.parametrize(
     ("seconds_per_scan", "remaining", "pays"),
     [
-        # benchmarks/series_pool.py on this 2-core machine (RESULTS "Series: when a pool pays"):
+        # benchmarks/series_pool.py on this 2-core machine (RESULTS "Round 3d"):
         # the pool of two measured clearly slower (>= 1.19x) or faster (<= 0.78x) than a loop.
         (0.0078, 8, False),  # 8 tiny checkpoints: pool 3.9x the loop
         (0.0071, 62, False),  # 64 tiny: 1.19x
