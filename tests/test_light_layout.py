@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from normscope.arch import present_leaves
 from normscope.errors import SourceError
@@ -322,3 +324,56 @@ def test_a_light_layout_tells_a_matrix_from_a_scalar_without_loading(
     assert not light.tensors.loaded
     answers = {name: is_matrix(light.tensors, name) for name in expected}
     assert answers == expected and light.tensors.loaded is slimmed
+
+
+_NAMES = [f"model.layers.{i}.{leaf}" for i in range(4) for leaf in ("a.weight", "b.weight")]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    placed=st.lists(st.integers(0, 2), min_size=len(_NAMES), max_size=len(_NAMES)),
+    edits=st.lists(
+        st.tuples(st.sampled_from(["move", "drop", "add", "twice"]), st.integers(0, 7)),
+        max_size=3,
+    ),
+    shuffled=st.randoms(use_true_random=False),
+)
+def test_the_index_agreement_is_exactly_the_set_statement(
+    placed: list[int], edits: list[tuple[str, int]], shuffled: Any
+) -> None:
+    """`_Agreement` with an index against the statement written with sets: over the shards the
+    index names, the index maps exactly the headers' names, each to the shard whose header
+    holds it, and no name is in two of them. Headers and index in any order (`shuffled`); an
+    index entry moved to another shard, dropped, or naming a tensor no header has; a name
+    stored in two shards. (A shard the index does not name is not read: a warning, elsewhere.)"""
+    from normscope.sources.layout import _Agreement
+
+    shards = [f"s{k}.safetensors" for k in range(3)]
+    headers: dict[str, list[str]] = {s: [] for s in shards}
+    for name, k in zip(_NAMES, placed, strict=True):
+        headers[shards[k]].append(name)
+    index = {name: shards[k] for name, k in zip(_NAMES, placed, strict=True)}
+    for edit, i in edits:
+        name = _NAMES[i]
+        if edit == "move":
+            index[name] = shards[(shards.index(index.get(name, shards[0])) + 1) % 3]
+        elif edit == "drop":
+            index.pop(name, None)
+        elif edit == "add":
+            index[f"extra.{i}.weight"] = shards[i % 3]
+        else:  # the name stored in a second shard too
+            other = shards[(placed[i] + 1) % 3]
+            if name not in headers[other]:
+                headers[other].append(name)
+    items = list(index.items())
+    shuffled.shuffle(items)
+    index = dict(items)
+    for names in headers.values():
+        shuffled.shuffle(names)
+    read = sorted(set(index.values()))  # the shards the index names, as `_shard_names`
+    # One pair per index entry; a name in two headers gives two pairs: never equal then.
+    held = {(name, s) for s in read for name in headers[s]}
+    agreement = _Agreement(index)
+    for s in read:
+        agreement.add(s, headers[s])
+    assert agreement.sound() is (set(index.items()) == held)
