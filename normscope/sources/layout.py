@@ -61,8 +61,8 @@ def open_layout(store: Store, source: str, *, light: Leaves | None = None) -> Ch
 
     `light` (local stores: a scan), the leaves a light layout keeps names of: the checkpoint's
     `tensors` is a `TensorMap` (the refs `light_kept` keeps, the count, the names the leaves
-    cover, `ShardHeader.dtypes`), and
-    each header is parsed and checked against the index as it is read, then dropped.
+    cover, `ShardHeader.dtypes`), and each header is parsed and checked against the index as
+    it is read, then dropped.
     Validation is the same; an index or shards that disagree are judged on the full layout,
     with the same messages.
     """
