@@ -74,6 +74,8 @@ class PoolCost:
         one. NOTE: `share` was measured with two workers on two cores; more workers are not
         assumed to do better (no such machine measured), so on a bigger one auto may miss a
         speed-up, and never picks a pool that measured slower."""
+        if remaining < 2:  # two workers cannot split one scan
+            return False
         serial = seconds_per_scan * remaining
         pooled = self.start + self.share * serial + self.per_task * remaining
         return POOL_MARGIN * pooled < serial

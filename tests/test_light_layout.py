@@ -1,6 +1,6 @@
 """A scan's light layout (`TensorMap`) against the full one, on every bundled checkpoint.
 
-A scan keeps the refs of the gain-shaped tensors only, every name and a dtype summary
+A scan keeps the refs of the gain-shaped and scalar tensors only, the names and a dtype summary
 (`layout.open_layout(light=leaves)`); `fold` and the other readers keep every ref. The two must
 give the same report, the same measurements and the same answers to every question a rule asks
 of the names, and judge a bad layout (an index that disagrees, a tensor stored twice) with the

@@ -154,7 +154,7 @@ def is_matrix(tensors: Mapping[str, TensorRef], name: str) -> bool:
 
 
 class Leaves:
-    """The names a light layout keeps besides the gain-shaped refs: those ending with one of
+    """The names a light layout keeps besides its refs (`light_kept`): those ending with one of
     `leaves` (a relative tensor name such as `post_feedforward_layernorm.weight`), which is
     what the architecture rules' `if_present` conditions ask about (`arch.present_leaves`)."""
 

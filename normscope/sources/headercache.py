@@ -69,8 +69,8 @@ class _Shard(msgspec.Struct, gc=False):
     metadata: dict[str, str]
     tensors: list[_Tensor]
     names: list[str] | None = None
-    """A light layout's names its leaves cover (`ShardHeader.names`); None: `tensors` are all
-    of them."""
+    """A light layout's names (`ShardHeader.names`): every one up to `layout.KEEP_NAMES`
+    tensors, past it those its leaves cover; None: `tensors` are all of them."""
     dtypes: dict[str, list[int]] | None = None
     count: int | None = None
 
@@ -141,7 +141,8 @@ def load(
 ) -> tuple[Any, list[ShardHeader], list[str]] | None:
     """(config, shard headers, warnings) cached for exactly these `files`; None: a miss. An
     entry whose digest fails is dropped and said in `warnings` (`store.read_cache_file`).
-    `light`: the entry a light open with these leaves saved (slimmed `ShardHeader`s)."""
+    `light`: the entry a light open with these leaves saved (light `ShardHeader`s, slimmed past
+    `layout.KEEP_NAMES` tensors: `layout.kept_form`)."""
     data = read_cache_file(_entry_path(directory, only, light), warnings)
     if data is None:
         return None

@@ -135,8 +135,9 @@ DeepSeek-V3's 92k names are 9 MB, 16x its layers 150 MB)."""
 def kept_form(shards: Sequence[ShardHeader], leaves: Leaves) -> list[ShardHeader]:
     """`shards` in the light form a cold open keeps them: every name up to `KEEP_NAMES`
     tensors, slimmed past it (`_parse_each`); a shard judged in full is lightened first. The
-    header cache saves this form, so that a warm scan answers the same questions without a
-    header read as the cold one did."""
+    header cache saves this form, so that a warm scan answers without a header read what the
+    cold light one did (a layout judged in full past KEEP_NAMES: the cold scan held every ref,
+    the warm one loads them for a question beyond its leaves, counted)."""
     light = [lighten(s) for s in shards]
     if sum(s.tensor_count for s in light) > KEEP_NAMES:
         return [slim(s, leaves) for s in light]
@@ -178,7 +179,9 @@ class _Agreement:
     over every shard the index names (`_shard_names` reads them all), and with every index entry
     in some group, it is exactly the statement above. A shard's set is small and stays in the
     cache where one lookup per name into the whole index missed it (1.5M names: 0.18 s against
-    0.55 s; benchmarks/RESULTS.md, Round 3d).
+    0.55 s; benchmarks/RESULTS.md, Round 3d). The groups hold a reference to each index name
+    until its shard is read (8 bytes a name: 12 MB at 1.5M), and an index not written by name
+    (shards interleaved entry by entry) makes many runs: slower, as exact.
 
     Without an index: no name is in two shards (a header holds each name once: `parse_header`).
     NOTE: checked on the names' hashes, 8 bytes each in a numpy array, not on a set of 1.5M

@@ -138,8 +138,9 @@ def lighten(shard: ShardHeader) -> ShardHeader:
 
 
 def slim(shard: ShardHeader, leaves: Leaves) -> ShardHeader:
-    """A light `shard` without its list of every name: the gain-shaped refs, the dtype summary,
-    the count, and only the names `leaves` covers (what the rules' `if_present` asks about).
+    """A light `shard` without its list of every name: the refs `light_kept` keeps, the dtype
+    summary, the count, and only the names `leaves` covers (what the rules' `if_present` asks
+    about).
 
     NOTE: issue 29: the names were what a light layout held per tensor (~100 bytes each: 150 MB
     at 1.5M tensors); a lookup of any other name loads the full layout (`TensorMap`).
@@ -167,7 +168,8 @@ _METADATA_SCAN = 1 << 16
 
 @dataclass(slots=True)
 class _Light:
-    """What a light parse gives besides the gain-shaped refs (`ShardHeader.names`, `.dtypes`)."""
+    """What a light parse gives besides the refs `light_kept` keeps (`ShardHeader.names`,
+    `.dtypes`)."""
 
     names: list[str] = field(default_factory=list)
     dtypes: dict[str, list[int]] = field(default_factory=dict)
@@ -212,7 +214,7 @@ def _tile(
 ) -> dict[str, TensorRef] | None:
     """The refs of `entries` when they are known dtypes whose sizes match their shapes and
     tile the data section in order; None: not provably so (the general path decides). `light`:
-    only the gain-shaped refs, and every name and the dtype summary in `light`."""
+    only the refs `light_kept` keeps, and every name and the dtype summary in `light`."""
     bits_of = DTYPE_BITS.get
     prod = math.prod
     tensors: dict[str, TensorRef] = {}
@@ -283,8 +285,8 @@ def parse_header(
     section. Stricter than safetensors on purpose: a header must start with `{`, a tensor name
     may appear once only (safetensors keeps the last), and no number may have over 308 digits.
     `fast=False` skips `_parse_fast` (the tests compare the two paths). `light`: keep the refs
-    of the gain-shaped tensors only, every name and a dtype summary (`ShardHeader.names`); the
-    validation is the same.
+    `light_kept` keeps (the gain-shaped tensors and the scalars), every name and a dtype
+    summary (`ShardHeader.names`); the validation is the same.
     """
     header_len = len(raw)
     data_len = file_size - 8 - header_len

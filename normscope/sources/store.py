@@ -122,8 +122,8 @@ class Checkpoint:
     config: dict[str, Any] | None
     shards: list[ShardHeader]
     tensors: Mapping[str, TensorRef]
-    """Every tensor by name; after a light open (a scan) a `TensorMap`: every name, the refs of
-    the gain-shaped tensors only."""
+    """Every tensor by name; after a light open (a scan) a `TensorMap`: the names, the refs of
+    the gain-shaped and scalar tensors only (`schema.light_kept`)."""
     store: Store
     warnings: list[str] = field(default_factory=list)
     kind: str = "safetensors"
