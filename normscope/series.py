@@ -244,7 +244,7 @@ def _outcomes(
             times.append(outcome.seconds)
             remaining = len(paths) - start
             per_scan = min(times[1:]) if len(times) > 1 else times[0] / 2
-            if jobs > 1 and remaining >= 2 and POOL_COST.pays(per_scan, remaining):
+            if jobs > 1 and POOL_COST.pays(per_scan, remaining):
                 # NOTE: measured, not assumed: a worker beside this one runs only on a core
                 # that stood idle while the inline scans ran. Where other processes kept the
                 # machine busy (a shared 2-core box under four test suites), a pool was slower

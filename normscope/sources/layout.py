@@ -192,7 +192,6 @@ class _Agreement:
     def __init__(self, weight_map: Mapping[str, str] | None) -> None:
         self.weight_map = weight_map
         self.found = self.total = 0
-        self.agree = True
         self.hashes: list[array.array[int]] = []
         self.groups: dict[str, list[str]] = {}
         if weight_map is not None:
@@ -207,17 +206,17 @@ class _Agreement:
     def add(self, shard: str, names: list[str]) -> None:
         self.total += len(names)
         if self.weight_map is not None:
+            # A shard whose group differs counts its tensors in `total` only: then either the
+            # two counts part, or (a header with no tensors) its group is never counted.
             group = self.groups.pop(shard, [])
             if len(group) == len(names) and set(names).issuperset(group):
                 self.found += len(group)
-            else:
-                self.agree = False
         else:
             self.hashes.append(array.array("q", map(hash, names)))
 
     def sound(self) -> bool:
         if self.weight_map is not None:
-            return self.agree and self.found == self.total == len(self.weight_map)
+            return self.found == self.total == len(self.weight_map)
         if len(self.hashes) < 2:
             return True
         import numpy as np  # a scan has it loaded already (its statistics)
