@@ -10,6 +10,9 @@ alternating rounds with the installed normscope, the floor and the safe_open scr
 ratios come from one run. Checks that every tree produces the same report (io.seconds aside).
 Each figure is the median over rounds; `/ floor` is taken round by round (each round runs every
 command once, in rotated order) and its median printed, for wall and for CPU (user + sys).
+`CPU/floor 1t` is against the floor run with one BLAS thread (numpy's OpenBLAS otherwise starts
+a thread per core, ~0.1 s of CPU that normscope, which runs one, does not pay), and
+`CPU/floor+index` against the floor plus an exact index check, also with one thread.
 """
 
 from __future__ import annotations
@@ -52,10 +55,21 @@ def main() -> int:
             raise SystemExit(f"{tree} holds no normscope/ package")
         variants[f"normscope ({tree})"] = (scan, dict(os.environ, PYTHONPATH=str(tree)))
     variants["floor"] = ([py, str(harness.COMP / "floor.py"), str(src)], dict(os.environ))
+    # The floor as the issue measured it leaves numpy's OpenBLAS a thread per core, whose start
+    # costs ~0.1 s CPU (normscope's CLI runs one): the same floor with one thread, for the
+    # stricter ratio (issue 29's note, round 3e).
+    variants["floor, one BLAS thread"] = (
+        [py, str(harness.COMP / "floor.py"), str(src)],
+        dict(os.environ, OPENBLAS_NUM_THREADS="1"),
+    )
     indexed = (src / "model.safetensors.index.json").is_file()
     if indexed:  # the floor of what normscope proves of the index (issue 29)
         floor_index = [py, str(harness.COMP / "floor_index.py"), str(src)]
-        variants["floor + exact index check"] = (floor_index, dict(os.environ))
+        # one BLAS thread, as normscope runs (round 3d ran it with the default, a thread a core)
+        variants["floor + exact index check"] = (
+            floor_index,
+            dict(os.environ, OPENBLAS_NUM_THREADS="1"),
+        )
     if not args.no_safe_open:
         variants["safe_open script"] = (
             [py, str(harness.COMP / "safe_open_script.py"), str(src)],
@@ -88,7 +102,8 @@ def main() -> int:
     print(f"{args.replica}, {args.rounds} alternating rounds, load average at the end {load}")
     print(
         f"{'command':<44} {'wall':>7} {'CPU':>7} {'RSS MiB':>8} {'wall/floor':>10} "
-        f"{'CPU/floor':>9} {'safe_open /':>12}" + (f" {'CPU/floor+index':>15}" if indexed else "")
+        f"{'CPU/floor':>9} {'CPU/floor 1t':>12} {'safe_open /':>12}"
+        + (f" {'CPU/floor+index':>15}" if indexed else "")
     )
     for key, w in walls.items():
         same = (
@@ -98,6 +113,8 @@ def main() -> int:
         )
         wall_ratio = statistics.median(a / b for a, b in zip(w, walls["floor"], strict=True))
         cpu_ratio = statistics.median(a / b for a, b in zip(cpus[key], cpus["floor"], strict=True))
+        one = cpus["floor, one BLAS thread"]
+        cpu_ratio_1t = statistics.median(a / b for a, b in zip(cpus[key], one, strict=True))
         speed = f"{so / statistics.median(w):12.2f}" if so is not None else ""
         if indexed:
             pairs = zip(cpus[key], cpus["floor + exact index check"], strict=True)
@@ -105,6 +122,7 @@ def main() -> int:
         print(
             f"{key:<44} {statistics.median(w):7.3f} {statistics.median(cpus[key]):7.3f} "
             f"{statistics.median(rss[key]) / 2**20:8.0f} {wall_ratio:10.2f} {cpu_ratio:9.2f}"
+            f" {cpu_ratio_1t:12.2f}"
             f"{speed}{same}"
         )
     return 0
