@@ -54,14 +54,12 @@ def main() -> int:
         if not (tree / "normscope" / "__init__.py").is_file():
             raise SystemExit(f"{tree} holds no normscope/ package")
         variants[f"normscope ({tree})"] = (scan, dict(os.environ, PYTHONPATH=str(tree)))
-    variants["floor"] = ([py, str(harness.COMP / "floor.py"), str(src)], dict(os.environ))
+    floor = [py, str(harness.COMP / "floor.py"), str(src)]
+    variants["floor"] = (floor, dict(os.environ))
     # The floor as the issue measured it leaves numpy's OpenBLAS a thread per core, whose start
     # costs ~0.1 s CPU (normscope's CLI runs one): the same floor with one thread, for the
     # stricter ratio (issue 29's note, round 3e).
-    variants["floor, one BLAS thread"] = (
-        [py, str(harness.COMP / "floor.py"), str(src)],
-        dict(os.environ, OPENBLAS_NUM_THREADS="1"),
-    )
+    variants["floor, one BLAS thread"] = (floor, dict(os.environ, OPENBLAS_NUM_THREADS="1"))
     indexed = (src / "model.safetensors.index.json").is_file()
     if indexed:  # the floor of what normscope proves of the index (issue 29)
         floor_index = [py, str(harness.COMP / "floor_index.py"), str(src)]
